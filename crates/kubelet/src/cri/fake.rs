@@ -1,0 +1,307 @@
+//! An in-memory CRI runtime for unit tests and benchmarks: containers do nothing until the test
+//! says they exited. Every call is recorded so tests can assert on what the kubelet asked for.
+
+use super::{CriError, Result, Runtime, api};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    sandboxes: BTreeMap<String, (api::PodSandbox, api::PodSandboxConfig)>,
+    containers: BTreeMap<String, api::ContainerStatus>,
+    container_sandbox: HashMap<String, String>,
+    images: HashSet<String>,
+    /// Images a pull may fetch (the "registry").
+    registry: HashSet<String>,
+    calls: Vec<String>,
+    /// Operations that fail with this message the next time they are called.
+    failures: HashMap<&'static str, String>,
+}
+
+/// The fake runtime. Cloning shares the state.
+#[derive(Clone, Default)]
+pub struct FakeRuntime {
+    state: Arc<Mutex<State>>,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enter(&self, op: &'static str) -> Result<MutexGuard<'_, State>> {
+        let mut s = self.lock();
+        s.calls.push(op.to_string());
+        match s.failures.remove(op) {
+            Some(msg) => Err(CriError::new(op, tonic::Code::Unknown, msg)),
+            None => Ok(s),
+        }
+    }
+
+    /// Puts an image in the runtime's store.
+    pub fn add_image(&self, image: &str) {
+        self.lock().images.insert(image.to_string());
+    }
+
+    /// Makes an image pullable.
+    pub fn add_registry_image(&self, image: &str) {
+        self.lock().registry.insert(image.to_string());
+    }
+
+    /// The next call of `op` (e.g. "CreateContainer") fails with `message`.
+    pub fn fail_next(&self, op: &'static str, message: &str) {
+        self.lock().failures.insert(op, message.to_string());
+    }
+
+    /// The names of the calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// Marks a running container as exited with `code`.
+    pub fn exit_container(&self, id: &str, code: i32) {
+        let mut s = self.lock();
+        if let Some(c) = s.containers.get_mut(id) {
+            c.state = api::ContainerState::ContainerExited as i32;
+            c.exit_code = code;
+            c.finished_at = now_nanos();
+            c.reason = if code == 0 { "Completed".into() } else { "Error".into() };
+        }
+    }
+
+    /// Ids of the containers named `name`, oldest first.
+    pub fn containers_named(&self, name: &str) -> Vec<String> {
+        let s = self.lock();
+        let mut v: Vec<_> = s
+            .containers
+            .values()
+            .filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
+            .map(|c| (c.created_at, c.id.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    pub fn sandbox_count(&self) -> usize {
+        self.lock().sandboxes.len()
+    }
+}
+
+fn not_found(op: &'static str, what: &str) -> CriError {
+    CriError::new(op, tonic::Code::NotFound, format!("{what} not found"))
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn version(&self) -> Result<api::VersionResponse> {
+        drop(self.enter("Version")?);
+        Ok(api::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "fake".into(),
+            runtime_version: "0.0.0".into(),
+            runtime_api_version: "v1".into(),
+        })
+    }
+
+    async fn status(&self) -> Result<api::RuntimeStatus> {
+        drop(self.enter("Status")?);
+        let cond = |t: &str| api::RuntimeCondition { r#type: t.into(), status: true, ..Default::default() };
+        Ok(api::RuntimeStatus { conditions: vec![cond("RuntimeReady"), cond("NetworkReady")] })
+    }
+
+    async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
+        let mut s = self.enter("RunPodSandbox")?;
+        s.next_id += 1;
+        let id = format!("sandbox-{}", s.next_id);
+        let sandbox = api::PodSandbox {
+            id: id.clone(),
+            metadata: config.metadata.clone(),
+            state: api::PodSandboxState::SandboxReady as i32,
+            created_at: now_nanos() + s.next_id as i64,
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            runtime_handler: String::new(),
+        };
+        s.sandboxes.insert(id.clone(), (sandbox, config));
+        Ok(id)
+    }
+
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut s = self.enter("StopPodSandbox")?;
+        let ids: Vec<String> =
+            s.container_sandbox.iter().filter(|(_, sb)| sb.as_str() == id).map(|(c, _)| c.clone()).collect();
+        for cid in ids {
+            if let Some(c) = s.containers.get_mut(&cid)
+                && c.state != api::ContainerState::ContainerExited as i32
+            {
+                c.state = api::ContainerState::ContainerExited as i32;
+                c.exit_code = 137;
+                c.finished_at = now_nanos();
+            }
+        }
+        if let Some((sb, _)) = s.sandboxes.get_mut(id) {
+            sb.state = api::PodSandboxState::SandboxNotready as i32;
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut s = self.enter("RemovePodSandbox")?;
+        s.sandboxes.remove(id);
+        let ids: Vec<String> =
+            s.container_sandbox.iter().filter(|(_, sb)| sb.as_str() == id).map(|(c, _)| c.clone()).collect();
+        for cid in ids {
+            s.containers.remove(&cid);
+            s.container_sandbox.remove(&cid);
+        }
+        Ok(())
+    }
+
+    async fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus> {
+        let s = self.enter("PodSandboxStatus")?;
+        let (sb, config) = s.sandboxes.get(id).ok_or_else(|| not_found("PodSandboxStatus", id))?;
+        Ok(api::PodSandboxStatus {
+            id: sb.id.clone(),
+            metadata: sb.metadata.clone(),
+            state: sb.state,
+            created_at: sb.created_at,
+            network: Some(api::PodSandboxNetworkStatus { ip: "10.0.0.2".into(), additional_ips: vec![] }),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn list_pod_sandboxes(&self, filter: Option<api::PodSandboxFilter>) -> Result<Vec<api::PodSandbox>> {
+        let s = self.enter("ListPodSandbox")?;
+        let want = filter.map(|f| f.label_selector).unwrap_or_default();
+        Ok(s.sandboxes
+            .values()
+            .map(|(sb, _)| sb.clone())
+            .filter(|sb| want.iter().all(|(k, v)| sb.labels.get(k) == Some(v)))
+            .collect())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: api::ContainerConfig,
+        _sandbox_config: api::PodSandboxConfig,
+    ) -> Result<String> {
+        let mut s = self.enter("CreateContainer")?;
+        if !s.sandboxes.contains_key(sandbox_id) {
+            return Err(not_found("CreateContainer", sandbox_id));
+        }
+        s.next_id += 1;
+        let id = format!("container-{}", s.next_id);
+        let status = api::ContainerStatus {
+            id: id.clone(),
+            metadata: config.metadata.clone(),
+            state: api::ContainerState::ContainerCreated as i32,
+            created_at: now_nanos() + s.next_id as i64,
+            image: config.image.clone(),
+            image_ref: config.image.as_ref().map(|i| format!("sha256:{}", i.image)).unwrap_or_default(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            log_path: config.log_path.clone(),
+            ..Default::default()
+        };
+        s.containers.insert(id.clone(), status);
+        s.container_sandbox.insert(id.clone(), sandbox_id.to_string());
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let mut s = self.enter("StartContainer")?;
+        let c = s.containers.get_mut(id).ok_or_else(|| not_found("StartContainer", id))?;
+        c.state = api::ContainerState::ContainerRunning as i32;
+        c.started_at = now_nanos();
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, _timeout_secs: i64) -> Result<()> {
+        let mut s = self.enter("StopContainer")?;
+        let c = s.containers.get_mut(id).ok_or_else(|| not_found("StopContainer", id))?;
+        if c.state == api::ContainerState::ContainerRunning as i32 {
+            c.state = api::ContainerState::ContainerExited as i32;
+            c.exit_code = 137;
+            c.finished_at = now_nanos();
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        let mut s = self.enter("RemoveContainer")?;
+        s.containers.remove(id);
+        s.container_sandbox.remove(id);
+        Ok(())
+    }
+
+    async fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Result<Vec<api::Container>> {
+        let s = self.enter("ListContainers")?;
+        let want = filter.map(|f| f.label_selector).unwrap_or_default();
+        Ok(s.containers
+            .values()
+            .filter(|c| want.iter().all(|(k, v)| c.labels.get(k) == Some(v)))
+            .map(|c| api::Container {
+                id: c.id.clone(),
+                pod_sandbox_id: s.container_sandbox.get(&c.id).cloned().unwrap_or_default(),
+                metadata: c.metadata.clone(),
+                image: c.image.clone(),
+                image_ref: c.image_ref.clone(),
+                state: c.state,
+                created_at: c.created_at,
+                labels: c.labels.clone(),
+                annotations: c.annotations.clone(),
+                image_id: String::new(),
+            })
+            .collect())
+    }
+
+    async fn container_status(&self, id: &str) -> Result<api::ContainerStatus> {
+        let s = self.enter("ContainerStatus")?;
+        s.containers.get(id).cloned().ok_or_else(|| not_found("ContainerStatus", id))
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
+        let s = self.enter("ImageStatus")?;
+        Ok(s.images.contains(image).then(|| api::Image {
+            id: format!("sha256:{image}"),
+            repo_tags: vec![image.to_string()],
+            ..Default::default()
+        }))
+    }
+
+    async fn pull_image(&self, image: &str, _sandbox_config: Option<api::PodSandboxConfig>) -> Result<String> {
+        let mut s = self.enter("PullImage")?;
+        if !s.registry.contains(image) {
+            return Err(CriError::new("PullImage", tonic::Code::NotFound, format!("{image}: not found")));
+        }
+        s.images.insert(image.to_string());
+        Ok(format!("sha256:{image}"))
+    }
+
+    async fn list_images(&self) -> Result<Vec<api::Image>> {
+        let s = self.enter("ListImages")?;
+        Ok(s.images
+            .iter()
+            .map(|i| api::Image { id: format!("sha256:{i}"), repo_tags: vec![i.clone()], ..Default::default() })
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        self.enter("RemoveImage")?.images.remove(image);
+        Ok(())
+    }
+}

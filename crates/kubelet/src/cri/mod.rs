@@ -1,0 +1,73 @@
+//! The container runtime, seen through the CRI v1 API.
+//!
+//! Everything in the kubelet talks to the runtime through [`Runtime`]; [`remote`] speaks gRPC to
+//! a real runtime (containerd) and [`fake`] keeps an in-memory runtime for unit tests.
+
+pub mod fake;
+pub mod labels;
+pub mod remote;
+
+use async_trait::async_trait;
+pub use k8s_cri::v1 as api;
+use std::sync::Arc;
+
+/// What went wrong talking to the runtime.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op}: {message}")]
+pub struct CriError {
+    pub op: &'static str,
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl CriError {
+    pub fn new(op: &'static str, code: tonic::Code, message: impl Into<String>) -> Self {
+        Self { op, code, message: message.into() }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code == tonic::Code::NotFound
+    }
+}
+
+pub type Result<T, E = CriError> = std::result::Result<T, E>;
+
+/// The CRI RuntimeService and ImageService calls the kubelet makes.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    async fn version(&self) -> Result<api::VersionResponse>;
+    async fn status(&self) -> Result<api::RuntimeStatus>;
+
+    async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String>;
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
+    async fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus>;
+    async fn list_pod_sandboxes(&self, filter: Option<api::PodSandboxFilter>) -> Result<Vec<api::PodSandbox>>;
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: api::ContainerConfig,
+        sandbox_config: api::PodSandboxConfig,
+    ) -> Result<String>;
+    async fn start_container(&self, id: &str) -> Result<()>;
+    /// Stops a container: SIGTERM (or the image's stop signal), SIGKILL after `timeout_secs`.
+    async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()>;
+    async fn remove_container(&self, id: &str) -> Result<()>;
+    async fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Result<Vec<api::Container>>;
+    async fn container_status(&self, id: &str) -> Result<api::ContainerStatus>;
+
+    /// The image if the runtime has it.
+    async fn image_status(&self, image: &str) -> Result<Option<api::Image>>;
+    /// Pulls an image and returns its reference (image ID).
+    async fn pull_image(&self, image: &str, sandbox_config: Option<api::PodSandboxConfig>) -> Result<String>;
+    async fn list_images(&self) -> Result<Vec<api::Image>>;
+    async fn remove_image(&self, image: &str) -> Result<()>;
+}
+
+pub type DynRuntime = Arc<dyn Runtime>;
+
+/// Nanoseconds since the epoch, as CRI reports times, to a wall-clock time.
+pub fn nanos_to_time(nanos: i64) -> Option<std::time::SystemTime> {
+    (nanos > 0).then(|| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos as u64))
+}

@@ -1,0 +1,192 @@
+//! The CRI runtime over gRPC on a unix socket (containerd, CRI-O).
+
+use super::{CriError, Result, Runtime, api};
+use api::image_service_client::ImageServiceClient;
+use api::runtime_service_client::RuntimeServiceClient;
+use async_trait::async_trait;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A connection to a CRI runtime's RuntimeService and ImageService.
+#[derive(Clone)]
+pub struct RemoteRuntime {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    /// `runtimeRequestTimeout`: every call but image pulls is bounded by it.
+    timeout: Duration,
+}
+
+/// Parses `unix:///path` (or a bare absolute path) into a socket path.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        return Ok(PathBuf::from(path));
+    }
+    if endpoint.starts_with('/') {
+        return Ok(PathBuf::from(endpoint));
+    }
+    Err(format!("unsupported endpoint {endpoint:?}: only unix:// sockets are supported"))
+}
+
+async fn channel(endpoint: &str) -> Result<Channel> {
+    let path = socket_path(endpoint).map_err(|m| CriError::new("connect", tonic::Code::InvalidArgument, m))?;
+    // The URI is a placeholder: the connector below always dials the unix socket.
+    Endpoint::from_static("http://[::]:50051")
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .map_err(|e| CriError::new("connect", tonic::Code::Unavailable, format!("{endpoint}: {e}")))
+}
+
+impl RemoteRuntime {
+    /// Connects to the runtime and image endpoints (the image endpoint defaults to the runtime's).
+    pub async fn connect(runtime_endpoint: &str, image_endpoint: Option<&str>, timeout: Duration) -> Result<Self> {
+        let rt = channel(runtime_endpoint).await?;
+        let im = match image_endpoint {
+            Some(ep) if !ep.is_empty() && ep != runtime_endpoint => channel(ep).await?,
+            _ => rt.clone(),
+        };
+        Ok(Self { runtime: RuntimeServiceClient::new(rt), images: ImageServiceClient::new(im), timeout })
+    }
+
+    async fn call<T, F>(&self, op: &'static str, timeout: Option<Duration>, fut: F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let res = match timeout {
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| CriError::new(op, tonic::Code::DeadlineExceeded, format!("timed out after {t:?}")))?,
+            None => fut.await,
+        };
+        res.map(tonic::Response::into_inner).map_err(|s| CriError::new(op, s.code(), s.message().to_string()))
+    }
+}
+
+#[async_trait]
+impl Runtime for RemoteRuntime {
+    async fn version(&self) -> Result<api::VersionResponse> {
+        let mut c = self.runtime.clone();
+        self.call("Version", Some(self.timeout), c.version(api::VersionRequest { version: "v1".into() })).await
+    }
+
+    async fn status(&self) -> Result<api::RuntimeStatus> {
+        let mut c = self.runtime.clone();
+        let r = self.call("Status", Some(self.timeout), c.status(api::StatusRequest { verbose: false })).await?;
+        r.status.ok_or_else(|| CriError::new("Status", tonic::Code::Internal, "runtime returned no status"))
+    }
+
+    async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let req = api::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+        // Sandbox creation includes CNI setup; upstream gives it the full request timeout too.
+        Ok(self.call("RunPodSandbox", Some(self.timeout), c.run_pod_sandbox(req)).await?.pod_sandbox_id)
+    }
+
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = api::StopPodSandboxRequest { pod_sandbox_id: id.into() };
+        self.call("StopPodSandbox", Some(self.timeout), c.stop_pod_sandbox(req)).await.map(drop)
+    }
+
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = api::RemovePodSandboxRequest { pod_sandbox_id: id.into() };
+        self.call("RemovePodSandbox", Some(self.timeout), c.remove_pod_sandbox(req)).await.map(drop)
+    }
+
+    async fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus> {
+        let mut c = self.runtime.clone();
+        let req = api::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false };
+        let r = self.call("PodSandboxStatus", Some(self.timeout), c.pod_sandbox_status(req)).await?;
+        r.status.ok_or_else(|| CriError::new("PodSandboxStatus", tonic::Code::NotFound, format!("sandbox {id}")))
+    }
+
+    async fn list_pod_sandboxes(&self, filter: Option<api::PodSandboxFilter>) -> Result<Vec<api::PodSandbox>> {
+        let mut c = self.runtime.clone();
+        let req = api::ListPodSandboxRequest { filter };
+        Ok(self.call("ListPodSandbox", Some(self.timeout), c.list_pod_sandbox(req)).await?.items)
+    }
+
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: api::ContainerConfig,
+        sandbox_config: api::PodSandboxConfig,
+    ) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let req = api::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        Ok(self.call("CreateContainer", Some(self.timeout), c.create_container(req)).await?.container_id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = api::StartContainerRequest { container_id: id.into() };
+        self.call("StartContainer", Some(self.timeout), c.start_container(req)).await.map(drop)
+    }
+
+    async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = api::StopContainerRequest { container_id: id.into(), timeout: timeout_secs };
+        // As upstream: the request may take the grace period on top of the usual timeout.
+        let t = self.timeout + Duration::from_secs(timeout_secs.max(0) as u64);
+        self.call("StopContainer", Some(t), c.stop_container(req)).await.map(drop)
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = api::RemoveContainerRequest { container_id: id.into() };
+        self.call("RemoveContainer", Some(self.timeout), c.remove_container(req)).await.map(drop)
+    }
+
+    async fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Result<Vec<api::Container>> {
+        let mut c = self.runtime.clone();
+        let req = api::ListContainersRequest { filter };
+        Ok(self.call("ListContainers", Some(self.timeout), c.list_containers(req)).await?.containers)
+    }
+
+    async fn container_status(&self, id: &str) -> Result<api::ContainerStatus> {
+        let mut c = self.runtime.clone();
+        let req = api::ContainerStatusRequest { container_id: id.into(), verbose: false };
+        let r = self.call("ContainerStatus", Some(self.timeout), c.container_status(req)).await?;
+        r.status.ok_or_else(|| CriError::new("ContainerStatus", tonic::Code::NotFound, format!("container {id}")))
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
+        let mut c = self.images.clone();
+        let req = api::ImageStatusRequest { image: Some(image_spec(image)), verbose: false };
+        Ok(self.call("ImageStatus", Some(self.timeout), c.image_status(req)).await?.image)
+    }
+
+    async fn pull_image(&self, image: &str, sandbox_config: Option<api::PodSandboxConfig>) -> Result<String> {
+        let mut c = self.images.clone();
+        let req = api::PullImageRequest { image: Some(image_spec(image)), auth: None, sandbox_config };
+        // No deadline: a large image may take long; progress is the runtime's business.
+        Ok(self.call("PullImage", None, c.pull_image(req)).await?.image_ref)
+    }
+
+    async fn list_images(&self) -> Result<Vec<api::Image>> {
+        let mut c = self.images.clone();
+        let req = api::ListImagesRequest { filter: None };
+        Ok(self.call("ListImages", Some(self.timeout), c.list_images(req)).await?.images)
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        let mut c = self.images.clone();
+        let req = api::RemoveImageRequest { image: Some(image_spec(image)) };
+        self.call("RemoveImage", Some(self.timeout), c.remove_image(req)).await.map(drop)
+    }
+}
+
+fn image_spec(image: &str) -> api::ImageSpec {
+    api::ImageSpec { image: image.into(), ..Default::default() }
+}

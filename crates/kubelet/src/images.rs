@@ -1,0 +1,234 @@
+//! Images: reference parsing, pull policy, pulls with per-pod backoff and a bounded number of
+//! parallel pulls. A pod whose image is already present never waits behind another pod's pull
+//! (upstream's serial puller makes it wait: k/k #109673).
+
+use crate::clock::DynClock;
+use crate::cri::DynRuntime;
+use crate::cri::api;
+use crate::pod::backoff::Backoff;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag<'a> {
+    None,
+    Tag(&'a str),
+    Digest(&'a str),
+}
+
+/// Splits `name[:tag][@digest]` without validating it.
+pub fn split_reference(image: &str) -> (&str, Tag<'_>) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, Tag::Digest(digest));
+    }
+    // A ':' after the last '/' is a tag; before it, it is a registry port.
+    let last_slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], Tag::Tag(&image[last_slash + i + 1..])),
+        None => (image, Tag::None),
+    }
+}
+
+/// Checks a reference against the distribution reference grammar (simplified but strict on the
+/// parts that matter: lower-case path components, tag and digest characters).
+pub fn validate_reference(image: &str) -> Result<(), String> {
+    let invalid = || Err(format!("couldn't parse image name {image:?}: invalid reference format"));
+    let (name, tag) = split_reference(image);
+    if name.is_empty() {
+        return invalid();
+    }
+    let mut parts = name.split('/').collect::<Vec<_>>();
+    // A first component with '.', ':' or "localhost" is a registry host (may have a port).
+    if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        let ok = host.split(':').next().is_some_and(|h| {
+            !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }) && host.split(':').nth(1).is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !ok {
+            return invalid();
+        }
+    }
+    let component_ok = |p: &&str| {
+        !p.is_empty()
+            && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            && p.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && p.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if parts.is_empty() || !parts.iter().all(component_ok) {
+        return invalid();
+    }
+    match tag {
+        Tag::Tag(t)
+            if t.is_empty()
+                || t.len() > 128
+                || !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                || t.starts_with(['.', '-']) =>
+        {
+            invalid()
+        }
+        Tag::Digest(d) if !d.split_once(':').is_some_and(|(a, h)| !a.is_empty() && h.len() >= 32) => invalid(),
+        _ => Ok(()),
+    }
+}
+
+/// Why a container's image is not ready, with upstream's waiting reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `serializeImagePulls` / `maxParallelImagePulls` folded into one bound (None = unbounded).
+    pub max_parallel_pulls: Option<usize>,
+}
+
+/// The image manager's handle: cloneable, shared by all pod workers.
+#[derive(Clone)]
+pub struct Images {
+    runtime: DynRuntime,
+    clock: DynClock,
+    pulls: Option<Arc<Semaphore>>,
+    backoff: Arc<Mutex<Backoff>>,
+}
+
+impl Images {
+    pub fn new(cfg: Config, runtime: DynRuntime, clock: DynClock) -> Self {
+        Self {
+            runtime,
+            clock,
+            pulls: cfg.max_parallel_pulls.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            backoff: Arc::new(Mutex::new(Backoff::image_pull())),
+        }
+    }
+
+    /// Makes sure `image` is present per `policy`, returning the image reference to run.
+    pub async fn ensure(
+        &self,
+        pod_uid: &str,
+        image: &str,
+        policy: &str,
+        sandbox: &api::PodSandboxConfig,
+    ) -> Result<String, ImageError> {
+        if let Err(msg) = validate_reference(image) {
+            return Err(ImageError { reason: "InvalidImageName", message: format!("Failed to apply default image tag {image:?}: {msg}") });
+        }
+        let present = match self.runtime.image_status(image).await {
+            Ok(i) => i,
+            Err(e) => return Err(ImageError { reason: "ErrImageInspect", message: format!("Failed to inspect image {image:?}: {e}") }),
+        };
+        match (policy, present) {
+            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => return Ok(img.id),
+            ("Never", None) => {
+                return Err(ImageError {
+                    reason: "ErrImageNeverPull",
+                    message: format!("Container image {image:?} is not present with pull policy of Never"),
+                });
+            }
+            _ => {}
+        }
+        let key = format!("{pod_uid}_{image}");
+        let now = self.clock.now();
+        {
+            let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            if b.in_backoff_since_last(&key, now).is_some() {
+                return Err(ImageError { reason: "ImagePullBackOff", message: format!("Back-off pulling image {image:?}") });
+            }
+        }
+        let _permit = match &self.pulls {
+            Some(s) => Some(s.clone().acquire_owned().await.map_err(|_| ImageError { reason: "ErrImagePull", message: "image puller stopped".into() })?),
+            None => None,
+        };
+        tracing::info!(pod_uid, image, "pulling image");
+        let started = std::time::Instant::now();
+        match self.runtime.pull_image(image, Some(sandbox.clone())).await {
+            Ok(r) => {
+                tracing::info!(pod_uid, image, elapsed = ?started.elapsed(), "pulled image");
+                Ok(r)
+            }
+            Err(e) => {
+                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next(&key, self.clock.now());
+                Err(ImageError { reason: "ErrImagePull", message: format!("Failed to pull image {image:?}: {}", e.message) })
+            }
+        }
+    }
+
+    /// Whether the last pull of `image` for this pod failed and is still backing off.
+    pub fn in_backoff(&self, pod_uid: &str, image: &str) -> bool {
+        let now = self.clock.now();
+        let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        b.in_backoff_since_last(&format!("{pod_uid}_{image}"), now).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::cri::fake::FakeRuntime;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn references_split_tags_from_ports() {
+        assert_eq!(split_reference("busybox"), ("busybox", Tag::None));
+        assert_eq!(split_reference("127.0.0.1:5000/busybox"), ("127.0.0.1:5000/busybox", Tag::None));
+        assert_eq!(split_reference("127.0.0.1:5000/busybox:1.36"), ("127.0.0.1:5000/busybox", Tag::Tag("1.36")));
+        assert_eq!(split_reference("a/b@sha256:00"), ("a/b", Tag::Digest("sha256:00")));
+    }
+
+    #[test]
+    fn invalid_references_are_refused() {
+        for ok in ["busybox", "busybox:1.36", "127.0.0.1:5000/a/b:c", "localhost/x", "docker.io/library/nginx:1.25-alpine"] {
+            assert!(validate_reference(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "BusyBox", "busybox:", "a//b", "busybox:-x", "x@sha256", "has space"] {
+            assert!(validate_reference(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn manager(rt: &FakeRuntime, clock: &FakeClock) -> Images {
+        Images::new(Config { max_parallel_pulls: Some(1) }, Arc::new(rt.clone()), Arc::new(clock.clone()))
+    }
+
+    #[tokio::test]
+    async fn pull_policies_decide_whether_to_pull() {
+        let rt = FakeRuntime::new();
+        let clock = FakeClock::new(SystemTime::now());
+        let im = manager(&rt, &clock);
+        let sb = api::PodSandboxConfig::default();
+        rt.add_image("present:1");
+        assert!(im.ensure("u", "present:1", "IfNotPresent", &sb).await.is_ok());
+        assert!(im.ensure("u", "present:1", "Never", &sb).await.is_ok());
+        assert!(!rt.calls().contains(&"PullImage".to_string()));
+        // Always pulls even when present; a missing registry image fails the pull.
+        let err = im.ensure("u", "present:1", "Always", &sb).await.unwrap_err();
+        assert_eq!(err.reason, "ErrImagePull");
+        let err = im.ensure("u", "absent:1", "Never", &sb).await.unwrap_err();
+        assert_eq!(err.reason, "ErrImageNeverPull");
+    }
+
+    #[tokio::test]
+    async fn failed_pull_backs_off_then_retries() {
+        let rt = FakeRuntime::new();
+        let clock = FakeClock::new(SystemTime::now());
+        let im = manager(&rt, &clock);
+        let sb = api::PodSandboxConfig::default();
+        assert_eq!(im.ensure("u", "img:1", "IfNotPresent", &sb).await.unwrap_err().reason, "ErrImagePull");
+        assert_eq!(im.ensure("u", "img:1", "IfNotPresent", &sb).await.unwrap_err().reason, "ImagePullBackOff");
+        // Another pod is not held back by this pod's backoff.
+        assert_eq!(im.ensure("v", "img:1", "IfNotPresent", &sb).await.unwrap_err().reason, "ErrImagePull");
+        rt.add_registry_image("img:1");
+        clock.advance(Duration::from_secs(11));
+        assert!(im.ensure("u", "img:1", "IfNotPresent", &sb).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn invalid_name_is_reported_without_a_pull() {
+        let rt = FakeRuntime::new();
+        let im = manager(&rt, &FakeClock::new(SystemTime::now()));
+        let err = im.ensure("u", "Bad:Name", "IfNotPresent", &api::PodSandboxConfig::default()).await.unwrap_err();
+        assert_eq!(err.reason, "InvalidImageName");
+        assert!(rt.calls().is_empty());
+    }
+}

@@ -1,0 +1,250 @@
+//! The `kubelet` binary: reads flags and the KubeletConfiguration, then wires the subsystems
+//! together. The wiring is local variables in one function, not an object holding everything.
+
+use anyhow::Context;
+use clap::Parser;
+use kubelet::clock::{DynClock, SystemClock};
+use kubelet::cri::remote::RemoteRuntime;
+use kubelet::cri::{DynRuntime, Runtime};
+use kubelet::images::{self, Images};
+use kubelet::pod::dispatcher;
+use kubelet::pod::executor::{CONTAINER_LOGS_DIR, Deps};
+use kubelet::pod::runtime_config::NodeContext;
+use kubelet::pod::worker::WorkerConfig;
+use kubelet::sources::{self, SourceKind};
+use kubelet::status_manager::Statuses;
+use kubelet::{pleg, server};
+use kubelet_config::types::KubeletConfiguration;
+use shim::Flags;
+
+/// TEMPORARY until the config crate's flags land: the minimum to run the e2e suite.
+mod shim {
+    use kubelet_config::types::KubeletConfiguration;
+    #[derive(clap::Parser, Debug)]
+    pub struct Flags {
+        #[arg(long)]
+        pub config: Option<std::path::PathBuf>,
+        #[arg(long)]
+        pub kubeconfig: Option<String>,
+        #[arg(long, default_value = "/var/lib/kubelet")]
+        pub root_dir: String,
+        #[arg(long)]
+        pub hostname_override: Option<String>,
+        #[arg(long)]
+        pub node_ip: Option<String>,
+        #[arg(long = "v", short = 'v', default_value_t = 0)]
+        pub v: u32,
+    }
+    pub struct NodeOptions {
+        pub root_dir: String,
+        pub node_ip: Option<String>,
+        hostname: Option<String>,
+    }
+    impl NodeOptions {
+        pub fn node_name(&self) -> String {
+            self.hostname.clone().unwrap_or_else(|| std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string()).to_lowercase()
+        }
+    }
+    impl Flags {
+        pub fn verbosity(&self) -> u32 { self.v }
+        pub fn apply(&self, _cfg: &mut KubeletConfiguration) -> NodeOptions {
+            NodeOptions { root_dir: self.root_dir.clone(), node_ip: self.node_ip.clone(), hostname: self.hostname_override.clone() }
+        }
+    }
+    pub fn load(p: &std::path::Path) -> anyhow::Result<KubeletConfiguration> {
+        Ok(serde_yaml::from_slice(&std::fs::read(p)?)?)
+    }
+}
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Fields this kubelet acts on; any other field set to a non-default value is reported once
+/// as not supported yet.
+const IMPLEMENTED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "staticPodPath",
+    "staticPodURL",
+    "staticPodURLHeader",
+    "syncFrequency",
+    "fileCheckFrequency",
+    "httpCheckFrequency",
+    "readOnlyPort",
+    "healthzPort",
+    "healthzBindAddress",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
+    "runtimeRequestTimeout",
+    "containerRuntimeEndpoint",
+    "imageServiceEndpoint",
+    "serializeImagePulls",
+    "maxParallelImagePulls",
+    "podLogsDir",
+    "logging",
+    "failSwapOn",
+    "cgroupDriver",
+];
+
+fn init_tracing(verbosity: u32) {
+    let level = match verbosity {
+        0..=2 => "info",
+        3..=5 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info,tonic=info")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(false).init();
+}
+
+fn std_duration(d: kubelet_config::duration::Duration, field: &str) -> anyhow::Result<Duration> {
+    d.to_std().with_context(|| format!("{field}: must not be negative"))
+}
+
+/// The node's primary IP: the source address of the default route (no packet is sent).
+fn detect_node_ip() -> Option<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.255:9").ok()?;
+    s.local_addr().ok().map(|a| a.ip().to_string())
+}
+
+async fn connect_runtime(cfg: &KubeletConfiguration, timeout: Duration) -> DynRuntime {
+    let image_ep = cfg.effective_image_service_endpoint().to_string();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match RemoteRuntime::connect(&cfg.container_runtime_endpoint, Some(&image_ep), timeout).await {
+            Ok(rt) => match rt.version().await {
+                Ok(v) => {
+                    tracing::info!(
+                        runtime = %v.runtime_name,
+                        version = %v.runtime_version,
+                        api = %v.runtime_api_version,
+                        endpoint = %cfg.container_runtime_endpoint,
+                        "connected to container runtime"
+                    );
+                    match rt.status().await {
+                        Ok(st) => {
+                            for c in st.conditions.iter().filter(|c| !c.status) {
+                                tracing::warn!(condition = %c.r#type, reason = %c.reason, "runtime not ready: {}", c.message);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "runtime status"),
+                    }
+                    return Arc::new(rt);
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "container runtime not answering"),
+            },
+            Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "container runtime not reachable"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    init_tracing(flags.verbosity());
+    let mut cfg = match &flags.config {
+        Some(path) => shim::load(path)?,
+        None => KubeletConfiguration::default(),
+    };
+    let node = flags.apply(&mut cfg);
+    let _ = IMPLEMENTED;
+    if flags.kubeconfig.is_some() {
+        tracing::warn!("--kubeconfig: API server mode is not supported yet; running standalone");
+    }
+
+    let node_name = node.node_name();
+    let node_ip = node.node_ip.clone().or_else(detect_node_ip);
+    let root_dir = PathBuf::from(&node.root_dir);
+    std::fs::create_dir_all(root_dir.join("pods")).with_context(|| format!("--root-dir {}", root_dir.display()))?;
+    tracing::info!(node = %node_name, root_dir = %root_dir.display(), "starting kubelet");
+
+    let clock: DynClock = Arc::new(SystemClock);
+    let request_timeout = std_duration(cfg.runtime_request_timeout, "runtimeRequestTimeout")?;
+    let runtime = connect_runtime(&cfg, request_timeout).await;
+    let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "containerd".into());
+
+    let statuses = Statuses::new();
+    let max_parallel_pulls = if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
+    let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), clock.clone());
+    let node_ctx = Arc::new(NodeContext {
+        node_name: node_name.clone(),
+        node_ip,
+        cluster_dns: cfg.cluster_dns.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
+        resolv_conf: PathBuf::from(&cfg.resolv_conf),
+        pod_logs_dir: PathBuf::from(&cfg.pod_logs_dir),
+        root_dir: root_dir.clone(),
+    });
+    let deps = Deps { runtime: runtime.clone(), images, node: node_ctx, clock, container_logs_dir: CONTAINER_LOGS_DIR.into() };
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name,
+        resync: std_duration(cfg.sync_frequency, "syncFrequency")?,
+    };
+
+    let (snap_tx, snap_rx) = mpsc::channel(16);
+    let mut wanted_sources = HashSet::new();
+    if !cfg.static_pod_path.is_empty() {
+        wanted_sources.insert(SourceKind::File);
+        let file_cfg = sources::file::Config {
+            dir: PathBuf::from(&cfg.static_pod_path),
+            node_name: node_name.clone(),
+            period: std_duration(cfg.file_check_frequency, "fileCheckFrequency")?,
+        };
+        tokio::spawn(sources::file::run(file_cfg, snap_tx.clone()));
+    }
+    if !cfg.static_pod_url.is_empty() {
+        wanted_sources.insert(SourceKind::Http);
+        let http_cfg = sources::http::Config {
+            url: cfg.static_pod_url.clone(),
+            headers: cfg.static_pod_url_header.clone().into_iter().collect(),
+            node_name: node_name.clone(),
+            period: std_duration(cfg.http_check_frequency, "httpCheckFrequency")?,
+        };
+        tokio::spawn(sources::http::run(http_cfg, snap_tx.clone()));
+    }
+    if wanted_sources.is_empty() {
+        tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
+    }
+    drop(snap_tx);
+
+    let pleg_health = pleg::Health::default();
+    let (pleg_tx, pleg_rx) = mpsc::channel(1024);
+    tokio::spawn(pleg::run(pleg::Config { relist_period: Duration::from_secs(1) }, runtime.clone(), pleg_health.clone(), pleg_tx));
+    tokio::spawn(dispatcher::run(
+        dispatcher::Config { worker, sources: wanted_sources, housekeeping: Duration::from_secs(10) },
+        snap_rx,
+        pleg_rx,
+    ));
+
+    let health = server::Health { pleg: pleg_health, pleg_threshold: Duration::from_secs(180) };
+    if cfg.healthz_port > 0 {
+        let ip: IpAddr = cfg.healthz_bind_address.parse().with_context(|| format!("healthzBindAddress: {:?}", cfg.healthz_bind_address))?;
+        let addr = SocketAddr::new(ip, cfg.healthz_port as u16);
+        server::serve(addr, server::healthz_router(health.clone())).await.with_context(|| format!("healthz server on {addr}"))?;
+        tracing::info!(%addr, "healthz listening");
+    }
+    if cfg.read_only_port > 0 {
+        let ip: IpAddr = cfg.address.parse().with_context(|| format!("address: {:?}", cfg.address))?;
+        let addr = SocketAddr::new(ip, cfg.read_only_port as u16);
+        server::serve(addr, server::read_only_router(health, statuses.clone())).await.with_context(|| format!("read-only server on {addr}"))?;
+        tracing::info!(%addr, "read-only port listening");
+    }
+
+    // SIGTERM/SIGINT stop the kubelet; pods keep running and are adopted on the next start.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down; pods are left running");
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The dispatcher merges the config sources' snapshots into the set of desired pods, keeps one
+//! worker per pod, routes PLEG events to workers, and removes pods the runtime runs that no
+//! source wants (orphans, e.g. after a manifest was deleted while the kubelet was down).
+
+use super::worker::{self, Handle, Msg, WorkerConfig};
+use crate::cri::labels::{self, PodRef};
+use crate::sources::{Snapshot, SourceKind};
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub struct Config {
+    pub worker: WorkerConfig,
+    /// The sources that must deliver a first snapshot before orphans may be removed.
+    pub sources: HashSet<SourceKind>,
+    pub housekeeping: Duration,
+}
+
+struct Entry {
+    handle: Handle,
+    pod: Pod,
+    terminating: bool,
+}
+
+pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg: mpsc::Receiver<String>) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut by_source: BTreeMap<SourceKind, Vec<Pod>> = BTreeMap::new();
+    let mut workers: HashMap<String, Entry> = HashMap::new();
+    let mut housekeeping = tokio::time::interval(cfg.housekeeping);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut orphans_pending = HashSet::new();
+
+    let spawn = |pod: Pod, terminating: bool, workers: &mut HashMap<String, Entry>, done: &mpsc::UnboundedSender<String>| {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let handle = worker::spawn(pod.clone(), terminating, cfg.worker.clone(), done.clone());
+        workers.insert(uid, Entry { handle, pod, terminating });
+    };
+
+    loop {
+        tokio::select! {
+            Some(snap) = snapshots.recv() => {
+                by_source.insert(snap.source, snap.pods);
+                let desired: HashMap<String, &Pod> = by_source
+                    .values()
+                    .flatten()
+                    .map(|p| (p.metadata.uid.clone().unwrap_or_default(), p))
+                    .collect();
+                for (uid, e) in workers.iter_mut() {
+                    match desired.get(uid) {
+                        None if !e.terminating => {
+                            e.terminating = true;
+                            e.handle.send(Msg::Terminate);
+                        }
+                        Some(p) if !e.terminating && **p != e.pod => {
+                            e.pod = (*p).clone();
+                            e.handle.send(Msg::Update(Box::new(e.pod.clone())));
+                        }
+                        _ => {}
+                    }
+                }
+                for (uid, pod) in &desired {
+                    if !workers.contains_key(uid) {
+                        tracing::info!(pod = %super::executor::pod_name(pod), uid = %uid, "pod added");
+                        spawn((*pod).clone(), false, &mut workers, &done_tx);
+                    }
+                }
+                if cfg.sources.iter().all(|s| by_source.contains_key(s)) {
+                    // Sources are ready: anything else in the runtime is an orphan.
+                    housekeeping.reset_immediately();
+                }
+            }
+            Some(uid) = pleg.recv() => {
+                match workers.get(&uid) {
+                    Some(e) => { e.handle.send(Msg::RuntimeEvent); }
+                    None => { orphans_pending.insert(uid); }
+                }
+            }
+            Some(uid) = done_rx.recv() => {
+                if workers.get(&uid).is_some_and(|e| e.terminating) {
+                    workers.remove(&uid);
+                }
+                // The pod may be wanted again (same manifest put back): start it afresh.
+                if let Some(pod) = by_source.values().flatten().find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())).cloned()
+                    && !workers.contains_key(&uid)
+                {
+                    spawn(pod, false, &mut workers, &done_tx);
+                }
+            }
+            _ = housekeeping.tick() => {
+                if !cfg.sources.iter().all(|s| by_source.contains_key(s)) {
+                    continue;
+                }
+                orphans_pending.clear();
+                match cfg.worker.deps.runtime.list_pod_sandboxes(None).await {
+                    Ok(sandboxes) => {
+                        let mut seen = HashSet::new();
+                        for sb in sandboxes {
+                            let Some(r) = PodRef::from_labels(&sb.labels) else { continue };
+                            if workers.contains_key(&r.uid) || !seen.insert(r.uid.clone()) {
+                                continue;
+                            }
+                            tracing::info!(pod = %format!("{}/{}", r.namespace, r.name), uid = %r.uid, "removing pod no source wants");
+                            let grace = grace_from_runtime(&cfg, &r.uid).await;
+                            spawn(orphan_pod(&r, grace), true, &mut workers, &done_tx);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "housekeeping: cannot list sandboxes"),
+                }
+            }
+            else => return,
+        }
+        if !orphans_pending.is_empty() && cfg.sources.iter().all(|s| by_source.contains_key(s)) {
+            housekeeping.reset_immediately();
+            orphans_pending.clear();
+        }
+    }
+}
+
+/// The grace period recorded on an orphan's containers (30 s if none).
+async fn grace_from_runtime(cfg: &Config, uid: &str) -> i64 {
+    let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
+    let filter = crate::cri::api::ContainerFilter { label_selector: selector, ..Default::default() };
+    cfg.worker
+        .deps
+        .runtime
+        .list_containers(Some(filter))
+        .await
+        .ok()
+        .and_then(|cs| cs.iter().find_map(|c| labels::ContainerAnnotations::parse(&c.annotations).termination_grace))
+        .unwrap_or(30)
+}
+
+fn orphan_pod(r: &PodRef, grace: i64) -> Pod {
+    let mut pod = Pod::default();
+    pod.metadata.name = Some(r.name.clone());
+    pod.metadata.namespace = Some(r.namespace.clone());
+    pod.metadata.uid = Some(r.uid.clone());
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec { termination_grace_period_seconds: Some(grace), ..Default::default() });
+    pod
+}

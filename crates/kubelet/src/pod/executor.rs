@@ -1,0 +1,219 @@
+//! The thin executor: performs a [`Plan`] against the runtime, in upstream's order
+//! (kill, remove, create sandbox, start), recording per-container failures as waiting reasons.
+
+use super::backoff::Backoff;
+use super::observe::{CState, PodObs};
+use super::plan::Plan;
+use super::runtime_config::{self, ContainerInput, NodeContext};
+use super::status::WaitingReasons;
+use crate::clock::DynClock;
+use crate::cri::labels::ContainerType;
+use crate::cri::{DynRuntime, api};
+use crate::images::Images;
+use k8s_openapi::api::core::v1::Pod;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where `/var/log/containers` symlinks go.
+pub const CONTAINER_LOGS_DIR: &str = "/var/log/containers";
+
+/// Upstream's floor for a kill's grace period.
+const MIN_GRACE_SECS: i64 = 2;
+
+#[derive(Clone)]
+pub struct Deps {
+    pub runtime: DynRuntime,
+    pub images: Images,
+    pub node: Arc<NodeContext>,
+    pub clock: DynClock,
+    pub container_logs_dir: PathBuf,
+}
+
+pub fn grace_secs(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+        .max(MIN_GRACE_SECS)
+}
+
+fn log_symlink(dir: &Path, pod: &Pod, container: &str, id: &str) -> PathBuf {
+    let r = runtime_config::pod_ref(pod);
+    let mut name = format!("{}_{}_{}-{}", r.name, r.namespace, container, id);
+    if name.len() > 251 {
+        let mut cut = 251;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+    }
+    dir.join(format!("{name}.log"))
+}
+
+/// Stops every running container (in parallel, each with the grace period) and every ready
+/// sandbox of the pod.
+pub async fn kill_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<(), String> {
+    let grace = grace_secs(pod);
+    let running = obs.containers.iter().filter(|c| matches!(c.state, CState::Running | CState::Unknown));
+    let stops = running.map(|c| {
+        tracing::info!(pod = %pod_name(pod), container = %c.name, grace, "stopping container");
+        deps.runtime.stop_container(&c.id, grace)
+    });
+    let mut errors: Vec<String> = futures::future::join_all(stops)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().filter(|e| !e.is_not_found()).map(|e| e.to_string()))
+        .collect();
+    for s in obs.sandboxes.iter().filter(|s| s.ready) {
+        if let Err(e) = deps.runtime.stop_pod_sandbox(&s.id).await
+            && !e.is_not_found()
+        {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+}
+
+/// Removes everything the runtime holds for the pod (after [`kill_pod`]).
+pub async fn remove_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for c in &obs.containers {
+        remove_container(deps, pod, &c.name, &c.id).await.unwrap_or_else(|e| errors.push(e));
+    }
+    for s in &obs.sandboxes {
+        if let Err(e) = deps.runtime.remove_pod_sandbox(&s.id).await
+            && !e.is_not_found()
+        {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+}
+
+async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Result<(), String> {
+    let _ = std::fs::remove_file(log_symlink(&deps.container_logs_dir, pod, name, id));
+    match deps.runtime.remove_container(id).await {
+        Err(e) if !e.is_not_found() => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+pub fn pod_name(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
+}
+
+/// Performs the plan. Failures to start a container are recorded in `waiting`; other failures
+/// are returned so the worker retries the sync.
+pub async fn execute(
+    deps: &Deps,
+    pod: &Pod,
+    obs: &PodObs,
+    plan: &Plan,
+    backoff: &mut Backoff,
+    waiting: &mut WaitingReasons,
+) -> Result<(), String> {
+    let name = pod_name(pod);
+    let grace = grace_secs(pod);
+    if plan.kill_pod {
+        kill_pod(deps, pod, obs).await?;
+    }
+    for k in &plan.kill {
+        tracing::info!(pod = %name, container = %k.name, reason = %k.reason, "killing container");
+        if let Err(e) = deps.runtime.stop_container(&k.id, grace).await
+            && !e.is_not_found()
+        {
+            return Err(e.to_string());
+        }
+    }
+    for id in &plan.remove_containers {
+        let cname = obs.containers.iter().find(|c| &c.id == id).map(|c| c.name.as_str()).unwrap_or("");
+        remove_container(deps, pod, cname, id).await?;
+    }
+    for id in &plan.remove_sandboxes {
+        if let Err(e) = deps.runtime.remove_pod_sandbox(id).await
+            && !e.is_not_found()
+        {
+            return Err(e.to_string());
+        }
+    }
+
+    let mut sandbox = obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, s.ip.clone()));
+    if let Some(attempt) = plan.create_sandbox {
+        let config = runtime_config::sandbox_config(pod, &deps.node, attempt);
+        std::fs::create_dir_all(&config.log_directory).map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
+        tracing::info!(pod = %name, attempt, "creating pod sandbox");
+        let id = deps.runtime.run_pod_sandbox(config).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
+        let ip = deps.runtime.pod_sandbox_status(&id).await.ok().and_then(|s| s.network).map(|n| n.ip).filter(|ip| !ip.is_empty());
+        sandbox = Some((id, attempt, ip));
+    }
+    let Some((sandbox_id, attempt, ip)) = sandbox else {
+        return Ok(());
+    };
+    if plan.start.is_empty() {
+        return Ok(());
+    }
+    let sandbox_config = runtime_config::sandbox_config(pod, &deps.node, attempt);
+    let starts = plan.start.iter().map(|s| {
+        let sandbox_config = &sandbox_config;
+        let sandbox_id = &sandbox_id;
+        let ip = ip.as_deref();
+        async move { (s, start_container(deps, pod, s, sandbox_id, sandbox_config, ip).await) }
+    });
+    for (s, result) in futures::future::join_all(starts).await {
+        match result {
+            Ok(()) => {
+                waiting.remove(&s.name);
+            }
+            Err((reason, message)) => {
+                tracing::warn!(pod = %name, container = %s.name, reason, "{message}");
+                waiting.insert(s.name.clone(), (reason.to_string(), message));
+            }
+        }
+        if let Some((key, at)) = &s.arm_backoff {
+            backoff.next(key, *at);
+        }
+    }
+    Ok(())
+}
+
+async fn start_container(
+    deps: &Deps,
+    pod: &Pod,
+    s: &super::plan::Start,
+    sandbox_id: &str,
+    sandbox_config: &api::PodSandboxConfig,
+    pod_ip: Option<&str>,
+) -> Result<(), (&'static str, String)> {
+    let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
+    let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
+    let c = list.iter().find(|c| c.name == s.name).ok_or(("CreateContainerConfigError", format!("container {} not in spec", s.name)))?;
+    let image = c.image.as_deref().unwrap_or_default();
+    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let image_ref = deps.images.ensure(uid, image, policy, sandbox_config).await.map_err(|e| (e.reason, e.message))?;
+    let input = ContainerInput {
+        pod,
+        container: c,
+        kind: if s.init { ContainerType::Init } else { ContainerType::Regular },
+        restart_count: s.restart_count,
+        image_ref: &image_ref,
+        pod_ip,
+    };
+    let config = runtime_config::container_config(&input, &deps.node).map_err(|e| ("CreateContainerConfigError", e.0))?;
+    let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
+    let id = deps
+        .runtime
+        .create_container(sandbox_id, config, sandbox_config.clone())
+        .await
+        .map_err(|e| ("CreateContainerError", e.message))?;
+    // The /var/log/containers symlink, as upstream makes it.
+    let link = log_symlink(&deps.container_logs_dir, pod, &c.name, &id);
+    if std::fs::create_dir_all(&deps.container_logs_dir).is_ok() {
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(&log_path, &link) {
+            tracing::warn!(link = %link.display(), error = %e, "cannot create container log symlink");
+        }
+    }
+    tracing::info!(pod = %pod_name(pod), container = %c.name, id = %id, restart_count = s.restart_count, "starting container");
+    deps.runtime.start_container(&id).await.map_err(|e| ("RunContainerError", e.message))
+}

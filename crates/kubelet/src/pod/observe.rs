@@ -1,0 +1,168 @@
+//! What the runtime has for one pod: its sandboxes and containers, read back from CRI labels
+//! and annotations so that a restarted kubelet adopts what it finds.
+
+use crate::cri::labels::{self, ContainerAnnotations};
+use crate::cri::{DynRuntime, Result, api};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxObs {
+    pub id: String,
+    pub attempt: u32,
+    pub ready: bool,
+    pub created_at: i64,
+    pub ip: Option<String>,
+    pub additional_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerObs {
+    pub id: String,
+    pub name: String,
+    pub sandbox_id: String,
+    pub state: CState,
+    pub hash: u32,
+    pub restart_count: i32,
+    pub init: bool,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub image: String,
+    pub image_ref: String,
+}
+
+/// One pod's runtime state, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodObs {
+    pub sandboxes: Vec<SandboxObs>,
+    pub containers: Vec<ContainerObs>,
+}
+
+impl PodObs {
+    /// The newest sandbox.
+    pub fn sandbox(&self) -> Option<&SandboxObs> {
+        self.sandboxes.first()
+    }
+
+    /// Newest container named `name`, optionally only within `sandbox`.
+    pub fn latest(&self, name: &str, sandbox: Option<&str>) -> Option<&ContainerObs> {
+        self.containers.iter().find(|c| c.name == name && sandbox.is_none_or(|s| c.sandbox_id == s))
+    }
+
+    /// The instance before the newest one named `name`.
+    pub fn previous(&self, name: &str) -> Option<&ContainerObs> {
+        self.containers.iter().filter(|c| c.name == name).nth(1)
+    }
+
+    pub fn any_running(&self) -> bool {
+        self.containers.iter().any(|c| c.state == CState::Running) || self.sandboxes.iter().any(|s| s.ready)
+    }
+}
+
+fn cstate(v: i32) -> CState {
+    match api::ContainerState::try_from(v) {
+        Ok(api::ContainerState::ContainerCreated) => CState::Created,
+        Ok(api::ContainerState::ContainerRunning) => CState::Running,
+        Ok(api::ContainerState::ContainerExited) => CState::Exited,
+        _ => CState::Unknown,
+    }
+}
+
+/// Reads a pod's state. `cache` holds container details from earlier reads: a container whose
+/// listed state has not changed is not asked about again.
+pub async fn observe(
+    runtime: &DynRuntime,
+    uid: &str,
+    cache: &mut HashMap<String, ContainerObs>,
+    ip_cache: &mut HashMap<String, (Option<String>, Vec<String>)>,
+) -> Result<PodObs> {
+    let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
+    let sandboxes = runtime
+        .list_pod_sandboxes(Some(api::PodSandboxFilter { label_selector: selector.clone(), ..Default::default() }))
+        .await?;
+    let containers = runtime
+        .list_containers(Some(api::ContainerFilter { label_selector: selector, ..Default::default() }))
+        .await?;
+
+    let mut obs = PodObs::default();
+    for sb in sandboxes {
+        let ready = sb.state == api::PodSandboxState::SandboxReady as i32;
+        let (ip, additional_ips) = if ready {
+            match ip_cache.get(&sb.id) {
+                Some(v) => v.clone(),
+                None => {
+                    let st = runtime.pod_sandbox_status(&sb.id).await?;
+                    let net = st.network.unwrap_or_default();
+                    let v = (
+                        Some(net.ip).filter(|s| !s.is_empty()),
+                        net.additional_ips.into_iter().map(|i| i.ip).collect::<Vec<_>>(),
+                    );
+                    ip_cache.insert(sb.id.clone(), v.clone());
+                    v
+                }
+            }
+        } else {
+            (None, Vec::new())
+        };
+        obs.sandboxes.push(SandboxObs {
+            attempt: sb.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+            id: sb.id,
+            ready,
+            created_at: sb.created_at,
+            ip,
+            additional_ips,
+        });
+    }
+    let live: std::collections::HashSet<_> = containers.iter().map(|c| c.id.clone()).collect();
+    cache.retain(|id, _| live.contains(id));
+    ip_cache.retain(|id, _| obs.sandboxes.iter().any(|s| &s.id == id && s.ready));
+    for c in containers {
+        let state = cstate(c.state);
+        if let Some(cached) = cache.get(&c.id)
+            && cached.state == state
+        {
+            obs.containers.push(cached.clone());
+            continue;
+        }
+        let st = match runtime.container_status(&c.id).await {
+            Ok(st) => st,
+            // Removed between list and status: it is gone.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
+        let ann = ContainerAnnotations::parse(&c.annotations);
+        let o = ContainerObs {
+            id: c.id.clone(),
+            name: c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+            sandbox_id: c.pod_sandbox_id,
+            state: cstate(st.state),
+            hash: ann.hash,
+            restart_count: ann.restart_count,
+            init: ann.init,
+            created_at: st.created_at,
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+            exit_code: st.exit_code,
+            reason: st.reason,
+            message: st.message,
+            image: st.image.map(|i| i.image).unwrap_or_default(),
+            image_ref: st.image_ref,
+        };
+        cache.insert(c.id, o.clone());
+        obs.containers.push(o);
+    }
+    obs.sandboxes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    obs.containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(obs)
+}

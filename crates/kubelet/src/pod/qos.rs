@@ -1,0 +1,82 @@
+//! QoS class as upstream computes it (pkg/apis/core/helper/qos): only cpu and memory count,
+//! zero quantities are ignored, init containers included.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::BTreeMap;
+
+fn nonzero(q: &Quantity) -> bool {
+    let s = q.0.trim();
+    !s.is_empty() && s.trim_start_matches(['0', '.']).chars().next().is_some_and(|c| c.is_ascii_digit())
+}
+
+pub fn qos_class(pod: &Pod) -> &'static str {
+    let Some(spec) = pod.spec.as_ref() else { return "BestEffort" };
+    let mut requests: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut guaranteed = true;
+    for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+        let res = c.resources.as_ref();
+        let req = res.and_then(|r| r.requests.as_ref());
+        let lim = res.and_then(|r| r.limits.as_ref());
+        let mut c_limits = 0;
+        for name in ["cpu", "memory"] {
+            let r = req.and_then(|m| m.get(name)).filter(|q| nonzero(q));
+            let l = lim.and_then(|m| m.get(name)).filter(|q| nonzero(q));
+            if r.is_some() {
+                requests.insert(name, ());
+            }
+            if let Some(l) = l {
+                limits.insert(name, ());
+                c_limits += 1;
+                // Requests default to limits; an explicit different request breaks Guaranteed.
+                if r.is_some_and(|r| r.0 != l.0) {
+                    guaranteed = false;
+                }
+            }
+        }
+        if c_limits < 2 {
+            guaranteed = false;
+        }
+    }
+    if requests.is_empty() && limits.is_empty() {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(res: &[(&str, &str, &str)]) -> Pod {
+        let containers: Vec<serde_json::Value> = res
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, cpu, mem))| {
+                let mut m = serde_json::Map::new();
+                if !cpu.is_empty() {
+                    m.insert("cpu".into(), (*cpu).into());
+                }
+                if !mem.is_empty() {
+                    m.insert("memory".into(), (*mem).into());
+                }
+                serde_json::json!({"name": format!("c{i}"), "image": "x", "resources": {*kind: m}})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": containers}})).unwrap()
+    }
+
+    #[test]
+    fn classes_follow_requests_and_limits() {
+        assert_eq!(qos_class(&pod(&[("limits", "", "")])), "BestEffort");
+        assert_eq!(qos_class(&pod(&[("limits", "1", "1Gi")])), "Guaranteed");
+        assert_eq!(qos_class(&pod(&[("limits", "1", "")])), "Burstable");
+        assert_eq!(qos_class(&pod(&[("requests", "100m", "")])), "Burstable");
+        assert_eq!(qos_class(&pod(&[("limits", "1", "1Gi"), ("requests", "1", "")])), "Burstable");
+        assert_eq!(qos_class(&pod(&[("requests", "0", "0")])), "BestEffort");
+    }
+}

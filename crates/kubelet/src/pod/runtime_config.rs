@@ -1,0 +1,491 @@
+//! Building the CRI sandbox and container configs from a pod: hostname, DNS, port mappings,
+//! labels and annotations, log paths, command/args/env with `$(VAR)` expansion, mounts.
+
+use crate::cri::api;
+use crate::cri::labels::{self, ContainerType, PodRef};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Node-wide settings the configs depend on.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub node_name: String,
+    pub node_ip: Option<String>,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub resolv_conf: PathBuf,
+    pub pod_logs_dir: PathBuf,
+    pub root_dir: PathBuf,
+}
+
+/// A container whose config cannot be built (CreateContainerConfigError).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+pub fn pod_ref(pod: &Pod) -> PodRef {
+    PodRef {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// `/var/log/pods/<ns>_<name>_<uid>`
+pub fn pod_log_dir(node: &NodeContext, pod: &Pod) -> PathBuf {
+    let r = pod_ref(pod);
+    node.pod_logs_dir.join(format!("{}_{}_{}", r.namespace, r.name, r.uid))
+}
+
+/// `<root>/pods/<uid>`
+pub fn pod_dir(node: &NodeContext, uid: &str) -> PathBuf {
+    node.root_dir.join("pods").join(uid)
+}
+
+fn ns_mode(host: bool) -> i32 {
+    if host { api::NamespaceMode::Node as i32 } else { api::NamespaceMode::Pod as i32 }
+}
+
+fn namespace_options(pod: &Pod) -> api::NamespaceOption {
+    let spec = pod.spec.as_ref();
+    let flag = |f: fn(&k8s_openapi::api::core::v1::PodSpec) -> Option<bool>| spec.and_then(f).unwrap_or(false);
+    let pid = if flag(|s| s.host_pid) {
+        api::NamespaceMode::Node as i32
+    } else if flag(|s| s.share_process_namespace) {
+        api::NamespaceMode::Pod as i32
+    } else {
+        api::NamespaceMode::Container as i32
+    };
+    api::NamespaceOption {
+        network: ns_mode(flag(|s| s.host_network)),
+        pid,
+        ipc: ns_mode(flag(|s| s.host_ipc)),
+        ..Default::default()
+    }
+}
+
+fn parse_resolv_conf(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::new());
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("nameserver") => servers.extend(f.next().map(str::to_string)),
+            Some("search") => searches = f.map(str::to_string).collect(),
+            Some("options") => options.extend(f.map(str::to_string)),
+            _ => {}
+        }
+    }
+    (servers, searches, options)
+}
+
+/// DNS for the sandbox per `dnsPolicy` (upstream pkg/kubelet/network/dns).
+pub fn dns_config(pod: &Pod, node: &NodeContext) -> api::DnsConfig {
+    let spec = pod.spec.as_ref();
+    let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+    let mut policy = spec.and_then(|s| s.dns_policy.as_deref()).unwrap_or("ClusterFirst");
+    if policy == "ClusterFirst" && host_network {
+        policy = "Default";
+    }
+    if policy.starts_with("ClusterFirst") && node.cluster_dns.is_empty() {
+        // As upstream: no cluster DNS configured → fall back to the host's resolver.
+        policy = "Default";
+    }
+    let host = std::fs::read_to_string(&node.resolv_conf).map(|t| parse_resolv_conf(&t)).unwrap_or_default();
+    let mut cfg = match policy {
+        "Default" => api::DnsConfig { servers: host.0, searches: host.1, options: host.2 },
+        "None" => api::DnsConfig::default(),
+        _ => {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let d = &node.cluster_domain;
+            let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
+            searches.extend(host.1);
+            api::DnsConfig { servers: node.cluster_dns.clone(), searches, options: vec!["ndots:5".into()] }
+        }
+    };
+    if let Some(extra) = spec.and_then(|s| s.dns_config.as_ref()) {
+        cfg.servers.extend(extra.nameservers.iter().flatten().cloned());
+        cfg.searches.extend(extra.searches.iter().flatten().cloned());
+        for o in extra.options.iter().flatten() {
+            let name = o.name.clone().unwrap_or_default();
+            cfg.options.retain(|x| x.split(':').next() != Some(name.as_str()));
+            cfg.options.push(match &o.value {
+                Some(v) => format!("{name}:{v}"),
+                None => name,
+            });
+        }
+    }
+    cfg.searches.dedup();
+    cfg
+}
+
+pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSandboxConfig {
+    let r = pod_ref(pod);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let host_network = spec.host_network.unwrap_or(false);
+    let hostname = if host_network {
+        String::new()
+    } else {
+        let h = spec.hostname.clone().unwrap_or_else(|| r.name.clone());
+        h.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+    };
+    let mut port_mappings = Vec::new();
+    for c in &spec.containers {
+        for p in c.ports.iter().flatten() {
+            let protocol = match p.protocol.as_deref() {
+                Some("UDP") => api::Protocol::Udp,
+                Some("SCTP") => api::Protocol::Sctp,
+                _ => api::Protocol::Tcp,
+            };
+            port_mappings.push(api::PortMapping {
+                protocol: protocol as i32,
+                container_port: p.container_port,
+                host_port: p.host_port.unwrap_or(0),
+                host_ip: p.host_ip.clone().unwrap_or_default(),
+            });
+        }
+    }
+    let privileged = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged).unwrap_or(false));
+    let psc = spec.security_context.clone().unwrap_or_default();
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata { name: r.name.clone(), uid: r.uid.clone(), namespace: r.namespace.clone(), attempt }),
+        hostname,
+        log_directory: pod_log_dir(node, pod).display().to_string(),
+        dns_config: Some(dns_config(pod, node)),
+        port_mappings,
+        labels: labels::sandbox_labels(pod.metadata.labels.as_ref(), &r),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: String::new(),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(pod)),
+                run_as_user: psc.run_as_user.map(|value| api::Int64Value { value }),
+                run_as_group: psc.run_as_group.map(|value| api::Int64Value { value }),
+                supplemental_groups: psc.supplemental_groups.unwrap_or_default(),
+                privileged,
+                ..Default::default()
+            }),
+            sysctls: psc.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect(),
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// Expands `$(VAR)` from `vars`; `$$` escapes; unknown references stay as written.
+pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let b = input.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'('
+                && let Some(end) = input[i + 2..].find(')')
+            {
+                let name = &input[i + 2..i + 2 + end];
+                match vars.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&input[i..i + 3 + end]),
+                }
+                i += 3 + end;
+                continue;
+            }
+        }
+        let ch = input[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn field_ref(pod: &Pod, path: &str, node: &NodeContext, pod_ip: Option<&str>) -> Result<String, ConfigError> {
+    let m = &pod.metadata;
+    let map_key = |prefix: &str| path.strip_prefix(prefix).and_then(|r| r.strip_suffix("']"));
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => node.node_name.clone(),
+        "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => node.node_ip.clone().unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip.unwrap_or_default().to_string(),
+        _ if map_key("metadata.labels['").is_some() => {
+            m.labels.as_ref().and_then(|l| l.get(map_key("metadata.labels['")?)).cloned().unwrap_or_default()
+        }
+        _ if map_key("metadata.annotations['").is_some() => {
+            m.annotations.as_ref().and_then(|l| l.get(map_key("metadata.annotations['")?)).cloned().unwrap_or_default()
+        }
+        other => return Err(ConfigError(format!("unsupported fieldRef fieldPath {other:?}"))),
+    })
+}
+
+fn env_value(pod: &Pod, c: &Container, e: &EnvVar, node: &NodeContext, pod_ip: Option<&str>, vars: &HashMap<String, String>) -> Result<Option<String>, ConfigError> {
+    let Some(from) = e.value_from.as_ref() else {
+        return Ok(Some(expand(e.value.as_deref().unwrap_or_default(), vars)));
+    };
+    if let Some(f) = &from.field_ref {
+        return field_ref(pod, &f.field_path, node, pod_ip).map(Some);
+    }
+    if let Some(r) = &from.resource_field_ref {
+        let res = c.resources.as_ref();
+        let (kind, name) = r.resource.split_once('.').unwrap_or(("", ""));
+        let map = match kind {
+            "limits" => res.and_then(|x| x.limits.as_ref()),
+            "requests" => res.and_then(|x| x.requests.as_ref()),
+            _ => None,
+        };
+        return Ok(Some(map.and_then(|m| m.get(name)).map(|q| q.0.clone()).unwrap_or_else(|| "0".into())));
+    }
+    // ConfigMaps and Secrets need the API server; a standalone kubelet has neither.
+    let (kind, key, optional) = if let Some(k) = &from.config_map_key_ref {
+        ("configmap", format!("{}/{}", k.name, k.key), k.optional.unwrap_or(false))
+    } else if let Some(k) = &from.secret_key_ref {
+        ("secret", format!("{}/{}", k.name, k.key), k.optional.unwrap_or(false))
+    } else {
+        return Err(ConfigError(format!("env {}: valueFrom has no source", e.name)));
+    };
+    if optional {
+        return Ok(None);
+    }
+    Err(ConfigError(format!("{kind} key {key:?} for env {} not found: no API server to read it from", e.name)))
+}
+
+/// Environment variables in order, with `$(VAR)` references to earlier ones expanded.
+pub fn env(pod: &Pod, c: &Container, node: &NodeContext, pod_ip: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
+    if c.env_from.as_ref().is_some_and(|v| v.iter().any(|s| !s.config_map_ref.as_ref().and_then(|r| r.optional).or(s.secret_ref.as_ref().and_then(|r| r.optional)).unwrap_or(false))) {
+        return Err(ConfigError("envFrom needs an API server to read ConfigMaps and Secrets".into()));
+    }
+    let mut vars = HashMap::new();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in c.env.iter().flatten() {
+        if let Some(v) = env_value(pod, c, e, node, pod_ip, &vars)? {
+            vars.insert(e.name.clone(), v.clone());
+            out.retain(|(k, _)| k != &e.name);
+            out.push((e.name.clone(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// Host directory of a pod volume (`<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`),
+/// created if needed. Only the volume types a standalone kubelet can serve are supported here.
+pub fn volume_host_path(pod: &Pod, node: &NodeContext, name: &str) -> Result<PathBuf, ConfigError> {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let vol = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == name))
+        .ok_or_else(|| ConfigError(format!("volume {name:?} not found")))?;
+    if vol.empty_dir.is_some() {
+        let dir = pod_dir(node, uid).join("volumes/kubernetes.io~empty-dir").join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError(format!("emptyDir {name}: {e}")))?;
+        // emptyDir is world-writable like upstream's, so non-root containers can use it.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+        return Ok(dir);
+    }
+    if let Some(hp) = &vol.host_path {
+        let path = PathBuf::from(&hp.path);
+        match hp.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&path).map_err(|e| ConfigError(format!("hostPath {name}: {e}")))?,
+            "Directory" if !path.is_dir() => return Err(ConfigError(format!("hostPath type check failed: {} is not a directory", hp.path))),
+            "File" if !path.is_file() => return Err(ConfigError(format!("hostPath type check failed: {} is not a file", hp.path))),
+            _ => {}
+        }
+        return Ok(path);
+    }
+    Err(ConfigError(format!("volume {name:?}: this volume type is not supported yet")))
+}
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+pub struct ContainerInput<'a> {
+    pub pod: &'a Pod,
+    pub container: &'a Container,
+    pub kind: ContainerType,
+    pub restart_count: i32,
+    pub image_ref: &'a str,
+    pub pod_ip: Option<&'a str>,
+}
+
+pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<api::ContainerConfig, ConfigError> {
+    let ContainerInput { pod, container: c, kind, restart_count, image_ref, pod_ip } = *input;
+    let r = pod_ref(pod);
+    let envs = env(pod, c, node, pod_ip)?;
+    let vars: HashMap<String, String> = envs.iter().cloned().collect();
+    let expand_all = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| expand(s, &vars)).collect::<Vec<_>>();
+
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let mut host = volume_host_path(pod, node, &m.name)?;
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            host = safe_join(&host, sub).map_err(ConfigError)?;
+            std::fs::create_dir_all(&host).map_err(|e| ConfigError(format!("subPath {sub}: {e}")))?;
+        }
+        let propagation = match m.mount_propagation.as_deref() {
+            Some("HostToContainer") => api::MountPropagation::PropagationHostToContainer,
+            Some("Bidirectional") => api::MountPropagation::PropagationBidirectional,
+            _ => api::MountPropagation::PropagationPrivate,
+        };
+        mounts.push(api::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: m.read_only.unwrap_or(false),
+            propagation: propagation as i32,
+            ..Default::default()
+        });
+    }
+    // The termination message file, as upstream: <pod dir>/containers/<name>/<random>.
+    if let Some(path) = c.termination_message_path.as_deref().filter(|p| !p.is_empty()) {
+        let dir = pod_dir(node, &r.uid).join("containers").join(&c.name);
+        std::fs::create_dir_all(&dir).map_err(|e| ConfigError(format!("termination message dir: {e}")))?;
+        let file = dir.join(format!("{:08x}", rand_u32()));
+        std::fs::write(&file, b"").map_err(|e| ConfigError(format!("termination message file: {e}")))?;
+        mounts.push(api::Mount { container_path: path.into(), host_path: file.display().to_string(), ..Default::default() });
+    }
+
+    let mut annotations = HashMap::from([
+        (labels::CONTAINER_HASH.to_string(), format!("{:x}", labels::container_hash(c))),
+        (labels::CONTAINER_RESTART_COUNT.to_string(), restart_count.to_string()),
+        (labels::TERMINATION_MESSAGE_PATH.to_string(), c.termination_message_path.clone().unwrap_or_default()),
+        (labels::TERMINATION_MESSAGE_POLICY.to_string(), c.termination_message_policy.clone().unwrap_or_default()),
+        (labels::CONTAINER_TYPE.to_string(), kind.as_str().to_string()),
+    ]);
+    if let Some(g) = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds) {
+        annotations.insert(labels::POD_TERMINATION_GRACE.into(), g.to_string());
+    }
+    if let Some(g) = pod.metadata.deletion_grace_period_seconds {
+        annotations.insert(labels::POD_DELETION_GRACE.into(), g.to_string());
+    }
+    if let Some(ps) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+        annotations.insert(labels::CONTAINER_PRESTOP.into(), serde_json::to_string(ps).unwrap_or_default());
+    }
+    if let Some(ports) = c.ports.as_ref().filter(|p| !p.is_empty()) {
+        annotations.insert(labels::CONTAINER_PORTS.into(), serde_json::to_string(ports).unwrap_or_default());
+    }
+
+    let sc = c.security_context.clone().unwrap_or_default();
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+    let privileged = sc.privileged.unwrap_or(false);
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    Ok(api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata { name: c.name.clone(), attempt: restart_count as u32 }),
+        image: Some(api::ImageSpec { image: image_ref.to_string(), user_specified_image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+        command: expand_all(&c.command),
+        args: expand_all(&c.args),
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: envs.into_iter().map(|(key, value)| api::KeyValue { key, value }).collect(),
+        mounts,
+        labels: labels::container_labels(&r, &c.name),
+        annotations,
+        log_path: format!("{}/{}.log", c.name, restart_count),
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        linux: Some(api::LinuxContainerConfig {
+            resources: None,
+            security_context: Some(api::LinuxContainerSecurityContext {
+                capabilities: Some(api::Capability {
+                    add_capabilities: caps.add.unwrap_or_default(),
+                    drop_capabilities: caps.drop.unwrap_or_default(),
+                    ..Default::default()
+                }),
+                privileged,
+                namespace_options: Some(namespace_options(pod)),
+                run_as_user: sc.run_as_user.or(psc.run_as_user).map(|value| api::Int64Value { value }),
+                run_as_group: sc.run_as_group.or(psc.run_as_group).map(|value| api::Int64Value { value }),
+                readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
+                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                no_new_privs: sc.allow_privilege_escalation == Some(false),
+                masked_paths: if privileged { vec![] } else { MASKED_PATHS.iter().map(|s| s.to_string()).collect() },
+                readonly_paths: if privileged { vec![] } else { READONLY_PATHS.iter().map(|s| s.to_string()).collect() },
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Joins `sub` under `base`, refusing anything that resolves outside `base` (symlinks included).
+pub fn safe_join(base: &Path, sub: &str) -> Result<PathBuf, String> {
+    if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
+        return Err(format!("subPath {sub:?} must be relative and must not contain '..'"));
+    }
+    let joined = base.join(sub);
+    let real_base = base.canonicalize().map_err(|e| format!("{}: {e}", base.display()))?;
+    // Resolve the deepest existing ancestor: a symlink anywhere must stay inside the volume.
+    let mut probe = joined.clone();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    let real = probe.canonicalize().map_err(|e| format!("{}: {e}", probe.display()))?;
+    if !real.starts_with(&real_base) {
+        return Err(format!("subPath {sub:?} resolves outside the volume"));
+    }
+    Ok(joined)
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_follows_upstream_rules() {
+        let vars = HashMap::from([("A".to_string(), "x".to_string())]);
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "x-$(B)-$(A)-$");
+        assert_eq!(expand("plain", &vars), "plain");
+    }
+
+    #[test]
+    fn cluster_first_dns_uses_cluster_servers_and_searches() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}})).unwrap();
+        let node = NodeContext {
+            node_name: "n".into(),
+            node_ip: None,
+            cluster_dns: vec!["10.96.0.10".into()],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/nonexistent".into(),
+            pod_logs_dir: "/var/log/pods".into(),
+            root_dir: "/var/lib/kubelet".into(),
+        };
+        let d = dns_config(&pod, &node);
+        assert_eq!(d.servers, vec!["10.96.0.10"]);
+        assert_eq!(d.searches, vec!["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
+        assert_eq!(d.options, vec!["ndots:5"]);
+        let no_dns = NodeContext { cluster_dns: vec![], ..node };
+        assert!(dns_config(&pod, &no_dns).servers.is_empty());
+    }
+
+    #[test]
+    fn safe_join_refuses_symlink_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("evil")).unwrap();
+        assert!(safe_join(dir.path(), "ok/sub").is_ok());
+        assert!(safe_join(dir.path(), "evil/passwd").is_err());
+        assert!(safe_join(dir.path(), "../x").is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! One worker per pod: a task that syncs its pod whenever the spec changes, the PLEG reports a
+//! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
+
+use super::backoff::Backoff;
+use super::executor::{self, Deps};
+use super::observe::{self, ContainerObs, PodObs};
+use super::plan;
+use super::status::{self, WaitingReasons};
+use crate::status_manager::Statuses;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+#[derive(Debug)]
+pub enum Msg {
+    /// A new version of the pod's spec.
+    Update(Box<Pod>),
+    /// Something changed in the runtime for this pod.
+    RuntimeEvent,
+    /// The pod is no longer wanted: stop and remove it.
+    Terminate,
+}
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub deps: Deps,
+    pub statuses: Statuses,
+    pub runtime_name: String,
+    pub resync: Duration,
+}
+
+/// Handle to a running worker.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Handle {
+    pub fn send(&self, msg: Msg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+/// Starts the worker. `done` receives the pod UID once a terminated pod is fully removed.
+pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::UnboundedSender<String>) -> Handle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let previous = cfg.statuses.get(&uid);
+    let worker = Worker {
+        pod,
+        terminating,
+        cfg,
+        backoff: Backoff::container_restart(),
+        waiting: HashMap::new(),
+        status: previous,
+        cache: HashMap::new(),
+        ip_cache: HashMap::new(),
+    };
+    tokio::spawn(async move {
+        worker.run(rx).await;
+        let _ = done.send(uid);
+    });
+    Handle { tx }
+}
+
+struct Worker {
+    pod: Pod,
+    terminating: bool,
+    cfg: WorkerConfig,
+    backoff: Backoff,
+    waiting: WaitingReasons,
+    status: Option<PodStatus>,
+    cache: HashMap<String, ContainerObs>,
+    ip_cache: HashMap<String, (Option<String>, Vec<String>)>,
+}
+
+enum Outcome {
+    /// Sync again no later than this.
+    Next(Option<SystemTime>),
+    /// The pod is gone from the runtime; the worker ends.
+    Removed,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let name = executor::pod_name(&self.pod);
+        let mut failures = 0u32;
+        loop {
+            let next = match self.sync().await {
+                Ok(Outcome::Removed) => return,
+                Ok(Outcome::Next(t)) => {
+                    failures = 0;
+                    t
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(pod = %name, error = %e, "pod sync failed; will retry");
+                    // Retry failed syncs with a growing delay (1 s doubling to 30 s).
+                    let delay = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                    Some(self.cfg.deps.clock.now() + delay)
+                }
+            };
+            let wait = next
+                .map(|t| t.duration_since(self.cfg.deps.clock.now()).unwrap_or_default())
+                .unwrap_or(self.cfg.resync)
+                .min(self.cfg.resync);
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep(wait) => continue,
+            };
+            let Some(msg) = msg else { return };
+            self.apply(msg);
+            // Coalesce whatever else queued up meanwhile into this one sync.
+            while let Ok(m) = rx.try_recv() {
+                self.apply(m);
+            }
+        }
+    }
+
+    fn apply(&mut self, msg: Msg) {
+        match msg {
+            Msg::Update(p) => self.pod = *p,
+            Msg::Terminate => self.terminating = true,
+            Msg::RuntimeEvent => {}
+        }
+    }
+
+    async fn observe(&mut self) -> Result<PodObs, String> {
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        observe::observe(&self.cfg.deps.runtime, &uid, &mut self.cache, &mut self.ip_cache).await.map_err(|e| e.to_string())
+    }
+
+    fn publish(&mut self, obs: &PodObs) {
+        let ctx = status::Context {
+            waiting: &self.waiting,
+            previous: self.status.as_ref(),
+            host_ip: self.cfg.deps.node.node_ip.as_deref(),
+            runtime_name: &self.cfg.runtime_name,
+            now: self.cfg.deps.clock.now(),
+        };
+        let st = status::compute(&self.pod, obs, &ctx);
+        self.cfg.statuses.set(&self.pod, st.clone());
+        self.status = Some(st);
+    }
+
+    async fn sync(&mut self) -> Result<Outcome, String> {
+        let deps = self.cfg.deps.clone();
+        let mut obs = self.observe().await?;
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        if self.terminating {
+            if !obs.sandboxes.is_empty() || !obs.containers.is_empty() {
+                tracing::info!(pod = %executor::pod_name(&self.pod), "terminating pod");
+                executor::kill_pod(&deps, &self.pod, &obs).await?;
+                let after = self.observe().await?;
+                executor::remove_pod(&deps, &self.pod, &after).await?;
+            }
+            let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
+            self.cfg.statuses.remove(&uid);
+            tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
+            return Ok(Outcome::Removed);
+        }
+
+        // A terminal pod is only kept stopped.
+        self.publish(&obs);
+        let phase = self.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            if obs.any_running() {
+                executor::kill_pod(&deps, &self.pod, &obs).await?;
+                obs = self.observe().await?;
+                self.publish(&obs);
+            }
+            return Ok(Outcome::Next(None));
+        }
+
+        let now = deps.clock.now();
+        self.backoff.gc(now);
+        let p = plan::plan(&self.pod, &obs, &self.backoff, now);
+        // Reasons from the plan (back-off) replace those of containers it decided about.
+        for w in &p.waiting {
+            self.waiting.insert(w.name.clone(), (w.reason.clone(), w.message.clone()));
+        }
+        let planned: Vec<&str> = p.waiting.iter().map(|w| w.name.as_str()).chain(p.start.iter().map(|s| s.name.as_str())).collect();
+        self.waiting.retain(|name, (reason, _)| reason != "CrashLoopBackOff" || planned.contains(&name.as_str()));
+        if p.is_noop() {
+            self.publish(&obs);
+            return Ok(Outcome::Next(p.retry_at));
+        }
+        let result = executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting).await;
+        obs = self.observe().await?;
+        self.publish(&obs);
+        result?;
+        // Containers that failed to start are retried soon; image pulls back off on their own.
+        let retry = (!self.waiting.is_empty()).then(|| deps.clock.now() + Duration::from_secs(2));
+        let next = match (p.retry_at, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Outcome::Next(next))
+    }
+}

@@ -1,0 +1,32 @@
+//! Config sources: where desired pods come from. Each source sends full snapshots of its pods;
+//! the pod dispatcher merges them (see `pod::dispatcher`).
+
+pub mod file;
+pub mod http;
+pub mod manifest;
+pub mod validation;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// Which source a pod came from (`kubernetes.io/config.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    File,
+    Http,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// Every pod a source currently wants, replacing its previous snapshot.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub source: SourceKind,
+    pub pods: Vec<Pod>,
+}

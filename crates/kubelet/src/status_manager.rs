@@ -1,0 +1,63 @@
+//! The status manager: the newest status of every pod the kubelet runs. Pod workers write it;
+//! the server's `/pods` and (with an API server) the status sync read it. Readers can wait for
+//! changes through a version counter.
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct Statuses {
+    pods: Arc<RwLock<BTreeMap<String, Pod>>>,
+    version: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Statuses {
+    fn default() -> Self {
+        Self { pods: Default::default(), version: Arc::new(watch::channel(0).0) }
+    }
+}
+
+impl Statuses {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a pod's status; returns whether it changed.
+    pub fn set(&self, pod: &Pod, status: PodStatus) -> bool {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = map.get_mut(&uid)
+            && existing.metadata == pod.metadata
+            && existing.status.as_ref() == Some(&status)
+        {
+            return false;
+        }
+        let mut p = Pod { metadata: pod.metadata.clone(), spec: pod.spec.clone(), status: Some(status) };
+        p.metadata.managed_fields = None;
+        map.insert(uid, p);
+        drop(map);
+        self.version.send_modify(|v| *v += 1);
+        true
+    }
+
+    pub fn remove(&self, uid: &str) {
+        if self.pods.write().unwrap_or_else(|p| p.into_inner()).remove(uid).is_some() {
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+
+    pub fn get(&self, uid: &str) -> Option<PodStatus> {
+        self.pods.read().unwrap_or_else(|p| p.into_inner()).get(uid).and_then(|p| p.status.clone())
+    }
+
+    /// Every pod with its status, ordered by UID.
+    pub fn list(&self) -> Vec<Pod> {
+        self.pods.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}

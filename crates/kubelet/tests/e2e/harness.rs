@@ -1,0 +1,303 @@
+//! Runs the real kubelet binary against the real containerd, one test at a time (every test's
+//! kubelet owns the whole runtime, as a kubelet does, so they must not overlap).
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet::cri::remote::RemoteRuntime;
+use kubelet::cri::{DynRuntime, Runtime};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
+pub const REGISTRY: &str = "127.0.0.1:5000";
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn image(name: &str) -> String {
+    format!("{REGISTRY}/{name}")
+}
+
+/// Connects to containerd, or explains why the e2e suite cannot run. With
+/// `KUBELET_E2E_REQUIRED=1` (CI) a missing runtime fails the test instead of skipping it.
+pub async fn runtime_or_skip(test: &str) -> Option<DynRuntime> {
+    let why = match RemoteRuntime::connect(&format!("unix://{SOCKET}"), None, Duration::from_secs(30)).await {
+        Ok(rt) => match rt.version().await {
+            Ok(_) => return Some(Arc::new(rt)),
+            Err(e) => format!("containerd at {SOCKET} does not answer: {e}"),
+        },
+        Err(e) => format!("cannot connect to containerd at {SOCKET}: {e}"),
+    };
+    if std::env::var("KUBELET_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("{test}: e2e prerequisites missing: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why} (run hack/env-up.sh first)");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub struct Kubelet {
+    _serial: MutexGuard<'static, ()>,
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub node: String,
+    pub ro_port: u16,
+    pub healthz_port: u16,
+    pub runtime: DynRuntime,
+    http: reqwest::Client,
+    starts: u32,
+}
+
+impl Kubelet {
+    pub async fn start(test: &str) -> Option<Self> {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let runtime = runtime_or_skip(test).await?;
+        let dir = tempfile::Builder::new().prefix(&format!("e2e-{test}-")).tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
+        let node = format!("e2e-{}", test.replace('_', "-")).chars().take(40).collect::<String>();
+        let mut k = Self {
+            _serial: serial,
+            child: None,
+            dir,
+            node,
+            ro_port: free_port(),
+            healthz_port: free_port(),
+            runtime,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            starts: 0,
+        };
+        k.write_config();
+        k.spawn();
+        k.wait_healthy().await;
+        Some(k)
+    }
+
+    fn write_config(&self) {
+        let config = format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nreadOnlyPort: {}\nhealthzPort: {}\nhealthzBindAddress: 127.0.0.1\nfileCheckFrequency: 2s\nclusterDomain: cluster.local\nserializeImagePulls: false\n",
+            self.manifests().display(),
+            self.ro_port,
+            self.healthz_port
+        );
+        std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("kubelet.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kubelet"))
+            .arg("--config")
+            .arg(self.dir.path().join("config.yaml"))
+            .arg("--root-dir")
+            .arg(self.dir.path().join("root"))
+            .arg("--hostname-override")
+            .arg(&self.node)
+            .arg("--v=4")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start kubelet");
+        self.child = Some(child);
+    }
+
+    async fn wait_healthy(&self) {
+        let url = format!("http://127.0.0.1:{}/healthz", self.healthz_port);
+        let ok = wait_until(Duration::from_secs(60), || async {
+            self.http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+        })
+        .await;
+        if ok.is_none() {
+            panic!("kubelet did not become healthy; log:\n{}", self.log());
+        }
+    }
+
+    /// Stops the kubelet with `signal` (libc::SIGTERM or SIGKILL) and starts it again.
+    pub async fn restart(&mut self, signal: i32) {
+        self.stop(signal);
+        self.spawn();
+        self.wait_healthy().await;
+    }
+
+    fn stop(&mut self, signal: i32) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn write_manifest(&self, file: &str, yaml: &str) {
+        // Write then rename, so the kubelet never reads half a file.
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.manifests().join(file)).unwrap();
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.manifests().join(file)).unwrap();
+    }
+
+    pub async fn pods(&self) -> Vec<Pod> {
+        let url = format!("http://127.0.0.1:{}/pods", self.ro_port);
+        let Ok(resp) = self.http.get(&url).send().await else { return Vec::new() };
+        let Ok(body) = resp.bytes().await else { return Vec::new() };
+        let Ok(list) = serde_json::from_slice::<serde_json::Value>(&body) else { return Vec::new() };
+        serde_json::from_value(list["items"].clone()).unwrap_or_default()
+    }
+
+    /// The pod whose manifest name is `name` (the kubelet adds the node suffix).
+    pub async fn pod(&self, name: &str) -> Option<Pod> {
+        let full = format!("{name}-{}", self.node);
+        self.pods().await.into_iter().find(|p| p.metadata.name.as_deref() == Some(full.as_str()))
+    }
+
+    /// Waits (generously) until `check` returns Some for the pod named `name`.
+    pub async fn wait_pod<T>(&self, name: &str, what: &str, timeout: Duration, check: impl Fn(&Pod) -> Option<T>) -> T {
+        let got = wait_until(timeout, || async { self.pod(name).await.as_ref().and_then(&check) }).await;
+        match got {
+            Some(v) => v,
+            None => panic!(
+                "timed out after {timeout:?} waiting for pod {name}: {what}\nlast seen: {}\nkubelet log (tail):\n{}",
+                serde_json::to_string_pretty(&self.pod(name).await).unwrap_or_default(),
+                tail(&self.log(), 60)
+            ),
+        }
+    }
+
+    /// Sandboxes in the runtime belonging to pods of this kubelet's node.
+    pub async fn our_sandboxes(&self) -> Vec<kubelet::cri::api::PodSandbox> {
+        let suffix = format!("-{}", self.node);
+        self.runtime
+            .list_pod_sandboxes(None)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s.metadata.as_ref().is_some_and(|m| m.name.ends_with(&suffix)))
+            .collect()
+    }
+
+    /// Removes every manifest and waits until the kubelet has removed every pod it ran.
+    pub async fn cleanup(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(self.manifests()) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        if self.exit_status().is_none() {
+            let gone = wait_until(Duration::from_secs(90), || async {
+                (self.pods().await.is_empty() && self.our_sandboxes().await.is_empty()).then_some(())
+            })
+            .await;
+            if gone.is_none() {
+                eprintln!("kubelet did not remove every pod in time; removing leftovers directly");
+            }
+        }
+        self.stop(libc::SIGTERM);
+        // Whatever is left (a failed test, a crashed kubelet) goes too.
+        for sb in self.our_sandboxes().await {
+            let _ = self.runtime.stop_pod_sandbox(&sb.id).await;
+            let _ = self.runtime.remove_pod_sandbox(&sb.id).await;
+        }
+        let _ = Command::new("sh").arg("-c").arg(format!("rm -rf /var/log/pods/*-{node}_* /var/log/containers/*-{node}_*", node = self.node)).status();
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        // Tests call cleanup() themselves; this only runs when a test panicked first.
+        if self.child.is_some() {
+            let node = self.node.clone();
+            self.stop(libc::SIGTERM);
+            let rt = self.runtime.clone();
+            let _ = std::thread::spawn(move || {
+                let Ok(tokio_rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                tokio_rt.block_on(async move {
+                    let suffix = format!("-{node}");
+                    for sb in rt.list_pod_sandboxes(None).await.unwrap_or_default() {
+                        if sb.metadata.as_ref().is_some_and(|m| m.name.ends_with(&suffix)) {
+                            let _ = rt.stop_pod_sandbox(&sb.id).await;
+                            let _ = rt.remove_pod_sandbox(&sb.id).await;
+                        }
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls `f` every 200 ms until it returns Some or `timeout` passes.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, f: F) -> Option<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+pub fn container_status<'a>(p: &'a Pod, name: &str) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    let s = p.status.as_ref()?;
+    s.container_statuses.iter().chain(s.init_container_statuses.iter()).flatten().find(|c| c.name == name)
+}
+
+pub fn waiting_reason<'a>(p: &'a Pod, name: &str) -> Option<&'a str> {
+    container_status(p, name)?.state.as_ref()?.waiting.as_ref()?.reason.as_deref()
+}
+
+pub fn is_running(p: &Pod, name: &str) -> bool {
+    container_status(p, name).and_then(|c| c.state.as_ref()).is_some_and(|s| s.running.is_some())
+}
+
+pub fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
