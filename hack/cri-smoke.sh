@@ -12,7 +12,7 @@
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=hack/lib.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$HACK_DIR/lib.sh"
 
 : "${KRS_CRI_SMOKE_DIR:=$KRS_LIB_DIR/cri-smoke}"
@@ -22,7 +22,8 @@ GEN=$KRS_CRI_SMOKE_DIR/gen
 containerd_answers || die "containerd does not answer on $KRS_CONTAINERD_SOCKET; run hack/env-up.sh first"
 
 if [[ -z "${KRS_CRI_PROTO:-}" ]]; then
-    KRS_CRI_PROTO=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/k8s-cri-*/proto/v1.proto 2>/dev/null | sort -V | tail -n1 || true)
+    KRS_CRI_PROTO=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -maxdepth 4 -path '*/k8s-cri-*/proto/v1.proto' 2>/dev/null |
+        sort -V | tail -n1 || true)
 fi
 [[ -n "${KRS_CRI_PROTO:-}" && -r "$KRS_CRI_PROTO" ]] ||
     die "CRI v1 proto not found; set KRS_CRI_PROTO=/path/to/api.proto (k8s-cri crate: proto/v1.proto)"

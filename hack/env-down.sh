@@ -8,14 +8,15 @@
 # --purge   before stopping containerd, kill and delete every task and container
 #           in its k8s.io namespace (pods/sandboxes the kubelet left behind);
 #           afterwards remove leftover CRI network namespaces (/run/netns/cni-*),
-#           the host-local IP allocations of our CNI network and the bridge
-#           kubeletrs0. Images are kept.
+#           CRI's orphaned sandbox/container state directories, the host-local
+#           IP allocations of our CNI network and the bridge kubeletrs0.
+#           Images are kept.
 #
 # Usage: hack/env-down.sh [--purge] [-h]
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=hack/lib.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$HACK_DIR/lib.sh"
 
 PURGE=0
@@ -23,7 +24,7 @@ for arg in "$@"; do
     case "$arg" in
         --purge) PURGE=1 ;;
         -h | --help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown argument: $arg (try --help)" ;;
@@ -58,6 +59,29 @@ purge_cri_namespace() {
     log "purge: removed $(wc -w <<<"$tasks") task(s), $(wc -w <<<"$containers") container(s) from namespace $KRS_CRI_NAMESPACE"
 }
 
+purge_cri_state() {
+    if containerd_answers; then
+        warn "purge: containerd still answers; leaving its CRI state directories alone"
+        return 0
+    fi
+    # every k8s.io container is gone, so CRI's per-sandbox/per-container
+    # directories (hosts, resolv.conf, shm mounts, fifos) are orphans now
+    local d m n=0
+    for d in "$KRS_CONTAINERD_ROOT/io.containerd.grpc.v1.cri" "$KRS_CONTAINERD_STATE/io.containerd.grpc.v1.cri"; do
+        [[ -d "$d" ]] || continue
+        # unmount sandbox /dev/shm mounts, deepest first
+        while read -r m; do
+            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || warn "purge: cannot unmount $m"
+        done < <(awk -v p="$d/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r)
+        for sub in sandboxes containers; do
+            [[ -d "$d/$sub" ]] || continue
+            n=$((n + $(find "$d/$sub" -mindepth 1 -maxdepth 1 | wc -l)))
+            find "$d/$sub" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+        done
+    done
+    log "purge: removed $n orphaned CRI sandbox/container state directories"
+}
+
 purge_network() {
     local ns n=0
     # network namespaces pinned by containerd's CRI plugin
@@ -87,6 +111,7 @@ rm -f "$KRS_RUN_DIR/containerd.config.sha256"
 stop_pidfile registry "$KRS_REGISTRY_PIDFILE" "$REGISTRY_COMM"
 
 if ((PURGE)); then
+    purge_cri_state
     purge_network
 fi
 

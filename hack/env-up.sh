@@ -17,7 +17,7 @@ set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' in ${x//a/b} is literal
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=hack/lib.sh
+# shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$HACK_DIR/lib.sh"
 
 DO_INSTALL=${KRS_INSTALL:-1}
@@ -178,6 +178,7 @@ write_cni() {
     if ip link show "$KRS_CNI_BRIDGE" >/dev/null 2>&1; then
         local addrs
         addrs=$(ip -o -4 addr show dev "$KRS_CNI_BRIDGE" | awk '{print $4}')
+        # shellcheck disable=SC2086 # one argument per address
         if [[ -n "$addrs" ]] && ! "$KRS_PYTHON" - "$KRS_POD_CIDR" $addrs <<'PY'; then
 import ipaddress, sys
 net = ipaddress.ip_network(sys.argv[1])
@@ -217,6 +218,7 @@ start_daemon() {
     printf '\n==== %s: %s starting: %s\n' "$(date -Is)" "$name" "$*" >>"$logfile"
     # the inner shell writes its own pid and then execs the daemon (same pid)
     # (9>&-: the daemon must not inherit the env.lock descriptor, or it would hold the lock forever)
+    # shellcheck disable=SC2016 # expanded by the inner shell
     setsid -f bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&-
 }
 

@@ -49,7 +49,9 @@ if [[ -z "${KRS_PYTHON:-}" ]]; then
     if [[ -x /usr/bin/python3 ]]; then KRS_PYTHON=/usr/bin/python3; else KRS_PYTHON=python3; fi
 fi
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 CONTAINERD_COMM=$(basename "$KRS_CONTAINERD_BIN")
+# shellcheck disable=SC2034
 REGISTRY_COMM=$(basename "$KRS_REGISTRY_BIN")
 
 # --- helpers -------------------------------------------------------------------
@@ -84,6 +86,7 @@ pid_of_pidfile() {
 }
 
 containerd_answers() {
+    [[ -S "$KRS_CONTAINERD_SOCKET" ]] || return 1
     timeout 5 "$KRS_CTR_BIN" --address "$KRS_CONTAINERD_SOCKET" --connect-timeout 2s version >/dev/null 2>&1
 }
 
@@ -103,7 +106,7 @@ stop_pidfile() {
             log "$name: pid file $file is stale; removing it"
             rm -f "$file"
         else
-            log "$name: no pid file $file (not started by env-up); nothing to stop"
+            log "$name: no pid file $file; nothing to stop (a $name not started by env-up is left alone)"
         fi
         return 0
     fi
