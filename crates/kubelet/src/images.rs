@@ -41,9 +41,11 @@ pub fn validate_reference(image: &str) -> Result<(), String> {
     // A first component with '.', ':' or "localhost" is a registry host (may have a port).
     if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
         let host = parts.remove(0);
-        let ok = host.split(':').next().is_some_and(|h| {
-            !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-        }) && host.split(':').nth(1).is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        let ok = host
+            .split(':')
+            .next()
+            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+            && host.split(':').nth(1).is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
         if !ok {
             return invalid();
         }
@@ -112,11 +114,19 @@ impl Images {
         sandbox: &api::PodSandboxConfig,
     ) -> Result<String, ImageError> {
         if let Err(msg) = validate_reference(image) {
-            return Err(ImageError { reason: "InvalidImageName", message: format!("Failed to apply default image tag {image:?}: {msg}") });
+            return Err(ImageError {
+                reason: "InvalidImageName",
+                message: format!("Failed to apply default image tag {image:?}: {msg}"),
+            });
         }
         let present = match self.runtime.image_status(image).await {
             Ok(i) => i,
-            Err(e) => return Err(ImageError { reason: "ErrImageInspect", message: format!("Failed to inspect image {image:?}: {e}") }),
+            Err(e) => {
+                return Err(ImageError {
+                    reason: "ErrImageInspect",
+                    message: format!("Failed to inspect image {image:?}: {e}"),
+                });
+            }
         };
         match (policy, present) {
             ("Never", Some(img)) | ("IfNotPresent", Some(img)) => return Ok(img.id),
@@ -133,11 +143,19 @@ impl Images {
         {
             let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
             if b.in_backoff_since_last(&key, now).is_some() {
-                return Err(ImageError { reason: "ImagePullBackOff", message: format!("Back-off pulling image {image:?}") });
+                return Err(ImageError {
+                    reason: "ImagePullBackOff",
+                    message: format!("Back-off pulling image {image:?}"),
+                });
             }
         }
         let _permit = match &self.pulls {
-            Some(s) => Some(s.clone().acquire_owned().await.map_err(|_| ImageError { reason: "ErrImagePull", message: "image puller stopped".into() })?),
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ImageError { reason: "ErrImagePull", message: "image puller stopped".into() })?,
+            ),
             None => None,
         };
         tracing::info!(pod_uid, image, "pulling image");
@@ -149,7 +167,10 @@ impl Images {
             }
             Err(e) => {
                 self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next(&key, self.clock.now());
-                Err(ImageError { reason: "ErrImagePull", message: format!("Failed to pull image {image:?}: {}", e.message) })
+                Err(ImageError {
+                    reason: "ErrImagePull",
+                    message: format!("Failed to pull image {image:?}: {}", e.message),
+                })
             }
         }
     }
@@ -179,7 +200,9 @@ mod tests {
 
     #[test]
     fn invalid_references_are_refused() {
-        for ok in ["busybox", "busybox:1.36", "127.0.0.1:5000/a/b:c", "localhost/x", "docker.io/library/nginx:1.25-alpine"] {
+        for ok in
+            ["busybox", "busybox:1.36", "127.0.0.1:5000/a/b:c", "localhost/x", "docker.io/library/nginx:1.25-alpine"]
+        {
             assert!(validate_reference(ok).is_ok(), "{ok}");
         }
         for bad in ["", "BusyBox", "busybox:", "a//b", "busybox:-x", "x@sha256", "has space"] {

@@ -42,13 +42,22 @@ mod shim {
     }
     impl NodeOptions {
         pub fn node_name(&self) -> String {
-            self.hostname.clone().unwrap_or_else(|| std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string()).to_lowercase()
+            self.hostname
+                .clone()
+                .unwrap_or_else(|| std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string())
+                .to_lowercase()
         }
     }
     impl Flags {
-        pub fn verbosity(&self) -> u32 { self.v }
+        pub fn verbosity(&self) -> u32 {
+            self.v
+        }
         pub fn apply(&self, _cfg: &mut KubeletConfiguration) -> NodeOptions {
-            NodeOptions { root_dir: self.root_dir.clone(), node_ip: self.node_ip.clone(), hostname: self.hostname_override.clone() }
+            NodeOptions {
+                root_dir: self.root_dir.clone(),
+                node_ip: self.node_ip.clone(),
+                hostname: self.hostname_override.clone(),
+            }
         }
     }
     pub fn load(p: &std::path::Path) -> anyhow::Result<KubeletConfiguration> {
@@ -96,8 +105,9 @@ fn init_tracing(verbosity: u32) {
         3..=5 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info,tonic=info")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info,tonic=info"))
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(false).init();
 }
 
@@ -171,7 +181,8 @@ async fn main() -> anyhow::Result<()> {
     let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "containerd".into());
 
     let statuses = Statuses::new();
-    let max_parallel_pulls = if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
+    let max_parallel_pulls =
+        if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
     let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), clock.clone());
     let node_ctx = Arc::new(NodeContext {
         node_name: node_name.clone(),
@@ -182,7 +193,8 @@ async fn main() -> anyhow::Result<()> {
         pod_logs_dir: PathBuf::from(&cfg.pod_logs_dir),
         root_dir: root_dir.clone(),
     });
-    let deps = Deps { runtime: runtime.clone(), images, node: node_ctx, clock, container_logs_dir: CONTAINER_LOGS_DIR.into() };
+    let deps =
+        Deps { runtime: runtime.clone(), images, node: node_ctx, clock, container_logs_dir: CONTAINER_LOGS_DIR.into() };
     let worker = WorkerConfig {
         deps,
         statuses: statuses.clone(),
@@ -218,7 +230,12 @@ async fn main() -> anyhow::Result<()> {
 
     let pleg_health = pleg::Health::default();
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
-    tokio::spawn(pleg::run(pleg::Config { relist_period: Duration::from_secs(1) }, runtime.clone(), pleg_health.clone(), pleg_tx));
+    tokio::spawn(pleg::run(
+        pleg::Config { relist_period: Duration::from_secs(1) },
+        runtime.clone(),
+        pleg_health.clone(),
+        pleg_tx,
+    ));
     tokio::spawn(dispatcher::run(
         dispatcher::Config { worker, sources: wanted_sources, housekeeping: Duration::from_secs(10) },
         snap_rx,
@@ -227,15 +244,22 @@ async fn main() -> anyhow::Result<()> {
 
     let health = server::Health { pleg: pleg_health, pleg_threshold: Duration::from_secs(180) };
     if cfg.healthz_port > 0 {
-        let ip: IpAddr = cfg.healthz_bind_address.parse().with_context(|| format!("healthzBindAddress: {:?}", cfg.healthz_bind_address))?;
+        let ip: IpAddr = cfg
+            .healthz_bind_address
+            .parse()
+            .with_context(|| format!("healthzBindAddress: {:?}", cfg.healthz_bind_address))?;
         let addr = SocketAddr::new(ip, cfg.healthz_port as u16);
-        server::serve(addr, server::healthz_router(health.clone())).await.with_context(|| format!("healthz server on {addr}"))?;
+        server::serve(addr, server::healthz_router(health.clone()))
+            .await
+            .with_context(|| format!("healthz server on {addr}"))?;
         tracing::info!(%addr, "healthz listening");
     }
     if cfg.read_only_port > 0 {
         let ip: IpAddr = cfg.address.parse().with_context(|| format!("address: {:?}", cfg.address))?;
         let addr = SocketAddr::new(ip, cfg.read_only_port as u16);
-        server::serve(addr, server::read_only_router(health, statuses.clone())).await.with_context(|| format!("read-only server on {addr}"))?;
+        server::serve(addr, server::read_only_router(health, statuses.clone()))
+            .await
+            .with_context(|| format!("read-only server on {addr}"))?;
         tracing::info!(%addr, "read-only port listening");
     }
 

@@ -24,7 +24,11 @@ impl Health {
         if self.pleg.healthy(self.pleg_threshold) {
             Ok(())
         } else {
-            Err(format!("pleg was last seen active {}s ago; threshold is {:?}", chrono::Utc::now().timestamp() - self.pleg.last_relist_secs(), self.pleg_threshold))
+            Err(format!(
+                "pleg was last seen active {}s ago; threshold is {:?}",
+                chrono::Utc::now().timestamp() - self.pleg.last_relist_secs(),
+                self.pleg_threshold
+            ))
         }
     }
 }

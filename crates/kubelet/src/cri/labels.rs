@@ -36,7 +36,10 @@ impl PodRef {
 }
 
 /// Labels of a sandbox: the pod's labels plus the kubelet's three.
-pub fn sandbox_labels(pod_labels: Option<&std::collections::BTreeMap<String, String>>, pod: &PodRef) -> HashMap<String, String> {
+pub fn sandbox_labels(
+    pod_labels: Option<&std::collections::BTreeMap<String, String>>,
+    pod: &PodRef,
+) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = pod_labels.map(|l| l.clone().into_iter().collect()).unwrap_or_default();
     labels.insert(POD_NAME.into(), pod.name.clone());
     labels.insert(POD_NAMESPACE.into(), pod.namespace.clone());

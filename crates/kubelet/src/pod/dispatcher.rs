@@ -31,11 +31,12 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut orphans_pending = HashSet::new();
 
-    let spawn = |pod: Pod, terminating: bool, workers: &mut HashMap<String, Entry>, done: &mpsc::UnboundedSender<String>| {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let handle = worker::spawn(pod.clone(), terminating, cfg.worker.clone(), done.clone());
-        workers.insert(uid, Entry { handle, pod, terminating });
-    };
+    let spawn =
+        |pod: Pod, terminating: bool, workers: &mut HashMap<String, Entry>, done: &mpsc::UnboundedSender<String>| {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let handle = worker::spawn(pod.clone(), terminating, cfg.worker.clone(), done.clone());
+            workers.insert(uid, Entry { handle, pod, terminating });
+        };
 
     loop {
         tokio::select! {
@@ -136,6 +137,9 @@ fn orphan_pod(r: &PodRef, grace: i64) -> Pod {
     pod.metadata.name = Some(r.name.clone());
     pod.metadata.namespace = Some(r.namespace.clone());
     pod.metadata.uid = Some(r.uid.clone());
-    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec { termination_grace_period_seconds: Some(grace), ..Default::default() });
+    pod.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+        termination_grace_period_seconds: Some(grace),
+        ..Default::default()
+    });
     pod
 }

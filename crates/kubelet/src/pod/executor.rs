@@ -140,10 +140,19 @@ pub async fn execute(
     let mut sandbox = obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, s.ip.clone()));
     if let Some(attempt) = plan.create_sandbox {
         let config = runtime_config::sandbox_config(pod, &deps.node, attempt);
-        std::fs::create_dir_all(&config.log_directory).map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
+        std::fs::create_dir_all(&config.log_directory)
+            .map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
         tracing::info!(pod = %name, attempt, "creating pod sandbox");
-        let id = deps.runtime.run_pod_sandbox(config).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
-        let ip = deps.runtime.pod_sandbox_status(&id).await.ok().and_then(|s| s.network).map(|n| n.ip).filter(|ip| !ip.is_empty());
+        let id =
+            deps.runtime.run_pod_sandbox(config).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
+        let ip = deps
+            .runtime
+            .pod_sandbox_status(&id)
+            .await
+            .ok()
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty());
         sandbox = Some((id, attempt, ip));
     }
     let Some((sandbox_id, attempt, ip)) = sandbox else {
@@ -186,7 +195,10 @@ async fn start_container(
 ) -> Result<(), (&'static str, String)> {
     let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
     let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
-    let c = list.iter().find(|c| c.name == s.name).ok_or(("CreateContainerConfigError", format!("container {} not in spec", s.name)))?;
+    let c = list
+        .iter()
+        .find(|c| c.name == s.name)
+        .ok_or(("CreateContainerConfigError", format!("container {} not in spec", s.name)))?;
     let image = c.image.as_deref().unwrap_or_default();
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
@@ -199,7 +211,8 @@ async fn start_container(
         image_ref: &image_ref,
         pod_ip,
     };
-    let config = runtime_config::container_config(&input, &deps.node).map_err(|e| ("CreateContainerConfigError", e.0))?;
+    let config =
+        runtime_config::container_config(&input, &deps.node).map_err(|e| ("CreateContainerConfigError", e.0))?;
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
     let id = deps
         .runtime

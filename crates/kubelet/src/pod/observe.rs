@@ -91,9 +91,8 @@ pub async fn observe(
     let sandboxes = runtime
         .list_pod_sandboxes(Some(api::PodSandboxFilter { label_selector: selector.clone(), ..Default::default() }))
         .await?;
-    let containers = runtime
-        .list_containers(Some(api::ContainerFilter { label_selector: selector, ..Default::default() }))
-        .await?;
+    let containers =
+        runtime.list_containers(Some(api::ContainerFilter { label_selector: selector, ..Default::default() })).await?;
 
     let mut obs = PodObs::default();
     for sb in sandboxes {

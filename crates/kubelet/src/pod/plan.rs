@@ -131,7 +131,12 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
     for c in inits {
         match obs.latest(&c.name, sandbox_id) {
             None => {
-                p.start.push(Start { name: c.name.clone(), init: true, restart_count: next_restart_count(obs, &c.name), arm_backoff: None });
+                p.start.push(Start {
+                    name: c.name.clone(),
+                    init: true,
+                    restart_count: next_restart_count(obs, &c.name),
+                    arm_backoff: None,
+                });
                 gc(&mut p, obs, pod);
                 return p;
             }
@@ -153,11 +158,20 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
             Some(o) => {
                 // Created but never started, or unknown: replace it.
                 if o.state == CState::Unknown {
-                    p.kill.push(Kill { id: o.id.clone(), name: c.name.clone(), reason: "container state unknown".into() });
+                    p.kill.push(Kill {
+                        id: o.id.clone(),
+                        name: c.name.clone(),
+                        reason: "container state unknown".into(),
+                    });
                 } else {
                     p.remove_containers.push(o.id.clone());
                 }
-                p.start.push(Start { name: c.name.clone(), init: true, restart_count: next_restart_count(obs, &c.name), arm_backoff: None });
+                p.start.push(Start {
+                    name: c.name.clone(),
+                    init: true,
+                    restart_count: next_restart_count(obs, &c.name),
+                    arm_backoff: None,
+                });
                 gc(&mut p, obs, pod);
                 return p;
             }
@@ -174,8 +188,17 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
             }),
             Some(o) if o.state == CState::Running => {
                 if o.hash != container_hash(c) {
-                    p.kill.push(Kill { id: o.id.clone(), name: c.name.clone(), reason: "container spec changed".into() });
-                    p.start.push(Start { name: c.name.clone(), init: false, restart_count: next_restart_count(obs, &c.name), arm_backoff: None });
+                    p.kill.push(Kill {
+                        id: o.id.clone(),
+                        name: c.name.clone(),
+                        reason: "container spec changed".into(),
+                    });
+                    p.start.push(Start {
+                        name: c.name.clone(),
+                        init: false,
+                        restart_count: next_restart_count(obs, &c.name),
+                        arm_backoff: None,
+                    });
                 }
             }
             Some(o) if o.state == CState::Exited => {
@@ -186,11 +209,20 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
             }
             Some(o) => {
                 if o.state == CState::Unknown {
-                    p.kill.push(Kill { id: o.id.clone(), name: c.name.clone(), reason: "container state unknown".into() });
+                    p.kill.push(Kill {
+                        id: o.id.clone(),
+                        name: c.name.clone(),
+                        reason: "container state unknown".into(),
+                    });
                 } else {
                     p.remove_containers.push(o.id.clone());
                 }
-                p.start.push(Start { name: c.name.clone(), init: false, restart_count: next_restart_count(obs, &c.name), arm_backoff: None });
+                p.start.push(Start {
+                    name: c.name.clone(),
+                    init: false,
+                    restart_count: next_restart_count(obs, &c.name),
+                    arm_backoff: None,
+                });
             }
         }
     }

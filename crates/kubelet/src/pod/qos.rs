@@ -67,7 +67,8 @@ mod tests {
                 serde_json::json!({"name": format!("c{i}"), "image": "x", "resources": {*kind: m}})
             })
             .collect();
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": containers}})).unwrap()
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": containers}}))
+            .unwrap()
     }
 
     #[test]

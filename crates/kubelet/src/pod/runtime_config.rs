@@ -153,7 +153,12 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
         .any(|c| c.security_context.as_ref().and_then(|s| s.privileged).unwrap_or(false));
     let psc = spec.security_context.clone().unwrap_or_default();
     api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata { name: r.name.clone(), uid: r.uid.clone(), namespace: r.namespace.clone(), attempt }),
+        metadata: Some(api::PodSandboxMetadata {
+            name: r.name.clone(),
+            uid: r.uid.clone(),
+            namespace: r.namespace.clone(),
+            attempt,
+        }),
         hostname,
         log_directory: pod_log_dir(node, pod).display().to_string(),
         dns_config: Some(dns_config(pod, node)),
@@ -229,7 +234,14 @@ fn field_ref(pod: &Pod, path: &str, node: &NodeContext, pod_ip: Option<&str>) ->
     })
 }
 
-fn env_value(pod: &Pod, c: &Container, e: &EnvVar, node: &NodeContext, pod_ip: Option<&str>, vars: &HashMap<String, String>) -> Result<Option<String>, ConfigError> {
+fn env_value(
+    pod: &Pod,
+    c: &Container,
+    e: &EnvVar,
+    node: &NodeContext,
+    pod_ip: Option<&str>,
+    vars: &HashMap<String, String>,
+) -> Result<Option<String>, ConfigError> {
     let Some(from) = e.value_from.as_ref() else {
         return Ok(Some(expand(e.value.as_deref().unwrap_or_default(), vars)));
     };
@@ -261,8 +273,21 @@ fn env_value(pod: &Pod, c: &Container, e: &EnvVar, node: &NodeContext, pod_ip: O
 }
 
 /// Environment variables in order, with `$(VAR)` references to earlier ones expanded.
-pub fn env(pod: &Pod, c: &Container, node: &NodeContext, pod_ip: Option<&str>) -> Result<Vec<(String, String)>, ConfigError> {
-    if c.env_from.as_ref().is_some_and(|v| v.iter().any(|s| !s.config_map_ref.as_ref().and_then(|r| r.optional).or(s.secret_ref.as_ref().and_then(|r| r.optional)).unwrap_or(false))) {
+pub fn env(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeContext,
+    pod_ip: Option<&str>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    if c.env_from.as_ref().is_some_and(|v| {
+        v.iter().any(|s| {
+            !s.config_map_ref
+                .as_ref()
+                .and_then(|r| r.optional)
+                .or(s.secret_ref.as_ref().and_then(|r| r.optional))
+                .unwrap_or(false)
+        })
+    }) {
         return Err(ConfigError("envFrom needs an API server to read ConfigMaps and Secrets".into()));
     }
     let mut vars = HashMap::new();
@@ -298,9 +323,15 @@ pub fn volume_host_path(pod: &Pod, node: &NodeContext, name: &str) -> Result<Pat
     if let Some(hp) = &vol.host_path {
         let path = PathBuf::from(&hp.path);
         match hp.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => std::fs::create_dir_all(&path).map_err(|e| ConfigError(format!("hostPath {name}: {e}")))?,
-            "Directory" if !path.is_dir() => return Err(ConfigError(format!("hostPath type check failed: {} is not a directory", hp.path))),
-            "File" if !path.is_file() => return Err(ConfigError(format!("hostPath type check failed: {} is not a file", hp.path))),
+            "DirectoryOrCreate" => {
+                std::fs::create_dir_all(&path).map_err(|e| ConfigError(format!("hostPath {name}: {e}")))?
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(ConfigError(format!("hostPath type check failed: {} is not a directory", hp.path)));
+            }
+            "File" if !path.is_file() => {
+                return Err(ConfigError(format!("hostPath type check failed: {} is not a file", hp.path)));
+            }
             _ => {}
         }
         return Ok(path);
@@ -309,8 +340,17 @@ pub fn volume_host_path(pod: &Pod, node: &NodeContext, name: &str) -> Result<Pat
 }
 
 const MASKED_PATHS: &[&str] = &[
-    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
@@ -356,7 +396,11 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         std::fs::create_dir_all(&dir).map_err(|e| ConfigError(format!("termination message dir: {e}")))?;
         let file = dir.join(format!("{:08x}", rand_u32()));
         std::fs::write(&file, b"").map_err(|e| ConfigError(format!("termination message file: {e}")))?;
-        mounts.push(api::Mount { container_path: path.into(), host_path: file.display().to_string(), ..Default::default() });
+        mounts.push(api::Mount {
+            container_path: path.into(),
+            host_path: file.display().to_string(),
+            ..Default::default()
+        });
     }
 
     let mut annotations = HashMap::from([
@@ -385,7 +429,11 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
     let caps = sc.capabilities.clone().unwrap_or_default();
     Ok(api::ContainerConfig {
         metadata: Some(api::ContainerMetadata { name: c.name.clone(), attempt: restart_count as u32 }),
-        image: Some(api::ImageSpec { image: image_ref.to_string(), user_specified_image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+        image: Some(api::ImageSpec {
+            image: image_ref.to_string(),
+            user_specified_image: c.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
         command: expand_all(&c.command),
         args: expand_all(&c.args),
         working_dir: c.working_dir.clone().unwrap_or_default(),
@@ -413,7 +461,11 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
                 supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
                 no_new_privs: sc.allow_privilege_escalation == Some(false),
                 masked_paths: if privileged { vec![] } else { MASKED_PATHS.iter().map(|s| s.to_string()).collect() },
-                readonly_paths: if privileged { vec![] } else { READONLY_PATHS.iter().map(|s| s.to_string()).collect() },
+                readonly_paths: if privileged {
+                    vec![]
+                } else {
+                    READONLY_PATHS.iter().map(|s| s.to_string()).collect()
+                },
                 ..Default::default()
             }),
         }),
@@ -445,7 +497,9 @@ pub fn safe_join(base: &Path, sub: &str) -> Result<PathBuf, String> {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.write_u64(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
+    );
     h.finish() as u32
 }
 
@@ -462,7 +516,10 @@ mod tests {
 
     #[test]
     fn cluster_first_dns_uses_cluster_servers_and_searches() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}})).unwrap();
+        let pod: Pod = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}}),
+        )
+        .unwrap();
         let node = NodeContext {
             node_name: "n".into(),
             node_ip: None,

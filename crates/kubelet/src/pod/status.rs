@@ -3,8 +3,8 @@
 
 use super::observe::{CState, ContainerObs, PodObs};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -68,7 +68,8 @@ fn container_status(c: &Container, obs: &PodObs, ctx: &Context, default_reason: 
     let pending_reason = ctx.waiting.get(&c.name);
     let image = c.image.clone().unwrap_or_default();
     let mut st = ContainerStatus { name: c.name.clone(), image, ..Default::default() };
-    let terminated_state = |o: &ContainerObs| ContainerState { terminated: Some(terminated(o, ctx.runtime_name)), ..Default::default() };
+    let terminated_state =
+        |o: &ContainerObs| ContainerState { terminated: Some(terminated(o, ctx.runtime_name)), ..Default::default() };
     match latest {
         Some(o) => {
             st.container_id = Some(format!("{}://{}", ctx.runtime_name, o.id));
@@ -97,7 +98,8 @@ fn container_status(c: &Container, obs: &PodObs, ctx: &Context, default_reason: 
                     st.ready = init && o.exit_code == 0;
                 }
                 (CState::Created, r) => {
-                    let (reason, message) = r.map(|(a, b)| (a.as_str(), Some(b.as_str()))).unwrap_or((default_reason, None));
+                    let (reason, message) =
+                        r.map(|(a, b)| (a.as_str(), Some(b.as_str()))).unwrap_or((default_reason, None));
                     st.state = Some(waiting(reason, message));
                     st.started = Some(false);
                 }
@@ -216,9 +218,9 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let inits = spec.init_containers.as_deref().unwrap_or_default();
     let default_reason = if inits.is_empty() { "ContainerCreating" } else { "PodInitializing" };
-    let init_statuses: Vec<_> =
-        inits.iter().map(|c| container_status(c, obs, ctx, "PodInitializing", true)).collect();
-    let statuses: Vec<_> = spec.containers.iter().map(|c| container_status(c, obs, ctx, default_reason, false)).collect();
+    let init_statuses: Vec<_> = inits.iter().map(|c| container_status(c, obs, ctx, "PodInitializing", true)).collect();
+    let statuses: Vec<_> =
+        spec.containers.iter().map(|c| container_status(c, obs, ctx, default_reason, false)).collect();
 
     let prev_phase = ctx.previous.and_then(|p| p.phase.as_deref());
     let phase = match prev_phase {
@@ -227,8 +229,11 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     };
 
     let sandbox_ready = obs.sandbox().is_some_and(|s| s.ready);
-    let incomplete: Vec<_> =
-        init_statuses.iter().filter(|s| is_terminated(s).is_none_or(|t| t.exit_code != 0)).map(|s| s.name.clone()).collect();
+    let incomplete: Vec<_> = init_statuses
+        .iter()
+        .filter(|s| is_terminated(s).is_none_or(|t| t.exit_code != 0))
+        .map(|s| s.name.clone())
+        .collect();
     let unready: Vec<_> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect();
     let completed = phase == "Succeeded";
     let (ready_reason, ready_message) = if completed {

@@ -128,7 +128,9 @@ impl Worker {
 
     async fn observe(&mut self) -> Result<PodObs, String> {
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-        observe::observe(&self.cfg.deps.runtime, &uid, &mut self.cache, &mut self.ip_cache).await.map_err(|e| e.to_string())
+        observe::observe(&self.cfg.deps.runtime, &uid, &mut self.cache, &mut self.ip_cache)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn publish(&mut self, obs: &PodObs) {
@@ -180,7 +182,8 @@ impl Worker {
         for w in &p.waiting {
             self.waiting.insert(w.name.clone(), (w.reason.clone(), w.message.clone()));
         }
-        let planned: Vec<&str> = p.waiting.iter().map(|w| w.name.as_str()).chain(p.start.iter().map(|s| s.name.as_str())).collect();
+        let planned: Vec<&str> =
+            p.waiting.iter().map(|w| w.name.as_str()).chain(p.start.iter().map(|s| s.name.as_str())).collect();
         self.waiting.retain(|name, (reason, _)| reason != "CrashLoopBackOff" || planned.contains(&name.as_str()));
         if p.is_noop() {
             self.publish(&obs);

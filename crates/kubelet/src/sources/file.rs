@@ -2,7 +2,7 @@
 //! `fileCheckFrequency` as a backstop. One Pod per file, YAML or JSON; hidden files are skipped.
 
 use super::manifest::{self, Origin};
-use super::{SourceKind, Snapshot};
+use super::{Snapshot, SourceKind};
 use k8s_openapi::api::core::v1::Pod;
 use notify::Watcher;
 use std::collections::{HashMap, HashSet};
@@ -52,7 +52,10 @@ impl Scanner {
                         pods.push(pod);
                     } else {
                         let name = pod.metadata.name.unwrap_or_default();
-                        let msg = format!("file {}: pod {name} is already defined by another manifest; ignored", path_str(&path));
+                        let msg = format!(
+                            "file {}: pod {name} is already defined by another manifest; ignored",
+                            path_str(&path)
+                        );
                         errors.insert(path, msg);
                     }
                 }
@@ -76,7 +79,11 @@ impl Scanner {
         let origin = Origin { kind: SourceKind::File, location: path_str(path) };
         let meta = std::fs::metadata(path).map_err(|e| format!("{origin}: {e}"))?;
         if meta.len() as usize > manifest::MAX_MANIFEST_BYTES {
-            return Err(format!("{origin}: manifest is {} bytes, more than the {} allowed", meta.len(), manifest::MAX_MANIFEST_BYTES));
+            return Err(format!(
+                "{origin}: manifest is {} bytes, more than the {} allowed",
+                meta.len(),
+                manifest::MAX_MANIFEST_BYTES
+            ));
         }
         let bytes = std::fs::read(path).map_err(|e| format!("{origin}: {e}"))?;
         let mut pods = manifest::decode(&bytes, &origin).map_err(|e| e.to_string())?;
@@ -144,7 +151,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: good\nspec:\n  containers:\n  - name: c\n    image: busybox:1.36\n";
         std::fs::write(dir.path().join("good.yaml"), good).unwrap();
-        std::fs::write(dir.path().join("bad.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers: []\n").unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers: []\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join(".hidden.yaml"), good.replace("good", "hidden")).unwrap();
         let mut s = Scanner::default();
         let pods = s.scan(dir.path(), "node");
@@ -159,7 +170,11 @@ mod tests {
     #[test]
     fn duplicate_pod_names_keep_the_first_file() {
         let dir = tempfile::tempdir().unwrap();
-        let pod = |img: &str| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: dup\nspec:\n  containers:\n  - name: c\n    image: {img}\n");
+        let pod = |img: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dup\nspec:\n  containers:\n  - name: c\n    image: {img}\n"
+            )
+        };
         std::fs::write(dir.path().join("a.yaml"), pod("busybox:1")).unwrap();
         std::fs::write(dir.path().join("b.yaml"), pod("busybox:2")).unwrap();
         let mut s = Scanner::default();

@@ -1,7 +1,7 @@
 //! `staticPodURL`: a Pod or PodList fetched every `httpCheckFrequency`.
 
 use super::manifest::{self, Origin};
-use super::{SourceKind, Snapshot};
+use super::{Snapshot, SourceKind};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashMap;
 use std::time::Duration;

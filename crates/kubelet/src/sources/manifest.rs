@@ -41,7 +41,8 @@ pub fn decode(bytes: &[u8], origin: &Origin) -> Result<Vec<Pod>, ManifestError> 
         return Err(err(format!("manifest is {} bytes, more than the {MAX_MANIFEST_BYTES} allowed", bytes.len())));
     }
     // YAML is a superset of JSON, so one decoder reads both.
-    let value: serde_json::Value = serde_yaml::from_slice(bytes).map_err(|e| err(format!("not valid YAML or JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_yaml::from_slice(bytes).map_err(|e| err(format!("not valid YAML or JSON: {e}")))?;
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
     let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default();
     if api_version != "v1" {
@@ -88,7 +89,8 @@ pub fn prepare(mut pod: Pod, origin: &Origin, node_name: &str, seen: &str) -> Re
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.node_name = Some(node_name.to_string());
     if origin.kind == SourceKind::File {
-        let tolerate_all = Toleration { operator: Some("Exists".into()), effect: Some("NoExecute".into()), ..Default::default() };
+        let tolerate_all =
+            Toleration { operator: Some("Exists".into()), effect: Some("NoExecute".into()), ..Default::default() };
         let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
         if !tolerations.contains(&tolerate_all) {
             tolerations.push(tolerate_all);
@@ -142,7 +144,9 @@ mod tests {
         assert_eq!(ann.get(CONFIG_SOURCE).map(String::as_str), Some("file"));
         assert_eq!(a.spec.as_ref().unwrap().node_name.as_deref(), Some("Node-1"));
         let tol = a.spec.as_ref().unwrap().tolerations.as_ref().unwrap();
-        assert!(tol.iter().any(|t| t.operator.as_deref() == Some("Exists") && t.effect.as_deref() == Some("NoExecute")));
+        assert!(
+            tol.iter().any(|t| t.operator.as_deref() == Some("Exists") && t.effect.as_deref() == Some("NoExecute"))
+        );
     }
 
     #[test]
@@ -184,7 +188,13 @@ mod tests {
         let o = file("/m/bad.yaml");
         let pod = decode(bad.as_bytes(), &o).unwrap().remove(0);
         let err = prepare(pod, &o, "n", "t").unwrap_err().to_string();
-        for needle in ["/m/bad.yaml", "metadata.name", "spec.restartPolicy", "spec.containers[0].image", "spec.containers[1].name"] {
+        for needle in [
+            "/m/bad.yaml",
+            "metadata.name",
+            "spec.restartPolicy",
+            "spec.containers[0].image",
+            "spec.containers[1].name",
+        ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
     }

@@ -79,7 +79,11 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
     if manifest_name.is_empty() {
         errs.add("metadata.name", "", "name is required");
     } else if !is_dns_subdomain(name) {
-        errs.add("metadata.name", manifest_name, "must be a lowercase RFC 1123 subdomain (with the node name suffix, at most 253 characters)");
+        errs.add(
+            "metadata.name",
+            manifest_name,
+            "must be a lowercase RFC 1123 subdomain (with the node name suffix, at most 253 characters)",
+        );
     }
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     if !is_dns_label(ns) {
@@ -108,7 +112,11 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
     }
     let dns = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     if !["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"].contains(&dns) {
-        errs.add("spec.dnsPolicy", dns, "supported values: \"ClusterFirst\", \"ClusterFirstWithHostNet\", \"Default\", \"None\"");
+        errs.add(
+            "spec.dnsPolicy",
+            dns,
+            "supported values: \"ClusterFirst\", \"ClusterFirstWithHostNet\", \"Default\", \"None\"",
+        );
     } else if dns == "None" && spec.dns_config.is_none() {
         errs.add("spec.dnsConfig", "", "must be provided when dnsPolicy is None");
     }
@@ -178,7 +186,11 @@ fn validate_container(
         }
         if let Some(n) = p.name.as_deref() {
             if !is_port_name(n) {
-                errs.add(format!("{pp}.name"), n, "must be an IANA service name (at most 15 lowercase characters, a-z, 0-9 and '-')");
+                errs.add(
+                    format!("{pp}.name"),
+                    n,
+                    "must be an IANA service name (at most 15 lowercase characters, a-z, 0-9 and '-')",
+                );
             } else if !port_names.insert(n.to_string()) {
                 errs.add(format!("{pp}.name"), n, "duplicate port name in the container");
             }

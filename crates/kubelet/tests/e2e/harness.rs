@@ -53,6 +53,11 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, "").await
+    }
+
+    /// Starts a kubelet with `extra` appended to its KubeletConfiguration.
+    pub async fn start_with(test: &str, extra: &str) -> Option<Self> {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let runtime = runtime_or_skip(test).await?;
         let dir = tempfile::Builder::new().prefix(&format!("e2e-{test}-")).tempdir().expect("tempdir");
@@ -69,19 +74,20 @@ impl Kubelet {
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
             starts: 0,
         };
-        k.write_config();
+        k.write_config(extra);
         k.spawn();
         k.wait_healthy().await;
         Some(k)
     }
 
-    fn write_config(&self) {
-        let config = format!(
+    fn write_config(&self, extra: &str) {
+        let mut config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nreadOnlyPort: {}\nhealthzPort: {}\nhealthzBindAddress: 127.0.0.1\nfileCheckFrequency: 2s\nclusterDomain: cluster.local\nserializeImagePulls: false\n",
             self.manifests().display(),
             self.ro_port,
             self.healthz_port
         );
+        config.push_str(extra);
         std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();
     }
 
@@ -226,7 +232,10 @@ impl Kubelet {
             let _ = self.runtime.stop_pod_sandbox(&sb.id).await;
             let _ = self.runtime.remove_pod_sandbox(&sb.id).await;
         }
-        let _ = Command::new("sh").arg("-c").arg(format!("rm -rf /var/log/pods/*-{node}_* /var/log/containers/*-{node}_*", node = self.node)).status();
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("rm -rf /var/log/pods/*-{node}_* /var/log/containers/*-{node}_*", node = self.node))
+            .status();
     }
 }
 

@@ -100,10 +100,14 @@ spec:
     );
     k.write_manifest("myapp.yaml", &manifest);
     // While initializing, the app container waits with PodInitializing.
-    k.wait_pod("myapp", "PodInitializing", LONG, |p| (waiting_reason(p, "app") == Some("PodInitializing")).then_some(())).await;
+    k.wait_pod("myapp", "PodInitializing", LONG, |p| {
+        (waiting_reason(p, "app") == Some("PodInitializing")).then_some(())
+    })
+    .await;
     let pod = k.wait_pod("myapp", "app running", LONG, |p| is_running(p, "app").then(|| p.clone())).await;
     let order_file = k.dir.path().join("root/pods").join(uid(&pod)).join("volumes/kubernetes.io~empty-dir/work/order");
-    let order = wait_until(LONG, || async { Some(read(&order_file)).filter(|s| s.lines().count() == 4) }).await.unwrap();
+    let order =
+        wait_until(LONG, || async { Some(read(&order_file)).filter(|s| s.lines().count() == 4) }).await.unwrap();
     assert_eq!(order.lines().collect::<Vec<_>>(), vec!["wait-for-db", "db-migration", "fetch-config", "app"]);
     // Each init container finished before the next one started.
     let st = pod.status.as_ref().unwrap();
@@ -120,7 +124,18 @@ spec:
     for w in times.windows(2) {
         assert!(w[0].1 <= w[1].0, "init containers overlapped: {times:?}");
     }
-    let app_started = container_status(&pod, "app").unwrap().state.as_ref().unwrap().running.as_ref().unwrap().started_at.clone().unwrap().0;
+    let app_started = container_status(&pod, "app")
+        .unwrap()
+        .state
+        .as_ref()
+        .unwrap()
+        .running
+        .as_ref()
+        .unwrap()
+        .started_at
+        .clone()
+        .unwrap()
+        .0;
     assert!(times[2].1 <= app_started);
     let init_cond = st.conditions.iter().flatten().find(|c| c.type_ == "Initialized").unwrap();
     assert_eq!(init_cond.status, "True");
@@ -144,15 +159,17 @@ async fn crashing_containers_follow_each_restart_policy() {
     let ok = k.wait_pod("onfailure-ok", "Succeeded", LONG, |p| (phase(p) == "Succeeded").then(|| p.clone())).await;
     assert_eq!(container_status(&ok, "app").unwrap().restart_count, 0);
 
-    k.wait_pod("onfailure-bad", "restarted", LONG, |p| (container_status(p, "app")?.restart_count >= 1).then_some(())).await;
+    k.wait_pod("onfailure-bad", "restarted", LONG, |p| (container_status(p, "app")?.restart_count >= 1).then_some(()))
+        .await;
 
     // Always: back-off 10s, then 20s, with restartCount growing.
     let first = k
         .wait_pod("always", "CrashLoopBackOff 10s", LONG, |p| {
             let cs = container_status(p, "app")?;
             let w = cs.state.as_ref()?.waiting.as_ref()?;
-            (w.reason.as_deref() == Some("CrashLoopBackOff") && w.message.as_deref()?.starts_with("back-off 10s restarting failed container=app pod=always-"))
-                .then(|| (cs.restart_count, Instant::now()))
+            (w.reason.as_deref() == Some("CrashLoopBackOff")
+                && w.message.as_deref()?.starts_with("back-off 10s restarting failed container=app pod=always-"))
+            .then(|| (cs.restart_count, Instant::now()))
         })
         .await;
     let second = k
@@ -193,16 +210,33 @@ spec:
 "#
     );
     k.write_manifest("graceful.yaml", &manifest);
-    let pod = k.wait_pod("graceful", "both running", LONG, |p| (is_running(p, "polite") && is_running(p, "stubborn")).then(|| p.clone())).await;
+    let pod = k
+        .wait_pod("graceful", "both running", LONG, |p| {
+            (is_running(p, "polite") && is_running(p, "stubborn")).then(|| p.clone())
+        })
+        .await;
     let ids: Vec<(String, String)> = ["polite", "stubborn"]
         .iter()
-        .map(|n| (n.to_string(), container_status(&pod, n).unwrap().container_id.clone().unwrap().trim_start_matches("containerd://").to_string()))
+        .map(|n| {
+            (
+                n.to_string(),
+                container_status(&pod, n)
+                    .unwrap()
+                    .container_id
+                    .clone()
+                    .unwrap()
+                    .trim_start_matches("containerd://")
+                    .to_string(),
+            )
+        })
         .collect();
     // Both print "started" once their trap is set; wait for it so the signal finds the handler.
     let log_dir = format!("/var/log/pods/default_graceful-{}_{}", k.node, uid(&pod));
     for n in ["polite", "stubborn"] {
         let f = format!("{log_dir}/{n}/0.log");
-        wait_until(LONG, || async { read(std::path::Path::new(&f)).contains("started").then_some(()) }).await.expect("trap set");
+        wait_until(LONG, || async { read(std::path::Path::new(&f)).contains("started").then_some(()) })
+            .await
+            .expect("trap set");
     }
     let removed_at = Instant::now();
     k.remove_manifest("graceful.yaml");
@@ -256,8 +290,13 @@ async fn image_pull_policies_against_the_local_registry() {
         )
     };
     k.write_manifest("never.yaml", &pod("never", &v2, "Never"));
-    let p = k.wait_pod("never", "ErrImageNeverPull", LONG, |p| (waiting_reason(p, "app") == Some("ErrImageNeverPull")).then(|| p.clone())).await;
-    let msg = container_status(&p, "app").unwrap().state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone().unwrap();
+    let p = k
+        .wait_pod("never", "ErrImageNeverPull", LONG, |p| {
+            (waiting_reason(p, "app") == Some("ErrImageNeverPull")).then(|| p.clone())
+        })
+        .await;
+    let msg =
+        container_status(&p, "app").unwrap().state.as_ref().unwrap().waiting.as_ref().unwrap().message.clone().unwrap();
     assert!(msg.contains("is not present with pull policy of Never"), "{msg}");
 
     k.write_manifest("ifnotpresent.yaml", &pod("ifnotpresent", &v2, "IfNotPresent"));
@@ -270,14 +309,24 @@ async fn image_pull_policies_against_the_local_registry() {
     k.wait_pod("cached", "running", LONG, |p| is_running(p, "app").then_some(())).await;
     k.wait_pod("always", "running", LONG, |p| is_running(p, "app").then_some(())).await;
     let log = k.log();
-    let pulled = |img: &str| log.lines().any(|l| l.contains("pulling image") && l.contains(&format!("image={img}")) || l.contains("pulling image") && l.contains(&format!("image=\"{img}\"")));
+    let pulled = |img: &str| {
+        log.lines().any(|l| {
+            l.contains("pulling image") && l.contains(&format!("image={img}"))
+                || l.contains("pulling image") && l.contains(&format!("image=\"{img}\""))
+        })
+    };
     assert!(pulled(&latest), ":latest defaults to Always and is pulled although present");
     assert!(pulled(&v2), "IfNotPresent pulls an absent image");
     assert!(!pulled(&cached), "IfNotPresent (the default for a tag) does not pull a present image");
 
     k.write_manifest("missing.yaml", &pod("missing", &image("does-not-exist:1"), ""));
-    k.wait_pod("missing", "ErrImagePull", LONG, |p| (waiting_reason(p, "app") == Some("ErrImagePull")).then_some(())).await;
-    let p = k.wait_pod("missing", "ImagePullBackOff", LONG, |p| (waiting_reason(p, "app") == Some("ImagePullBackOff")).then(|| p.clone())).await;
+    k.wait_pod("missing", "ErrImagePull", LONG, |p| (waiting_reason(p, "app") == Some("ErrImagePull")).then_some(()))
+        .await;
+    let p = k
+        .wait_pod("missing", "ImagePullBackOff", LONG, |p| {
+            (waiting_reason(p, "app") == Some("ImagePullBackOff")).then(|| p.clone())
+        })
+        .await;
     assert_eq!(phase(&p), "Pending");
     k.cleanup().await;
 }
@@ -295,14 +344,18 @@ async fn an_invalid_manifest_is_reported_and_disturbs_nothing() {
     k.write_manifest("garbage.yaml", "apiVersion: v1\nkind: Pod\nspec: [not, a, map\n");
     let reported = wait_until(LONG, || async {
         let log = k.log();
-        (log.contains("bad.yaml") && log.contains("spec.containers[1].name") && log.contains("garbage.yaml")).then_some(())
+        (log.contains("bad.yaml") && log.contains("spec.containers[1].name") && log.contains("garbage.yaml"))
+            .then_some(())
     })
     .await;
     assert!(reported.is_some(), "errors name the file and field; log:\n{}", tail(&k.log(), 40));
     assert!(k.pod("bad").await.is_none());
     // The good pod was not touched.
     let again = k.pod("good").await.unwrap();
-    assert_eq!(container_status(&again, "app").unwrap().container_id, container_status(&good, "app").unwrap().container_id);
+    assert_eq!(
+        container_status(&again, "app").unwrap().container_id,
+        container_status(&good, "app").unwrap().container_id
+    );
     assert!(k.exit_status().is_none(), "kubelet still running");
     k.cleanup().await;
 }
@@ -315,7 +368,8 @@ async fn kubelet_restart_does_not_restart_running_containers() {
     let id = container_status(&before, "app").unwrap().container_id.clone();
     for signal in [libc::SIGKILL, libc::SIGTERM] {
         k.restart(signal).await;
-        let after = k.wait_pod("steady", "running after restart", LONG, |p| is_running(p, "app").then(|| p.clone())).await;
+        let after =
+            k.wait_pod("steady", "running after restart", LONG, |p| is_running(p, "app").then(|| p.clone())).await;
         let cs = container_status(&after, "app").unwrap();
         assert_eq!(cs.container_id, id, "container kept across a restart (signal {signal})");
         assert_eq!(cs.restart_count, 0);
@@ -326,5 +380,106 @@ async fn kubelet_restart_does_not_restart_running_containers() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cs = k.pod("steady").await.unwrap();
     assert_eq!(container_status(&cs, "app").unwrap().container_id, id);
+    k.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_args_env_and_working_dir_follow_image_semantics() {
+    let Some(mut k) = Kubelet::start_with("semantics", "clusterDNS: [10.96.0.10]\n").await else { return };
+    let img = image("argecho:1");
+    let pod = |name: &str, body: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: team\nspec:\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: {img}\n{body}"
+        )
+    };
+    k.write_manifest("defaults.yaml", &pod("defaults", ""));
+    k.write_manifest("args.yaml", &pod("args", "    args: [\"x\", \"y\"]\n"));
+    k.write_manifest("command.yaml", &pod("command", "    command: [\"/bin/echo\", \"cmd\"]\n"));
+    k.write_manifest(
+        "env.yaml",
+        &pod(
+            "env",
+            "    command: [\"sh\", \"-c\", \"echo \\\"$IMAGE_ENV $MY_ENV $(pwd)\\\"; cat /etc/resolv.conf\"]\n    workingDir: /etc\n    env:\n    - name: POD_NAME\n      valueFrom: {fieldRef: {fieldPath: metadata.name}}\n    - name: MY_ENV\n      value: $(POD_NAME)-x\n",
+        ),
+    );
+    let expect = [
+        ("defaults", "entry default-arg".to_string()),
+        ("args", "entry x y".to_string()),
+        ("command", "cmd".to_string()),
+        ("env", format!("from-image env-{}-x /etc", k.node)),
+    ];
+    for (name, line) in &expect {
+        let p = k.wait_pod(name, "Succeeded", LONG, |p| (phase(p) == "Succeeded").then(|| p.clone())).await;
+        assert_eq!(p.metadata.namespace.as_deref(), Some("team"));
+        let log = read(std::path::Path::new(&format!("/var/log/pods/team_{name}-{}_{}/app/0.log", k.node, uid(&p))));
+        let got: Vec<&str> =
+            log.lines().filter(|l| l.contains(" stdout F ")).filter_map(|l| l.splitn(4, ' ').nth(3)).collect();
+        assert_eq!(got.first().copied(), Some(line.as_str()), "pod {name}: log {log:?}");
+        if *name == "env" {
+            // ClusterFirst DNS with clusterDNS set: the cluster server and search path.
+            assert!(got.contains(&"nameserver 10.96.0.10"), "resolv.conf: {got:?}");
+            assert!(
+                got.iter().any(|l| l.starts_with("search team.svc.cluster.local svc.cluster.local cluster.local")),
+                "{got:?}"
+            );
+            assert!(got.iter().any(|l| l.contains("ndots:5")), "{got:?}");
+        }
+    }
+    k.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_manifest_replaces_the_pod() {
+    let Some(mut k) = Kubelet::start("change").await else { return };
+    k.write_manifest("web.yaml", &busybox_pod("web", "Always", "echo v1; sleep 3600"));
+    let v1 = k.wait_pod("web", "v1 running", LONG, |p| is_running(p, "app").then(|| p.clone())).await;
+    k.write_manifest("web.yaml", &busybox_pod("web", "Always", "echo v2; sleep 3600"));
+    let v2 = k
+        .wait_pod("web", "v2 running", LONG, |p| (uid(p) != uid(&v1) && is_running(p, "app")).then(|| p.clone()))
+        .await;
+    // The old pod is gone from the runtime: one sandbox, the new one.
+    let sandboxes = wait_until(LONG, || async { Some(k.our_sandboxes().await).filter(|s| s.len() == 1) })
+        .await
+        .expect("one sandbox");
+    assert_eq!(sandboxes[0].metadata.as_ref().unwrap().uid, uid(&v2));
+    assert_eq!(k.pods().await.len(), 1);
+    k.cleanup().await;
+}
+
+/// Serves whatever is in `body` at http://127.0.0.1:<port>/pods on loopback.
+async fn serve_manifest(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let body = body.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let resp =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_from_a_url_follow_the_served_content() {
+    let body = std::sync::Arc::new(std::sync::Mutex::new(busybox_pod("fromurl", "Always", "sleep 3600")));
+    let port = serve_manifest(body.clone()).await;
+    let extra = format!("staticPodURL: http://127.0.0.1:{port}/pods\nhttpCheckFrequency: 1s\n");
+    let Some(mut k) = Kubelet::start_with("url", &extra).await else { return };
+    let first = k.wait_pod("fromurl", "running", LONG, |p| is_running(p, "app").then(|| p.clone())).await;
+    let ann = first.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(ann.get("kubernetes.io/config.source").map(String::as_str), Some("http"));
+    *body.lock().unwrap() = busybox_pod("fromurl", "Always", "echo changed; sleep 3600");
+    k.wait_pod("fromurl", "replaced", LONG, |p| (uid(p) != uid(&first) && is_running(p, "app")).then_some(())).await;
+    *body.lock().unwrap() = String::new();
+    wait_until(LONG, || async { k.pod("fromurl").await.is_none().then_some(()) })
+        .await
+        .expect("removed when no longer served");
     k.cleanup().await;
 }
