@@ -1,0 +1,210 @@
+//! The pod lifecycle on the in-memory runtime with an injected clock: dispatcher, workers,
+//! plan, executor and status together, in milliseconds and without sleeping through backoffs.
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet::clock::FakeClock;
+use kubelet::cri::fake::FakeRuntime;
+use kubelet::cri::{DynRuntime, Runtime};
+use kubelet::images::{self, Images};
+use kubelet::pod::dispatcher;
+use kubelet::pod::executor::Deps;
+use kubelet::pod::runtime_config::NodeContext;
+use kubelet::pod::worker::WorkerConfig;
+use kubelet::sources::manifest::{self, Origin};
+use kubelet::sources::{Snapshot, SourceKind};
+use kubelet::status_manager::Statuses;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+struct Node {
+    rt: FakeRuntime,
+    clock: FakeClock,
+    statuses: Statuses,
+    snapshots: mpsc::Sender<Snapshot>,
+    pleg: mpsc::Sender<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn node(rt: FakeRuntime) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(SystemTime::now());
+    let runtime: DynRuntime = Arc::new(rt.clone());
+    let statuses = Statuses::new();
+    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(clock.clone()));
+    let node = Arc::new(NodeContext {
+        node_name: "n1".into(),
+        node_ip: Some("192.0.2.10".into()),
+        cluster_dns: vec![],
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: "/nonexistent".into(),
+        pod_logs_dir: dir.path().join("logs"),
+        root_dir: dir.path().join("root"),
+    });
+    let deps = Deps {
+        runtime,
+        images,
+        node,
+        clock: Arc::new(clock.clone()),
+        container_logs_dir: dir.path().join("containers"),
+    };
+    let worker =
+        WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
+    let (snap_tx, snap_rx) = mpsc::channel(8);
+    let (pleg_tx, pleg_rx) = mpsc::channel(64);
+    let cfg = dispatcher::Config {
+        worker,
+        sources: HashSet::from([SourceKind::File]),
+        housekeeping: Duration::from_millis(50),
+    };
+    tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
+    Node { rt, clock, statuses, snapshots: snap_tx, pleg: pleg_tx, _dir: dir }
+}
+
+fn pod(name: &str, restart: &str, inits: &[&str]) -> Pod {
+    let init: Vec<_> = inits.iter().map(|n| serde_json::json!({"name": n, "image": "img:1"})).collect();
+    let v = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": restart, "initContainers": init, "containers": [{"name": "app", "image": "img:1"}]}
+    });
+    let origin = Origin { kind: SourceKind::File, location: format!("/m/{name}.yaml") };
+    let p: Pod = serde_json::from_value(v).unwrap();
+    manifest::prepare(p, &origin, "n1", "t").unwrap()
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..500 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn app_status(n: &Node, uid: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    n.statuses.get(uid)?.container_statuses?.into_iter().find(|c| c.name == "app")
+}
+
+fn running(n: &Node, uid: &str) -> bool {
+    app_status(n, uid).and_then(|c| c.state).is_some_and(|s| s.running.is_some())
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap()
+}
+
+#[tokio::test]
+async fn a_pod_starts_crashes_backs_off_and_is_removed() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt);
+    let p = pod("web", "Always", &[]);
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    eventually("running", || running(&n, &u).then_some(())).await;
+    assert_eq!(n.statuses.get(&u).unwrap().phase.as_deref(), Some("Running"));
+
+    // First crash: restarted at once.
+    let first = n.rt.containers_named("app")[0].clone();
+    n.rt.exit_container(&first, 1);
+    n.pleg.send(u.clone()).await.unwrap();
+    eventually("restart 1", || (app_status(&n, &u)?.restart_count == 1 && running(&n, &u)).then_some(())).await;
+
+    // Second crash within the 10 s window: CrashLoopBackOff, no restart until the clock moves.
+    let second = n.rt.containers_named("app")[1].clone();
+    n.rt.exit_container(&second, 1);
+    n.pleg.send(u.clone()).await.unwrap();
+    let msg = eventually("back-off", || {
+        let w = app_status(&n, &u)?.state?.waiting?;
+        (w.reason.as_deref() == Some("CrashLoopBackOff")).then(|| w.message.unwrap_or_default())
+    })
+    .await;
+    assert!(msg.starts_with("back-off 10s restarting failed container=app pod=web-n1_default("), "{msg}");
+    assert_eq!(n.rt.containers_named("app").len(), 2);
+    n.clock.advance(Duration::from_secs(11));
+    n.pleg.send(u.clone()).await.unwrap();
+    eventually("restart 2", || (app_status(&n, &u)?.restart_count == 2 && running(&n, &u)).then_some(())).await;
+
+    // Removed from the source: containers stopped, everything removed, status gone.
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![] }).await.unwrap();
+    eventually("removed", || (n.statuses.get(&u).is_none() && n.rt.sandbox_count() == 0).then_some(())).await;
+    assert!(n.rt.calls().contains(&"StopContainer".to_string()));
+}
+
+#[tokio::test]
+async fn init_containers_start_one_at_a_time() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt);
+    let p = pod("job", "Always", &["one", "two"]);
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    let one = eventually("init one", || n.rt.containers_named("one").first().cloned()).await;
+    assert!(n.rt.containers_named("two").is_empty() && n.rt.containers_named("app").is_empty());
+    n.rt.exit_container(&one, 0);
+    n.pleg.send(u.clone()).await.unwrap();
+    let two = eventually("init two", || n.rt.containers_named("two").first().cloned()).await;
+    assert!(n.rt.containers_named("app").is_empty());
+    n.rt.exit_container(&two, 0);
+    n.pleg.send(u.clone()).await.unwrap();
+    eventually("app", || running(&n, &u).then_some(())).await;
+    let st = n.statuses.get(&u).unwrap();
+    let initialized = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+    assert_eq!(initialized.status, "True");
+}
+
+#[tokio::test]
+async fn never_restarting_pod_fails_and_stays_down() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt);
+    let p = pod("once", "Never", &[]);
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    eventually("running", || running(&n, &u).then_some(())).await;
+    let id = n.rt.containers_named("app")[0].clone();
+    n.rt.exit_container(&id, 3);
+    n.pleg.send(u.clone()).await.unwrap();
+    eventually("failed", || (n.statuses.get(&u)?.phase.as_deref() == Some("Failed")).then_some(())).await;
+    n.pleg.send(u.clone()).await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(n.rt.containers_named("app").len(), 1, "not restarted");
+    let term = app_status(&n, &u).unwrap().state.unwrap().terminated.unwrap();
+    assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
+}
+
+#[tokio::test]
+async fn running_pods_are_adopted_and_orphans_removed() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let p = pod("kept", "Always", &[]);
+    let u = uid(&p);
+    // A first kubelet starts the pod and an orphan, then goes away.
+    {
+        let first = node(rt.clone());
+        first
+            .snapshots
+            .send(Snapshot { source: SourceKind::File, pods: vec![p.clone(), pod("orphan", "Always", &[])] })
+            .await
+            .unwrap();
+        eventually("both running", || (rt.containers_named("app").len() == 2).then_some(())).await;
+        eventually("both statuses", || (first.statuses.list().len() == 2).then_some(())).await;
+    }
+    tokio::task::yield_now().await;
+    let creates_before = rt.calls().iter().filter(|c| *c == "CreateContainer").count();
+    let app_before: Vec<String> = rt.containers_named("app");
+    // A second kubelet (fresh dispatcher) wants only `kept`.
+    let second = node(rt.clone());
+    second.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    eventually("adopted", || running(&second, &u).then_some(())).await;
+    eventually("orphan removed", || (rt.sandbox_count() == 1).then_some(())).await;
+    let creates_after = rt.calls().iter().filter(|c| *c == "CreateContainer").count();
+    assert_eq!(creates_before, creates_after, "nothing recreated");
+    let kept = rt.containers_named("app");
+    assert_eq!(kept.len(), 1);
+    assert!(app_before.contains(&kept[0]));
+    assert_eq!(app_status(&second, &u).unwrap().restart_count, 0);
+}
