@@ -98,6 +98,22 @@ async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Resul
     }
 }
 
+/// max(N)+1 over `<log dir>/<container>/N.log[.*]`, or 0 (upstream's fallback when the runtime
+/// has no earlier instance).
+pub fn restart_count_from_logs(log_dir: &str, container: &str) -> i32 {
+    let Ok(rd) = std::fs::read_dir(Path::new(log_dir).join(container)) else { return 0 };
+    rd.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (n, rest) = name.split_once(".log")?;
+            (rest.is_empty() || rest.starts_with('.')).then_some(())?;
+            n.parse::<i32>().ok()
+        })
+        .map(|n| n + 1)
+        .max()
+        .unwrap_or(0)
+}
+
 pub fn pod_name(pod: &Pod) -> String {
     format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
 }
@@ -203,11 +219,13 @@ async fn start_container(
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let image_ref = deps.images.ensure(uid, image, policy, sandbox_config).await.map_err(|e| (e.reason, e.message))?;
+    // With no earlier instance in the runtime, the log files remember how often it ran.
+    let restart_count = s.restart_count.max(restart_count_from_logs(&sandbox_config.log_directory, &c.name));
     let input = ContainerInput {
         pod,
         container: c,
         kind: if s.init { ContainerType::Init } else { ContainerType::Regular },
-        restart_count: s.restart_count,
+        restart_count,
         image_ref: &image_ref,
         pod_ip,
     };
@@ -227,6 +245,23 @@ async fn start_container(
             tracing::warn!(link = %link.display(), error = %e, "cannot create container log symlink");
         }
     }
-    tracing::info!(pod = %pod_name(pod), container = %c.name, id = %id, restart_count = s.restart_count, "starting container");
+    tracing::info!(pod = %pod_name(pod), container = %c.name, id = %id, restart_count, "starting container");
     deps.runtime.start_container(&id).await.map_err(|e| ("RunContainerError", e.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_count_is_recovered_from_log_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(restart_count_from_logs(d, "app"), 0);
+        std::fs::create_dir_all(dir.path().join("app")).unwrap();
+        for f in ["0.log", "3.log.20240101-000000", "2.log", "x.log", "7.logs"] {
+            std::fs::write(dir.path().join("app").join(f), "").unwrap();
+        }
+        assert_eq!(restart_count_from_logs(d, "app"), 4);
+    }
 }

@@ -279,7 +279,13 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
         host_ips: ctx.host_ip.map(|h| vec![HostIP { ip: h.to_string() }]),
         pod_ip: ips.first().cloned(),
         pod_ips: (!ips.is_empty()).then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
-        start_time: ctx.previous.and_then(|p| p.start_time.clone()).or_else(|| Some(time(ctx.now))),
+        // After a kubelet restart there is no previous status: the oldest sandbox's creation
+        // is the closest record of when the pod was first started.
+        start_time: ctx
+            .previous
+            .and_then(|p| p.start_time.clone())
+            .or_else(|| obs.sandboxes.iter().map(|s| s.created_at).filter(|t| *t > 0).min().and_then(nanos_time))
+            .or_else(|| Some(time(ctx.now))),
         qos_class: Some(super::qos::qos_class(pod).into()),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),

@@ -158,6 +158,7 @@ impl Worker {
                 executor::remove_pod(&deps, &self.pod, &after).await?;
             }
             let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
+            let _ = std::fs::remove_dir_all(super::runtime_config::pod_log_dir(&deps.node, &self.pod));
             self.cfg.statuses.remove(&uid);
             tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
             return Ok(Outcome::Removed);
