@@ -483,3 +483,40 @@ async fn static_pods_from_a_url_follow_the_served_content() {
         .expect("removed when no longer served");
     k.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_serves_on_its_pod_ip() {
+    let Some(mut k) = Kubelet::start("net").await else { return };
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: httpd
+    image: {img}
+    command: ["sh", "-c", "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports:
+    - name: http
+      containerPort: 8080
+"#,
+        img = image("busybox:1.36")
+    );
+    k.write_manifest("web.yaml", &manifest);
+    let pod = k.wait_pod("web", "running", LONG, |p| is_running(p, "httpd").then(|| p.clone())).await;
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().expect("pod IP");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).no_proxy().build().unwrap();
+    let url = format!("http://{ip}:8080/index.html");
+    let body = wait_until(LONG, || async {
+        let r = client.get(&url).send().await.ok()?;
+        r.status().is_success().then_some(())?;
+        r.text().await.ok()
+    })
+    .await
+    .unwrap_or_else(|| panic!("no answer from {url}"));
+    // The sandbox hostname is the pod name.
+    assert_eq!(body.trim(), format!("served-by-web-{}", k.node));
+    k.cleanup().await;
+}
