@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::clock::FakeClock;
+use kubelet::cri::DynRuntime;
 use kubelet::cri::fake::FakeRuntime;
-use kubelet::cri::{DynRuntime, Runtime};
 use kubelet::images::{self, Images};
 use kubelet::pod::dispatcher;
 use kubelet::pod::executor::Deps;

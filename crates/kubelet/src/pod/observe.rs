@@ -161,7 +161,7 @@ pub async fn observe(
         cache.insert(c.id, o.clone());
         obs.containers.push(o);
     }
-    obs.sandboxes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    obs.containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    obs.sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+    obs.containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     Ok(obs)
 }

@@ -114,15 +114,22 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
         }
         p.kill_pod = obs.any_running();
         p.create_sandbox = Some(sandbox.map(|s| s.attempt + 1).unwrap_or(0));
-        p.start = first
-            .into_iter()
-            .map(|c| Start {
-                name: c.name.clone(),
-                init: !inits.is_empty(),
-                restart_count: next_restart_count(obs, &c.name),
-                arm_backoff: None,
-            })
-            .collect();
+        let init = !inits.is_empty();
+        for c in first {
+            // A container that crashed in the old sandbox still honours its crash backoff; an
+            // init container that succeeded there simply runs again in the new one.
+            match obs.latest(&c.name, None) {
+                Some(o) if o.state == CState::Exited && !(init && o.exit_code == 0) => {
+                    restart_after_failure(&mut p, pod, c, o, obs, backoff, now, init)
+                }
+                _ => p.start.push(Start {
+                    name: c.name.clone(),
+                    init,
+                    restart_count: next_restart_count(obs, &c.name),
+                    arm_backoff: None,
+                }),
+            }
+        }
         return p;
     }
     let sandbox_id = sandbox.map(|s| s.id.as_str());
@@ -179,7 +186,11 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
     }
 
     for c in &spec.containers {
-        match obs.latest(&c.name, sandbox_id) {
+        // With no instance in this sandbox, the newest exit from an earlier sandbox decides
+        // (restart policy and crash backoff), as upstream's ShouldContainerBeRestarted does.
+        let latest =
+            obs.latest(&c.name, sandbox_id).or_else(|| obs.latest(&c.name, None).filter(|o| o.state == CState::Exited));
+        match latest {
             None => p.start.push(Start {
                 name: c.name.clone(),
                 init: false,

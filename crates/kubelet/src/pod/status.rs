@@ -127,6 +127,11 @@ fn container_status(c: &Container, obs: &PodObs, ctx: &Context, default_reason: 
     st
 }
 
+/// Upstream's HasAnyRegularContainerStarted: running or terminated.
+fn started(s: &ContainerStatus) -> bool {
+    s.state.as_ref().is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+}
+
 fn is_terminated(s: &ContainerStatus) -> Option<&ContainerStateTerminated> {
     s.state.as_ref().and_then(|s| s.terminated.as_ref())
 }
@@ -147,12 +152,16 @@ pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[Containe
             if t.exit_code != 0 {
                 failed_init += 1;
             }
-        } else if last_terminated(s).is_some_and(|t| t.exit_code != 0) {
-            failed_init += 1;
+        } else if let Some(t) = last_terminated(s) {
+            // Waiting to run again: a failure counts, an earlier success is neither.
+            if t.exit_code != 0 {
+                failed_init += 1;
+            }
         } else {
             pending_init += 1;
         }
     }
+    let regular_started = regular.iter().any(started);
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for s in regular {
         let st = s.state.as_ref();
@@ -172,7 +181,8 @@ pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[Containe
     if failed_init > 0 && restart_policy == "Never" {
         return "Failed";
     }
-    if pending_init > 0 || failed_init > 0 {
+    // Init containers re-running in a new sandbox do not send a started pod back to Pending.
+    if pending_init > 0 && !regular_started {
         return "Pending";
     }
     if waiting > 0 {
@@ -193,6 +203,11 @@ pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[Containe
 }
 
 fn condition(type_: &str, ok: bool, reason: Option<&str>, message: Option<String>, ctx: &Context) -> PodCondition {
+    condition_with(type_, ok, if ok { None } else { reason }, if ok { None } else { message }, ctx)
+}
+
+/// A condition with exactly the given reason and message (also on True).
+fn condition_with(type_: &str, ok: bool, reason: Option<&str>, message: Option<String>, ctx: &Context) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     // Keep the transition time while the status stays the same.
     let prev = ctx
@@ -204,8 +219,8 @@ fn condition(type_: &str, ok: bool, reason: Option<&str>, message: Option<String
     PodCondition {
         type_: type_.into(),
         status: status.into(),
-        reason: if ok { None } else { reason.map(str::to_string) },
-        message: if ok { None } else { message },
+        reason: reason.map(str::to_string),
+        message,
         last_transition_time: Some(prev.unwrap_or_else(|| time(ctx.now))),
         last_probe_time: None,
         observed_generation: None,
@@ -236,23 +251,32 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
         .collect();
     let unready: Vec<_> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect();
     let completed = phase == "Succeeded";
+    let failed = phase == "Failed";
     let (ready_reason, ready_message) = if completed {
         ("PodCompleted", None)
+    } else if failed {
+        ("PodFailed", None)
     } else {
         ("ContainersNotReady", Some(format!("containers with unready status: [{}]", unready.join(" "))))
     };
-    let initialized = incomplete.is_empty() || completed;
-    let mut conditions = vec![
-        condition("PodReadyToStartContainers", sandbox_ready, None, None, ctx),
+    let ready = unready.is_empty() && !completed && !failed;
+    let initialized = incomplete.is_empty() || completed || statuses.iter().any(started);
+    let initialized_cond = if completed {
+        condition_with("Initialized", true, Some("PodCompleted"), None, ctx)
+    } else {
         condition(
             "Initialized",
             initialized,
             Some("ContainersNotInitialized"),
             Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
             ctx,
-        ),
-        condition("Ready", unready.is_empty() && !completed, Some(ready_reason), ready_message.clone(), ctx),
-        condition("ContainersReady", unready.is_empty() && !completed, Some(ready_reason), ready_message, ctx),
+        )
+    };
+    let mut conditions = vec![
+        condition("PodReadyToStartContainers", sandbox_ready, None, None, ctx),
+        initialized_cond,
+        condition("Ready", ready, Some(ready_reason), ready_message.clone(), ctx),
+        condition("ContainersReady", ready, Some(ready_reason), ready_message, ctx),
     ];
     if spec.node_name.is_some() {
         conditions.push(condition("PodScheduled", true, None, None, ctx));

@@ -6,13 +6,15 @@ use kubelet::cri::remote::RemoteRuntime;
 use kubelet::cri::{DynRuntime, Runtime};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, MutexGuard};
 
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
 pub const REGISTRY: &str = "127.0.0.1:5000";
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Async-aware, so a waiting test does not hold a thread; works across the tests' runtimes.
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 pub fn image(name: &str) -> String {
     format!("{REGISTRY}/{name}")
@@ -58,7 +60,7 @@ impl Kubelet {
 
     /// Starts a kubelet with `extra` appended to its KubeletConfiguration.
     pub async fn start_with(test: &str, extra: &str) -> Option<Self> {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let serial = SERIAL.lock().await;
         let runtime = runtime_or_skip(test).await?;
         let dir = tempfile::Builder::new().prefix(&format!("e2e-{test}-")).tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
