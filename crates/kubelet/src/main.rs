@@ -1,7 +1,7 @@
 //! The `kubelet` binary: reads flags and the KubeletConfiguration, then wires the subsystems
 //! together. The wiring is local variables in one function, not an object holding everything.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Parser;
 use kubelet::clock::{DynClock, SystemClock};
 use kubelet::cri::remote::RemoteRuntime;
@@ -14,56 +14,7 @@ use kubelet::pod::worker::WorkerConfig;
 use kubelet::sources::{self, SourceKind};
 use kubelet::status_manager::Statuses;
 use kubelet::{pleg, server};
-use kubelet_config::types::KubeletConfiguration;
-use shim::Flags;
-
-/// TEMPORARY until the config crate's flags land: the minimum to run the e2e suite.
-mod shim {
-    use kubelet_config::types::KubeletConfiguration;
-    #[derive(clap::Parser, Debug)]
-    pub struct Flags {
-        #[arg(long)]
-        pub config: Option<std::path::PathBuf>,
-        #[arg(long)]
-        pub kubeconfig: Option<String>,
-        #[arg(long, default_value = "/var/lib/kubelet")]
-        pub root_dir: String,
-        #[arg(long)]
-        pub hostname_override: Option<String>,
-        #[arg(long)]
-        pub node_ip: Option<String>,
-        #[arg(long = "v", short = 'v', default_value_t = 0)]
-        pub v: u32,
-    }
-    pub struct NodeOptions {
-        pub root_dir: String,
-        pub node_ip: Option<String>,
-        hostname: Option<String>,
-    }
-    impl NodeOptions {
-        pub fn node_name(&self) -> String {
-            self.hostname
-                .clone()
-                .unwrap_or_else(|| std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string())
-                .to_lowercase()
-        }
-    }
-    impl Flags {
-        pub fn verbosity(&self) -> u32 {
-            self.v
-        }
-        pub fn apply(&self, _cfg: &mut KubeletConfiguration) -> NodeOptions {
-            NodeOptions {
-                root_dir: self.root_dir.clone(),
-                node_ip: self.node_ip.clone(),
-                hostname: self.hostname_override.clone(),
-            }
-        }
-    }
-    pub fn load(p: &std::path::Path) -> anyhow::Result<KubeletConfiguration> {
-        Ok(serde_yaml::from_slice(&std::fs::read(p)?)?)
-    }
-}
+use kubelet_config::{Flags, KubeletConfiguration};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -96,7 +47,7 @@ const IMPLEMENTED: &[&str] = &[
     "podLogsDir",
     "logging",
     "failSwapOn",
-    "cgroupDriver",
+    "nodeIP",
 ];
 
 fn init_tracing(verbosity: u32) {
@@ -108,11 +59,21 @@ fn init_tracing(verbosity: u32) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info,tonic=info"))
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn std_duration(d: kubelet_config::duration::Duration, field: &str) -> anyhow::Result<Duration> {
     d.to_std().with_context(|| format!("{field}: must not be negative"))
+}
+
+/// Whether /proc/swaps lists any active swap area.
+fn swap_enabled() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().skip(1).any(|l| !l.trim().is_empty()))
 }
 
 /// The node's primary IP: the source address of the default route (no packet is sent).
@@ -155,23 +116,43 @@ async fn connect_runtime(cfg: &KubeletConfiguration, timeout: Duration) -> DynRu
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    init_tracing(flags.verbosity());
-    let mut cfg = match &flags.config {
-        Some(path) => shim::load(path)?,
-        None => KubeletConfiguration::default(),
+fn main() -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kubelet: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
     };
-    let node = flags.apply(&mut cfg);
-    let _ = IMPLEMENTED;
-    if flags.kubeconfig.is_some() {
+    match rt.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole chain, no backtrace: these are user-facing errors.
+            eprintln!("kubelet: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    // The load error already lists every bad field; keep it as one message.
+    let (cfg, node) = kubelet_config::load_with_flags(&flags).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_tracing(node.verbosity);
+    for field in kubelet_config::unsupported_fields(&cfg, IMPLEMENTED) {
+        tracing::warn!(field, "configuration field is accepted but not supported yet");
+    }
+    if node.kubeconfig.is_some() {
         tracing::warn!("--kubeconfig: API server mode is not supported yet; running standalone");
     }
+    if cfg.fail_swap_on && swap_enabled() {
+        bail!("running with swap on is not supported, please disable swap or set --fail-swap-on flag to false");
+    }
 
-    let node_name = node.node_name();
-    let node_ip = node.node_ip.clone().or_else(detect_node_ip);
-    let root_dir = PathBuf::from(&node.root_dir);
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let node_name = node.node_name(&host_name)?;
+    let node_ip = node.node_ip.clone().filter(|ip| !ip.is_empty()).or_else(detect_node_ip);
+    let root_dir = node.root_dir.clone();
     std::fs::create_dir_all(root_dir.join("pods")).with_context(|| format!("--root-dir {}", root_dir.display()))?;
     tracing::info!(node = %node_name, root_dir = %root_dir.display(), "starting kubelet");
 

@@ -17,6 +17,9 @@ struct State {
     /// Images a pull may fetch (the "registry").
     registry: HashSet<String>,
     calls: Vec<String>,
+    /// Scripted ExecSync answers per container id (the last one repeats).
+    exec_results: HashMap<String, std::collections::VecDeque<super::ExecOutput>>,
+    execs: Vec<(String, Vec<String>)>,
     /// Operations that fail with this message the next time they are called.
     failures: HashMap<&'static str, String>,
 }
@@ -67,6 +70,16 @@ impl FakeRuntime {
     /// The names of the calls made so far.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// What ExecSync returns for `id` from now on (queued; the last one repeats).
+    pub fn push_exec_result(&self, id: &str, out: super::ExecOutput) {
+        self.lock().exec_results.entry(id.to_string()).or_default().push_back(out);
+    }
+
+    /// Every ExecSync made: (container id, command).
+    pub fn execs(&self) -> Vec<(String, Vec<String>)> {
+        self.lock().execs.clone()
     }
 
     /// Marks a running container as exited with `code`.
@@ -272,6 +285,18 @@ impl Runtime for FakeRuntime {
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus> {
         let s = self.enter("ContainerStatus")?;
         s.containers.get(id).cloned().ok_or_else(|| not_found("ContainerStatus", id))
+    }
+
+    async fn exec_sync(&self, id: &str, cmd: Vec<String>, _timeout: std::time::Duration) -> Result<super::ExecOutput> {
+        let mut s = self.enter("ExecSync")?;
+        let running = s.containers.get(id).is_some_and(|c| c.state == api::ContainerState::ContainerRunning as i32);
+        if !running {
+            return Err(CriError::new("ExecSync", tonic::Code::NotFound, format!("container {id} is not running")));
+        }
+        s.execs.push((id.to_string(), cmd));
+        let q = s.exec_results.entry(id.to_string()).or_default();
+        let out = if q.len() > 1 { q.pop_front() } else { q.front().cloned() };
+        Ok(out.unwrap_or_default())
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {

@@ -57,6 +57,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list_containers(&self, filter: Option<api::ContainerFilter>) -> Result<Vec<api::Container>>;
     async fn container_status(&self, id: &str) -> Result<api::ContainerStatus>;
 
+    /// Runs a command in a container and waits for it (probes, hooks), bounded by `timeout`.
+    async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: std::time::Duration) -> Result<ExecOutput>;
+
     /// The image if the runtime has it.
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>>;
     /// Pulls an image and returns its reference (image ID).
@@ -66,6 +69,14 @@ pub trait Runtime: Send + Sync + 'static {
 }
 
 pub type DynRuntime = Arc<dyn Runtime>;
+
+/// What an ExecSync returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
 
 /// Nanoseconds since the epoch, as CRI reports times, to a wall-clock time.
 pub fn nanos_to_time(nanos: i64) -> Option<std::time::SystemTime> {

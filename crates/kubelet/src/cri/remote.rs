@@ -161,6 +161,15 @@ impl Runtime for RemoteRuntime {
         r.status.ok_or_else(|| CriError::new("ContainerStatus", tonic::Code::NotFound, format!("container {id}")))
     }
 
+    async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: Duration) -> Result<super::ExecOutput> {
+        let mut c = self.runtime.clone();
+        // CRI takes whole seconds; 0 would mean "no timeout", so round up.
+        let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+        let req = api::ExecSyncRequest { container_id: id.into(), cmd, timeout: secs.max(1) as i64 };
+        let r = self.call("ExecSync", Some(timeout + Duration::from_secs(2)), c.exec_sync(req)).await?;
+        Ok(super::ExecOutput { stdout: r.stdout, stderr: r.stderr, exit_code: r.exit_code })
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
         let mut c = self.images.clone();
         let req = api::ImageStatusRequest { image: Some(image_spec(image)), verbose: false };

@@ -155,6 +155,9 @@ impl Worker {
                 tracing::info!(pod = %executor::pod_name(&self.pod), "terminating pod");
                 executor::kill_pod(&deps, &self.pod, &obs).await?;
                 let after = self.observe().await?;
+                for c in &after.containers {
+                    tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, exit_code = c.exit_code, "container stopped");
+                }
                 executor::remove_pod(&deps, &self.pod, &after).await?;
             }
             let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
