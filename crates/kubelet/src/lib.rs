@@ -5,6 +5,7 @@ pub mod cri;
 pub mod images;
 pub mod pleg;
 pub mod pod;
+pub mod prober;
 pub mod server;
 pub mod sources;
 pub mod status_manager;

@@ -75,7 +75,7 @@ fn pod(name: &str, restart: &str, inits: &[&str]) -> Pod {
 }
 
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    for _ in 0..500 {
+    for _ in 0..3000 {
         if let Some(v) = f() {
             return v;
         }
@@ -207,4 +207,121 @@ async fn running_pods_are_adopted_and_orphans_removed() {
     assert_eq!(kept.len(), 1);
     assert!(app_before.contains(&kept[0]));
     assert_eq!(app_status(&second, &u).unwrap().restart_count, 0);
+}
+
+fn probed_pod(name: &str, container: serde_json::Value) -> Pod {
+    let v = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [container]}
+    });
+    let origin = Origin { kind: SourceKind::File, location: format!("/m/{name}.yaml") };
+    manifest::prepare(serde_json::from_value(v).unwrap(), &origin, "n1", "t").unwrap()
+}
+
+fn execs_of(n: &Node, id: &str, cmd: &str) -> usize {
+    n.rt.execs().iter().filter(|(c, args)| c == id && args.first().map(String::as_str) == Some(cmd)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn liveness_restarts_after_exactly_failure_threshold_failures() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    // Two passes, then failing for good.
+    rt.script_exec("app", &["live"], &[0, 0, 1]);
+    let n = node(rt);
+    let p = probed_pod(
+        "live",
+        serde_json::json!({"name": "app", "image": "img:1",
+            "livenessProbe": {"exec": {"command": ["live"]}, "periodSeconds": 1, "failureThreshold": 3}}),
+    );
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    eventually("restarted", || (n.rt.containers_named("app").len() == 2).then_some(())).await;
+    let first = n.rt.containers_named("app")[0].clone();
+    assert_eq!(execs_of(&n, &first, "live"), 5, "2 passes + exactly 3 failures before the kill");
+    eventually("restart counted", || (app_status(&n, &u)?.restart_count == 1).then_some(())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn startup_probe_holds_liveness_and_readiness_back() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    rt.script_exec("app", &["startup"], &[1, 1, 1, 0]);
+    // Liveness would kill at its first failure if it ran before startup succeeded.
+    rt.script_exec("app", &["live"], &[1]);
+    rt.script_exec("app", &["ready"], &[0]);
+    let n = node(rt);
+    let p = probed_pod(
+        "slow",
+        serde_json::json!({"name": "app", "image": "img:1",
+            "startupProbe": {"exec": {"command": ["startup"]}, "periodSeconds": 1, "failureThreshold": 10},
+            "livenessProbe": {"exec": {"command": ["live"]}, "initialDelaySeconds": 5, "periodSeconds": 5, "failureThreshold": 1},
+            "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 1}}),
+    );
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    eventually("started", || app_status(&n, &u)?.started.filter(|s| *s)).await;
+    let id = n.rt.containers_named("app")[0].clone();
+    let execs = n.rt.execs();
+    let first_other = execs.iter().position(|(c, a)| c == &id && a[0] != "startup").unwrap_or(usize::MAX);
+    let startup_runs: Vec<_> =
+        execs.iter().enumerate().filter(|(_, (c, a))| c == &id && a[0] == "startup").map(|(i, _)| i).collect();
+    assert_eq!(startup_runs.len(), 4, "3 failures then a pass");
+    assert!(first_other > startup_runs[3], "liveness/readiness ran before startup passed: {execs:?}");
+    eventually("ready", || app_status(&n, &u)?.ready.then_some(())).await;
+    // Now liveness runs and its failure restarts the container.
+    eventually("killed by liveness", || (n.rt.containers_named("app").len() == 2).then_some(())).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_flips_ready_both_ways() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    rt.script_exec("app", &["ready"], &[1, 0, 0, 1, 1, 0]);
+    let n = node(rt);
+    let p = probed_pod(
+        "rdy",
+        serde_json::json!({"name": "app", "image": "img:1",
+            "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 1, "successThreshold": 2, "failureThreshold": 2}}),
+    );
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    let pod_ready = |n: &Node| {
+        n.statuses
+            .get(&u)
+            .and_then(|s| s.conditions)
+            .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status == "True")
+    };
+    eventually("running, not ready", || (running(&n, &u) && pod_ready(&n) == Some(false)).then_some(())).await;
+    eventually("ready after 2 passes", || (pod_ready(&n) == Some(true)).then_some(())).await;
+    eventually("unready after 2 failures", || (pod_ready(&n) == Some(false)).then_some(())).await;
+    let msg = n.statuses.get(&u).unwrap().message.unwrap_or_default();
+    assert!(msg.starts_with("readiness probe failing: command [\"ready\"] exited with 1"), "{msg}");
+    eventually("ready again", || (pod_ready(&n) == Some(true)).then_some(())).await;
+    assert_eq!(app_status(&n, &u).unwrap().restart_count, 0, "readiness never restarts");
+}
+
+#[tokio::test]
+async fn failing_post_start_hook_kills_the_container() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    rt.script_exec("app", &["hook"], &[1]);
+    let n = node(rt);
+    let p = probed_pod(
+        "hooked",
+        serde_json::json!({"name": "app", "image": "img:1", "lifecycle": {"postStart": {"exec": {"command": ["hook"]}}}}),
+    );
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    let w = eventually("PostStartHookError", || {
+        let w = app_status(&n, &u)?.state?.waiting?;
+        (w.reason.as_deref() == Some("PostStartHookError")).then_some(w)
+    })
+    .await;
+    assert!(w.message.unwrap_or_default().contains("PostStartHook failed"));
+    let first = n.rt.containers_named("app")[0].clone();
+    assert!(n.rt.calls().contains(&"StopContainer".to_string()));
+    assert_eq!(execs_of(&n, &first, "hook"), 1);
 }

@@ -17,8 +17,8 @@ struct State {
     /// Images a pull may fetch (the "registry").
     registry: HashSet<String>,
     calls: Vec<String>,
-    /// Scripted ExecSync answers per container id (the last one repeats).
-    exec_results: HashMap<String, std::collections::VecDeque<super::ExecOutput>>,
+    /// Scripted ExecSync answers per container name and command (the last one repeats).
+    exec_results: HashMap<(String, Vec<String>), std::collections::VecDeque<super::ExecOutput>>,
     execs: Vec<(String, Vec<String>)>,
     /// Operations that fail with this message the next time they are called.
     failures: HashMap<&'static str, String>,
@@ -72,9 +72,12 @@ impl FakeRuntime {
         self.lock().calls.clone()
     }
 
-    /// What ExecSync returns for `id` from now on (queued; the last one repeats).
-    pub fn push_exec_result(&self, id: &str, out: super::ExecOutput) {
-        self.lock().exec_results.entry(id.to_string()).or_default().push_back(out);
+    /// What ExecSync of `cmd` in containers named `name` returns (queued in order; the last one
+    /// repeats; unscripted commands succeed).
+    pub fn script_exec(&self, name: &str, cmd: &[&str], exit_codes: &[i32]) {
+        let key = (name.to_string(), cmd.iter().map(|s| s.to_string()).collect());
+        let outs = exit_codes.iter().map(|c| super::ExecOutput { exit_code: *c, ..Default::default() });
+        self.lock().exec_results.entry(key).or_default().extend(outs);
     }
 
     /// Every ExecSync made: (container id, command).
@@ -289,12 +292,16 @@ impl Runtime for FakeRuntime {
 
     async fn exec_sync(&self, id: &str, cmd: Vec<String>, _timeout: std::time::Duration) -> Result<super::ExecOutput> {
         let mut s = self.enter("ExecSync")?;
-        let running = s.containers.get(id).is_some_and(|c| c.state == api::ContainerState::ContainerRunning as i32);
-        if !running {
-            return Err(CriError::new("ExecSync", tonic::Code::NotFound, format!("container {id} is not running")));
-        }
-        s.execs.push((id.to_string(), cmd));
-        let q = s.exec_results.entry(id.to_string()).or_default();
+        let name = match s.containers.get(id) {
+            Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => {
+                c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()
+            }
+            _ => {
+                return Err(CriError::new("ExecSync", tonic::Code::NotFound, format!("container {id} is not running")));
+            }
+        };
+        s.execs.push((id.to_string(), cmd.clone()));
+        let q = s.exec_results.entry((name, cmd)).or_default();
         let out = if q.len() > 1 { q.pop_front() } else { q.front().cloned() };
         Ok(out.unwrap_or_default())
     }

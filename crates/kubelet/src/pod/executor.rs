@@ -2,7 +2,7 @@
 //! (kill, remove, create sandbox, start), recording per-container failures as waiting reasons.
 
 use super::backoff::Backoff;
-use super::observe::{CState, PodObs};
+use super::observe::{CState, ContainerObs, PodObs};
 use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
 use super::status::WaitingReasons;
@@ -10,12 +10,17 @@ use crate::clock::DynClock;
 use crate::cri::labels::ContainerType;
 use crate::cri::{DynRuntime, api};
 use crate::images::Images;
+use crate::prober::handlers::{self, Target};
 use k8s_openapi::api::core::v1::Pod;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where `/var/log/containers` symlinks go.
 pub const CONTAINER_LOGS_DIR: &str = "/var/log/containers";
+
+/// How long a postStart hook may run before it counts as failed.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Upstream's floor for a kill's grace period.
 const MIN_GRACE_SECS: i64 = 2;
@@ -50,20 +55,48 @@ fn log_symlink(dir: &Path, pod: &Pod, container: &str, id: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
 
+/// Stops one container: its preStop hook first, inside the grace period it cannot extend, then
+/// StopContainer (SIGTERM, SIGKILL when the rest of the grace period is over).
+pub async fn stop_container(
+    deps: &Deps,
+    pod: &Pod,
+    c: &ContainerObs,
+    grace: i64,
+    pod_ip: Option<&str>,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let spec = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|x| x.name == c.name));
+    let pre_stop = spec.and_then(|x| x.lifecycle.as_ref()).and_then(|l| l.pre_stop.as_ref());
+    if let Some(h) = pre_stop.filter(|_| c.state == CState::Running) {
+        let target = Target {
+            runtime: deps.runtime.clone(),
+            container_id: c.id.clone(),
+            pod_ip: pod_ip.map(str::to_string),
+            ports: spec.and_then(|x| x.ports.clone()).unwrap_or_default(),
+        };
+        let out = handlers::hook(h, &target, Duration::from_secs(grace.max(0) as u64)).await;
+        if out.ok {
+            tracing::info!(pod = %pod_name(pod), container = %c.name, "preStop hook completed");
+        } else {
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, "preStop hook failed: {}", out.message);
+        }
+    }
+    let remaining = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECS);
+    tracing::info!(pod = %pod_name(pod), container = %c.name, grace = remaining, "stopping container");
+    match deps.runtime.stop_container(&c.id, remaining).await {
+        Err(e) if !e.is_not_found() => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 /// Stops every running container (in parallel, each with the grace period) and every ready
 /// sandbox of the pod.
 pub async fn kill_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<(), String> {
     let grace = grace_secs(pod);
+    let ip = obs.sandbox().and_then(|s| s.ip.clone());
     let running = obs.containers.iter().filter(|c| matches!(c.state, CState::Running | CState::Unknown));
-    let stops = running.map(|c| {
-        tracing::info!(pod = %pod_name(pod), container = %c.name, grace, "stopping container");
-        deps.runtime.stop_container(&c.id, grace)
-    });
-    let mut errors: Vec<String> = futures::future::join_all(stops)
-        .await
-        .into_iter()
-        .filter_map(|r| r.err().filter(|e| !e.is_not_found()).map(|e| e.to_string()))
-        .collect();
+    let stops = running.map(|c| stop_container(deps, pod, c, grace, ip.as_deref()));
+    let mut errors: Vec<String> = futures::future::join_all(stops).await.into_iter().filter_map(Result::err).collect();
     for s in obs.sandboxes.iter().filter(|s| s.ready) {
         if let Err(e) = deps.runtime.stop_pod_sandbox(&s.id).await
             && !e.is_not_found()
@@ -133,12 +166,11 @@ pub async fn execute(
     if plan.kill_pod {
         kill_pod(deps, pod, obs).await?;
     }
+    let ip = obs.sandbox().and_then(|s| s.ip.clone());
     for k in &plan.kill {
         tracing::info!(pod = %name, container = %k.name, reason = %k.reason, "killing container");
-        if let Err(e) = deps.runtime.stop_container(&k.id, grace).await
-            && !e.is_not_found()
-        {
-            return Err(e.to_string());
+        if let Some(c) = obs.containers.iter().find(|c| c.id == k.id) {
+            stop_container(deps, pod, c, grace, ip.as_deref()).await?;
         }
     }
     for id in &plan.remove_containers {
@@ -246,7 +278,24 @@ async fn start_container(
         }
     }
     tracing::info!(pod = %pod_name(pod), container = %c.name, id = %id, restart_count, "starting container");
-    deps.runtime.start_container(&id).await.map_err(|e| ("RunContainerError", e.message))
+    deps.runtime.start_container(&id).await.map_err(|e| ("RunContainerError", e.message))?;
+    if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+        let target = Target {
+            runtime: deps.runtime.clone(),
+            container_id: id.clone(),
+            pod_ip: pod_ip.map(str::to_string),
+            ports: c.ports.clone().unwrap_or_default(),
+        };
+        let out = handlers::hook(h, &target, POST_START_TIMEOUT).await;
+        if !out.ok {
+            // As upstream: a failed postStart hook kills the container (FailedPostStartHook).
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, "FailedPostStartHook: {}", out.message);
+            let _ = deps.runtime.stop_container(&id, grace_secs(pod)).await;
+            return Err(("PostStartHookError", format!("PostStartHook failed: {}", out.message)));
+        }
+        tracing::info!(pod = %pod_name(pod), container = %c.name, "postStart hook completed");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -113,7 +113,14 @@ fn waiting_for(name: &str, reason: &str, message: &str) -> WaitingReasons {
 }
 
 fn compute_at(pod: &Pod, obs: &PodObs, waiting: &WaitingReasons, previous: Option<&PodStatus>, now: u64) -> PodStatus {
-    let ctx = Context { waiting, previous, host_ip: Some(HOST_IP), runtime_name: "containerd", now: at(now) };
+    let ctx = Context {
+        waiting,
+        previous,
+        host_ip: Some(HOST_IP),
+        runtime_name: "containerd",
+        now: at(now),
+        probes: &HashMap::new(),
+    };
     compute(pod, obs, &ctx)
 }
 
@@ -740,4 +747,73 @@ fn init_containers_rerunning_in_a_new_sandbox_keep_the_pod_running_and_initializ
 #[test]
 fn init_container_waiting_after_success_is_not_pending() {
     assert_eq!(phase("Always", &[s_restarting(0)], &[s_running()]), "Running");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pod's blocker message ("why is it not running").
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn blocker_names_the_init_container_being_waited_for() {
+    let p = pod("Always", &["init-a", "init-b", "init-c"], &["app"]);
+    let o = obs(ready(), vec![exited("init-a", "i1", 0, 0, 1, 2), running("init-b", "i2", 0, 3)]);
+    assert_eq!(status(&p, &o).message.as_deref(), Some("waiting for init container init-b (2/3)"));
+}
+
+#[test]
+fn blocker_reports_crash_loop_backoff_delay() {
+    let p = pod("Always", &[], &["app"]);
+    let o = obs(ready(), vec![exited("app", "c1", 3, 1, 1, 2)]);
+    let w =
+        waiting_for("app", "CrashLoopBackOff", "back-off 40s restarting failed container=app pod=web_default(uid-1)");
+    let st = compute_at(&p, &o, &w, None, 5);
+    assert_eq!(st.message.as_deref(), Some("back-off 40s restarting failed container app"));
+}
+
+#[test]
+fn blocker_reports_the_failing_readiness_probe() {
+    let p = pod_with(
+        "Always",
+        &[],
+        &["app"],
+        json!({"containers": [{"name": "app", "image": "x", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]}),
+    );
+    let o = obs(ready(), vec![running("app", "c1", 0, 1)]);
+    let probes = HashMap::from([(
+        "c1".to_string(),
+        ProbeView { ready: false, started: true, readiness_message: "HTTP 503 from :8080/ready".into() },
+    )]);
+    let ctx = Context {
+        waiting: &no_waiting(),
+        previous: None,
+        host_ip: None,
+        runtime_name: "containerd",
+        now: at(5),
+        probes: &probes,
+    };
+    let st = compute(&p, &o, &ctx);
+    assert!(!container(&st, "app").ready);
+    assert_eq!(st.message.as_deref(), Some("readiness probe failing: HTTP 503 from :8080/ready"));
+    // Once the probe passes the container is ready and nothing blocks.
+    let probes =
+        HashMap::from([("c1".to_string(), ProbeView { ready: true, started: true, readiness_message: String::new() })]);
+    let ctx = Context { probes: &probes, ..ctx };
+    let st = compute(&p, &o, &ctx);
+    assert!(container(&st, "app").ready);
+    assert_eq!(st.message, None);
+}
+
+#[test]
+fn startup_probe_gates_started_and_ready() {
+    let p = pod_with(
+        "Always",
+        &[],
+        &["app"],
+        json!({"containers": [{"name": "app", "image": "x", "startupProbe": {"exec": {"command": ["true"]}}}]}),
+    );
+    let o = obs(ready(), vec![running("app", "c1", 0, 1)]);
+    let st = status(&p, &o);
+    let c = container(&st, "app");
+    assert_eq!((c.started, c.ready), (Some(false), false));
+    assert_eq!(st.message.as_deref(), Some("startup probe of container app not passing yet"));
 }

@@ -5,12 +5,13 @@ use super::backoff::Backoff;
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::plan;
-use super::status::{self, WaitingReasons};
+use super::status::{self, ProbeView, WaitingReasons};
+use crate::prober::{self, Kind};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Debug)]
 pub enum Msg {
@@ -47,6 +48,7 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
     let (tx, rx) = mpsc::unbounded_channel();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let previous = cfg.statuses.get(&uid);
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let worker = Worker {
         pod,
         terminating,
@@ -56,9 +58,11 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
         status: previous,
         cache: HashMap::new(),
         ip_cache: HashMap::new(),
+        probes: HashMap::new(),
+        probe_tx,
     };
     tokio::spawn(async move {
-        worker.run(rx).await;
+        worker.run(rx, probe_rx).await;
         let _ = done.send(uid);
     });
     Handle { tx }
@@ -73,6 +77,26 @@ struct Worker {
     status: Option<PodStatus>,
     cache: HashMap<String, ContainerObs>,
     ip_cache: HashMap<String, (Option<String>, Vec<String>)>,
+    /// Probes of the running container instances, by container ID.
+    probes: HashMap<String, ContainerProbes>,
+    probe_tx: mpsc::UnboundedSender<prober::Update>,
+}
+
+/// The probe tasks of one container instance and what they last said.
+struct ContainerProbes {
+    tasks: Vec<tokio::task::AbortHandle>,
+    view: ProbeView,
+    started_tx: watch::Sender<bool>,
+    /// Set when liveness or startup failed: the container is to be killed.
+    kill: Option<String>,
+}
+
+impl Drop for ContainerProbes {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 enum Outcome {
@@ -83,7 +107,11 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut probe_rx: mpsc::UnboundedReceiver<prober::Update>,
+    ) {
         let name = executor::pod_name(&self.pod);
         let mut failures = 0u32;
         loop {
@@ -107,6 +135,13 @@ impl Worker {
                 .min(self.cfg.resync);
             let msg = tokio::select! {
                 m = rx.recv() => m,
+                Some(u) = probe_rx.recv() => {
+                    self.probe_update(u);
+                    while let Ok(u) = probe_rx.try_recv() {
+                        self.probe_update(u);
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(wait) => continue,
             };
             let Some(msg) = msg else { return };
@@ -126,6 +161,85 @@ impl Worker {
         }
     }
 
+    fn probe_update(&mut self, u: prober::Update) {
+        let pod = executor::pod_name(&self.pod);
+        let Some(p) = self.probes.get_mut(&u.container_id) else { return };
+        match (u.kind, u.ok) {
+            (Kind::Readiness, ok) => {
+                p.view.ready = ok;
+                p.view.readiness_message = if ok { String::new() } else { u.message.clone() };
+            }
+            (Kind::Startup, true) => {
+                p.view.started = true;
+                let _ = p.started_tx.send(true);
+            }
+            (Kind::Liveness | Kind::Startup, false) => {
+                p.kill = Some(format!("Container {} failed {} probe, will be restarted", u.container, u.kind.as_str()));
+            }
+            (Kind::Liveness, true) => {}
+        }
+        tracing::info!(pod = %pod, container = %u.container, probe = u.kind.as_str(), ok = u.ok, "probe result changed: {}", u.message);
+    }
+
+    /// Starts probes for container instances that just started running, drops those of
+    /// instances that are gone.
+    fn reconcile_probes(&mut self, obs: &PodObs) {
+        let sandbox = obs.sandbox().filter(|s| s.ready);
+        let pod_ip = sandbox.and_then(|s| s.ip.clone());
+        let running: Vec<&ContainerObs> = obs
+            .containers
+            .iter()
+            .filter(|c| c.state == observe::CState::Running && !c.init && sandbox.is_some_and(|s| s.id == c.sandbox_id))
+            .collect();
+        self.probes.retain(|id, _| running.iter().any(|c| &c.id == id));
+        let Some(spec) = self.pod.spec.as_ref() else { return };
+        let now = self.cfg.deps.clock.now();
+        for c in running {
+            if self.probes.contains_key(&c.id) {
+                continue;
+            }
+            let Some(container) = spec.containers.iter().find(|x| x.name == c.name) else { continue };
+            let (started_tx, started_rx) = watch::channel(container.startup_probe.is_none());
+            let mut entry = ContainerProbes {
+                tasks: Vec::new(),
+                view: ProbeView {
+                    ready: false,
+                    started: container.startup_probe.is_none(),
+                    readiness_message: String::new(),
+                },
+                started_tx,
+                kill: None,
+            };
+            let target = prober::handlers::Target {
+                runtime: self.cfg.deps.runtime.clone(),
+                container_id: c.id.clone(),
+                pod_ip: pod_ip.clone(),
+                ports: container.ports.clone().unwrap_or_default(),
+            };
+            let started_at = crate::cri::nanos_to_time(c.started_at).unwrap_or(now);
+            let probes = [
+                (Kind::Startup, &container.startup_probe),
+                (Kind::Liveness, &container.liveness_probe),
+                (Kind::Readiness, &container.readiness_probe),
+            ];
+            for (kind, probe) in probes {
+                let Some(probe) = probe.clone() else { continue };
+                let gate = (kind != Kind::Startup && container.startup_probe.is_some()).then(|| started_rx.clone());
+                let spec = prober::worker::Spec {
+                    kind,
+                    probe,
+                    container: c.name.clone(),
+                    target: target.clone(),
+                    started_at,
+                    now,
+                };
+                let task = tokio::spawn(prober::worker::run(spec, self.probe_tx.clone(), gate));
+                entry.tasks.push(task.abort_handle());
+            }
+            self.probes.insert(c.id.clone(), entry);
+        }
+    }
+
     async fn observe(&mut self) -> Result<PodObs, String> {
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
         observe::observe(&self.cfg.deps.runtime, &uid, &mut self.cache, &mut self.ip_cache)
@@ -134,7 +248,11 @@ impl Worker {
     }
 
     fn publish(&mut self, obs: &PodObs) {
+        self.reconcile_probes(obs);
+        let views: HashMap<String, ProbeView> =
+            self.probes.iter().map(|(id, p)| (id.clone(), p.view.clone())).collect();
         let ctx = status::Context {
+            probes: &views,
             waiting: &self.waiting,
             previous: self.status.as_ref(),
             host_ip: self.cfg.deps.node.node_ip.as_deref(),
@@ -144,6 +262,12 @@ impl Worker {
         let st = status::compute(&self.pod, obs, &ctx);
         self.cfg.statuses.set(&self.pod, st.clone());
         self.status = Some(st);
+    }
+
+    /// A probe-level terminationGracePeriodSeconds for a container's liveness/startup kill.
+    fn probe_grace(&self, name: &str) -> Option<i64> {
+        let c = self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name)?;
+        [&c.liveness_probe, &c.startup_probe].into_iter().flatten().find_map(|p| p.termination_grace_period_seconds)
     }
 
     async fn sync(&mut self) -> Result<Outcome, String> {
@@ -177,6 +301,22 @@ impl Worker {
                 self.publish(&obs);
             }
             return Ok(Outcome::Next(None));
+        }
+
+        // Containers whose liveness or startup probe failed are killed; the plan then restarts
+        // them by their restart policy, with the usual backoff.
+        let unhealthy: Vec<(String, String)> =
+            self.probes.iter().filter_map(|(id, p)| p.kill.clone().map(|r| (id.clone(), r))).collect();
+        if !unhealthy.is_empty() {
+            let ip = obs.sandbox().and_then(|s| s.ip.clone());
+            for (id, reason) in unhealthy {
+                self.probes.remove(&id);
+                let Some(c) = obs.containers.iter().find(|c| c.id == id) else { continue };
+                let grace = self.probe_grace(&c.name).unwrap_or_else(|| executor::grace_secs(&self.pod));
+                tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, "{reason}");
+                executor::stop_container(&deps, &self.pod, c, grace, ip.as_deref()).await?;
+            }
+            obs = self.observe().await?;
         }
 
         let now = deps.clock.now();
