@@ -41,8 +41,32 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// An exclusive lock across processes (two test runs on one machine would otherwise each see
+/// the other's pods as orphans and remove them).
+struct MachineLock(std::fs::File);
+
+impl MachineLock {
+    async fn take() -> Self {
+        let path = std::env::temp_dir().join("kubelet-rs-e2e.lock");
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).expect("e2e lock file");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut announced = false;
+        // Non-blocking attempts, so the async runtime is never blocked.
+        while unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if !announced {
+                eprintln!("waiting for another e2e run to release {}", path.display());
+                announced = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Self(file)
+    }
+}
+
 pub struct Kubelet {
     _serial: MutexGuard<'static, ()>,
+    _machine: MachineLock,
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub node: String,
@@ -61,12 +85,14 @@ impl Kubelet {
     /// Starts a kubelet with `extra` appended to its KubeletConfiguration.
     pub async fn start_with(test: &str, extra: &str) -> Option<Self> {
         let serial = SERIAL.lock().await;
+        let machine = MachineLock::take().await;
         let runtime = runtime_or_skip(test).await?;
         let dir = tempfile::Builder::new().prefix(&format!("e2e-{test}-")).tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let node = format!("e2e-{}", test.replace('_', "-")).chars().take(40).collect::<String>();
         let mut k = Self {
             _serial: serial,
+            _machine: machine,
             child: None,
             dir,
             node,
@@ -307,6 +333,15 @@ pub fn is_running(p: &Pod, name: &str) -> bool {
 
 pub fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
+}
+
+/// The pod's emptyDir volume `name` on the host.
+pub fn empty_dir(k: &Kubelet, pod: &Pod, name: &str) -> PathBuf {
+    k.dir.path().join("root/pods").join(uid(pod)).join("volumes/kubernetes.io~empty-dir").join(name)
+}
+
+pub fn condition(p: &Pod, type_: &str) -> Option<String> {
+    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
 }
 
 pub fn read(path: &Path) -> String {

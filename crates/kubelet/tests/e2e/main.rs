@@ -2,11 +2,12 @@
 //! images from the local registry (hack/env-up.sh sets all of it up).
 
 mod harness;
+mod probes;
 
 use harness::*;
 use std::time::{Duration, Instant};
 
-const LONG: Duration = Duration::from_secs(120);
+pub(crate) const LONG: Duration = Duration::from_secs(120);
 
 fn busybox_pod(name: &str, restart: &str, script: &str) -> String {
     format!(
