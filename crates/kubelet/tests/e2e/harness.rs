@@ -43,7 +43,8 @@ fn free_port() -> u16 {
 
 /// An exclusive lock across processes (two test runs on one machine would otherwise each see
 /// the other's pods as orphans and remove them).
-struct MachineLock(std::fs::File);
+/// Holding the file holds the flock; closing it (on drop) releases it.
+struct MachineLock(#[allow(dead_code)] std::fs::File);
 
 impl MachineLock {
     async fn take() -> Self {
