@@ -1,11 +1,15 @@
 //! A Kubernetes kubelet over CRI. See ARCHITECTURE.md for the map of subsystems.
 
+pub mod api;
 pub mod clock;
 pub mod cri;
 pub mod images;
+pub mod lease;
+pub mod node_status;
 pub mod pleg;
 pub mod pod;
 pub mod prober;
 pub mod server;
 pub mod sources;
 pub mod status_manager;
+pub mod status_sync;

@@ -3,6 +3,9 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use k8s_openapi::api::core::v1::Taint;
+use kubelet::api::DynApi;
+use kubelet::api::kube_client::KubeApi;
 use kubelet::clock::{DynClock, SystemClock};
 use kubelet::cri::remote::RemoteRuntime;
 use kubelet::cri::{DynRuntime, Runtime};
@@ -13,7 +16,7 @@ use kubelet::pod::runtime_config::NodeContext;
 use kubelet::pod::worker::WorkerConfig;
 use kubelet::sources::{self, SourceKind};
 use kubelet::status_manager::Statuses;
-use kubelet::{pleg, server};
+use kubelet::{lease, node_status, pleg, server, status_sync};
 use kubelet_config::{Flags, KubeletConfiguration};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +51,16 @@ const IMPLEMENTED: &[&str] = &[
     "logging",
     "failSwapOn",
     "nodeIP",
+    "kubeAPIQPS",
+    "kubeAPIBurst",
+    "registerNode",
+    "registerWithTaints",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "nodeStatusMaxImages",
+    "maxPods",
+    "port",
 ];
 
 fn init_tracing(verbosity: u32) {
@@ -69,6 +82,25 @@ fn init_tracing(verbosity: u32) {
 
 fn std_duration(d: kubelet_config::duration::Duration, field: &str) -> anyhow::Result<Duration> {
     d.to_std().with_context(|| format!("{field}: must not be negative"))
+}
+
+/// systemReserved + kubeReserved of a resource, in millis (cpu).
+fn reserved_milli(cfg: &KubeletConfiguration, res: &str) -> i64 {
+    [&cfg.system_reserved, &cfg.kube_reserved].iter().filter_map(|m| m.get(res)).map(|q| q.milli_value() as i64).sum()
+}
+
+/// systemReserved + kubeReserved of a resource, in units (bytes for memory).
+fn reserved(cfg: &KubeletConfiguration, res: &str) -> i64 {
+    [&cfg.system_reserved, &cfg.kube_reserved].iter().filter_map(|m| m.get(res)).map(|q| q.value() as i64).sum()
+}
+
+/// The hard eviction threshold for memory.available, when it is an absolute quantity.
+fn eviction_memory(cfg: &KubeletConfiguration) -> i64 {
+    let hard = cfg.effective_eviction_hard();
+    hard.get("memory.available")
+        .and_then(|v| kubelet_config::quantity::Quantity::parse(v).ok())
+        .map(|q| q.value() as i64)
+        .unwrap_or(0)
 }
 
 /// Whether /proc/swaps lists any active swap area.
@@ -142,9 +174,6 @@ async fn run() -> anyhow::Result<()> {
     for field in kubelet_config::unsupported_fields(&cfg, IMPLEMENTED) {
         tracing::warn!(field, "configuration field is accepted but not supported yet");
     }
-    if node.kubeconfig.is_some() {
-        tracing::warn!("--kubeconfig: API server mode is not supported yet; running standalone");
-    }
     if cfg.fail_swap_on && swap_enabled() {
         bail!("running with swap on is not supported, please disable swap or set --fail-swap-on flag to false");
     }
@@ -152,6 +181,7 @@ async fn run() -> anyhow::Result<()> {
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let node_name = node.node_name(&host_name)?;
     let node_ip = node.node_ip.clone().filter(|ip| !ip.is_empty()).or_else(detect_node_ip);
+    let node_ip_for_status = node_ip.clone();
     let root_dir = node.root_dir.clone();
     std::fs::create_dir_all(root_dir.join("pods")).with_context(|| format!("--root-dir {}", root_dir.display()))?;
     tracing::info!(node = %node_name, root_dir = %root_dir.display(), "starting kubelet");
@@ -204,12 +234,52 @@ async fn run() -> anyhow::Result<()> {
         };
         tokio::spawn(sources::http::run(http_cfg, snap_tx.clone()));
     }
-    if wanted_sources.is_empty() {
+    if wanted_sources.is_empty() && node.kubeconfig.is_none() {
         tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
     }
-    drop(snap_tx);
 
     let pleg_health = pleg::Health::default();
+    if let Some(path) = &node.kubeconfig {
+        let api: DynApi = Arc::new(
+            KubeApi::from_kubeconfig(path, f64::from(cfg.kube_api_qps), cfg.kube_api_burst.max(1) as u32)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?,
+        );
+        tracing::info!(kubeconfig = %path.display(), "API server mode");
+        wanted_sources.insert(SourceKind::Api);
+        tokio::spawn(sources::api::run(api.clone(), node_name.clone(), snap_tx.clone()));
+        let memory_reserved = reserved(&cfg, "memory") + eviction_memory(&cfg);
+        let ns_cfg = node_status::Config {
+            node_name: node_name.clone(),
+            node_ip: node_ip_for_status.clone(),
+            labels: node.node_labels.clone(),
+            taints: cfg
+                .register_with_taints
+                .iter()
+                .map(|t| Taint {
+                    key: t.key.clone(),
+                    value: Some(t.value.clone()).filter(|v| !v.is_empty()),
+                    effect: t.effect.clone(),
+                    time_added: None,
+                })
+                .collect(),
+            register: cfg.register_node,
+            update_frequency: std_duration(cfg.node_status_update_frequency, "nodeStatusUpdateFrequency")?,
+            report_frequency: std_duration(cfg.node_status_report_frequency, "nodeStatusReportFrequency")?,
+            max_pods: i64::from(cfg.max_pods),
+            kubelet_port: cfg.port,
+            root_dir: root_dir.clone(),
+            reserved_cpu_milli: reserved_milli(&cfg, "cpu"),
+            reserved_memory: memory_reserved,
+            max_images: cfg.node_status_max_images.max(0) as usize,
+        };
+        tokio::spawn(node_status::run(ns_cfg, api.clone(), runtime.clone(), pleg_health.clone()));
+        let lease_cfg = lease::Config { node_name: node_name.clone(), duration_secs: cfg.node_lease_duration_seconds };
+        tokio::spawn(lease::run(lease_cfg, api.clone()));
+        let sync_cfg = status_sync::Config { node_name: node_name.clone(), resync: Duration::from_secs(10) };
+        tokio::spawn(status_sync::run(sync_cfg, statuses.clone(), api));
+    }
+    drop(snap_tx);
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
     tokio::spawn(pleg::run(
         pleg::Config { relist_period: Duration::from_secs(1) },

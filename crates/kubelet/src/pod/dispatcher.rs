@@ -42,28 +42,37 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
         tokio::select! {
             Some(snap) = snapshots.recv() => {
                 by_source.insert(snap.source, snap.pods);
-                let desired: HashMap<String, &Pod> = by_source
+                let all: HashMap<String, &Pod> = by_source
                     .values()
                     .flatten()
                     .map(|p| (p.metadata.uid.clone().unwrap_or_default(), p))
                     .collect();
                 for (uid, e) in workers.iter_mut() {
-                    match desired.get(uid) {
+                    match all.get(uid) {
                         None if !e.terminating => {
                             e.terminating = true;
                             e.handle.send(Msg::Terminate);
                         }
-                        Some(p) if !e.terminating && **p != e.pod => {
+                        // Deleted through the API: kill with the requested grace period.
+                        Some(p) if !e.terminating && p.metadata.deletion_timestamp.is_some() => {
+                            tracing::info!(pod = %super::executor::pod_name(p), "pod deleted through the API");
+                            e.pod = (*p).clone();
+                            e.terminating = true;
+                            e.handle.send(Msg::Update(Box::new(e.pod.clone())));
+                            e.handle.send(Msg::Terminate);
+                        }
+                        Some(p) if !e.terminating && !same_desired(p, &e.pod) => {
                             e.pod = (*p).clone();
                             e.handle.send(Msg::Update(Box::new(e.pod.clone())));
                         }
                         _ => {}
                     }
                 }
-                for (uid, pod) in &desired {
+                for (uid, pod) in &all {
                     if !workers.contains_key(uid) {
-                        tracing::info!(pod = %super::executor::pod_name(pod), uid = %uid, "pod added");
-                        spawn((*pod).clone(), false, &mut workers, &done_tx);
+                        let deleting = pod.metadata.deletion_timestamp.is_some();
+                        tracing::info!(pod = %super::executor::pod_name(pod), uid = %uid, deleting, "pod added");
+                        spawn((*pod).clone(), deleting, &mut workers, &done_tx);
                     }
                 }
                 if cfg.sources.iter().all(|s| by_source.contains_key(s)) {
@@ -82,7 +91,11 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                     workers.remove(&uid);
                 }
                 // The pod may be wanted again (same manifest put back): start it afresh.
-                if let Some(pod) = by_source.values().flatten().find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())).cloned()
+                if let Some(pod) = by_source
+                    .values()
+                    .flatten()
+                    .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()) && p.metadata.deletion_timestamp.is_none())
+                    .cloned()
                     && !workers.contains_key(&uid)
                 {
                     spawn(pod, false, &mut workers, &done_tx);
@@ -116,6 +129,18 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
             orphans_pending.clear();
         }
     }
+}
+
+/// Whether two versions of a pod want the same thing: the API's bookkeeping (resourceVersion,
+/// managed fields, the status the kubelet itself wrote) does not count.
+fn same_desired(a: &Pod, b: &Pod) -> bool {
+    let strip = |p: &Pod| {
+        let mut m = p.metadata.clone();
+        m.resource_version = None;
+        m.managed_fields = None;
+        (m, p.spec.clone())
+    };
+    strip(a) == strip(b)
 }
 
 /// The grace period recorded on an orphan's containers (30 s if none).

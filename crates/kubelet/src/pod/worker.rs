@@ -47,7 +47,8 @@ impl Handle {
 pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::UnboundedSender<String>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let previous = cfg.statuses.get(&uid);
+    // After a restart the API's copy of the status (startTime, transition times) is the record.
+    let previous = cfg.statuses.get(&uid).or_else(|| pod.status.clone().filter(|s| s.phase.is_some()));
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let worker = Worker {
         pod,

@@ -111,7 +111,7 @@ pub fn manifest_uid(pod: &Pod, origin: &Origin, node_name: &str) -> String {
     h.update(format!("host:{node_name}"));
     match origin.kind {
         SourceKind::File => h.update(format!("file:{}", origin.location)),
-        SourceKind::Http => h.update(format!("url:{}", origin.location)),
+        SourceKind::Http | SourceKind::Api => h.update(format!("url:{}", origin.location)),
     }
     // serde_json's Value keeps keys sorted, so equal pods hash equally.
     let canonical = serde_json::to_value(pod).map(|v| v.to_string()).unwrap_or_default();

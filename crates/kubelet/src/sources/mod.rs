@@ -1,6 +1,7 @@
 //! Config sources: where desired pods come from. Each source sends full snapshots of its pods;
 //! the pod dispatcher merges them (see `pod::dispatcher`).
 
+pub mod api;
 pub mod file;
 pub mod http;
 pub mod manifest;
@@ -13,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 pub enum SourceKind {
     File,
     Http,
+    Api,
 }
 
 impl SourceKind {
@@ -20,6 +22,7 @@ impl SourceKind {
         match self {
             Self::File => "file",
             Self::Http => "http",
+            Self::Api => "api",
         }
     }
 }
@@ -29,4 +32,11 @@ impl SourceKind {
 pub struct Snapshot {
     pub source: SourceKind,
     pub pods: Vec<Pod>,
+}
+
+impl SourceKind {
+    /// Static pods (file and URL) are mirrored into the API; API pods are the API's own.
+    pub fn is_static(self) -> bool {
+        self != Self::Api
+    }
 }

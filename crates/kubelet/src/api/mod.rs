@@ -1,0 +1,55 @@
+//! The Kubernetes API, seen through the calls the kubelet makes. [`kube_client`] speaks the real
+//! API through kube-rs; [`fake`] is an in-memory API for unit tests.
+
+pub mod fake;
+pub mod kube_client;
+pub mod rate;
+
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// The namespace of node leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+#[async_trait]
+pub trait Api: Send + Sync + 'static {
+    async fn get_node(&self, name: &str) -> Result<Option<Node>>;
+    async fn create_node(&self, node: &Node) -> Result<Node>;
+    /// Strategic merge patch of the node's status subresource.
+    async fn patch_node_status(&self, name: &str, patch: &serde_json::Value) -> Result<Node>;
+
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>>;
+    async fn create_lease(&self, lease: &Lease) -> Result<Lease>;
+    /// Replaces the lease; fails with Conflict on a stale resourceVersion.
+    async fn replace_lease(&self, lease: &Lease) -> Result<Lease>;
+
+    /// Full snapshots of the pods bound to `node`, sent whenever they change (watch-backed).
+    fn watch_node_pods(&self, node: &str) -> mpsc::Receiver<Vec<Pod>>;
+    async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>>;
+    async fn create_pod(&self, pod: &Pod) -> Result<Pod>;
+    /// Merge patch of the pod's status subresource.
+    async fn patch_pod_status(&self, namespace: &str, name: &str, patch: &serde_json::Value) -> Result<Pod>;
+    /// Deletes with the grace period; `uid` is a precondition when given.
+    async fn delete_pod(&self, namespace: &str, name: &str, grace_secs: i64, uid: Option<&str>) -> Result<()>;
+
+    async fn create_event(&self, event: &Event) -> Result<()>;
+    async fn get_config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>>;
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
+}
+
+pub type DynApi = Arc<dyn Api>;

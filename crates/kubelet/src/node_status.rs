@@ -1,0 +1,310 @@
+//! Node registration and the node status setters: capacity and allocatable, conditions with
+//! upstream reasons, addresses, nodeInfo, images, daemon endpoints. Patched every
+//! `nodeStatusUpdateFrequency` when it changed and every `nodeStatusReportFrequency` anyway; a
+//! deleted Node is registered again.
+
+use crate::api::{ApiError, DynApi};
+use crate::cri::DynRuntime;
+use crate::pleg;
+use k8s_openapi::api::core::v1::{
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const KUBELET_VERSION: &str = concat!("v1.32.0-rs.", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub node_ip: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub register: bool,
+    pub update_frequency: Duration,
+    pub report_frequency: Duration,
+    pub max_pods: i64,
+    pub kubelet_port: i32,
+    pub root_dir: PathBuf,
+    /// Millicores and bytes held back from allocatable (systemReserved + kubeReserved + the hard
+    /// eviction threshold for memory).
+    pub reserved_cpu_milli: i64,
+    pub reserved_memory: i64,
+    pub max_images: usize,
+}
+
+/// What the machine has, read once.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Machine {
+    pub cpus: i64,
+    pub memory_bytes: i64,
+    pub storage_bytes: i64,
+    pub machine_id: String,
+    pub system_uuid: String,
+    pub boot_id: String,
+    pub kernel: String,
+    pub os_image: String,
+}
+
+fn read_trim(p: &str) -> String {
+    std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+impl Machine {
+    pub fn read(root_dir: &std::path::Path) -> Self {
+        let memory_kib = read_trim("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        let storage_bytes = {
+            let path = std::ffi::CString::new(root_dir.as_os_str().as_encoded_bytes()).unwrap_or_default();
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            if unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0 {
+                (st.f_blocks as i64) * (st.f_frsize as i64)
+            } else {
+                0
+            }
+        };
+        let os_image = read_trim("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_else(|| "Linux".into());
+        Self {
+            cpus: std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1),
+            memory_bytes: memory_kib * 1024,
+            storage_bytes,
+            machine_id: read_trim("/etc/machine-id"),
+            system_uuid: read_trim("/sys/class/dmi/id/product_uuid"),
+            boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
+            kernel: read_trim("/proc/sys/kernel/osrelease"),
+            os_image,
+        }
+    }
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The Node object to register.
+pub fn initial_node(cfg: &Config) -> Node {
+    let mut labels = cfg.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), cfg.node_name.clone());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), arch().into());
+    labels.insert("beta.kubernetes.io/os".into(), "linux".into());
+    labels.insert("beta.kubernetes.io/arch".into(), arch().into());
+    let mut node = Node::default();
+    node.metadata.name = Some(cfg.node_name.clone());
+    node.metadata.labels = Some(labels);
+    node.spec = Some(NodeSpec { taints: (!cfg.taints.is_empty()).then(|| cfg.taints.clone()), ..Default::default() });
+    node
+}
+
+/// What the runtime and the PLEG say about readiness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub runtime_version: String,
+    /// None when ready, else the NotReady message.
+    pub not_ready: Option<String>,
+}
+
+pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
+    let runtime_version = match runtime.version().await {
+        Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
+        Err(_) => String::new(),
+    };
+    let not_ready = match runtime.status().await {
+        Err(e) => Some(format!("container runtime is down: {e}")),
+        Ok(st) => {
+            let bad: Vec<String> = st
+                .conditions
+                .iter()
+                .filter(|c| !c.status)
+                .map(|c| format!("{}=false reason:{} message:{}", c.r#type, c.reason, c.message))
+                .collect();
+            if !bad.is_empty() {
+                Some(format!("container runtime not ready: {}", bad.join(", ")))
+            } else if !pleg.healthy(Duration::from_secs(180)) {
+                Some("PLEG is not healthy: pleg has not relisted for more than 3m0s".into())
+            } else {
+                None
+            }
+        }
+    };
+    Health { runtime_version, not_ready }
+}
+
+fn condition(type_: &str, ok_status: &str, reason: &str, message: &str) -> NodeCondition {
+    NodeCondition {
+        type_: type_.into(),
+        status: ok_status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: None,
+        last_transition_time: None,
+    }
+}
+
+/// The status the setters compute (heartbeat and transition times are added when sending).
+pub fn compute_status(cfg: &Config, m: &Machine, h: &Health, images: Vec<ContainerImage>) -> NodeStatus {
+    let q = |s: String| Quantity(s);
+    let mut capacity = BTreeMap::new();
+    capacity.insert("cpu".to_string(), q(m.cpus.to_string()));
+    capacity.insert("memory".to_string(), q(format!("{}Ki", m.memory_bytes / 1024)));
+    capacity.insert("pods".to_string(), q(cfg.max_pods.to_string()));
+    capacity.insert("ephemeral-storage".to_string(), q(format!("{}Ki", m.storage_bytes / 1024)));
+    capacity.insert("hugepages-2Mi".to_string(), q("0".into()));
+    capacity.insert("hugepages-1Gi".to_string(), q("0".into()));
+    let mut allocatable = capacity.clone();
+    let cpu_milli = (m.cpus * 1000 - cfg.reserved_cpu_milli).max(0);
+    allocatable.insert(
+        "cpu".into(),
+        q(if cpu_milli % 1000 == 0 { (cpu_milli / 1000).to_string() } else { format!("{cpu_milli}m") }),
+    );
+    allocatable.insert("memory".into(), q(format!("{}Ki", (m.memory_bytes - cfg.reserved_memory).max(0) / 1024)));
+    let ready = match &h.not_ready {
+        None => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        Some(msg) => condition("Ready", "False", "KubeletNotReady", msg),
+    };
+    let conditions = vec![
+        condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ready,
+    ];
+    let mut addresses = Vec::new();
+    if let Some(ip) = &cfg.node_ip {
+        addresses.push(NodeAddress { type_: "InternalIP".into(), address: ip.clone() });
+    }
+    addresses.push(NodeAddress { type_: "Hostname".into(), address: cfg.node_name.clone() });
+    NodeStatus {
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
+        conditions: Some(conditions),
+        addresses: Some(addresses),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: cfg.kubelet_port }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            machine_id: m.machine_id.clone(),
+            system_uuid: m.system_uuid.clone(),
+            boot_id: m.boot_id.clone(),
+            kernel_version: m.kernel.clone(),
+            os_image: m.os_image.clone(),
+            container_runtime_version: h.runtime_version.clone(),
+            kubelet_version: KUBELET_VERSION.into(),
+            kube_proxy_version: String::new(),
+            operating_system: "linux".into(),
+            architecture: arch().into(),
+            ..Default::default()
+        }),
+        images: Some(images),
+        ..Default::default()
+    }
+}
+
+async fn images(runtime: &DynRuntime, max: usize) -> Vec<ContainerImage> {
+    let mut imgs: Vec<ContainerImage> = runtime
+        .list_images()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| ContainerImage {
+            names: Some(i.repo_digests.into_iter().chain(i.repo_tags).collect()),
+            size_bytes: Some(i.size as i64),
+        })
+        .collect();
+    imgs.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+    imgs.truncate(max);
+    imgs
+}
+
+/// Adds heartbeat and transition times, keeping transition times of unchanged conditions.
+fn with_times(
+    mut st: NodeStatus,
+    previous: Option<&NodeStatus>,
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> NodeStatus {
+    for c in st.conditions.iter_mut().flatten() {
+        c.last_heartbeat_time = Some(now.clone());
+        let prev = previous.and_then(|p| p.conditions.as_ref()).and_then(|cs| cs.iter().find(|x| x.type_ == c.type_));
+        c.last_transition_time = match prev {
+            Some(p) if p.status == c.status => p.last_transition_time.clone().or(Some(now.clone())),
+            _ => Some(now.clone()),
+        };
+    }
+    st
+}
+
+async fn register(cfg: &Config, api: &DynApi) -> Result<(), ApiError> {
+    if api.get_node(&cfg.node_name).await?.is_some() {
+        return Ok(());
+    }
+    match api.create_node(&initial_node(cfg)).await {
+        Ok(_) => {
+            tracing::info!(node = %cfg.node_name, "node registered");
+            Ok(())
+        }
+        Err(ApiError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Registers the node (when `registerNode`) and keeps its status current.
+pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Health) {
+    let machine = Machine::read(&cfg.root_dir);
+    let mut registered = !cfg.register;
+    let mut last_sent: Option<NodeStatus> = None;
+    let mut last_report = Instant::now();
+    loop {
+        if !registered {
+            match register(&cfg, &api).await {
+                Ok(()) => registered = true,
+                Err(e) => tracing::warn!(node = %cfg.node_name, error = %e, "node registration failed; retrying"),
+            }
+        }
+        if registered {
+            let h = health(&runtime, &pleg).await;
+            let status = compute_status(&cfg, &machine, &h, images(&runtime, cfg.max_images).await);
+            let changed = last_sent.as_ref().is_none_or(|prev| strip_times(prev) != status);
+            if changed || last_report.elapsed() >= cfg.report_frequency {
+                let now = crate::pod::status::time(std::time::SystemTime::now());
+                let full = with_times(status, last_sent.as_ref(), now);
+                let patch = serde_json::json!({ "status": full });
+                match api.patch_node_status(&cfg.node_name, &patch).await {
+                    Ok(_) => {
+                        last_sent = Some(full);
+                        last_report = Instant::now();
+                    }
+                    Err(ApiError::NotFound) if cfg.register => {
+                        tracing::warn!(node = %cfg.node_name, "node object is gone; registering again");
+                        registered = false;
+                        last_sent = None;
+                        continue;
+                    }
+                    Err(e) => tracing::warn!(node = %cfg.node_name, error = %e, "node status update failed"),
+                }
+            }
+        }
+        tokio::time::sleep(cfg.update_frequency).await;
+    }
+}
+
+fn strip_times(s: &NodeStatus) -> NodeStatus {
+    let mut s = s.clone();
+    for c in s.conditions.iter_mut().flatten() {
+        c.last_heartbeat_time = None;
+        c.last_transition_time = None;
+    }
+    s
+}
