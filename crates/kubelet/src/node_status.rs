@@ -273,6 +273,13 @@ pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Heal
                 Err(e) => tracing::warn!(node = %cfg.node_name, error = %e, "node registration failed; retrying"),
             }
         }
+        // As upstream, read the Node every cycle: a deleted Node is registered again.
+        if registered && cfg.register && matches!(api.get_node(&cfg.node_name).await, Ok(None)) {
+            tracing::warn!(node = %cfg.node_name, "node object is gone; registering again");
+            registered = false;
+            last_sent = None;
+            continue;
+        }
         if registered {
             let h = health(&runtime, &pleg).await;
             let status = compute_status(&cfg, &machine, &h, images(&runtime, cfg.max_images).await);

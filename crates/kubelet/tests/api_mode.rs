@@ -1,0 +1,227 @@
+//! API-server mode on the in-memory API and the fake runtime: registration, node status, lease,
+//! pods from the API (status, graceful deletion), mirror pods, an API outage.
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet::api::fake::FakeApi;
+use kubelet::api::{DynApi, LEASE_NAMESPACE};
+use kubelet::clock::FakeClock;
+use kubelet::cri::DynRuntime;
+use kubelet::cri::fake::FakeRuntime;
+use kubelet::images::{self, Images};
+use kubelet::pod::dispatcher;
+use kubelet::pod::executor::Deps;
+use kubelet::pod::runtime_config::NodeContext;
+use kubelet::pod::worker::WorkerConfig;
+use kubelet::sources::manifest::{self, Origin};
+use kubelet::sources::{Snapshot, SourceKind};
+use kubelet::status_manager::Statuses;
+use kubelet::{lease, node_status, pleg, sources, status_sync};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+const NODE: &str = "n1";
+
+struct Cluster {
+    api: FakeApi,
+    rt: FakeRuntime,
+    statuses: Statuses,
+    files: mpsc::Sender<Snapshot>,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let api = FakeApi::new();
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let runtime: DynRuntime = Arc::new(rt.clone());
+    let dyn_api: DynApi = Arc::new(api.clone());
+    let clock = FakeClock::new(SystemTime::now());
+    let statuses = Statuses::new();
+    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(clock.clone()));
+    let node = Arc::new(NodeContext {
+        node_name: NODE.into(),
+        node_ip: Some("192.0.2.10".into()),
+        cluster_dns: vec![],
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: "/nonexistent".into(),
+        pod_logs_dir: dir.path().join("logs"),
+        root_dir: dir.path().join("root"),
+    });
+    let deps = Deps {
+        runtime: runtime.clone(),
+        images,
+        node,
+        clock: Arc::new(clock),
+        container_logs_dir: dir.path().join("containers"),
+    };
+    let worker =
+        WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
+    let (snap_tx, snap_rx) = mpsc::channel(8);
+    let (pleg_tx, pleg_rx) = mpsc::channel(64);
+    let health = pleg::Health::default();
+    tokio::spawn(pleg::run(
+        pleg::Config { relist_period: Duration::from_millis(100) },
+        runtime.clone(),
+        health.clone(),
+        pleg_tx,
+    ));
+    tokio::spawn(dispatcher::run(
+        dispatcher::Config {
+            worker,
+            sources: HashSet::from([SourceKind::File, SourceKind::Api]),
+            housekeeping: Duration::from_millis(200),
+        },
+        snap_rx,
+        pleg_rx,
+    ));
+    tokio::spawn(sources::api::run(dyn_api.clone(), NODE.into(), snap_tx.clone()));
+    let ns_cfg = node_status::Config {
+        node_name: NODE.into(),
+        node_ip: Some("192.0.2.10".into()),
+        labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
+        taints: vec![k8s_openapi::api::core::v1::Taint {
+            key: "example.com/t".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }],
+        register: true,
+        update_frequency: Duration::from_millis(200),
+        report_frequency: Duration::from_secs(300),
+        max_pods: 110,
+        kubelet_port: 10250,
+        root_dir: dir.path().to_path_buf(),
+        reserved_cpu_milli: 0,
+        reserved_memory: 100 << 20,
+        max_images: 50,
+    };
+    tokio::spawn(node_status::run(ns_cfg, dyn_api.clone(), runtime, health));
+    tokio::spawn(lease::run(lease::Config { node_name: NODE.into(), duration_secs: 1 }, dyn_api.clone()));
+    tokio::spawn(status_sync::run(
+        status_sync::Config { node_name: NODE.into(), resync: Duration::from_millis(300) },
+        statuses.clone(),
+        dyn_api,
+    ));
+    Cluster { api, rt, statuses, files: snap_tx, _dir: dir }
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..1500 {
+        if let Some(v) = f() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn api_pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"nodeName": NODE, "containers": [{"name": "app", "image": "img:1"}]}
+    }))
+    .unwrap()
+}
+
+fn phase(p: &Pod) -> Option<&str> {
+    p.status.as_ref()?.phase.as_deref()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_registers_reports_ready_and_renews_its_lease() {
+    let c = start();
+    let node = eventually("node registered with status", || c.api.node(NODE).filter(|n| n.status.is_some())).await;
+    let labels = node.metadata.labels.clone().unwrap();
+    assert_eq!(labels.get("kubernetes.io/hostname").map(String::as_str), Some(NODE));
+    assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+    assert_eq!(labels.get("team").map(String::as_str), Some("a"));
+    assert_eq!(node.spec.unwrap().taints.unwrap()[0].key, "example.com/t");
+    let st = node.status.unwrap();
+    let ready = st.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("True", Some("KubeletReady")));
+    assert_eq!(st.capacity.unwrap()["pods"].0, "110");
+    assert_eq!(st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+    assert_eq!(st.node_info.unwrap().container_runtime_version, "fake://0.0.0");
+
+    // The owner reference is added once the Node exists (the lease may come first).
+    let lease =
+        eventually("lease owned by the node", || c.api.lease(NODE).filter(|l| l.metadata.owner_references.is_some()))
+            .await;
+    assert_eq!(lease.metadata.namespace.as_deref(), Some(LEASE_NAMESPACE));
+    assert_eq!(lease.metadata.owner_references.unwrap()[0].kind, "Node");
+    let first = lease.spec.unwrap().renew_time.unwrap();
+    eventually("lease renewed", || c.api.lease(NODE)?.spec?.renew_time.filter(|t| *t != first)).await;
+
+    // Someone deletes the Node: the kubelet registers it again.
+    c.api.delete_node(NODE);
+    eventually("re-registered", || c.api.node(NODE).filter(|n| n.status.is_some())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_pods_run_report_status_and_are_deleted_gracefully() {
+    let c = start();
+    c.api.put_pod(api_pod("web"));
+    eventually("Running in the API", || (phase(&c.api.pod("default", "web")?)? == "Running").then_some(())).await;
+    let p = c.api.pod("default", "web").unwrap();
+    assert!(p.status.as_ref().unwrap().pod_ip.is_some());
+    // kubectl delete: deletionTimestamp and a grace period.
+    let mut deleting = p.clone();
+    deleting.metadata.deletion_timestamp = Some(kubelet::pod::status::time(SystemTime::now()));
+    deleting.metadata.deletion_grace_period_seconds = Some(5);
+    c.api.put_pod(deleting);
+    eventually("object deleted after the containers", || c.api.pod("default", "web").is_none().then_some(())).await;
+    assert_eq!(c.rt.sandbox_count(), 0);
+    assert!(c.api.calls().contains(&"delete_pod".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pods_get_mirror_pods_that_come_back() {
+    let c = start();
+    let v = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "etcd"},
+        "spec": {"containers": [{"name": "app", "image": "img:1"}]}});
+    let origin = Origin { kind: SourceKind::File, location: "/m/etcd.yaml".into() };
+    let pod = manifest::prepare(serde_json::from_value(v).unwrap(), &origin, NODE, "t").unwrap();
+    let hash = pod.metadata.uid.clone().unwrap();
+    c.files.send(Snapshot { source: SourceKind::File, pods: vec![pod] }).await.unwrap();
+    let name = format!("etcd-{NODE}");
+    let mirror = eventually("mirror pod", || c.api.pod("default", &name)).await;
+    let ann = mirror.metadata.annotations.clone().unwrap();
+    assert_eq!(ann.get("kubernetes.io/config.mirror"), Some(&hash));
+    let owner = &mirror.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("Node", NODE, Some(true)));
+    eventually("mirror status Running", || (phase(&c.api.pod("default", &name)?)? == "Running").then_some(())).await;
+    // The mirror pod is not run a second time: one sandbox.
+    assert_eq!(c.rt.sandbox_count(), 1);
+    // kubectl delete of the mirror: it comes back.
+    c.api.remove_pod("default", &name);
+    eventually("mirror recreated", || c.api.pod("default", &name)).await;
+    assert_eq!(c.rt.sandbox_count(), 1, "the static pod itself kept running");
+    // The manifest goes away: so does the mirror.
+    c.files.send(Snapshot { source: SourceKind::File, pods: vec![] }).await.unwrap();
+    eventually("mirror deleted", || c.api.pod("default", &name).is_none().then_some(())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_catches_up_after_an_api_outage() {
+    let c = start();
+    c.api.put_pod(api_pod("job"));
+    eventually("Running", || (phase(&c.api.pod("default", "job")?)? == "Running").then_some(())).await;
+    c.api.set_down(true);
+    let id = c.rt.containers_named("app")[0].clone();
+    c.rt.exit_container(&id, 0);
+    // The kubelet sees the exit and restarts the container while the API is away.
+    eventually("restart seen locally", || {
+        let st = c.statuses.list().into_iter().find(|p| p.metadata.name.as_deref() == Some("job"))?.status?;
+        (st.container_statuses?[0].restart_count >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(c.rt.sandbox_count(), 1, "pods keep running");
+    c.api.set_down(false);
+    eventually("status caught up", || {
+        let st = c.api.pod("default", "job")?.status?;
+        (st.container_statuses?[0].restart_count >= 1).then_some(())
+    })
+    .await;
+}
