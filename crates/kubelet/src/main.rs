@@ -191,6 +191,16 @@ async fn run() -> anyhow::Result<()> {
     let runtime = connect_runtime(&cfg, request_timeout).await;
     let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "containerd".into());
 
+    let api: Option<DynApi> = match &node.kubeconfig {
+        Some(path) => {
+            let client = KubeApi::from_kubeconfig(path, f64::from(cfg.kube_api_qps), cfg.kube_api_burst.max(1) as u32)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            tracing::info!(kubeconfig = %path.display(), "API server mode");
+            Some(Arc::new(client))
+        }
+        None => None,
+    };
     let statuses = Statuses::new();
     let max_parallel_pulls =
         if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
@@ -204,8 +214,14 @@ async fn run() -> anyhow::Result<()> {
         pod_logs_dir: PathBuf::from(&cfg.pod_logs_dir),
         root_dir: root_dir.clone(),
     });
-    let deps =
-        Deps { runtime: runtime.clone(), images, node: node_ctx, clock, container_logs_dir: CONTAINER_LOGS_DIR.into() };
+    let deps = Deps {
+        api: api.clone(),
+        runtime: runtime.clone(),
+        images,
+        node: node_ctx,
+        clock,
+        container_logs_dir: CONTAINER_LOGS_DIR.into(),
+    };
     let worker = WorkerConfig {
         deps,
         statuses: statuses.clone(),
@@ -239,13 +255,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let pleg_health = pleg::Health::default();
-    if let Some(path) = &node.kubeconfig {
-        let api: DynApi = Arc::new(
-            KubeApi::from_kubeconfig(path, f64::from(cfg.kube_api_qps), cfg.kube_api_burst.max(1) as u32)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?,
-        );
-        tracing::info!(kubeconfig = %path.display(), "API server mode");
+    if let Some(api) = api.clone() {
         wanted_sources.insert(SourceKind::Api);
         tokio::spawn(sources::api::run(api.clone(), node_name.clone(), snap_tx.clone()));
         let memory_reserved = reserved(&cfg, "memory") + eviction_memory(&cfg);

@@ -51,6 +51,7 @@ fn start() -> Cluster {
         root_dir: dir.path().join("root"),
     });
     let deps = Deps {
+        api: Some(dyn_api.clone()),
         runtime: runtime.clone(),
         images,
         node,

@@ -43,6 +43,7 @@ fn node(rt: FakeRuntime) -> Node {
         root_dir: dir.path().join("root"),
     });
     let deps = Deps {
+        api: None,
         runtime,
         images,
         node,

@@ -28,6 +28,8 @@ const MIN_GRACE_SECS: i64 = 2;
 #[derive(Clone)]
 pub struct Deps {
     pub runtime: DynRuntime,
+    /// The API server, when there is one (ConfigMaps and Secrets for env).
+    pub api: Option<crate::api::DynApi>,
     pub images: Images,
     pub node: Arc<NodeContext>,
     pub clock: DynClock,
@@ -253,7 +255,10 @@ async fn start_container(
     let image_ref = deps.images.ensure(uid, image, policy, sandbox_config).await.map_err(|e| (e.reason, e.message))?;
     // With no earlier instance in the runtime, the log files remember how often it ran.
     let restart_count = s.restart_count.max(restart_count_from_logs(&sandbox_config.log_directory, &c.name));
+    let env_sources =
+        super::env::fetch(deps.api.as_ref(), pod, c).await.map_err(|e| ("CreateContainerConfigError", e.0))?;
     let input = ContainerInput {
+        env_sources: &env_sources,
         pod,
         container: c,
         kind: if s.init { ContainerType::Init } else { ContainerType::Regular },

@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod defaults;
 pub mod dispatcher;
+pub mod env;
 pub mod executor;
 pub mod observe;
 pub mod plan;

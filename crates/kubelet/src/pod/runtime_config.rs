@@ -1,9 +1,10 @@
 //! Building the CRI sandbox and container configs from a pod: hostname, DNS, port mappings,
 //! labels and annotations, log paths, command/args/env with `$(VAR)` expansion, mounts.
 
+pub use super::env::expand;
 use crate::cri::api;
 use crate::cri::labels::{self, ContainerType, PodRef};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -182,126 +183,6 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
     }
 }
 
-/// Expands `$(VAR)` from `vars`; `$$` escapes; unknown references stay as written.
-pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let b = input.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'$' && i + 1 < b.len() {
-            if b[i + 1] == b'$' {
-                out.push('$');
-                i += 2;
-                continue;
-            }
-            if b[i + 1] == b'('
-                && let Some(end) = input[i + 2..].find(')')
-            {
-                let name = &input[i + 2..i + 2 + end];
-                match vars.get(name) {
-                    Some(v) => out.push_str(v),
-                    None => out.push_str(&input[i..i + 3 + end]),
-                }
-                i += 3 + end;
-                continue;
-            }
-        }
-        let ch = input[i..].chars().next().unwrap_or('\u{fffd}');
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    out
-}
-
-fn field_ref(pod: &Pod, path: &str, node: &NodeContext, pod_ip: Option<&str>) -> Result<String, ConfigError> {
-    let m = &pod.metadata;
-    let map_key = |prefix: &str| path.strip_prefix(prefix).and_then(|r| r.strip_suffix("']"));
-    Ok(match path {
-        "metadata.name" => m.name.clone().unwrap_or_default(),
-        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => m.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => node.node_name.clone(),
-        "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
-        "status.hostIP" | "status.hostIPs" => node.node_ip.clone().unwrap_or_default(),
-        "status.podIP" | "status.podIPs" => pod_ip.unwrap_or_default().to_string(),
-        _ if map_key("metadata.labels['").is_some() => {
-            m.labels.as_ref().and_then(|l| l.get(map_key("metadata.labels['")?)).cloned().unwrap_or_default()
-        }
-        _ if map_key("metadata.annotations['").is_some() => {
-            m.annotations.as_ref().and_then(|l| l.get(map_key("metadata.annotations['")?)).cloned().unwrap_or_default()
-        }
-        other => return Err(ConfigError(format!("unsupported fieldRef fieldPath {other:?}"))),
-    })
-}
-
-fn env_value(
-    pod: &Pod,
-    c: &Container,
-    e: &EnvVar,
-    node: &NodeContext,
-    pod_ip: Option<&str>,
-    vars: &HashMap<String, String>,
-) -> Result<Option<String>, ConfigError> {
-    let Some(from) = e.value_from.as_ref() else {
-        return Ok(Some(expand(e.value.as_deref().unwrap_or_default(), vars)));
-    };
-    if let Some(f) = &from.field_ref {
-        return field_ref(pod, &f.field_path, node, pod_ip).map(Some);
-    }
-    if let Some(r) = &from.resource_field_ref {
-        let res = c.resources.as_ref();
-        let (kind, name) = r.resource.split_once('.').unwrap_or(("", ""));
-        let map = match kind {
-            "limits" => res.and_then(|x| x.limits.as_ref()),
-            "requests" => res.and_then(|x| x.requests.as_ref()),
-            _ => None,
-        };
-        return Ok(Some(map.and_then(|m| m.get(name)).map(|q| q.0.clone()).unwrap_or_else(|| "0".into())));
-    }
-    // ConfigMaps and Secrets need the API server; a standalone kubelet has neither.
-    let (kind, key, optional) = if let Some(k) = &from.config_map_key_ref {
-        ("configmap", format!("{}/{}", k.name, k.key), k.optional.unwrap_or(false))
-    } else if let Some(k) = &from.secret_key_ref {
-        ("secret", format!("{}/{}", k.name, k.key), k.optional.unwrap_or(false))
-    } else {
-        return Err(ConfigError(format!("env {}: valueFrom has no source", e.name)));
-    };
-    if optional {
-        return Ok(None);
-    }
-    Err(ConfigError(format!("{kind} key {key:?} for env {} not found: no API server to read it from", e.name)))
-}
-
-/// Environment variables in order, with `$(VAR)` references to earlier ones expanded.
-pub fn env(
-    pod: &Pod,
-    c: &Container,
-    node: &NodeContext,
-    pod_ip: Option<&str>,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    if c.env_from.as_ref().is_some_and(|v| {
-        v.iter().any(|s| {
-            !s.config_map_ref
-                .as_ref()
-                .and_then(|r| r.optional)
-                .or(s.secret_ref.as_ref().and_then(|r| r.optional))
-                .unwrap_or(false)
-        })
-    }) {
-        return Err(ConfigError("envFrom needs an API server to read ConfigMaps and Secrets".into()));
-    }
-    let mut vars = HashMap::new();
-    let mut out: Vec<(String, String)> = Vec::new();
-    for e in c.env.iter().flatten() {
-        if let Some(v) = env_value(pod, c, e, node, pod_ip, &vars)? {
-            vars.insert(e.name.clone(), v.clone());
-            out.retain(|(k, _)| k != &e.name);
-            out.push((e.name.clone(), v));
-        }
-    }
-    Ok(out)
-}
-
 /// Host directory of a pod volume (`<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`),
 /// created if needed. Only the volume types a standalone kubelet can serve are supported here.
 pub fn volume_host_path(pod: &Pod, node: &NodeContext, name: &str) -> Result<PathBuf, ConfigError> {
@@ -355,6 +236,8 @@ const MASKED_PATHS: &[&str] = &[
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 pub struct ContainerInput<'a> {
+    /// ConfigMaps and Secrets the container's env refers to, read from the API beforehand.
+    pub env_sources: &'a super::env::EnvSources,
     pub pod: &'a Pod,
     pub container: &'a Container,
     pub kind: ContainerType,
@@ -364,9 +247,9 @@ pub struct ContainerInput<'a> {
 }
 
 pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<api::ContainerConfig, ConfigError> {
-    let ContainerInput { pod, container: c, kind, restart_count, image_ref, pod_ip } = *input;
+    let ContainerInput { pod, container: c, kind, restart_count, image_ref, pod_ip, .. } = *input;
     let r = pod_ref(pod);
-    let envs = env(pod, c, node, pod_ip)?;
+    let envs = super::env::env(pod, c, node, pod_ip, input.env_sources)?;
     let vars: HashMap<String, String> = envs.iter().cloned().collect();
     let expand_all = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| expand(s, &vars)).collect::<Vec<_>>();
 

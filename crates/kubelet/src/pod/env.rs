@@ -1,0 +1,311 @@
+//! A container's environment: `value` with `$(VAR)` expansion, `fieldRef`, `resourceFieldRef`,
+//! `configMapKeyRef` / `secretKeyRef` and `envFrom` (with prefix) from ConfigMaps and Secrets the
+//! executor read from the API server beforehand.
+
+use super::runtime_config::{ConfigError, NodeContext};
+use crate::api::DynApi;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use std::collections::{BTreeMap, HashMap};
+
+/// Which object an env source names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "configmap",
+            Self::Secret => "secret",
+        }
+    }
+}
+
+/// The ConfigMaps and Secrets a container refers to: `None` = not found; no entry = not read
+/// (no API server).
+#[derive(Debug, Clone, Default)]
+pub struct EnvSources(pub HashMap<(Kind, String), Option<BTreeMap<String, String>>>);
+
+fn referenced(c: &Container) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    for e in c.env.iter().flatten() {
+        if let Some(f) = &e.value_from {
+            if let Some(k) = &f.config_map_key_ref {
+                out.push((Kind::ConfigMap, k.name.clone()));
+            }
+            if let Some(k) = &f.secret_key_ref {
+                out.push((Kind::Secret, k.name.clone()));
+            }
+        }
+    }
+    for f in c.env_from.iter().flatten() {
+        if let Some(r) = &f.config_map_ref {
+            out.push((Kind::ConfigMap, r.name.clone()));
+        }
+        if let Some(r) = &f.secret_ref {
+            out.push((Kind::Secret, r.name.clone()));
+        }
+    }
+    out.sort_by(|a, b| (a.0 as u8, &a.1).cmp(&(b.0 as u8, &b.1)));
+    out.dedup();
+    out
+}
+
+/// Reads what the container's env refers to. API errors (other than not found) fail the start.
+pub async fn fetch(api: Option<&DynApi>, pod: &Pod, c: &Container) -> Result<EnvSources, ConfigError> {
+    let mut out = EnvSources::default();
+    let Some(api) = api else { return Ok(out) };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for (kind, name) in referenced(c) {
+        let data = match kind {
+            Kind::ConfigMap => api
+                .get_config_map(ns, &name)
+                .await
+                .map_err(|e| ConfigError(format!("configmap {ns}/{name}: {e}")))?
+                .map(|cm| {
+                    let mut d = cm.data.unwrap_or_default();
+                    for (k, v) in cm.binary_data.unwrap_or_default() {
+                        d.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                    }
+                    d
+                }),
+            Kind::Secret => {
+                api.get_secret(ns, &name).await.map_err(|e| ConfigError(format!("secret {ns}/{name}: {e}")))?.map(|s| {
+                    let mut d: BTreeMap<String, String> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    d.extend(s.string_data.unwrap_or_default());
+                    d
+                })
+            }
+        };
+        out.0.insert((kind, name), data);
+    }
+    Ok(out)
+}
+
+/// Expands `$(VAR)` from `vars`; `$$` escapes; unknown references stay as written.
+pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(input.len());
+    let b = input.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'('
+                && let Some(end) = input[i + 2..].find(')')
+            {
+                let name = &input[i + 2..i + 2 + end];
+                match vars.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&input[i..i + 3 + end]),
+                }
+                i += 3 + end;
+                continue;
+            }
+        }
+        let ch = input[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn field_ref(pod: &Pod, path: &str, node: &NodeContext, pod_ip: Option<&str>) -> Result<String, ConfigError> {
+    let m = &pod.metadata;
+    let map_key = |prefix: &str| path.strip_prefix(prefix).and_then(|r| r.strip_suffix("']"));
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => node.node_name.clone(),
+        "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => node.node_ip.clone().unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip.unwrap_or_default().to_string(),
+        _ if map_key("metadata.labels['").is_some() => {
+            m.labels.as_ref().and_then(|l| l.get(map_key("metadata.labels['")?)).cloned().unwrap_or_default()
+        }
+        _ if map_key("metadata.annotations['").is_some() => {
+            m.annotations.as_ref().and_then(|l| l.get(map_key("metadata.annotations['")?)).cloned().unwrap_or_default()
+        }
+        other => return Err(ConfigError(format!("unsupported fieldRef fieldPath {other:?}"))),
+    })
+}
+
+fn lookup(
+    sources: &EnvSources,
+    kind: Kind,
+    name: &str,
+    key: &str,
+    ns: &str,
+    optional: bool,
+) -> Result<Option<String>, ConfigError> {
+    match sources.0.get(&(kind, name.to_string())) {
+        Some(Some(data)) => match data.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None if optional => Ok(None),
+            None => Err(ConfigError(format!(
+                "couldn't find key {key} in {} {ns}/{name}",
+                if kind == Kind::ConfigMap { "ConfigMap" } else { "Secret" }
+            ))),
+        },
+        Some(None) if optional => Ok(None),
+        Some(None) => Err(ConfigError(format!("{} {name:?} not found", kind.as_str()))),
+        None if optional => Ok(None),
+        None => Err(ConfigError(format!("{} {name:?} not found: no API server to read it from", kind.as_str()))),
+    }
+}
+
+fn env_value(
+    pod: &Pod,
+    c: &Container,
+    e: &EnvVar,
+    node: &NodeContext,
+    pod_ip: Option<&str>,
+    vars: &HashMap<String, String>,
+    sources: &EnvSources,
+) -> Result<Option<String>, ConfigError> {
+    let Some(from) = e.value_from.as_ref() else {
+        return Ok(Some(expand(e.value.as_deref().unwrap_or_default(), vars)));
+    };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(f) = &from.field_ref {
+        return field_ref(pod, &f.field_path, node, pod_ip).map(Some);
+    }
+    if let Some(r) = &from.resource_field_ref {
+        let res = c.resources.as_ref();
+        let (kind, name) = r.resource.split_once('.').unwrap_or(("", ""));
+        let map = match kind {
+            "limits" => res.and_then(|x| x.limits.as_ref()),
+            "requests" => res.and_then(|x| x.requests.as_ref()),
+            _ => None,
+        };
+        return Ok(Some(map.and_then(|m| m.get(name)).map(|q| q.0.clone()).unwrap_or_else(|| "0".into())));
+    }
+    if let Some(k) = &from.config_map_key_ref {
+        return lookup(sources, Kind::ConfigMap, &k.name, &k.key, ns, k.optional.unwrap_or(false));
+    }
+    if let Some(k) = &from.secret_key_ref {
+        return lookup(sources, Kind::Secret, &k.name, &k.key, ns, k.optional.unwrap_or(false));
+    }
+    Err(ConfigError(format!("env {}: valueFrom has no source", e.name)))
+}
+
+/// Environment variables in order: `envFrom` first, then `env` (later entries win), with
+/// `$(VAR)` references to earlier ones expanded.
+pub fn env(
+    pod: &Pod,
+    c: &Container,
+    node: &NodeContext,
+    pod_ip: Option<&str>,
+    sources: &EnvSources,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = HashMap::new();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let set = |out: &mut Vec<(String, String)>, vars: &mut HashMap<String, String>, k: String, v: String| {
+        vars.insert(k.clone(), v.clone());
+        out.retain(|(x, _)| x != &k);
+        out.push((k, v));
+    };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for f in c.env_from.iter().flatten() {
+        let prefix = f.prefix.clone().unwrap_or_default();
+        let (kind, name, optional) = match (&f.config_map_ref, &f.secret_ref) {
+            (Some(r), _) => (Kind::ConfigMap, r.name.clone(), r.optional.unwrap_or(false)),
+            (None, Some(r)) => (Kind::Secret, r.name.clone(), r.optional.unwrap_or(false)),
+            _ => continue,
+        };
+        match sources.0.get(&(kind, name.clone())) {
+            Some(Some(data)) => {
+                for (k, v) in data {
+                    set(&mut out, &mut vars, format!("{prefix}{k}"), v.clone());
+                }
+            }
+            _ if optional => {}
+            Some(None) => return Err(ConfigError(format!("{} {ns}/{name} not found", kind.as_str()))),
+            None => {
+                return Err(ConfigError(format!("{} {name:?} not found: no API server to read it from", kind.as_str())));
+            }
+        }
+    }
+    for e in c.env.iter().flatten() {
+        if let Some(v) = env_value(pod, c, e, node, pod_ip, &vars, sources)? {
+            set(&mut out, &mut vars, e.name.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeContext {
+        NodeContext {
+            node_name: "n1".into(),
+            node_ip: Some("192.0.2.1".into()),
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/nonexistent".into(),
+            pod_logs_dir: "/var/log/pods".into(),
+            root_dir: "/var/lib/kubelet".into(),
+        }
+    }
+
+    fn pod_and_container(env: serde_json::Value, env_from: serde_json::Value) -> (Pod, Container) {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "env": env, "envFrom": env_from}]}
+        }))
+        .unwrap();
+        let c = pod.spec.as_ref().unwrap().containers[0].clone();
+        (pod, c)
+    }
+
+    #[test]
+    fn config_maps_secrets_and_field_refs_resolve_in_order() {
+        let (pod, c) = pod_and_container(
+            serde_json::json!([
+                {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
+                {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+                {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                {"name": "BOTH", "value": "$(COLOR)-$(APP)"},
+                {"name": "OPT", "valueFrom": {"configMapKeyRef": {"name": "absent", "key": "x", "optional": true}}}
+            ]),
+            serde_json::json!([{"prefix": "CFG_", "configMapRef": {"name": "cfg"}}]),
+        );
+        let mut s = EnvSources::default();
+        s.0.insert((Kind::ConfigMap, "cfg".into()), Some(BTreeMap::from([("color".into(), "blue".into())])));
+        s.0.insert((Kind::Secret, "sec".into()), Some(BTreeMap::from([("password".into(), "hunter2".into())])));
+        s.0.insert((Kind::ConfigMap, "absent".into()), None);
+        let got = env(&pod, &c, &node(), None, &s).unwrap();
+        let want: Vec<(String, String)> =
+            [("CFG_color", "blue"), ("COLOR", "blue"), ("PASS", "hunter2"), ("APP", "web"), ("BOTH", "blue-web")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_missing_required_key_is_a_config_error() {
+        let (pod, c) = pod_and_container(
+            serde_json::json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]),
+            serde_json::json!([]),
+        );
+        let mut s = EnvSources::default();
+        s.0.insert((Kind::ConfigMap, "cfg".into()), Some(BTreeMap::new()));
+        assert_eq!(env(&pod, &c, &node(), None, &s).unwrap_err().0, "couldn't find key nope in ConfigMap ns/cfg");
+        s.0.insert((Kind::ConfigMap, "cfg".into()), None);
+        assert_eq!(env(&pod, &c, &node(), None, &s).unwrap_err().0, "configmap \"cfg\" not found");
+    }
+}
