@@ -80,6 +80,13 @@ pub struct ImageError {
     pub message: String,
 }
 
+/// A present image and whether this call pulled it (and how long that took).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    pub image_ref: String,
+    pub pulled: Option<std::time::Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `serializeImagePulls` / `maxParallelImagePulls` folded into one bound (None = unbounded).
@@ -113,6 +120,17 @@ impl Images {
         policy: &str,
         sandbox: &api::PodSandboxConfig,
     ) -> Result<String, ImageError> {
+        self.ensure_reporting(pod_uid, image, policy, sandbox).await.map(|e| e.image_ref)
+    }
+
+    /// As [`Images::ensure`], also telling whether (and how long) it pulled.
+    pub async fn ensure_reporting(
+        &self,
+        pod_uid: &str,
+        image: &str,
+        policy: &str,
+        sandbox: &api::PodSandboxConfig,
+    ) -> Result<Ensured, ImageError> {
         if let Err(msg) = validate_reference(image) {
             return Err(ImageError {
                 reason: "InvalidImageName",
@@ -129,7 +147,9 @@ impl Images {
             }
         };
         match (policy, present) {
-            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => return Ok(img.id),
+            ("Never", Some(img)) | ("IfNotPresent", Some(img)) => {
+                return Ok(Ensured { image_ref: img.id, pulled: None });
+            }
             ("Never", None) => {
                 return Err(ImageError {
                     reason: "ErrImageNeverPull",
@@ -163,7 +183,7 @@ impl Images {
         match self.runtime.pull_image(image, Some(sandbox.clone())).await {
             Ok(r) => {
                 tracing::info!(pod_uid, image, elapsed = ?started.elapsed(), "pulled image");
-                Ok(r)
+                Ok(Ensured { image_ref: r, pulled: Some(started.elapsed()) })
             }
             Err(e) => {
                 self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next(&key, self.clock.now());

@@ -9,6 +9,7 @@ use kubelet::api::kube_client::KubeApi;
 use kubelet::clock::{DynClock, SystemClock};
 use kubelet::cri::remote::RemoteRuntime;
 use kubelet::cri::{DynRuntime, Runtime};
+use kubelet::events::Recorder;
 use kubelet::images::{self, Images};
 use kubelet::pod::dispatcher;
 use kubelet::pod::executor::{CONTAINER_LOGS_DIR, Deps};
@@ -52,6 +53,8 @@ const IMPLEMENTED: &[&str] = &[
     "failSwapOn",
     "nodeIP",
     "kubeAPIQPS",
+    "eventRecordQPS",
+    "eventBurst",
     "kubeAPIBurst",
     "registerNode",
     "registerWithTaints",
@@ -201,6 +204,19 @@ async fn run() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let events = match &api {
+        Some(api) => {
+            let (rec, task) = Recorder::new(
+                api.clone(),
+                node_name.clone(),
+                f64::from(cfg.event_record_qps),
+                cfg.event_burst.max(1) as u32,
+            );
+            tokio::spawn(task);
+            rec
+        }
+        None => Recorder::disabled(),
+    };
     let statuses = Statuses::new();
     let max_parallel_pulls =
         if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
@@ -216,6 +232,7 @@ async fn run() -> anyhow::Result<()> {
     });
     let deps = Deps {
         api: api.clone(),
+        events: events.clone(),
         runtime: runtime.clone(),
         images,
         node: node_ctx,

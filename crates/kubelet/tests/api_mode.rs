@@ -50,7 +50,10 @@ fn start() -> Cluster {
         pod_logs_dir: dir.path().join("logs"),
         root_dir: dir.path().join("root"),
     });
+    let (events, events_task) = kubelet::events::Recorder::new(dyn_api.clone(), NODE.into(), 50.0, 100);
+    tokio::spawn(events_task);
     let deps = Deps {
+        events,
         api: Some(dyn_api.clone()),
         runtime: runtime.clone(),
         images,
@@ -173,6 +176,22 @@ async fn api_pods_run_report_status_and_are_deleted_gracefully() {
     deleting.metadata.deletion_grace_period_seconds = Some(5);
     c.api.put_pod(deleting);
     eventually("object deleted after the containers", || c.api.pod("default", "web").is_none().then_some(())).await;
+    // The lifecycle as events on the pod, in order.
+    let reasons = eventually("events", || {
+        let r: Vec<String> = c
+            .api
+            .events()
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("web"))
+            .filter_map(|e| e.reason)
+            .collect();
+        r.contains(&"Killing".to_string()).then_some(r)
+    })
+    .await;
+    assert_eq!(reasons, vec!["Pulled", "Created", "Started", "Killing"]);
+    let started = c.api.events().into_iter().find(|e| e.reason.as_deref() == Some("Started")).unwrap();
+    assert_eq!(started.involved_object.field_path.as_deref(), Some("spec.containers{app}"));
+    assert_eq!(started.source.unwrap().host.as_deref(), Some(NODE));
     assert_eq!(c.rt.sandbox_count(), 0);
     assert!(c.api.calls().contains(&"delete_pod".to_string()));
 }

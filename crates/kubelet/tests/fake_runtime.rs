@@ -43,6 +43,7 @@ fn node(rt: FakeRuntime) -> Node {
         root_dir: dir.path().join("root"),
     });
     let deps = Deps {
+        events: kubelet::events::Recorder::disabled(),
         api: None,
         runtime,
         images,

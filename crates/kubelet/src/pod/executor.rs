@@ -9,6 +9,7 @@ use super::status::WaitingReasons;
 use crate::clock::DynClock;
 use crate::cri::labels::ContainerType;
 use crate::cri::{DynRuntime, api};
+use crate::events::{Recorder, Type};
 use crate::images::Images;
 use crate::prober::handlers::{self, Target};
 use k8s_openapi::api::core::v1::Pod;
@@ -30,6 +31,7 @@ pub struct Deps {
     pub runtime: DynRuntime,
     /// The API server, when there is one (ConfigMaps and Secrets for env).
     pub api: Option<crate::api::DynApi>,
+    pub events: Recorder,
     pub images: Images,
     pub node: Arc<NodeContext>,
     pub clock: DynClock,
@@ -81,10 +83,15 @@ pub async fn stop_container(
             tracing::info!(pod = %pod_name(pod), container = %c.name, "preStop hook completed");
         } else {
             tracing::warn!(pod = %pod_name(pod), container = %c.name, "preStop hook failed: {}", out.message);
+            let msg = format!("PreStopHook failed: {}", out.message);
+            deps.events.pod(pod, Some(&c.name), Type::Warning, "FailedPreStopHook", msg);
         }
     }
     let remaining = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECS);
     tracing::info!(pod = %pod_name(pod), container = %c.name, grace = remaining, "stopping container");
+    if c.state == CState::Running {
+        deps.events.pod(pod, Some(&c.name), Type::Normal, "Killing", format!("Stopping container {}", c.name));
+    }
     match deps.runtime.stop_container(&c.id, remaining).await {
         Err(e) if !e.is_not_found() => Err(e.to_string()),
         _ => Ok(()),
@@ -252,11 +259,35 @@ async fn start_container(
     let image = c.image.as_deref().unwrap_or_default();
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let image_ref = deps.images.ensure(uid, image, policy, sandbox_config).await.map_err(|e| (e.reason, e.message))?;
+    let ev = |t: Type, reason: &str, msg: String| deps.events.pod(pod, Some(&c.name), t, reason, msg);
+    let image_ref = match deps.images.ensure_reporting(uid, image, policy, sandbox_config).await {
+        Ok(e) => {
+            match e.pulled {
+                Some(took) => {
+                    ev(Type::Normal, "Pulling", format!("Pulling image {image:?}"));
+                    ev(Type::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3?}"));
+                }
+                None => ev(Type::Normal, "Pulled", format!("Container image {image:?} already present on machine")),
+            }
+            e.image_ref
+        }
+        Err(e) => {
+            if e.reason == "ImagePullBackOff" {
+                ev(Type::Normal, "BackOff", e.message.clone());
+            } else {
+                ev(Type::Warning, "Failed", e.message.clone());
+                ev(Type::Warning, "Failed", format!("Error: {}", e.reason));
+            }
+            return Err((e.reason, e.message));
+        }
+    };
     // With no earlier instance in the runtime, the log files remember how often it ran.
     let restart_count = s.restart_count.max(restart_count_from_logs(&sandbox_config.log_directory, &c.name));
-    let env_sources =
-        super::env::fetch(deps.api.as_ref(), pod, c).await.map_err(|e| ("CreateContainerConfigError", e.0))?;
+    let config_error = |e: super::runtime_config::ConfigError| {
+        ev(Type::Warning, "Failed", format!("Error: {}", e.0));
+        ("CreateContainerConfigError", e.0)
+    };
+    let env_sources = super::env::fetch(deps.api.as_ref(), pod, c).await.map_err(config_error)?;
     let input = ContainerInput {
         env_sources: &env_sources,
         pod,
@@ -266,14 +297,13 @@ async fn start_container(
         image_ref: &image_ref,
         pod_ip,
     };
-    let config =
-        runtime_config::container_config(&input, &deps.node).map_err(|e| ("CreateContainerConfigError", e.0))?;
+    let config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
-    let id = deps
-        .runtime
-        .create_container(sandbox_id, config, sandbox_config.clone())
-        .await
-        .map_err(|e| ("CreateContainerError", e.message))?;
+    let id = deps.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await.map_err(|e| {
+        ev(Type::Warning, "Failed", format!("Error: {}", e.message));
+        ("CreateContainerError", e.message)
+    })?;
+    ev(Type::Normal, "Created", format!("Created container {}", c.name));
     // The /var/log/containers symlink, as upstream makes it.
     let link = log_symlink(&deps.container_logs_dir, pod, &c.name, &id);
     if std::fs::create_dir_all(&deps.container_logs_dir).is_ok() {
@@ -283,7 +313,11 @@ async fn start_container(
         }
     }
     tracing::info!(pod = %pod_name(pod), container = %c.name, id = %id, restart_count, "starting container");
-    deps.runtime.start_container(&id).await.map_err(|e| ("RunContainerError", e.message))?;
+    deps.runtime.start_container(&id).await.map_err(|e| {
+        ev(Type::Warning, "Failed", format!("Error: {}", e.message));
+        ("RunContainerError", e.message)
+    })?;
+    ev(Type::Normal, "Started", format!("Started container {}", c.name));
     if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
         let target = Target {
             runtime: deps.runtime.clone(),
@@ -295,6 +329,7 @@ async fn start_container(
         if !out.ok {
             // As upstream: a failed postStart hook kills the container (FailedPostStartHook).
             tracing::warn!(pod = %pod_name(pod), container = %c.name, "FailedPostStartHook: {}", out.message);
+            ev(Type::Warning, "FailedPostStartHook", format!("PostStartHook failed: {}", out.message));
             let _ = deps.runtime.stop_container(&id, grace_secs(pod)).await;
             return Err(("PostStartHookError", format!("PostStartHook failed: {}", out.message)));
         }

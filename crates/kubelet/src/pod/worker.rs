@@ -164,6 +164,15 @@ impl Worker {
 
     fn probe_update(&mut self, u: prober::Update) {
         let pod = executor::pod_name(&self.pod);
+        if !u.ok && !u.message.is_empty() && self.probes.contains_key(&u.container_id) {
+            let probe = match u.kind {
+                Kind::Liveness => "Liveness",
+                Kind::Readiness => "Readiness",
+                Kind::Startup => "Startup",
+            };
+            let ev = format!("{probe} probe failed: {}", u.message);
+            self.cfg.deps.events.pod(&self.pod, Some(&u.container), crate::events::Type::Warning, "Unhealthy", ev);
+        }
         let Some(p) = self.probes.get_mut(&u.container_id) else { return };
         match (u.kind, u.ok) {
             (Kind::Readiness, ok) => {
@@ -325,7 +334,18 @@ impl Worker {
         let p = plan::plan(&self.pod, &obs, &self.backoff, now);
         // Reasons from the plan (back-off) replace those of containers it decided about.
         for w in &p.waiting {
-            self.waiting.insert(w.name.clone(), (w.reason.clone(), w.message.clone()));
+            let before = self.waiting.insert(w.name.clone(), (w.reason.clone(), w.message.clone()));
+            if before.as_ref().map(|b| &b.1) != Some(&w.message) {
+                let m = &self.pod.metadata;
+                let msg = format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    w.name,
+                    m.name.as_deref().unwrap_or(""),
+                    m.namespace.as_deref().unwrap_or(""),
+                    m.uid.as_deref().unwrap_or("")
+                );
+                deps.events.pod(&self.pod, Some(&w.name), crate::events::Type::Warning, "BackOff", msg);
+            }
         }
         let planned: Vec<&str> =
             p.waiting.iter().map(|w| w.name.as_str()).chain(p.start.iter().map(|s| s.name.as_str())).collect();
