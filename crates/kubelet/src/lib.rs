@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod events;
 pub mod cri;
 pub mod images;
 pub mod lease;
