@@ -233,7 +233,10 @@ pub fn env(
             _ if optional => {}
             Some(None) => return Err(ConfigError(format!("{} {ns}/{name} not found", kind.as_str()))),
             None => {
-                return Err(ConfigError(format!("{} {name:?} not found: no API server to read it from", kind.as_str())));
+                return Err(ConfigError(format!(
+                    "{} {name:?} not found: no API server to read it from",
+                    kind.as_str()
+                )));
             }
         }
     }
