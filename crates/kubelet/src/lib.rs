@@ -2,8 +2,9 @@
 
 pub mod api;
 pub mod clock;
-pub mod events;
+pub mod cm;
 pub mod cri;
+pub mod events;
 pub mod images;
 pub mod lease;
 pub mod node_status;
