@@ -11,6 +11,7 @@ use kubelet::cri::remote::RemoteRuntime;
 use kubelet::cri::{DynRuntime, Runtime};
 use kubelet::events::Recorder;
 use kubelet::images::{self, Images};
+use kubelet::pod::admission::NodeInfo;
 use kubelet::pod::dispatcher;
 use kubelet::pod::executor::{CONTAINER_LOGS_DIR, Deps};
 use kubelet::pod::runtime_config::NodeContext;
@@ -271,6 +272,21 @@ async fn run() -> anyhow::Result<()> {
         tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
     }
 
+    let taints: Vec<Taint> = cfg
+        .register_with_taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: Some(t.value.clone()).filter(|v| !v.is_empty()),
+            effect: t.effect.clone(),
+            time_added: None,
+        })
+        .collect();
+    let node_info = NodeInfo {
+        name: node_name.clone(),
+        labels: node_status::node_labels(&node_name, &node.node_labels),
+        taints: taints.clone(),
+    };
     let pleg_health = pleg::Health::default();
     if let Some(api) = api.clone() {
         wanted_sources.insert(SourceKind::Api);
@@ -280,16 +296,7 @@ async fn run() -> anyhow::Result<()> {
             node_name: node_name.clone(),
             node_ip: node_ip_for_status.clone(),
             labels: node.node_labels.clone(),
-            taints: cfg
-                .register_with_taints
-                .iter()
-                .map(|t| Taint {
-                    key: t.key.clone(),
-                    value: Some(t.value.clone()).filter(|v| !v.is_empty()),
-                    effect: t.effect.clone(),
-                    time_added: None,
-                })
-                .collect(),
+            taints: taints.clone(),
             register: cfg.register_node,
             update_frequency: std_duration(cfg.node_status_update_frequency, "nodeStatusUpdateFrequency")?,
             report_frequency: std_duration(cfg.node_status_report_frequency, "nodeStatusReportFrequency")?,
@@ -315,7 +322,7 @@ async fn run() -> anyhow::Result<()> {
         pleg_tx,
     ));
     tokio::spawn(dispatcher::run(
-        dispatcher::Config { worker, sources: wanted_sources, housekeeping: Duration::from_secs(10) },
+        dispatcher::Config { worker, node: node_info, sources: wanted_sources, housekeeping: Duration::from_secs(10) },
         snap_rx,
         pleg_rx,
     ));

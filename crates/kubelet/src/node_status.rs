@@ -95,14 +95,20 @@ fn arch() -> &'static str {
     }
 }
 
-/// The Node object to register.
-pub fn initial_node(cfg: &Config) -> Node {
-    let mut labels = cfg.labels.clone();
-    labels.insert("kubernetes.io/hostname".into(), cfg.node_name.clone());
+/// `--node-labels` plus the well-known hostname/os/arch labels.
+pub fn node_labels(node_name: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels = extra.clone();
+    labels.insert("kubernetes.io/hostname".into(), node_name.to_string());
     labels.insert("kubernetes.io/os".into(), "linux".into());
     labels.insert("kubernetes.io/arch".into(), arch().into());
     labels.insert("beta.kubernetes.io/os".into(), "linux".into());
     labels.insert("beta.kubernetes.io/arch".into(), arch().into());
+    labels
+}
+
+/// The Node object to register.
+pub fn initial_node(cfg: &Config) -> Node {
+    let labels = node_labels(&cfg.node_name, &cfg.labels);
     let mut node = Node::default();
     node.metadata.name = Some(cfg.node_name.clone());
     node.metadata.labels = Some(labels);

@@ -74,6 +74,7 @@ fn start() -> Cluster {
     ));
     tokio::spawn(dispatcher::run(
         dispatcher::Config {
+            node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
             worker,
             sources: HashSet::from([SourceKind::File, SourceKind::Api]),
             housekeeping: Duration::from_millis(200),
@@ -244,4 +245,21 @@ async fn status_catches_up_after_an_api_outage() {
         (st.container_statuses?[0].restart_count >= 1).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_does_not_fit_the_node_is_rejected_and_others_run() {
+    let c = start();
+    let mut picky = api_pod("picky");
+    picky.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())]));
+    c.api.put_pod(picky);
+    c.api.put_pod(api_pod("easy"));
+    let st = eventually("rejected", || {
+        c.api.pod("default", "picky")?.status.filter(|s| s.phase.as_deref() == Some("Failed"))
+    })
+    .await;
+    assert_eq!(st.reason.as_deref(), Some("NodeAffinity"));
+    assert!(st.message.unwrap().starts_with("Pod was rejected: Predicate NodeAffinity failed"));
+    eventually("the other pod runs", || (phase(&c.api.pod("default", "easy")?)? == "Running").then_some(())).await;
+    assert_eq!(c.rt.sandbox_count(), 1, "the rejected pod never ran");
 }

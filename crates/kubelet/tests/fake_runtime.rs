@@ -41,6 +41,7 @@ fn node(rt: FakeRuntime) -> Node {
         resolv_conf: "/nonexistent".into(),
         pod_logs_dir: dir.path().join("logs"),
         root_dir: dir.path().join("root"),
+        cgroups: None,
     });
     let deps = Deps {
         events: kubelet::events::Recorder::disabled(),
@@ -56,6 +57,7 @@ fn node(rt: FakeRuntime) -> Node {
     let (snap_tx, snap_rx) = mpsc::channel(8);
     let (pleg_tx, pleg_rx) = mpsc::channel(64);
     let cfg = dispatcher::Config {
+        node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
         worker,
         sources: HashSet::from([SourceKind::File]),
         housekeeping: Duration::from_millis(50),

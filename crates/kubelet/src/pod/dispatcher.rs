@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 pub struct Config {
     pub worker: WorkerConfig,
+    /// This node, for admission (node name, selectors, taints).
+    pub node: super::admission::NodeInfo,
     /// The sources that must deliver a first snapshot before orphans may be removed.
     pub sources: HashSet<SourceKind>,
     pub housekeeping: Duration,
@@ -30,6 +32,8 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
     let mut housekeeping = tokio::time::interval(cfg.housekeeping);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut orphans_pending = HashSet::new();
+    // Pods refused at admission: they get a Failed status and never run.
+    let mut rejected: HashSet<String> = HashSet::new();
 
     let spawn =
         |pod: Pod, terminating: bool, workers: &mut HashMap<String, Entry>, done: &mpsc::UnboundedSender<String>| {
@@ -68,8 +72,32 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                         _ => {}
                     }
                 }
-                for (uid, pod) in &all {
-                    if !workers.contains_key(uid) {
+                for uid in rejected.iter().filter(|u| !all.contains_key(*u)) {
+                    cfg.worker.statuses.remove(uid);
+                }
+                rejected.retain(|u| all.contains_key(u));
+                let mut uids: Vec<&String> = all.keys().collect();
+                // Admit in creation order, as upstream does.
+                uids.sort_by_key(|u| all[*u].metadata.creation_timestamp.as_ref().map(|t| t.0));
+                for uid in uids {
+                    let pod = all[uid];
+                    if !workers.contains_key(uid) && !rejected.contains(uid) && pod.metadata.deletion_timestamp.is_none() {
+                        let admitted: Vec<&Pod> = workers.values().filter(|e| !e.terminating).map(|e| &e.pod).collect();
+                        if let Err(r) = super::admission::admit(pod, &cfg.node, &admitted) {
+                            tracing::warn!(pod = %super::executor::pod_name(pod), reason = %r.reason, "{}", r.message);
+                            let status = k8s_openapi::api::core::v1::PodStatus {
+                                phase: Some("Failed".into()),
+                                reason: Some(r.reason),
+                                message: Some(r.message),
+                                start_time: Some(super::status::time(cfg.worker.deps.clock.now())),
+                                ..Default::default()
+                            };
+                            cfg.worker.statuses.set(pod, status);
+                            rejected.insert(uid.clone());
+                            continue;
+                        }
+                    }
+                    if !workers.contains_key(uid) && !rejected.contains(uid) {
                         let deleting = pod.metadata.deletion_timestamp.is_some();
                         tracing::info!(pod = %super::executor::pod_name(pod), uid = %uid, deleting, "pod added");
                         spawn((*pod).clone(), deleting, &mut workers, &done_tx);

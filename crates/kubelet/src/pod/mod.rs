@@ -1,5 +1,6 @@
 //! Pods: from desired spec and observed runtime state to actions and status.
 
+pub mod admission;
 pub mod backoff;
 pub mod defaults;
 pub mod dispatcher;

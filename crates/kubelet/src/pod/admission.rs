@@ -1,0 +1,211 @@
+//! Pod admission on this node, as upstream's kubelet admit handlers (predicates): node name,
+//! nodeSelector and required node affinity, NoExecute taints, host ports. Resource fit
+//! (OutOfcpu / OutOfmemory / OutOfpods) is the container manager's (`cm::admission`).
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
+use std::collections::{BTreeMap, HashSet};
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+}
+
+/// Why a pod was refused: becomes the pod's status reason and message (phase Failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: String,
+    pub message: String,
+}
+
+fn reject(predicate: &str, why: &str) -> Rejection {
+    Rejection { reason: predicate.into(), message: format!("Pod was rejected: Predicate {predicate} failed: {why}") }
+}
+
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) =
+                (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok()))
+            else {
+                return false;
+            };
+            if r.operator == "Gt" { v > bound } else { v < bound }
+        }
+        _ => false,
+    }
+}
+
+/// nodeSelector and requiredDuringSchedulingIgnoredDuringExecution (terms ORed, requirements ANDed).
+pub fn matches_node(pod: &Pod, node: &NodeInfo) -> bool {
+    let Some(spec) = pod.spec.as_ref() else { return true };
+    if let Some(sel) = &spec.node_selector
+        && !sel.iter().all(|(k, v)| node.labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+    let Some(required) = required else { return true };
+    required.node_selector_terms.iter().any(|term| {
+        let exprs = term
+            .match_expressions
+            .iter()
+            .flatten()
+            .all(|r| requirement_matches(r, node.labels.get(&r.key).map(String::as_str)));
+        let fields = term
+            .match_fields
+            .iter()
+            .flatten()
+            .all(|r| requirement_matches(r, (r.key == "metadata.name").then_some(node.name.as_str())));
+        let empty = term.match_expressions.as_ref().is_none_or(Vec::is_empty)
+            && term.match_fields.as_ref().is_none_or(Vec::is_empty);
+        !empty && exprs && fields
+    })
+}
+
+/// Whether `t` tolerates `taint` (upstream's ToleratesTaint).
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+        return false;
+    }
+    if t.key.as_deref().is_some_and(|k| !k.is_empty() && k != taint.key) {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => false,
+    }
+}
+
+fn host_ports(p: &Pod) -> impl Iterator<Item = (i32, String)> + '_ {
+    p.spec.iter().flat_map(|s| s.containers.iter()).flat_map(|c| c.ports.iter().flatten()).filter_map(|port| {
+        port.host_port.filter(|h| *h > 0).map(|h| (h, port.protocol.clone().unwrap_or_else(|| "TCP".into())))
+    })
+}
+
+/// Admits `pod` on `node` next to the pods already admitted.
+pub fn admit(pod: &Pod, node: &NodeInfo, admitted: &[&Pod]) -> Result<(), Rejection> {
+    let spec = pod.spec.as_ref();
+    if let Some(name) = spec.and_then(|s| s.node_name.as_deref())
+        && name != node.name
+    {
+        return Err(reject("NodeName", "node(s) didn't match the requested node name"));
+    }
+    if !matches_node(pod, node) {
+        return Err(reject("NodeAffinity", "node(s) didn't match Pod's node affinity/selector"));
+    }
+    let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
+    if let Some(t) = node
+        .taints
+        .iter()
+        .filter(|t| t.effect == "NoExecute")
+        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+    {
+        return Err(reject(
+            "TaintToleration",
+            &format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or("")),
+        ));
+    }
+    let used: HashSet<(i32, String)> = admitted.iter().flat_map(|p| host_ports(p)).collect();
+    if host_ports(pod).any(|hp| used.contains(&hp)) {
+        return Err(reject("NodePorts", "node(s) didn't have free ports for the requested pod ports"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            name: "n1".into(),
+            labels: BTreeMap::from([
+                ("disk".into(), "ssd".into()),
+                ("zone".into(), "a".into()),
+                ("cores".into(), "8".into()),
+            ]),
+            taints: vec![Taint {
+                key: "dedicated".into(),
+                value: Some("db".into()),
+                effect: "NoExecute".into(),
+                time_added: None,
+            }],
+        }
+    }
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        let mut spec = spec;
+        spec["containers"] = serde_json::json!([{"name": "c", "image": "i"}]);
+        spec["tolerations"] =
+            spec.get("tolerations").cloned().unwrap_or(serde_json::json!([{"key": "dedicated", "operator": "Exists"}]));
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn node_selector_and_affinity_decide() {
+        let n = node();
+        assert!(admit(&pod(serde_json::json!({"nodeSelector": {"disk": "ssd"}})), &n, &[]).is_ok());
+        let r = admit(&pod(serde_json::json!({"nodeSelector": {"disk": "hdd"}})), &n, &[]).unwrap_err();
+        assert_eq!(r.reason, "NodeAffinity");
+        assert_eq!(
+            r.message,
+            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+        );
+        let aff = |op: &str, values: serde_json::Value| {
+            pod(serde_json::json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "cores", "operator": op, "values": values}]}]}}}}))
+        };
+        assert!(admit(&aff("Gt", serde_json::json!(["4"])), &n, &[]).is_ok());
+        assert!(admit(&aff("Lt", serde_json::json!(["4"])), &n, &[]).is_err());
+        assert!(admit(&aff("In", serde_json::json!(["8", "16"])), &n, &[]).is_ok());
+        assert!(admit(&aff("NotIn", serde_json::json!(["8"])), &n, &[]).is_err());
+        assert!(admit(&aff("Exists", serde_json::json!([])), &n, &[]).is_ok());
+    }
+
+    #[test]
+    fn untolerated_no_execute_taints_and_wrong_node_are_refused() {
+        let n = node();
+        let r = admit(&pod(serde_json::json!({"tolerations": []})), &n, &[]).unwrap_err();
+        assert_eq!(r.reason, "TaintToleration");
+        assert!(
+            admit(
+                &pod(serde_json::json!({"tolerations": [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]})),
+                &n,
+                &[]
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(&pod(serde_json::json!({"tolerations": [{"key": "dedicated", "value": "web"}]})), &n, &[]).is_err()
+        );
+        assert_eq!(admit(&pod(serde_json::json!({"nodeName": "n2"})), &n, &[]).unwrap_err().reason, "NodeName");
+    }
+
+    #[test]
+    fn host_port_conflicts_are_refused() {
+        let with_port = |hp: i32| {
+            let mut p = pod(serde_json::json!({}));
+            p.spec.as_mut().unwrap().containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: 80,
+                host_port: Some(hp),
+                ..Default::default()
+            }]);
+            p
+        };
+        let a = with_port(8080);
+        assert_eq!(admit(&with_port(8080), &node(), &[&a]).unwrap_err().reason, "NodePorts");
+        assert!(admit(&with_port(8081), &node(), &[&a]).is_ok());
+    }
+}
