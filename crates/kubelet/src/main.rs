@@ -222,6 +222,9 @@ async fn run() -> anyhow::Result<()> {
     let max_parallel_pulls =
         if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
     let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), clock.clone());
+    // QoS cgroup tiers and node allocatable before any pod starts; refuses the systemd driver
+    // without systemd.
+    let cgroups = kubelet::cm::ContainerManager::setup(&cfg).context("container manager")?;
     let node_ctx = Arc::new(NodeContext {
         node_name: node_name.clone(),
         node_ip,
@@ -230,6 +233,7 @@ async fn run() -> anyhow::Result<()> {
         resolv_conf: PathBuf::from(&cfg.resolv_conf),
         pod_logs_dir: PathBuf::from(&cfg.pod_logs_dir),
         root_dir: root_dir.clone(),
+        cgroups: Some(cgroups),
     });
     let deps = Deps {
         api: api.clone(),

@@ -49,6 +49,7 @@ fn start() -> Cluster {
         resolv_conf: "/nonexistent".into(),
         pod_logs_dir: dir.path().join("logs"),
         root_dir: dir.path().join("root"),
+        cgroups: None,
     });
     let (events, events_task) = kubelet::events::Recorder::new(dyn_api.clone(), NODE.into(), 50.0, 100);
     tokio::spawn(events_task);

@@ -261,6 +261,7 @@ mod tests {
             resolv_conf: "/nonexistent".into(),
             pod_logs_dir: "/var/log/pods".into(),
             root_dir: "/var/lib/kubelet".into(),
+            cgroups: None,
         }
     }
 

@@ -199,6 +199,9 @@ pub async fn execute(
         let config = runtime_config::sandbox_config(pod, &deps.node, attempt);
         std::fs::create_dir_all(&config.log_directory)
             .map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
+        if let Some(cm) = &deps.node.cgroups {
+            cm.ensure_pod_cgroup(pod).map_err(|e| format!("failed to create pod cgroup: {e}"))?;
+        }
         tracing::info!(pod = %name, attempt, "creating pod sandbox");
         let id =
             deps.runtime.run_pod_sandbox(config).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;

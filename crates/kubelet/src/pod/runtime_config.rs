@@ -2,11 +2,14 @@
 //! labels and annotations, log paths, command/args/env with `$(VAR)` expansion, mounts.
 
 pub use super::env::expand;
+use crate::cm::ContainerManager;
+use crate::cm::resources::{self, Policy};
 use crate::cri::api;
 use crate::cri::labels::{self, ContainerType, PodRef};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Node-wide settings the configs depend on.
 #[derive(Debug, Clone)]
@@ -18,6 +21,16 @@ pub struct NodeContext {
     pub resolv_conf: PathBuf,
     pub pod_logs_dir: PathBuf,
     pub root_dir: PathBuf,
+    /// The container manager (pod cgroups, CFS settings, memory capacity); None runs pods in
+    /// the runtime's default cgroup with upstream's default CFS settings.
+    pub cgroups: Option<Arc<ContainerManager>>,
+}
+
+impl NodeContext {
+    /// CFS settings and memory capacity for container resources.
+    pub fn resource_policy(&self) -> Policy {
+        self.cgroups.as_ref().map(|c| c.policy().clone()).unwrap_or_else(crate::cm::default_policy)
+    }
 }
 
 /// A container whose config cannot be built (CreateContainerConfigError).
@@ -120,6 +133,23 @@ pub fn dns_config(pod: &Pod, node: &NodeContext) -> api::DnsConfig {
     cfg
 }
 
+/// The pod's `spec.overhead` as sandbox resources (informational for the runtime; the pod
+/// cgroup already includes it).
+fn sandbox_overhead(pod: &Pod, node: &NodeContext) -> Option<api::LinuxContainerResources> {
+    let overhead = pod.spec.as_ref()?.overhead.as_ref().filter(|o| !o.is_empty())?;
+    let cpu = overhead.get("cpu").map(resources::milli).unwrap_or(0) as i64;
+    let memory = resources::units(overhead.get("memory").map(resources::milli).unwrap_or(0));
+    let policy = node.resource_policy();
+    let period = if policy.cpu_cfs_quota { policy.cpu_cfs_period_us as i64 } else { 0 };
+    Some(api::LinuxContainerResources {
+        cpu_shares: resources::milli_cpu_to_shares(cpu) as i64,
+        cpu_period: period,
+        cpu_quota: if period > 0 { resources::milli_cpu_to_quota(cpu, period) } else { 0 },
+        memory_limit_in_bytes: memory.max(0),
+        ..Default::default()
+    })
+}
+
 pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSandboxConfig {
     let r = pod_ref(pod);
     let spec = pod.spec.clone().unwrap_or_default();
@@ -167,7 +197,8 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
         labels: labels::sandbox_labels(pod.metadata.labels.as_ref(), &r),
         annotations: pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
         linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent: node.cgroups.as_ref().map(|c| c.cgroup_parent(pod)).unwrap_or_default(),
+            overhead: sandbox_overhead(pod, node),
             security_context: Some(api::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(pod)),
                 run_as_user: psc.run_as_user.map(|value| api::Int64Value { value }),
@@ -329,7 +360,7 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
-            resources: None,
+            resources: Some(resources::container_resources(pod, c, &node.resource_policy())),
             security_context: Some(api::LinuxContainerSecurityContext {
                 capabilities: Some(api::Capability {
                     add_capabilities: caps.add.unwrap_or_default(),
@@ -411,6 +442,7 @@ mod tests {
             resolv_conf: "/nonexistent".into(),
             pod_logs_dir: "/var/log/pods".into(),
             root_dir: "/var/lib/kubelet".into(),
+            cgroups: None,
         };
         let d = dns_config(&pod, &node);
         assert_eq!(d.servers, vec!["10.96.0.10"]);
@@ -418,6 +450,69 @@ mod tests {
         assert_eq!(d.options, vec!["ndots:5"]);
         let no_dns = NodeContext { cluster_dns: vec![], ..node };
         assert!(dns_config(&pod, &no_dns).servers.is_empty());
+    }
+
+    #[test]
+    fn sandbox_goes_in_the_pod_cgroup_and_containers_get_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::cm::Config {
+            cgroup_driver: "cgroupfs".into(),
+            cgroup_root: String::new(),
+            cgroups_per_qos: true,
+            cpu_cfs_quota: true,
+            cpu_cfs_quota_period_us: 100_000,
+            pod_pids_limit: -1,
+            enforce_node_allocatable: vec!["pods".into()],
+            system_reserved: Default::default(),
+            kube_reserved: Default::default(),
+            eviction_hard: Default::default(),
+            mount: dir.path().join("cgroup"),
+            systemd_run_dir: dir.path().join("systemd"),
+        };
+        let capacity = crate::cm::Capacity { cpu_milli: 2000, memory: 1000 << 20, pids: 1000 };
+        let cm = ContainerManager::new(cfg, Arc::new(crate::cm::fs::OsFs), capacity).unwrap();
+        let node = NodeContext {
+            node_name: "n".into(),
+            node_ip: None,
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/nonexistent".into(),
+            pod_logs_dir: dir.path().join("logs"),
+            root_dir: dir.path().join("root"),
+            cgroups: Some(Arc::new(cm)),
+        };
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {
+                "overhead": {"cpu": "100m", "memory": "10Mi"},
+                "containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": "250m", "memory": "100Mi"}, "limits": {"cpu": "500m"}}}]}
+        }))
+        .unwrap();
+        let sb = sandbox_config(&pod, &node, 0);
+        let linux = sb.linux.unwrap();
+        assert_eq!(linux.cgroup_parent, "/kubepods/burstable/podu1");
+        let overhead = linux.overhead.unwrap();
+        assert_eq!((overhead.cpu_shares, overhead.memory_limit_in_bytes), (102, 10 << 20));
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let env_sources = Default::default();
+        let input = ContainerInput {
+            env_sources: &env_sources,
+            pod: &pod,
+            container: c,
+            kind: ContainerType::Regular,
+            restart_count: 0,
+            image_ref: "i",
+            pod_ip: None,
+        };
+        let r = container_config(&input, &node).unwrap().linux.unwrap().resources.unwrap();
+        assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes), (256, 50_000, 100_000, 0));
+        // Burstable: 1000 − 1000×100Mi/1000Mi.
+        assert_eq!(r.oom_score_adj, 900);
+        // Without a container manager: the runtime's default cgroup, resources still set.
+        let plain = NodeContext { cgroups: None, ..node };
+        assert_eq!(sandbox_config(&pod, &plain, 0).linux.unwrap().cgroup_parent, "");
+        assert!(container_config(&input, &plain).unwrap().linux.unwrap().resources.is_some());
     }
 
     #[test]

@@ -295,6 +295,9 @@ impl Worker {
                 executor::remove_pod(&deps, &self.pod, &after).await?;
             }
             let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
+            if let Some(cm) = &deps.node.cgroups {
+                cm.remove_pod_cgroup_eventually(&uid);
+            }
             let _ = std::fs::remove_dir_all(super::runtime_config::pod_log_dir(&deps.node, &self.pod));
             self.cfg.statuses.remove(&uid);
             tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
