@@ -120,7 +120,7 @@ impl Images {
         policy: &str,
         sandbox: &api::PodSandboxConfig,
     ) -> Result<String, ImageError> {
-        self.ensure_reporting(pod_uid, image, policy, sandbox).await.map(|e| e.image_ref)
+        self.ensure_reporting(pod_uid, image, policy, sandbox, &[]).await.map(|e| e.image_ref)
     }
 
     /// As [`Images::ensure`], also telling whether (and how long) it pulled.
@@ -130,6 +130,7 @@ impl Images {
         image: &str,
         policy: &str,
         sandbox: &api::PodSandboxConfig,
+        credentials: &[api::AuthConfig],
     ) -> Result<Ensured, ImageError> {
         if let Err(msg) = validate_reference(image) {
             return Err(ImageError {
@@ -180,7 +181,17 @@ impl Images {
         };
         tracing::info!(pod_uid, image, "pulling image");
         let started = std::time::Instant::now();
-        match self.runtime.pull_image(image, Some(sandbox.clone())).await {
+        // Each matching credential in order (as upstream's keyring); none → anonymous.
+        let mut result = Err(crate::cri::CriError::new("PullImage", tonic::Code::Unknown, "no attempt"));
+        let attempts: Vec<Option<api::AuthConfig>> =
+            if credentials.is_empty() { vec![None] } else { credentials.iter().cloned().map(Some).collect() };
+        for auth in attempts {
+            result = self.runtime.pull_image_with_auth(image, auth, Some(sandbox.clone())).await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        match result {
             Ok(r) => {
                 tracing::info!(pod_uid, image, elapsed = ?started.elapsed(), "pulled image");
                 Ok(Ensured { image_ref: r, pulled: Some(started.elapsed()) })

@@ -10,6 +10,7 @@ pub mod lease;
 pub mod node_status;
 pub mod pleg;
 pub mod pod;
+pub mod pull_secrets;
 pub mod prober;
 pub mod server;
 pub mod sources;

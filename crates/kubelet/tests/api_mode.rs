@@ -264,3 +264,41 @@ async fn a_pod_that_does_not_fit_the_node_is_rejected_and_others_run() {
     eventually("the other pod runs", || (phase(&c.api.pod("default", "easy")?)? == "Running").then_some(())).await;
     assert_eq!(c.rt.sandbox_count(), 1, "the rejected pod never ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_authenticate_pulls() {
+    let c = start();
+    c.rt.add_private_image("127.0.0.1:5001/private:1", "user", "pass");
+    let mut secret = k8s_openapi::api::core::v1::Secret::default();
+    secret.metadata.name = Some("regcred".into());
+    secret.metadata.namespace = Some("default".into());
+    secret.type_ = Some("kubernetes.io/dockerconfigjson".into());
+    let json = r#"{"auths":{"127.0.0.1:5001":{"username":"user","password":"pass"}}}"#;
+    secret.data =
+        Some(BTreeMap::from([(".dockerconfigjson".to_string(), k8s_openapi::ByteString(json.as_bytes().to_vec()))]));
+    c.api.put_secret(secret);
+    let private = |name: &str, with_secret: bool| {
+        let mut p = api_pod(name);
+        let spec = p.spec.as_mut().unwrap();
+        spec.containers[0].image = Some("127.0.0.1:5001/private:1".into());
+        spec.containers[0].image_pull_policy = Some("Always".into());
+        if with_secret {
+            spec.image_pull_secrets =
+                Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "regcred".into() }]);
+        }
+        p
+    };
+    c.api.put_pod(private("without", false));
+    c.api.put_pod(private("with", true));
+    eventually("the pod with the secret runs", || (phase(&c.api.pod("default", "with")?)? == "Running").then_some(()))
+        .await;
+    let waiting = eventually("the other fails to pull", || {
+        let st = c.api.pod("default", "without")?.status?;
+        let w = st.container_statuses?.into_iter().next()?.state?.waiting?;
+        matches!(w.reason.as_deref(), Some("ErrImagePull") | Some("ImagePullBackOff")).then_some(w)
+    })
+    .await;
+    if waiting.reason.as_deref() == Some("ErrImagePull") {
+        assert!(waiting.message.unwrap_or_default().contains("401 Unauthorized"));
+    }
+}

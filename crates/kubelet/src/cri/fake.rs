@@ -16,6 +16,8 @@ struct State {
     images: HashSet<String>,
     /// Images a pull may fetch (the "registry").
     registry: HashSet<String>,
+    /// Registry images that need these credentials (user, password).
+    private: HashMap<String, (String, String)>,
     calls: Vec<String>,
     /// Scripted ExecSync answers per container name and command (the last one repeats).
     exec_results: HashMap<(String, Vec<String>), std::collections::VecDeque<super::ExecOutput>>,
@@ -60,6 +62,13 @@ impl FakeRuntime {
     /// Makes an image pullable.
     pub fn add_registry_image(&self, image: &str) {
         self.lock().registry.insert(image.to_string());
+    }
+
+    /// Makes an image pullable only with these credentials.
+    pub fn add_private_image(&self, image: &str, user: &str, password: &str) {
+        let mut s = self.lock();
+        s.registry.insert(image.to_string());
+        s.private.insert(image.to_string(), (user.to_string(), password.to_string()));
     }
 
     /// The next call of `op` (e.g. "CreateContainer") fails with `message`.
@@ -315,8 +324,23 @@ impl Runtime for FakeRuntime {
         }))
     }
 
-    async fn pull_image(&self, image: &str, _sandbox_config: Option<api::PodSandboxConfig>) -> Result<String> {
+    async fn pull_image(&self, image: &str, sandbox_config: Option<api::PodSandboxConfig>) -> Result<String> {
+        self.pull_image_with_auth(image, None, sandbox_config).await
+    }
+
+    async fn pull_image_with_auth(
+        &self,
+        image: &str,
+        auth: Option<api::AuthConfig>,
+        _sandbox_config: Option<api::PodSandboxConfig>,
+    ) -> Result<String> {
         let mut s = self.enter("PullImage")?;
+        if let Some((user, pass)) = s.private.get(image) {
+            let ok = auth.as_ref().is_some_and(|a| &a.username == user && &a.password == pass);
+            if !ok {
+                return Err(CriError::new("PullImage", tonic::Code::Unknown, format!("{image}: 401 Unauthorized")));
+            }
+        }
         if !s.registry.contains(image) {
             return Err(CriError::new("PullImage", tonic::Code::NotFound, format!("{image}: not found")));
         }

@@ -64,6 +64,16 @@ pub trait Runtime: Send + Sync + 'static {
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>>;
     /// Pulls an image and returns its reference (image ID).
     async fn pull_image(&self, image: &str, sandbox_config: Option<api::PodSandboxConfig>) -> Result<String>;
+    /// Pulls with registry credentials (from the pod's imagePullSecrets).
+    async fn pull_image_with_auth(
+        &self,
+        image: &str,
+        auth: Option<api::AuthConfig>,
+        sandbox_config: Option<api::PodSandboxConfig>,
+    ) -> Result<String> {
+        let _ = auth;
+        self.pull_image(image, sandbox_config).await
+    }
     async fn list_images(&self) -> Result<Vec<api::Image>>;
     async fn remove_image(&self, image: &str) -> Result<()>;
 }

@@ -177,8 +177,17 @@ impl Runtime for RemoteRuntime {
     }
 
     async fn pull_image(&self, image: &str, sandbox_config: Option<api::PodSandboxConfig>) -> Result<String> {
+        self.pull_image_with_auth(image, None, sandbox_config).await
+    }
+
+    async fn pull_image_with_auth(
+        &self,
+        image: &str,
+        auth: Option<api::AuthConfig>,
+        sandbox_config: Option<api::PodSandboxConfig>,
+    ) -> Result<String> {
         let mut c = self.images.clone();
-        let req = api::PullImageRequest { image: Some(image_spec(image)), auth: None, sandbox_config };
+        let req = api::PullImageRequest { image: Some(image_spec(image)), auth, sandbox_config };
         // No deadline: a large image may take long; progress is the runtime's business.
         Ok(self.call("PullImage", None, c.pull_image(req)).await?.image_ref)
     }

@@ -140,6 +140,32 @@ async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Resul
     }
 }
 
+/// Registry credentials for `image` from the pod's imagePullSecrets (read from the API).
+async fn pull_credentials(deps: &Deps, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
+    let Some(apic) = deps.api.as_ref() else { return Vec::new() };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut keyring = crate::pull_secrets::Keyring::default();
+    for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten() {
+        let warn = |msg: String| {
+            tracing::warn!(pod = %pod_name(pod), "{msg}");
+            deps.events.pod(pod, None, Type::Warning, "FailedToRetrieveImagePullSecret", msg);
+        };
+        match apic.get_secret(ns, &r.name).await {
+            Ok(Some(secret)) => {
+                if let Err(e) = keyring.add_secret(&secret) {
+                    warn(e);
+                }
+            }
+            Ok(None) => warn(format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                r.name
+            )),
+            Err(e) => warn(format!("image pull secret {}: {e}", r.name)),
+        }
+    }
+    keyring.for_image(image)
+}
+
 /// max(N)+1 over `<log dir>/<container>/N.log[.*]`, or 0 (upstream's fallback when the runtime
 /// has no earlier instance).
 pub fn restart_count_from_logs(log_dir: &str, container: &str) -> i32 {
@@ -263,7 +289,8 @@ async fn start_container(
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let ev = |t: Type, reason: &str, msg: String| deps.events.pod(pod, Some(&c.name), t, reason, msg);
-    let image_ref = match deps.images.ensure_reporting(uid, image, policy, sandbox_config).await {
+    let credentials = pull_credentials(deps, pod, image).await;
+    let image_ref = match deps.images.ensure_reporting(uid, image, policy, sandbox_config, &credentials).await {
         Ok(e) => {
             match e.pulled {
                 Some(took) => {
