@@ -1,0 +1,144 @@
+//! Pod cgroups and container resources on containerd (cgroup v1, cgroupfs driver): the files
+//! under /sys/fs/cgroup/<controller>/kubepods/... match the pods' specs, and go with the pods.
+
+use crate::LONG;
+use crate::harness::*;
+use k8s_openapi::api::core::v1::Pod;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const MI: i64 = 1 << 20;
+/// memory.limit_in_bytes of an unlimited v1 memory cgroup (page-aligned i64::MAX).
+const UNLIMITED: i64 = 9_223_372_036_854_771_712;
+
+fn sleeper(name: &str, resources: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {img}
+    command: ["sleep", "3600"]
+{resources}"#,
+        img = image("busybox:1.36")
+    )
+}
+
+fn v1_cgroup(controller: &str, cgroup: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup").join(controller).join(cgroup.trim_start_matches('/'))
+}
+
+fn value(controller: &str, cgroup: &str, file: &str) -> i64 {
+    let path = v1_cgroup(controller, cgroup).join(file);
+    let text = read(&path);
+    text.trim().parse().unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
+}
+
+fn text(controller: &str, cgroup: &str, file: &str) -> String {
+    read(&v1_cgroup(controller, cgroup).join(file)).trim().to_string()
+}
+
+fn container_id(p: &Pod) -> String {
+    let id = container_status(p, "app").and_then(|c| c.container_id.clone()).expect("container id");
+    id.rsplit("://").next().unwrap_or_default().to_string()
+}
+
+struct Expect {
+    shares: i64,
+    quota: i64,
+    memory: i64,
+}
+
+fn check(what: &str, cgroup: &str, e: &Expect) {
+    assert_eq!(value("cpu", cgroup, "cpu.shares"), e.shares, "{what} {cgroup}: cpu.shares");
+    assert_eq!(value("cpu", cgroup, "cpu.cfs_quota_us"), e.quota, "{what} {cgroup}: cpu.cfs_quota_us");
+    assert_eq!(value("memory", cgroup, "memory.limit_in_bytes"), e.memory, "{what} {cgroup}: memory");
+}
+
+/// MemTotal in bytes, the capacity of the Burstable oom_score_adj formula.
+fn mem_total() -> i64 {
+    let meminfo = read(Path::new("/proc/meminfo"));
+    let kb: i64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_and_container_cgroups_follow_qos_and_resources() {
+    if !Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists() {
+        eprintln!("SKIPPED cgroups: this test reads cgroup v1 files");
+        return;
+    }
+    let Some(mut k) = Kubelet::start_with("cgroups", "podPidsLimit: 256\nkubeReserved: {memory: 100Mi}\n").await else {
+        return;
+    };
+    k.write_manifest("g.yaml", &sleeper("guaranteed", "    resources:\n      limits: {cpu: 200m, memory: 64Mi}\n"));
+    k.write_manifest(
+        "b.yaml",
+        &sleeper(
+            "burstable",
+            "    resources:\n      requests: {cpu: 100m, memory: 32Mi}\n      limits: {memory: 64Mi}\n",
+        ),
+    );
+    k.write_manifest("e.yaml", &sleeper("besteffort", ""));
+    let mut pods = Vec::new();
+    for name in ["guaranteed", "burstable", "besteffort"] {
+        pods.push(k.wait_pod(name, "running", LONG, |p| is_running(p, "app").then(|| p.clone())).await);
+    }
+    let qos: Vec<&str> =
+        pods.iter().map(|p| p.status.as_ref().and_then(|s| s.qos_class.as_deref()).unwrap_or("")).collect();
+    assert_eq!(qos, ["Guaranteed", "Burstable", "BestEffort"]);
+    let pod_cgroups = [
+        format!("/kubepods/pod{}", uid(&pods[0])),
+        format!("/kubepods/burstable/pod{}", uid(&pods[1])),
+        format!("/kubepods/besteffort/pod{}", uid(&pods[2])),
+    ];
+    let expect = [
+        // 200m: shares 204, quota 20000 of 100000; 64Mi.
+        Expect { shares: 204, quota: 20_000, memory: 64 * MI },
+        // Requests 100m, no cpu limit: shares 102, no quota; every container has a memory limit.
+        Expect { shares: 102, quota: -1, memory: 64 * MI },
+        Expect { shares: 2, quota: -1, memory: UNLIMITED },
+    ];
+    for ((pod, cgroup), e) in pods.iter().zip(&pod_cgroups).zip(&expect) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        check(&format!("pod {name}"), cgroup, e);
+        assert_eq!(text("pids", cgroup, "pids.max"), "256", "{name}: podPidsLimit");
+        assert_eq!(value("cpu", cgroup, "cpu.cfs_period_us"), 100_000, "{name}: period");
+        // The container's cgroup is the runtime's, inside the pod cgroup; the same limits
+        // arrive there through CRI.
+        let container = format!("{cgroup}/{}", container_id(pod));
+        assert!(v1_cgroup("memory", &container).is_dir(), "{name}: container cgroup {container}");
+        check(&format!("container of {name}"), &container, e);
+        // oom_score_adj of the container's process: BestEffort 1000, Burstable by the formula.
+        // (Guaranteed asks for −997, which containerd's restrict_oom_score_adj clamps here.)
+        let pid = text("memory", &container, "cgroup.procs").lines().next().map(str::to_string).expect("a pid");
+        let adj: i64 = read(Path::new(&format!("/proc/{pid}/oom_score_adj"))).trim().parse().unwrap();
+        match name.split('-').next() {
+            Some("besteffort") => assert_eq!(adj, 1000),
+            Some("burstable") => assert_eq!(adj, (1000 - 1000 * 32 * MI / mem_total()).clamp(3, 999)),
+            _ => assert!(adj <= 0, "guaranteed: {adj}"),
+        }
+    }
+    // The QoS tiers: BestEffort at 2 shares, kubepods limited to node allocatable.
+    assert_eq!(value("cpu", "/kubepods/besteffort", "cpu.shares"), 2);
+    // enforceNodeAllocatable [pods]: capacity − kubeReserved (page-aligned by the kernel).
+    assert_eq!(value("memory", "/kubepods", "memory.limit_in_bytes"), (mem_total() - 100 * MI) / 4096 * 4096);
+
+    k.cleanup().await;
+    let gone = wait_until(Duration::from_secs(60), || async {
+        pod_cgroups
+            .iter()
+            .all(|c| ["cpu", "memory", "pids", "cpuacct", "cpuset"].iter().all(|ctl| !v1_cgroup(ctl, c).exists()))
+            .then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "pod cgroups removed with the pods: {pod_cgroups:?}\n{}", tail(&k.log(), 30));
+}
