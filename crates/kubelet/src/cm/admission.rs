@@ -33,7 +33,7 @@ pub fn requested(pod: &Pod) -> (i64, i64) {
 
 /// Admits `pod` onto a node already running `running` (the admitted, non-terminal pods, not
 /// including `pod`). The first failing check wins, in upstream's order: pods, cpu, memory.
-pub fn admit(pod: &Pod, running: &[Pod], allocatable: &Allocatable, max_pods: i64) -> Result<(), Rejection> {
+pub fn admit(pod: &Pod, running: &[&Pod], allocatable: &Allocatable, max_pods: i64) -> Result<(), Rejection> {
     let used_pods = running.len() as i64;
     if used_pods + 1 > max_pods {
         return Err(insufficient("pods", 1, used_pods, max_pods));
@@ -42,8 +42,10 @@ pub fn admit(pod: &Pod, running: &[Pod], allocatable: &Allocatable, max_pods: i6
     if cpu == 0 && memory == 0 {
         return Ok(());
     }
-    let (used_cpu, used_memory) =
-        running.iter().map(requested).fold((0i64, 0i64), |(a, b), (c, m)| (a.saturating_add(c), b.saturating_add(m)));
+    let (used_cpu, used_memory) = running
+        .iter()
+        .map(|p| requested(p))
+        .fold((0i64, 0i64), |(a, b), (c, m)| (a.saturating_add(c), b.saturating_add(m)));
     if cpu > 0 && cpu > allocatable.cpu_milli - used_cpu {
         return Err(insufficient("cpu", cpu, used_cpu, allocatable.cpu_milli));
     }
@@ -72,21 +74,25 @@ mod tests {
         .unwrap()
     }
 
+    fn refs(pods: &[Pod]) -> Vec<&Pod> {
+        pods.iter().collect()
+    }
+
     const ALLOC: Allocatable = Allocatable { cpu_milli: 2000, memory: 1 << 30, pids: 1000 };
 
     #[test]
     fn a_pod_that_fits_is_admitted() {
         let running = vec![pod("a", "500m", "256Mi")];
-        assert_eq!(admit(&pod("b", "1", "512Mi"), &running, &ALLOC, 110), Ok(()));
-        assert_eq!(admit(&pod("be", "", ""), &running, &ALLOC, 110), Ok(()));
+        assert_eq!(admit(&pod("b", "1", "512Mi"), &refs(&running), &ALLOC, 110), Ok(()));
+        assert_eq!(admit(&pod("be", "", ""), &refs(&running), &ALLOC, 110), Ok(()));
         // Exactly the rest fits.
-        assert_eq!(admit(&pod("c", "1500m", "768Mi"), &running, &ALLOC, 110), Ok(()));
+        assert_eq!(admit(&pod("c", "1500m", "768Mi"), &refs(&running), &ALLOC, 110), Ok(()));
     }
 
     #[test]
     fn memory_that_does_not_fit_is_out_of_memory() {
         let running = vec![pod("a", "100m", "768Mi")];
-        let r = admit(&pod("big", "100m", "512Mi"), &running, &ALLOC, 110).unwrap_err();
+        let r = admit(&pod("big", "100m", "512Mi"), &refs(&running), &ALLOC, 110).unwrap_err();
         assert_eq!(r.reason, "OutOfmemory");
         assert_eq!(
             r.message,
@@ -102,7 +108,7 @@ mod tests {
     #[test]
     fn cpu_is_checked_before_memory_and_in_millicores() {
         let running = vec![pod("a", "1500m", "")];
-        let r = admit(&pod("big", "600m", "2Gi"), &running, &ALLOC, 110).unwrap_err();
+        let r = admit(&pod("big", "600m", "2Gi"), &refs(&running), &ALLOC, 110).unwrap_err();
         assert_eq!(r.reason, "OutOfcpu");
         assert_eq!(
             r.message,
@@ -113,7 +119,7 @@ mod tests {
     #[test]
     fn max_pods_is_out_of_pods_even_for_best_effort() {
         let running = vec![pod("a", "", ""), pod("b", "", "")];
-        let r = admit(&pod("c", "", ""), &running, &ALLOC, 2).unwrap_err();
+        let r = admit(&pod("c", "", ""), &refs(&running), &ALLOC, 2).unwrap_err();
         assert_eq!(r.reason, "OutOfpods");
         assert_eq!(
             r.message,
