@@ -347,6 +347,7 @@ impl ContainerManager {
         let besteffort = self.qos_cgroup("BestEffort");
         self.create(&besteffort)?;
         self.apply(&besteffort, &CgroupConfig { cpu_shares: Some(resources::MIN_SHARES), ..Default::default() })?;
+        self.remove_empty_pod_cgroups();
         tracing::info!(
             hierarchy = if self.hierarchy.is_v2() { "v2" } else { "v1" },
             kubepods = %kubepods.to_path(),
@@ -526,7 +527,7 @@ impl ContainerManager {
 
     /// Removes the pod's cgroup once nothing runs in it. `Err(Busy)` means try again later.
     /// On v1 the pod's cgroup goes from every mounted hierarchy (runc creates container cgroups
-    /// in those the kubelet does not use too).
+    /// in those the kubelet does not use too, the hybrid `unified` one included).
     pub fn remove_pod_cgroup(&self, uid: &str) -> Result<(), Error> {
         if !self.cfg.cgroups_per_qos || uid.is_empty() {
             return Ok(());
@@ -534,7 +535,7 @@ impl ContainerManager {
         let mut bases = self.bases();
         if let Hierarchy::V1(_) = self.hierarchy {
             for d in self.fs.sub_dirs(&self.cfg.mount).unwrap_or_default() {
-                if !bases.contains(&d) && d.file_name().is_some_and(|n| n != "unified") {
+                if !bases.contains(&d) {
                     bases.push(d);
                 }
             }
@@ -556,6 +557,24 @@ impl ContainerManager {
             self.update_burstable_shares()?;
         }
         Ok(())
+    }
+
+    /// At start-up, before any pod is synced: pod cgroups with no process left (pods removed
+    /// while no kubelet ran) go. A pod that still runs keeps its cgroup.
+    fn remove_empty_pod_cgroups(&self) {
+        let Some(base) = self.bases().into_iter().next() else { return };
+        for tier in ["Guaranteed", "Burstable", "BestEffort"] {
+            for dir in self.fs.sub_dirs(&self.qos_cgroup(tier).under(&base)).unwrap_or_default() {
+                let Some(uid) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("pod")) else {
+                    continue;
+                };
+                match self.remove_pod_cgroup(uid) {
+                    Ok(()) => tracing::info!(pod_uid = %uid, "removed the cgroup of a pod that is gone"),
+                    Err(Error::Busy(_)) => {}
+                    Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "cannot remove an orphaned pod cgroup"),
+                }
+            }
+        }
     }
 
     /// Removes the pod's cgroup now or, while processes are still leaving, retries in the

@@ -147,18 +147,29 @@ fn v1_tiers_pod_cgroups_and_removal() {
     // Gone: removed from every hierarchy, runc's leftovers in others too. (In a plain directory
     // tree the control files must go first; cgroupfs has no such files to delete.)
     std::fs::create_dir_all(d.join("devices/kubepods/burstable/podb1/ctr")).unwrap();
+    std::fs::create_dir_all(d.join("unified/kubepods/burstable/podb1/ctr")).unwrap();
     std::fs::remove_dir_all(d.join("cpu/kubepods/burstable/podb1")).unwrap();
     for c in ["cpuacct", "cpuset", "memory", "pids"] {
         std::fs::remove_dir_all(d.join(c).join("kubepods/burstable/podb1")).unwrap();
         std::fs::create_dir_all(d.join(c).join("kubepods/burstable/podb1")).unwrap();
     }
     cm.remove_pod_cgroup("b1").unwrap();
-    for c in ["cpu", "cpuacct", "cpuset", "memory", "pids", "devices"] {
+    for c in ["cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "unified"] {
         assert!(!d.join(c).join("kubepods/burstable/podb1").exists(), "{c}");
     }
     assert_eq!(g("cpu/kubepods/burstable/cpu.shares"), "2", "no burstable pods left");
     // Removing what is not there is fine.
     cm.remove_pod_cgroup("nope").unwrap();
+
+    // At start-up, pod cgroups nothing runs in are removed; a running pod keeps its own.
+    std::fs::create_dir_all(d.join("cpu/kubepods/besteffort/podold")).unwrap();
+    std::fs::create_dir_all(d.join("memory/kubepods/besteffort/podold")).unwrap();
+    std::fs::create_dir_all(d.join("cpu/kubepods/podrunning")).unwrap();
+    std::fs::write(d.join("cpu/kubepods/podrunning/cgroup.procs"), "1\n").unwrap();
+    cm.start().unwrap();
+    assert!(!d.join("cpu/kubepods/besteffort/podold").exists());
+    assert!(!d.join("memory/kubepods/besteffort/podold").exists());
+    assert!(d.join("cpu/kubepods/podrunning").exists());
 }
 
 #[test]

@@ -134,10 +134,13 @@ async fn pod_and_container_cgroups_follow_qos_and_resources() {
 
     k.cleanup().await;
     let gone = wait_until(Duration::from_secs(60), || async {
-        pod_cgroups
-            .iter()
-            .all(|c| ["cpu", "memory", "pids", "cpuacct", "cpuset"].iter().all(|ctl| !v1_cgroup(ctl, c).exists()))
-            .then_some(())
+        // Every hierarchy: the kubelet's controllers and those runc used too (unified, systemd).
+        let hierarchies: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        pod_cgroups.iter().all(|c| hierarchies.iter().all(|h| !v1_cgroup(h, c).exists())).then_some(())
     })
     .await;
     assert!(gone.is_some(), "pod cgroups removed with the pods: {pod_cgroups:?}\n{}", tail(&k.log(), 30));
