@@ -145,3 +145,48 @@ async fn pod_and_container_cgroups_follow_qos_and_resources() {
     .await;
     assert!(gone.is_some(), "pod cgroups removed with the pods: {pod_cgroups:?}\n{}", tail(&k.log(), 30));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_systemd_driver_without_systemd_is_a_clear_start_up_error() {
+    if Path::new("/run/systemd/system").exists() {
+        eprintln!("SKIPPED systemd driver: systemd runs here");
+        return;
+    }
+    // The check comes after the runtime connection, so it needs containerd up.
+    if runtime_or_skip("systemd_driver").await.is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\nhealthzPort: 0\nreadOnlyPort: 0\n",
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubelet"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--root-dir")
+        .arg(dir.path().join("root"))
+        .arg("--fail-swap-on=false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kubelet");
+    let mut stderr = child.stderr.take().unwrap();
+    let out = tokio::time::timeout(LONG, async {
+        use tokio::io::AsyncReadExt;
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        (child.wait().await.unwrap(), s)
+    })
+    .await;
+    let (status, stderr) = out.expect("the kubelet exits");
+    assert!(!status.success());
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("kubelet: container manager: cgroupDriver is \"systemd\" but systemd is not running"),
+        "{stderr}"
+    );
+}
