@@ -348,6 +348,7 @@ impl ContainerManager {
         self.create(&besteffort)?;
         self.apply(&besteffort, &CgroupConfig { cpu_shares: Some(resources::MIN_SHARES), ..Default::default() })?;
         self.remove_empty_pod_cgroups();
+        self.reread_burstable_pods();
         tracing::info!(
             hierarchy = if self.hierarchy.is_v2() { "v2" } else { "v1" },
             kubepods = %kubepods.to_path(),
@@ -574,6 +575,35 @@ impl ContainerManager {
                     Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "cannot remove an orphaned pod cgroup"),
                 }
             }
+        }
+    }
+
+    /// After a restart the burstable pods that still run are counted again (their cpu request
+    /// read back from their cgroup's shares or weight) so the tier's shares stay right.
+    fn reread_burstable_pods(&self) {
+        let Some(base) = self.bases().into_iter().next() else { return };
+        let tier = self.qos_cgroup("Burstable").under(&base);
+        let mut found = BTreeMap::new();
+        for dir in self.fs.sub_dirs(&tier).unwrap_or_default() {
+            let Some(uid) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("pod")) else {
+                continue;
+            };
+            let read = |f: &str| self.fs.read(&dir.join(f)).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            let shares = match &self.hierarchy {
+                Hierarchy::V1(_) => read("cpu.shares"),
+                Hierarchy::V2 { .. } => read("cpu.weight").map(|w| 2 + (w.saturating_sub(1) * 262_142).div_ceil(9999)),
+            };
+            if let Some(shares) = shares {
+                let milli = if shares <= resources::MIN_SHARES { 0 } else { (shares * 1000).div_ceil(1024) as i64 };
+                found.insert(uid.to_string(), milli);
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        *self.burstable.lock().unwrap_or_else(|e| e.into_inner()) = found;
+        if let Err(e) = self.update_burstable_shares() {
+            tracing::warn!(error = %e, "cannot set the burstable tier's cpu shares");
         }
     }
 

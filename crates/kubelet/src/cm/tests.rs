@@ -170,6 +170,14 @@ fn v1_tiers_pod_cgroups_and_removal() {
     assert!(!d.join("cpu/kubepods/besteffort/podold").exists());
     assert!(!d.join("memory/kubepods/besteffort/podold").exists());
     assert!(d.join("cpu/kubepods/podrunning").exists());
+
+    // After a restart, a burstable pod that still runs counts for the tier's shares again.
+    cm.ensure_pod_cgroup(&burstable("b2")).unwrap();
+    std::fs::write(d.join("cpu/kubepods/burstable/podb2/cgroup.procs"), "7\n").unwrap();
+    let restarted = manager(d, config(d));
+    std::fs::write(d.join("cpu/kubepods/burstable/cpu.shares"), "2").unwrap();
+    restarted.start().unwrap();
+    assert_eq!(g("cpu/kubepods/burstable/cpu.shares"), "102");
 }
 
 #[test]
