@@ -1,0 +1,478 @@
+//! Request routing: authentication, discovery, and the REST verbs on stored resources.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::auth::{Identity, Policy, Tokens};
+use crate::discovery::{self, ResourceDef};
+use crate::patch::{self, PatchType};
+use crate::respond::{Body, error, ok, store_error};
+use crate::selectors::Selector;
+use crate::store::{Key, Store, StoreError};
+use crate::watch::{self, WatchParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("reading request body: {0}")]
+    Body(#[from] hyper::Error),
+}
+
+pub struct App {
+    pub store: Arc<Store>,
+    pub tokens: Tokens,
+    pub policy: Policy,
+    pub bind_unscheduled_to: Option<String>,
+    pub server_addr: String,
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
+    pub bookmark_every: Duration,
+}
+
+/// A parsed resource request path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub def: &'static ResourceDef,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    /// Path after the subresource (nodes/{n}/proxy/...).
+    pub rest: String,
+    pub watch_path: bool,
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Parses /api/v1/... and /apis/{group}/{version}/... resource paths.
+pub fn parse_target(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, mut rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return None,
+    };
+    let mut watch_path = false;
+    if rest.first() == Some(&"watch") {
+        watch_path = true;
+        rest = &rest[1..];
+    }
+    let mut namespace = None;
+    if rest.len() >= 3 && rest[0] == "namespaces" && discovery::find(group, version, rest[2]).is_some() {
+        namespace = Some(rest[1].to_string());
+        rest = &rest[2..];
+    }
+    let def = discovery::find(group, version, rest.first()?)?;
+    Some(Target {
+        def,
+        namespace,
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+        rest: rest.get(3..).map(|r| r.join("/")).unwrap_or_default(),
+        watch_path,
+    })
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let h = req.headers().get("authorization")?.to_str().ok()?;
+    h.strip_prefix("Bearer ").map(|t| t.trim().to_string())
+}
+
+pub async fn handle(app: Arc<App>, cert: Option<Identity>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
+    match path.as_str() {
+        "/healthz" | "/readyz" | "/livez" => return Response::new(crate::respond::full("ok")),
+        "/version" | "/version/" => return ok(&discovery::version()),
+        _ => {}
+    }
+    let ident = cert.or_else(|| bearer(&req).and_then(|t| app.tokens.lookup(&t).cloned()));
+    let Some(ident) = ident else {
+        return error(401, "Unauthorized", "Unauthorized");
+    };
+    match route(app, ident, req).await {
+        Ok(r) => r,
+        Err(e) => error(500, "InternalError", &e.to_string()),
+    }
+}
+
+async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result<Response<Body>, HandlerError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    if req.method() == Method::GET {
+        let doc = match path.as_str() {
+            "/api" => Some(Ok(discovery::api_versions(&app.server_addr))),
+            "/api/v1" => Some(discovery::resource_list("", "v1")),
+            "/apis" => Some(Ok(discovery::api_group_list())),
+            p if p.starts_with("/apis/") && p.matches('/').count() == 2 => Some(discovery::api_group(&p[6..])),
+            p if p.starts_with("/apis/") && p.matches('/').count() == 3 => {
+                let mut it = p[6..].split('/');
+                Some(discovery::resource_list(it.next().unwrap_or(""), it.next().unwrap_or("")))
+            }
+            _ => None,
+        };
+        if let Some(doc) = doc {
+            return Ok(match doc {
+                Ok(d) => ok(&d),
+                Err(e) => error(404, "NotFound", &e.to_string()),
+            });
+        }
+        if path.starts_with("/openapi/") || path == "/swagger.json" {
+            return Ok(error(404, "NotFound", "the server could not find the requested resource"));
+        }
+    }
+    let Some(t) = parse_target(&path) else {
+        return Ok(error(404, "NotFound", "the server could not find the requested resource"));
+    };
+    let query = parse_query(req.uri().query());
+    if let Some(sub) = t.subresource.as_deref()
+        && matches!(sub, "log" | "exec" | "attach" | "portforward" | "proxy")
+    {
+        return Ok(crate::proxy::proxy(app, t, req).await);
+    }
+    let method = req.method().clone();
+    let content_type =
+        req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let body = req.into_body().collect().await?.to_bytes();
+    Ok(match method {
+        Method::GET if t.name.is_none() || t.watch_path => get_collection(&app, &t, &query),
+        Method::GET => get_one(&app, &t),
+        Method::POST if t.def.is_review() => review(&app, &t, &body, &ident),
+        Method::POST => create(&app, &t, &body),
+        Method::PUT => update(&app, &t, &body),
+        Method::PATCH => patch_one(&app, &t, &content_type, &body, &query),
+        Method::DELETE if t.name.is_some() => delete(&app, &t, &body, &query),
+        Method::DELETE => delete_collection(&app, &t, &query),
+        _ => error(405, "MethodNotAllowed", "method not allowed"),
+    })
+}
+
+fn key(t: &Target) -> Key {
+    Key {
+        resource: t.def.key(),
+        namespace: t.namespace.clone().unwrap_or_default(),
+        name: t.name.clone().unwrap_or_default(),
+    }
+}
+
+fn selectors(q: &HashMap<String, String>) -> Result<(Selector, Selector), Response<Body>> {
+    let labels = Selector::parse_labels(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| error(400, "BadRequest", &e.to_string()))?;
+    let fields = Selector::parse_fields(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| error(400, "BadRequest", &e.to_string()))?;
+    Ok((labels, fields))
+}
+
+fn get_collection(app: &App, t: &Target, q: &HashMap<String, String>) -> Response<Body> {
+    let (labels, mut fields) = match selectors(q) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let rv: Option<u64> = q.get("resourceVersion").and_then(|s| s.parse().ok());
+    let is_watch = t.watch_path || matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    if is_watch {
+        if let Some(name) = &t.name {
+            let extra = Selector::parse_fields(&format!("metadata.name={name}")).unwrap_or_default();
+            fields = Selector::parse_fields(&format!(
+                "metadata.name={name}{}",
+                q.get("fieldSelector").map(|f| format!(",{f}")).unwrap_or_default()
+            ))
+            .unwrap_or(extra);
+        }
+        let p = WatchParams {
+            resource: t.def.key(),
+            namespace: t.namespace.clone(),
+            labels,
+            fields,
+            resource_version: rv,
+            bookmarks: q.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
+            send_initial_events: q.get("sendInitialEvents").map(String::as_str) == Some("true"),
+            timeout: q.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs),
+            kind: t.def.kind.to_string(),
+            api_version: t.def.api_version(),
+        };
+        return watch::watch(app.store.clone(), p, app.bookmark_every);
+    }
+    if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact")
+        && let Some(rv) = rv
+        && let Err(e) = app.store.check_rv(rv)
+    {
+        return store_error(&e);
+    }
+    let (items, list_rv) = app.store.list(&t.def.key(), t.namespace.as_deref());
+    let items: Vec<Value> = items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
+    ok(&json!({
+        "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
+        "metadata": {"resourceVersion": list_rv.to_string()}, "items": items,
+    }))
+}
+
+fn get_one(app: &App, t: &Target) -> Response<Body> {
+    match app.store.get(&key(t)) {
+        Ok(o) => ok(&o),
+        Err(e) => store_error(&e),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, Response<Body>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(error(400, "BadRequest", "the request body must be a JSON object")),
+        Err(e) => Err(error(400, "BadRequest", &format!("error decoding request body: {e}"))),
+    }
+}
+
+fn review(app: &App, t: &Target, body: &[u8], ident: &Identity) -> Response<Body> {
+    let v = match parse_json(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let _ = ident;
+    let out = match t.def.plural {
+        "tokenreviews" => crate::auth::token_review(&app.tokens, v),
+        _ => crate::auth::subject_access_review(&app.policy, v),
+    };
+    crate::respond::json_response(StatusCode::CREATED, &out)
+}
+
+/// Checks the namespace of the request against the body's and that the namespace exists.
+fn check_namespace(app: &App, t: &Target, obj: &Value) -> Result<(), Response<Body>> {
+    let Some(ns) = &t.namespace else { return Ok(()) };
+    if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str)
+        && !body_ns.is_empty()
+        && body_ns != ns
+    {
+        return Err(error(
+            400,
+            "BadRequest",
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let nk = Key { resource: "/v1/namespaces".into(), namespace: String::new(), name: ns.clone() };
+    if !app.store.contains(&nk) {
+        return Err(store_error(&StoreError::NotFound { resource: "namespaces".into(), name: ns.clone() }));
+    }
+    Ok(())
+}
+
+fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
+    if t.subresource.is_some() {
+        return error(405, "MethodNotAllowed", "create is not supported on this subresource");
+    }
+    let mut obj = match parse_json(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_namespace(app, t, &obj) {
+        return r;
+    }
+    obj["apiVersion"] = json!(t.def.api_version());
+    obj["kind"] = json!(t.def.kind);
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    crate::semantics::prepare_create(t.def, &mut obj, app.bind_unscheduled_to.as_deref());
+    match app.store.create(&t.def.key(), t.namespace.as_deref().unwrap_or(""), obj) {
+        Ok(o) => crate::respond::json_response(StatusCode::CREATED, &o),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// Merges a write into the stored object according to the status subresource rules.
+fn restrict(t: &Target, old: &Value, mut new: Value) -> Value {
+    if t.subresource.as_deref() == Some("status") {
+        let mut out = old.clone();
+        out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        if let Some(rv) = new.pointer("/metadata/resourceVersion") {
+            out["metadata"]["resourceVersion"] = rv.clone();
+        }
+        return out;
+    }
+    if t.def.status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    new["apiVersion"] = json!(t.def.api_version());
+    new["kind"] = json!(t.def.kind);
+    new
+}
+
+fn update(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
+    let obj = match parse_json(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let k = key(t);
+    let old = match app.store.get(&k) {
+        Ok(o) => o,
+        Err(e) => return store_error(&e),
+    };
+    finish_write(app, t, &k, restrict(t, &old, obj))
+}
+
+fn finish_write(app: &App, t: &Target, k: &Key, obj: Value) -> Response<Body> {
+    match app.store.update(k, obj) {
+        Ok(o) => {
+            // A finalizer removal on an object being deleted completes the deletion.
+            if crate::semantics::deletion_complete(t.def, &o) {
+                let _ = app.store.delete(k);
+            }
+            ok(&o)
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+fn patch_one(app: &App, t: &Target, ct: &str, body: &[u8], q: &HashMap<String, String>) -> Response<Body> {
+    let pt = match PatchType::from_content_type(ct) {
+        Ok(p) => p,
+        Err(e) => return error(415, "UnsupportedMediaType", &e.to_string()),
+    };
+    let p = match patch::parse_body(pt, body) {
+        Ok(p) => p,
+        Err(e) => return error(400, "BadRequest", &e.to_string()),
+    };
+    let k = key(t);
+    let old = match app.store.get(&k) {
+        Ok(o) => o,
+        Err(StoreError::NotFound { .. }) if pt == PatchType::Apply && t.subresource.is_none() => {
+            let _ = q.get("fieldManager");
+            return create(app, t, &serde_json::to_vec(&p).unwrap_or_default());
+        }
+        Err(e) => return store_error(&e),
+    };
+    let mut doc = old.clone();
+    // Patches apply without a precondition unless they carry a resourceVersion themselves.
+    if let Some(m) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    if let Err(e) = patch::apply(pt, &mut doc, &p) {
+        return error(422, "Invalid", &e.to_string());
+    }
+    finish_write(app, t, &k, restrict(t, &old, doc))
+}
+
+fn grace_period(body: &[u8], q: &HashMap<String, String>) -> Option<i64> {
+    let from_body = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("gracePeriodSeconds")?.as_i64());
+    from_body.or_else(|| q.get("gracePeriodSeconds").and_then(|s| s.parse().ok()))
+}
+
+fn delete(app: &App, t: &Target, body: &[u8], q: &HashMap<String, String>) -> Response<Body> {
+    let k = key(t);
+    let obj = match app.store.get(&k) {
+        Ok(o) => o,
+        Err(e) => return store_error(&e),
+    };
+    let grace = grace_period(body, q);
+    if let Some(mut marked) = crate::semantics::graceful_delete(t.def, &obj, grace) {
+        if marked == obj {
+            return ok(&obj);
+        }
+        if let Some(m) = marked.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        return match app.store.update_deletion(&k, marked) {
+            Ok(o) => ok(&o),
+            Err(e) => store_error(&e),
+        };
+    }
+    match app.store.delete(&k) {
+        Ok(o) => {
+            if t.def.plural == "namespaces" {
+                app.store.delete_namespace_contents(&k.name);
+            }
+            ok(&o)
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+fn delete_collection(app: &App, t: &Target, q: &HashMap<String, String>) -> Response<Body> {
+    let (labels, fields) = match selectors(q) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (items, _) = app.store.list(&t.def.key(), t.namespace.as_deref());
+    let mut deleted = Vec::new();
+    for o in items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)) {
+        let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let k = Key { name, ..key(t) };
+        if let Ok(d) = app.store.delete(&k) {
+            deleted.push(d);
+        }
+    }
+    ok(&json!({"kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
+        "metadata": {"resourceVersion": app.store.current_rv().to_string()}, "items": deleted}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let t = parse_target("/api/v1/namespaces/default/pods/p1/status").unwrap();
+        assert_eq!((t.def.plural, t.namespace.as_deref(), t.name.as_deref()), ("pods", Some("default"), Some("p1")));
+        assert_eq!(t.subresource.as_deref(), Some("status"));
+        let t = parse_target("/api/v1/namespaces/kube-system").unwrap();
+        assert_eq!((t.def.plural, t.namespace, t.name.as_deref()), ("namespaces", None, Some("kube-system")));
+        let t = parse_target("/api/v1/namespaces").unwrap();
+        assert_eq!((t.def.plural, t.name), ("namespaces", None));
+        let t = parse_target("/api/v1/watch/namespaces/default/pods").unwrap();
+        assert!(t.watch_path && t.def.plural == "pods");
+        let t = parse_target("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1").unwrap();
+        assert_eq!(t.def.kind, "Lease");
+        let t = parse_target("/api/v1/nodes/n1/proxy/stats/summary").unwrap();
+        assert_eq!((t.subresource.as_deref(), t.rest.as_str()), (Some("proxy"), "stats/summary"));
+        assert!(parse_target("/apis/foo/v1/bars").is_none());
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("fieldSelector=spec.nodeName%3Dn1&labelSelector=a+in+(x)&watch"));
+        assert_eq!(q["fieldSelector"], "spec.nodeName=n1");
+        assert_eq!(q["labelSelector"], "a in (x)");
+        assert_eq!(q["watch"], "");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}
