@@ -65,6 +65,15 @@ const IMPLEMENTED: &[&str] = &[
     "nodeStatusMaxImages",
     "maxPods",
     "port",
+    "cgroupDriver",
+    "cgroupRoot",
+    "cgroupsPerQOS",
+    "cpuCFSQuota",
+    "cpuCFSQuotaPeriod",
+    "podPidsLimit",
+    "enforceNodeAllocatable",
+    "systemReserved",
+    "kubeReserved",
 ];
 
 fn init_tracing(verbosity: u32) {
@@ -326,7 +335,13 @@ async fn run() -> anyhow::Result<()> {
         pleg_tx,
     ));
     tokio::spawn(dispatcher::run(
-        dispatcher::Config { worker, node: node_info, sources: wanted_sources, housekeeping: Duration::from_secs(10) },
+        dispatcher::Config {
+            worker,
+            node: node_info,
+            max_pods: i64::from(cfg.max_pods),
+            sources: wanted_sources,
+            housekeeping: Duration::from_secs(10),
+        },
         snap_rx,
         pleg_rx,
     ));

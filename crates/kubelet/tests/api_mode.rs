@@ -76,6 +76,7 @@ fn start() -> Cluster {
     tokio::spawn(dispatcher::run(
         dispatcher::Config {
             node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
+            max_pods: 110,
             worker,
             sources: HashSet::from([SourceKind::File, SourceKind::Api]),
             housekeeping: Duration::from_millis(200),

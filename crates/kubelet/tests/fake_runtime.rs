@@ -58,6 +58,7 @@ fn node(rt: FakeRuntime) -> Node {
     let (pleg_tx, pleg_rx) = mpsc::channel(64);
     let cfg = dispatcher::Config {
         node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
+        max_pods: 110,
         worker,
         sources: HashSet::from([SourceKind::File]),
         housekeeping: Duration::from_millis(50),

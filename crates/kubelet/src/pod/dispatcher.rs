@@ -14,6 +14,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// This node, for admission (node name, selectors, taints).
     pub node: super::admission::NodeInfo,
+    /// `maxPods`, for admission.
+    pub max_pods: i64,
     /// The sources that must deliver a first snapshot before orphans may be removed.
     pub sources: HashSet<SourceKind>,
     pub housekeeping: Duration,
@@ -82,8 +84,23 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                 for uid in uids {
                     let pod = all[uid];
                     if !workers.contains_key(uid) && !rejected.contains(uid) && pod.metadata.deletion_timestamp.is_none() {
-                        let admitted: Vec<&Pod> = workers.values().filter(|e| !e.terminating).map(|e| &e.pod).collect();
-                        if let Err(r) = super::admission::admit(pod, &cfg.node, &admitted) {
+                        // Terminal pods hold no resources.
+                        let admitted: Vec<&Pod> = workers
+                            .iter()
+                            .filter(|(u, e)| {
+                                let phase = cfg.worker.statuses.get(u).and_then(|s| s.phase);
+                                !e.terminating && !matches!(phase.as_deref(), Some("Succeeded") | Some("Failed"))
+                            })
+                            .map(|(_, e)| &e.pod)
+                            .collect();
+                        let fits = super::admission::admit(pod, &cfg.node, &admitted).and_then(|()| {
+                            let alloc = cfg.worker.deps.node.cgroups.as_ref().map(|cm| cm.allocatable()).unwrap_or(
+                                crate::cm::Allocatable { cpu_milli: i64::MAX / 4, memory: i64::MAX / 4, pids: i64::MAX / 4 },
+                            );
+                            crate::cm::admission::admit(pod, &admitted, &alloc, cfg.max_pods)
+                                .map_err(|r| super::admission::Rejection { reason: r.reason, message: r.message })
+                        });
+                        if let Err(r) = fits {
                             tracing::warn!(pod = %super::executor::pod_name(pod), reason = %r.reason, "{}", r.message);
                             let status = k8s_openapi::api::core::v1::PodStatus {
                                 phase: Some("Failed".into()),

@@ -127,8 +127,8 @@ pub async fn run(cfg: Config, tx: mpsc::Sender<Snapshot>) {
         tokio::select! {
             got = ev_rx.recv() => {
                 if got.is_none() { watching = false; }
-                // Editors write in several steps: let a burst of events settle, then rescan once.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Rescan at once (pod start latency starts here); events queued meanwhile are
+                // folded into this scan, and a file still being written triggers another.
                 while ev_rx.try_recv().is_ok() {}
             }
             _ = tokio::time::sleep(cfg.period) => {

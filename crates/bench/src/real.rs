@@ -1,0 +1,312 @@
+//! The kubelet on containerd against raw CRI calls with the same sandbox and container configs.
+
+use crate::fake_scale::{cpu_time, rss_kib};
+use crate::{Args, ms, percentile};
+use k8s_openapi::api::core::v1::Pod;
+use kubelet::cri::DynRuntime;
+use kubelet::cri::remote::RemoteRuntime;
+use kubelet::pod::env::EnvSources;
+use kubelet::pod::runtime_config::{self, ContainerInput, NodeContext};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+const SOCKET: &str = "unix:///run/containerd/containerd.sock";
+
+fn manifest(name: &str, image: &str, script: &str, restart: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {image}\n    command: [\"sh\", \"-c\", {script:?}]\n"
+    )
+}
+
+fn node_ctx(dir: &Path) -> NodeContext {
+    NodeContext {
+        node_name: "bench".into(),
+        node_ip: None,
+        cluster_dns: vec![],
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: "/etc/resolv.conf".into(),
+        pod_logs_dir: dir.join("logs"),
+        root_dir: dir.join("root"),
+        cgroups: None,
+    }
+}
+
+/// A pod as the kubelet would have it (static pod defaulting), for the raw side's configs.
+fn raw_pod(i: usize, image: &str) -> Pod {
+    use kubelet::sources::manifest::{self as m, Origin};
+    let yaml = manifest(&format!("raw{i}"), image, "sleep 3600", "Always");
+    let origin = Origin { kind: kubelet::sources::SourceKind::File, location: format!("/raw/{i}") };
+    let pod = m::decode(yaml.as_bytes(), &origin).unwrap().remove(0);
+    m::prepare(pod, &origin, "bench", "t").unwrap()
+}
+
+/// RunPodSandbox + CreateContainer + StartContainer, as the kubelet issues them.
+async fn raw_start(rt: &DynRuntime, node: &NodeContext, pod: &Pod, image_ref: &str) -> anyhow::Result<String> {
+    let sb = runtime_config::sandbox_config(pod, node, 0);
+    std::fs::create_dir_all(&sb.log_directory)?;
+    let id = rt.run_pod_sandbox(sb.clone()).await?;
+    let c = &pod.spec.as_ref().unwrap().containers[0];
+    let env = EnvSources::default();
+    let input = ContainerInput {
+        env_sources: &env,
+        pod,
+        container: c,
+        kind: kubelet::cri::labels::ContainerType::Regular,
+        restart_count: 0,
+        image_ref,
+        pod_ip: None,
+    };
+    let cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
+    let cid = rt.create_container(&id, cfg, sb).await?;
+    rt.start_container(&cid).await?;
+    Ok(id)
+}
+
+async fn raw_cleanup(rt: &DynRuntime, ids: &[String]) {
+    for id in ids {
+        let _ = rt.stop_pod_sandbox(id).await;
+        let _ = rt.remove_pod_sandbox(id).await;
+    }
+}
+
+struct Kubelet {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Kubelet {
+    async fn start(bin: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let hz = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        std::fs::create_dir_all(dir.path().join("manifests"))?;
+        let config = format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nreadOnlyPort: {port}\nhealthzPort: {hz}\nserializeImagePulls: false\nmaxPods: 250\n",
+            dir.path().join("manifests").display()
+        );
+        std::fs::write(dir.path().join("config.yaml"), config)?;
+        let log = std::fs::File::create(dir.path().join("kubelet.log"))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(dir.path().join("config.yaml"))
+            .arg("--root-dir")
+            .arg(dir.path().join("root"))
+            .arg("--hostname-override")
+            .arg("bench")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("{}: {e} (build it with cargo build --release)", bin.display()))?;
+        let k = Self { child, dir, port, http: reqwest::Client::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if k.pods().await.is_some() {
+                return Ok(k);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("kubelet did not start")
+    }
+
+    async fn pods(&self) -> Option<Vec<Pod>> {
+        let r = self.http.get(format!("http://127.0.0.1:{}/pods", self.port)).send().await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.ok()?).ok()?;
+        serde_json::from_value(v["items"].clone()).ok()
+    }
+
+    fn write(&self, name: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{name}"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("manifests").join(format!("{name}.yaml"))).unwrap();
+    }
+
+    fn remove_all(&self) {
+        for e in std::fs::read_dir(self.dir.path().join("manifests")).unwrap().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+
+    /// Polls /pods every 2 ms until `n` pods run their container.
+    async fn wait_running(&self, n: usize) -> Instant {
+        loop {
+            if let Some(pods) = self.pods().await {
+                let running = pods.iter().filter(|p| container_running(p)).count();
+                if running >= n {
+                    return Instant::now();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn wait_empty(&self, rt: &DynRuntime) {
+        loop {
+            let none = self.pods().await.is_some_and(|p| p.is_empty());
+            let sandboxes = rt.list_pod_sandboxes(None).await.unwrap_or_default();
+            if none && !sandboxes.iter().any(|s| s.metadata.as_ref().is_some_and(|m| m.name.ends_with("-bench"))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn container_running(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+}
+
+fn report(label: &str, kubelet: &mut [Duration], raw: &mut [Duration]) {
+    kubelet.sort();
+    raw.sort();
+    let (k50, k99, r50, r99) =
+        (percentile(kubelet, 0.5), percentile(kubelet, 0.99), percentile(raw, 0.5), percentile(raw, 0.99));
+    println!(
+        "{label}: kubelet p50 {} p99 {} | raw CRI p50 {} p99 {} | ratio p50 {:.2}× p99 {:.2}×",
+        ms(k50),
+        ms(k99),
+        ms(r50),
+        ms(r99),
+        k50.as_secs_f64() / r50.as_secs_f64().max(1e-9),
+        k99.as_secs_f64() / r99.as_secs_f64().max(1e-9)
+    );
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    let rt: DynRuntime = Arc::new(RemoteRuntime::connect(SOCKET, None, Duration::from_secs(120)).await?);
+    let image_ref = rt.pull_image(&args.image, None).await?;
+    let scratch = tempfile::tempdir()?;
+    let node = node_ctx(scratch.path());
+
+    // 1. One pod at a time.
+    let mut raw = Vec::new();
+    for i in 0..args.runs {
+        let pod = raw_pod(i, &args.image);
+        let t = Instant::now();
+        let id = raw_start(&rt, &node, &pod, &image_ref).await?;
+        raw.push(t.elapsed());
+        raw_cleanup(&rt, &[id]).await;
+    }
+    let k = Kubelet::start(&args.kubelet).await?;
+    let pid = k.pid();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = rss_kib(&pid);
+    let cpu0 = cpu_time(&pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu_idle = (cpu_time(&pid) - cpu0).as_secs_f64() / 10.0;
+    let mut kub = Vec::new();
+    for i in 0..args.runs {
+        let t = Instant::now();
+        k.write(&format!("one{i}"), &manifest(&format!("one{i}"), &args.image, "sleep 3600", "Always"));
+        kub.push(k.wait_running(1).await - t);
+        k.remove_all();
+        k.wait_empty(&rt).await;
+    }
+    report("pod start (1 pod)", &mut kub, &mut raw);
+
+    // 2. A burst of pods at once, raw at the same concurrency.
+    let n = args.burst;
+    let t = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let rt = rt.clone();
+            let node = node.clone();
+            let pod = raw_pod(10_000 + i, &args.image);
+            let image_ref = image_ref.clone();
+            tokio::spawn(async move { raw_start(&rt, &node, &pod, &image_ref).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut failed = 0;
+    for h in handles {
+        match h.await? {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                failed += 1;
+                eprintln!("raw burst: {e}");
+            }
+        }
+    }
+    let raw_burst = t.elapsed();
+    if failed > 0 {
+        println!("raw CRI burst: {failed} of {n} pods failed in the runtime");
+    }
+    raw_cleanup(&rt, &ids).await;
+    let t = Instant::now();
+    for i in 0..n {
+        k.write(&format!("burst{i}"), &manifest(&format!("burst{i}"), &args.image, "sleep 3600", "Always"));
+    }
+    let kub_burst = k.wait_running(n).await - t;
+    println!(
+        "{n} pods at once: kubelet {} | raw CRI {} | ratio {:.2}×",
+        ms(kub_burst),
+        ms(raw_burst),
+        kub_burst.as_secs_f64() / raw_burst.as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_busy = rss_kib(&pid);
+    let cpu1 = cpu_time(&pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu_busy = (cpu_time(&pid) - cpu1).as_secs_f64() / 10.0;
+    println!(
+        "kubelet footprint: idle RSS {:.1} MiB, CPU {cpu_idle:.4} cores | {n} pods RSS {:.1} MiB, CPU {cpu_busy:.4} cores",
+        rss_idle as f64 / 1024.0,
+        rss_busy as f64 / 1024.0
+    );
+    k.remove_all();
+    k.wait_empty(&rt).await;
+
+    // 3. Container exit → terminated state visible on /pods.
+    let mut lat = Vec::new();
+    for i in 0..args.runs.min(10) {
+        k.write(&format!("exit{i}"), &manifest(&format!("exit{i}"), &args.image, "sleep 1", "Never"));
+        let seen = loop {
+            let pods = k.pods().await.unwrap_or_default();
+            let done = pods.iter().find(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some())))
+            });
+            if let Some(p) = done {
+                break (SystemTime::now(), p.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let cid = seen.1.status.unwrap().container_statuses.unwrap()[0].container_id.clone().unwrap_or_default();
+        let cid = cid.split("://").nth(1).unwrap_or_default().to_string();
+        if let Ok(st) = rt.container_status(&cid).await
+            && let Some(finished) = kubelet::cri::nanos_to_time(st.finished_at)
+        {
+            lat.push(seen.0.duration_since(finished).unwrap_or_default());
+        }
+        k.remove_all();
+        k.wait_empty(&rt).await;
+    }
+    lat.sort();
+    println!(
+        "container exit → status visible: p50 {} p99 {} (relist backstop 1 s)",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99))
+    );
+    Ok(())
+}
