@@ -64,7 +64,14 @@ impl Tokens {
             let uid = parts.next().unwrap_or("").trim().to_string();
             let groups = parts
                 .next()
-                .map(|g| g.trim().trim_matches('"').split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .map(|g| {
+                    g.trim()
+                        .trim_matches('"')
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default();
             let mut id = Identity::new(user.trim(), groups);
             id.uid = uid;
@@ -127,7 +134,13 @@ impl Policy {
                 return (true, format!("allowed by policy rule {i}"));
             }
         }
-        (false, format!("no policy rule allows user {user:?} to {verb} {resource}{}", if sub.is_empty() { String::new() } else { format!("/{sub}") }))
+        (
+            false,
+            format!(
+                "no policy rule allows user {user:?} to {verb} {resource}{}",
+                if sub.is_empty() { String::new() } else { format!("/{sub}") }
+            ),
+        )
     }
 }
 
@@ -158,7 +171,8 @@ pub fn subject_access_review(policy: &Policy, mut review: Value) -> Value {
         .or_else(|| spec.get("nonResourceAttributes").map(|n| json!({"verb": n["verb"], "resource": n["path"]})))
         .unwrap_or(json!({}));
     let (allowed, reason) = policy.decide(user, &groups, &attrs);
-    review["status"] = if allowed { json!({"allowed": true, "reason": reason}) } else { json!({"allowed": false, "reason": reason}) };
+    review["status"] =
+        if allowed { json!({"allowed": true, "reason": reason}) } else { json!({"allowed": false, "reason": reason}) };
     review["apiVersion"] = json!("authorization.k8s.io/v1");
     review["kind"] = json!("SubjectAccessReview");
     review

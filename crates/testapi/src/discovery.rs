@@ -69,7 +69,17 @@ pub const RESOURCES: &[ResourceDef] = &[
     def("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], false),
     def("", "v1", "events", "event", "Event", true, &["ev"], &[], false),
     def("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], false),
-    def("", "v1", "persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", true, &["pvc"], &[], false),
+    def(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+        &[],
+        false,
+    ),
     def("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], &[], false),
     def("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], false),
     def("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
@@ -183,6 +193,49 @@ pub fn resource_list(group: &str, version: &str) -> Result<Value, DiscoveryError
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Ok(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+/// /openapi/v3: one entry per group version.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs: Vec<(&str, &str)> = RESOURCES.iter().map(|r| (r.group, r.version)).collect();
+    gvs.dedup();
+    for (g, v) in gvs {
+        let p = if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") };
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=testapi")}));
+    }
+    json!({"paths": paths})
+}
+
+/// /openapi/v3/<api|apis/g>/<v>: a minimal document with the PATCH operations and their
+/// `fieldValidation` parameter, which is what kubectl checks before using server-side validation.
+pub fn openapi_v3_doc(path: &str) -> Result<Value, DiscoveryError> {
+    let (group, version) = match path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+        ["api", v] => ("", v.to_string()),
+        ["apis", g, v] => (*g, v.to_string()),
+        _ => return Err(DiscoveryError::NotFound),
+    };
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+        let op = json!({
+            "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+            "x-kubernetes-action": "patch",
+            "parameters": [
+                {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                {"name": "force", "in": "query", "schema": {"type": "boolean"}}
+            ],
+            "responses": {"200": {"description": "OK"}}
+        });
+        paths.insert(format!("{prefix}{ns}/{}/{{name}}", r.plural), json!({"patch": op}));
+    }
+    if paths.is_empty() {
+        return Err(DiscoveryError::NotFound);
+    }
+    Ok(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths}))
 }
 
 #[cfg(test)]

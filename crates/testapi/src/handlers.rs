@@ -151,6 +151,15 @@ async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result
                 Err(e) => error(404, "NotFound", &e.to_string()),
             });
         }
+        if path == "/openapi/v3" {
+            return Ok(ok(&discovery::openapi_v3_root()));
+        }
+        if let Some(p) = path.strip_prefix("/openapi/v3/") {
+            return Ok(match discovery::openapi_v3_doc(p) {
+                Ok(d) => ok(&d),
+                Err(e) => error(404, "NotFound", &e.to_string()),
+            });
+        }
         if path.starts_with("/openapi/") || path == "/swagger.json" {
             return Ok(error(404, "NotFound", "the server could not find the requested resource"));
         }
@@ -234,7 +243,8 @@ fn get_collection(app: &App, t: &Target, q: &HashMap<String, String>) -> Respons
         return store_error(&e);
     }
     let (items, list_rv) = app.store.list(&t.def.key(), t.namespace.as_deref());
-    let items: Vec<Value> = items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
+    let items: Vec<Value> =
+        items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
     ok(&json!({
         "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
         "metadata": {"resourceVersion": list_rv.to_string()}, "items": items,

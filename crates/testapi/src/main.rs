@@ -114,7 +114,14 @@ async fn serve(a: ServeArgs) -> Result<(), ServeError> {
     std::fs::write(a.dir.join("apiserver.key"), &serving.key_pem).map_err(io("apiserver.key"))?;
     tls::write_kubeconfig(&a.dir, "admin", &server, &ca, "admin", Some("system:masters"))?;
     for n in &a.kubelet_nodes {
-        tls::write_kubeconfig(&a.dir, &format!("kubelet-{n}"), &server, &ca, &format!("system:node:{n}"), Some("system:nodes"))?;
+        tls::write_kubeconfig(
+            &a.dir,
+            &format!("kubelet-{n}"),
+            &server,
+            &ca,
+            &format!("system:node:{n}"),
+            Some("system:nodes"),
+        )?;
     }
     let mut tokens = auth::Tokens::default();
     for t in &a.tokens {
@@ -174,8 +181,10 @@ async fn serve(a: ServeArgs) -> Result<(), ServeError> {
                 let ident = ident.clone();
                 async move { Ok::<_, std::convert::Infallible>(handlers::handle(app, ident, req).await) }
             });
-            if let Err(e) =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await
             {
                 tracing::debug!(%peer, error = %e, "connection");
             }

@@ -122,7 +122,13 @@ pub async fn proxy(app: Arc<App>, t: Target, req: Request<Incoming>) -> Response
     }
 }
 
-async fn forward(app: &App, host: &str, port: u16, uri: &str, mut req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+async fn forward(
+    app: &App,
+    host: &str,
+    port: u16,
+    uri: &str,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
     let addr = format!("{host}:{port}");
     let tcp = tokio::net::TcpStream::connect(&addr).await.map_err(|e| ProxyError::Connect(addr.clone(), e))?;
     let server_name = ServerName::try_from(host.to_string()).map_err(|_| ProxyError::Address(host.into()))?;

@@ -164,11 +164,30 @@ mod tests {
     #[test]
     fn labels() {
         let p = pod();
-        let ok = ["app=web", "app==web", "app!=db", "app in (web, db)", "app notin (db)", "tier", "!missing", "app=web,tier=fe", ""];
+        let ok = [
+            "app=web",
+            "app==web",
+            "app!=db",
+            "app in (web, db)",
+            "app notin (db)",
+            "tier",
+            "!missing",
+            "app=web,tier=fe",
+            "",
+        ];
         for s in ok {
             assert!(Selector::parse_labels(s).unwrap().matches_labels(&p), "{s}");
         }
-        let no = ["app=db", "app!=web", "app in (db)", "app notin (web,x)", "missing", "!tier", "app=web,tier=be", "missing in (a)"];
+        let no = [
+            "app=db",
+            "app!=web",
+            "app in (db)",
+            "app notin (web,x)",
+            "missing",
+            "!tier",
+            "app=web,tier=be",
+            "missing in (a)",
+        ];
         for s in no {
             assert!(!Selector::parse_labels(s).unwrap().matches_labels(&p), "{s}");
         }
@@ -179,7 +198,14 @@ mod tests {
     #[test]
     fn fields() {
         let p = pod();
-        let ok = ["metadata.name=p", "metadata.namespace==default", "spec.nodeName=n1", "status.phase!=Pending", "spec.nodeName!=", "metadata.name=p,status.phase=Running"];
+        let ok = [
+            "metadata.name=p",
+            "metadata.namespace==default",
+            "spec.nodeName=n1",
+            "status.phase!=Pending",
+            "spec.nodeName!=",
+            "metadata.name=p,status.phase=Running",
+        ];
         for s in ok {
             assert!(Selector::parse_fields(s).unwrap().matches_fields(&p), "{s}");
         }

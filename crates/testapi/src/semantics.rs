@@ -74,8 +74,7 @@ fn prepare_pod(pod: &mut Value, bind_to: Option<&str>) {
     let bound = spec.get("nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
     let mut status = json!({"phase": "Pending", "qosClass": qos_class(spec)});
     if bound {
-        status["conditions"] =
-            json!([{"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}]);
+        status["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}]);
     }
     pod["status"] = status;
 }
@@ -137,8 +136,9 @@ pub fn graceful_delete(def: &ResourceDef, obj: &Value, grace: Option<i64>) -> Op
         }
         return Some(marked);
     }
-    marked["metadata"]["deletionTimestamp"] =
-        json!((chrono::Utc::now() + chrono::Duration::seconds(grace)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    marked["metadata"]["deletionTimestamp"] = json!(
+        (chrono::Utc::now() + chrono::Duration::seconds(grace)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
     marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
     Some(marked)
 }

@@ -314,7 +314,10 @@ impl Store {
         }
         let _ = self.tx.send(ev);
         if let Some(path) = &self.persist {
-            let p = Persisted { rv: inner.rv, objects: inner.objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect() };
+            let p = Persisted {
+                rv: inner.rv,
+                objects: inner.objects.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            };
             if let Ok(text) = serde_json::to_string(&p) {
                 let tmp = path.with_extension("tmp");
                 if std::fs::write(&tmp, text).is_ok() {
@@ -356,9 +359,7 @@ mod tests {
         assert_eq!(o["metadata"]["resourceVersion"], "2");
         let err = s.create("/v1/configmaps", "default", cm("a")).unwrap_err();
         assert!(matches!(err, StoreError::AlreadyExists { .. }));
-        let g = s
-            .create("/v1/configmaps", "default", json!({"metadata": {"generateName": "x-"}}))
-            .unwrap();
+        let g = s.create("/v1/configmaps", "default", json!({"metadata": {"generateName": "x-"}})).unwrap();
         assert!(g["metadata"]["name"].as_str().unwrap().starts_with("x-"));
         assert_eq!(g["metadata"]["name"].as_str().unwrap().len(), 7);
     }

@@ -146,7 +146,14 @@ contexts:\n- name: testapi\n  context:\n    cluster: testapi\n    user: {user}\n
 }
 
 /// Writes `<dir>/<file>.kubeconfig` (and the cert/key beside it as <file>.crt/.key).
-pub fn write_kubeconfig(dir: &Path, file: &str, server: &str, ca: &Ca, user: &str, group: Option<&str>) -> Result<PathBuf, TlsError> {
+pub fn write_kubeconfig(
+    dir: &Path,
+    file: &str,
+    server: &str,
+    ca: &Ca,
+    user: &str,
+    group: Option<&str>,
+) -> Result<PathBuf, TlsError> {
     let issued = ca.client_cert(user, group)?;
     write(&dir.join(format!("{file}.crt")), &issued.cert_pem)?;
     write(&dir.join(format!("{file}.key")), &issued.key_pem)?;
@@ -259,7 +266,8 @@ mod tests {
         // The reloaded CA's issued certs verify against the original ca.crt.
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.cert.der().clone()).unwrap();
-        let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let v =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
         v.verify_client_cert(&c.cert_der, &[], UnixTime::now()).unwrap();
         assert!(server_config(&again, &again.server_cert(&[]).unwrap()).is_ok());
         assert!(kubelet_client_config(&again).is_ok());

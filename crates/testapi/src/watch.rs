@@ -235,7 +235,9 @@ mod tests {
         let events = collect(resp).await;
         assert_eq!(events[0]["type"], "ADDED");
         assert_eq!(events[1]["type"], "DELETED");
-        assert!(events[2..].iter().any(|e| e["type"] == "BOOKMARK" && e["object"]["metadata"]["resourceVersion"] == "3"));
+        assert!(
+            events[2..].iter().any(|e| e["type"] == "BOOKMARK" && e["object"]["metadata"]["resourceVersion"] == "3")
+        );
     }
 
     #[tokio::test]
