@@ -35,6 +35,7 @@ impl ResourceDef {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn def(
     group: &'static str,
     version: &'static str,

@@ -28,10 +28,8 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value, bind_to: Option<&str>)
                 }
             }
         }
-        ("", "services") => {
-            if obj.pointer("/spec/type").is_none() && obj.get("spec").is_some_and(Value::is_object) {
-                obj["spec"]["type"] = json!("ClusterIP");
-            }
+        ("", "services") if obj.pointer("/spec/type").is_none() && obj.get("spec").is_some_and(Value::is_object) => {
+            obj["spec"]["type"] = json!("ClusterIP");
         }
         _ => {}
     }

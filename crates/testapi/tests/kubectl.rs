@@ -53,7 +53,11 @@ fn kubectl_with(config: &Path, args: &[&str]) -> (bool, String, String) {
         .env("HOME", config.parent().unwrap())
         .output()
         .unwrap();
-    let r = (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let r = (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     eprintln!("$ kubectl {}\n{}{}", args.join(" "), r.1, r.2);
     r
 }
@@ -140,7 +144,10 @@ fn kubectl_end_to_end() {
     assert!(watched.contains("\"MODIFIED\"") && watched.contains("watched"), "watch output: {watched}");
 
     // Status subresource patch (what the kubelet does) and the main resource ignoring status.
-    ok(&admin, &["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    ok(
+        &admin,
+        &["patch", "pod", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#],
+    );
     ok(&admin, &["patch", "pod", "web", "--type=merge", "-p", r#"{"status":{"phase":"Failed"}}"#]);
     assert_eq!(ok(&admin, &["get", "pod", "web", "-o", "jsonpath={.status.phase}"]), "Running");
 
@@ -158,7 +165,10 @@ reason: Pulled\nmessage: pulled the image\ntype: Normal\ncount: 1\nsource: {{com
     ok(&admin, &["create", "-f", &ev]);
     assert!(ok(&admin, &["get", "events"]).contains("web.1"));
     let described = ok(&admin, &["describe", "pod", "web"]);
-    assert!(described.contains("Node:") && described.contains("n1") && described.contains("pulled the image"), "{described}");
+    assert!(
+        described.contains("Node:") && described.contains("n1") && described.contains("pulled the image"),
+        "{described}"
+    );
 
     // Deleting a bound pod only marks it; a grace-period-0 DELETE removes it.
     ok(&admin, &["delete", "pod", "web", "--wait=false"]);
@@ -176,7 +186,8 @@ reason: Pulled\nmessage: pulled the image\ntype: Normal\ncount: 1\nsource: {{com
     // Bearer tokens and anonymous access.
     let ca = d.join("ca.crt");
     let none = PathBuf::from(write(d, "none.kubeconfig", "apiVersion: v1\nkind: Config\n"));
-    let base = ["--kubeconfig", none.to_str().unwrap(), "--server", &s.url, "--certificate-authority", ca.to_str().unwrap()];
+    let base =
+        ["--kubeconfig", none.to_str().unwrap(), "--server", &s.url, "--certificate-authority", ca.to_str().unwrap()];
     let with = |extra: &[&str]| {
         let mut a: Vec<&str> = base.to_vec();
         a.extend_from_slice(extra);
