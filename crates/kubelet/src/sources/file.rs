@@ -105,8 +105,12 @@ pub fn now_rfc3339() -> String {
 /// Watches the directory and sends a snapshot whenever the set of pods changes.
 pub async fn run(cfg: Config, tx: mpsc::Sender<Snapshot>) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = ev_tx.send(());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Reading the directory is itself an (access) event: reacting to those would rescan
+        // forever. Only changes count.
+        if res.is_ok_and(|ev| !matches!(ev.kind, notify::EventKind::Access(_))) {
+            let _ = ev_tx.send(());
+        }
     })
     .map_err(|e| tracing::warn!(error = %e, "inotify unavailable; polling the static pod directory only"))
     .ok();
