@@ -175,13 +175,18 @@ async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result
     {
         return Ok(crate::proxy::proxy(app, t, req).await);
     }
+    let table = crate::table::wants_table(req.headers().get("accept").and_then(|v| v.to_str().ok()).unwrap_or(""))
+        .ok()
+        .map(|_| crate::table::Include::parse(query.get("includeObject").map(String::as_str)));
     let method = req.method().clone();
     let content_type =
         req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
     let body = req.into_body().collect().await?.to_bytes();
     Ok(match method {
-        Method::GET if t.name.is_none() || t.watch_path => get_collection(&app, &t, &query),
-        Method::GET => get_one(&app, &t),
+        Method::GET if t.name.is_none() || t.watch_path || query.get("watch").is_some_and(|w| w == "true") => {
+            get_collection(&app, &t, &query, table)
+        }
+        Method::GET => get_one(&app, &t, table),
         Method::POST if t.def.is_review() => review(&app, &t, &body, &ident),
         Method::POST => create(&app, &t, &body),
         Method::PUT => update(&app, &t, &body),
@@ -208,7 +213,12 @@ fn selectors(q: &HashMap<String, String>) -> Result<(Selector, Selector), Respon
     Ok((labels, fields))
 }
 
-fn get_collection(app: &App, t: &Target, q: &HashMap<String, String>) -> Response<Body> {
+fn get_collection(
+    app: &App,
+    t: &Target,
+    q: &HashMap<String, String>,
+    table: Option<crate::table::Include>,
+) -> Response<Body> {
     let (labels, mut fields) = match selectors(q) {
         Ok(s) => s,
         Err(r) => return r,
@@ -235,6 +245,7 @@ fn get_collection(app: &App, t: &Target, q: &HashMap<String, String>) -> Respons
             timeout: q.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs),
             kind: t.def.kind.to_string(),
             api_version: t.def.api_version(),
+            table,
         };
         return watch::watch(app.store.clone(), p, app.bookmark_every);
     }
@@ -247,15 +258,24 @@ fn get_collection(app: &App, t: &Target, q: &HashMap<String, String>) -> Respons
     let (items, list_rv) = app.store.list(&t.def.key(), t.namespace.as_deref());
     let items: Vec<Value> =
         items.into_iter().filter(|o| labels.matches_labels(o) && fields.matches_fields(o)).collect();
+    if let Some(include) = table {
+        return ok(&crate::table::table(t.def.kind, &items, &list_rv.to_string(), include, true));
+    }
     ok(&json!({
         "kind": format!("{}List", t.def.kind), "apiVersion": t.def.api_version(),
         "metadata": {"resourceVersion": list_rv.to_string()}, "items": items,
     }))
 }
 
-fn get_one(app: &App, t: &Target) -> Response<Body> {
+fn get_one(app: &App, t: &Target, table: Option<crate::table::Include>) -> Response<Body> {
     match app.store.get(&key(t)) {
-        Ok(o) => ok(&o),
+        Ok(o) => match table {
+            Some(include) => {
+                let rv = o.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+                ok(&crate::table::table(t.def.kind, std::slice::from_ref(&o), &rv, include, true))
+            }
+            None => ok(&o),
+        },
         Err(e) => store_error(&e),
     }
 }
@@ -415,6 +435,23 @@ fn delete(app: &App, t: &Target, body: &[u8], q: &HashMap<String, String>) -> Re
         Ok(o) => o,
         Err(e) => return store_error(&e),
     };
+    // DeleteOptions.preconditions (uid, resourceVersion), as the kubelet sends them.
+    let opts = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
+    for (field, path) in [("uid", "/metadata/uid"), ("resourceVersion", "/metadata/resourceVersion")] {
+        if let Some(want) = opts.pointer(&format!("/preconditions/{field}")).and_then(Value::as_str)
+            && obj.pointer(path).and_then(Value::as_str) != Some(want)
+        {
+            let name = k.name.clone();
+            let msg = format!(
+                "Precondition failed: {field} in precondition: {want}, {field} in object meta: {}",
+                obj.pointer(path).and_then(Value::as_str).unwrap_or("")
+            );
+            let mut s =
+                crate::respond::store_error_status(&StoreError::Conflict { resource: t.def.plural.into(), name });
+            s["message"] = json!(msg);
+            return crate::respond::json_response(StatusCode::CONFLICT, &s);
+        }
+    }
     let grace = grace_period(body, q);
     if let Some(mut marked) = crate::semantics::graceful_delete(t.def, &obj, grace) {
         if marked == obj {

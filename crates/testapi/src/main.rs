@@ -9,6 +9,7 @@ mod respond;
 mod selectors;
 mod semantics;
 mod store;
+mod table;
 mod tls;
 mod watch;
 

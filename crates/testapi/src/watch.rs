@@ -34,6 +34,8 @@ pub struct WatchParams {
     pub timeout: Option<Duration>,
     pub kind: String,
     pub api_version: String,
+    /// Send each object as a one-row Table (kubectl's `get -w`).
+    pub table: Option<crate::table::Include>,
 }
 
 impl WatchParams {
@@ -62,6 +64,19 @@ pub fn transform(ev: &Event, p: &WatchParams) -> Option<(&'static str, Value)> {
                 (false, false) => None,
             }
         }
+    }
+}
+
+/// Renders a watch event line, as a Table when asked (column definitions only in the first one).
+fn render(p: &WatchParams, first: &mut bool, typ: &str, obj: &Value) -> Bytes {
+    match p.table {
+        Some(include) => {
+            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+            let t = crate::table::table(&p.kind, std::slice::from_ref(obj), rv, include, *first);
+            *first = false;
+            line(typ, &t)
+        }
+        None => line(typ, obj),
     }
 }
 
@@ -96,10 +111,13 @@ pub fn watch(store: Arc<Store>, p: WatchParams, bookmark_every: Duration) -> Res
     let live = store.subscribe();
     let start_rv = p.resource_version.unwrap_or(0);
     let mut initial = Vec::new();
+    let mut first = true;
     let last_rv;
     if start_rv == 0 || p.send_initial_events {
         let (items, rv) = store.list(&p.resource, p.namespace.as_deref());
-        initial.extend(items.iter().filter(|o| p.matches(o)).map(|o| line("ADDED", o)));
+        for o in items.iter().filter(|o| p.matches(o)) {
+            initial.push(render(&p, &mut first, "ADDED", o));
+        }
         if p.send_initial_events {
             initial.push(bookmark(&p, rv, true));
         }
@@ -107,7 +125,9 @@ pub fn watch(store: Arc<Store>, p: WatchParams, bookmark_every: Duration) -> Res
     } else {
         match store.events_since(start_rv) {
             Ok(evs) => {
-                initial.extend(evs.iter().filter_map(|e| transform(e, &p)).map(|(t, o)| line(t, &o)));
+                for (t, o) in evs.iter().filter_map(|e| transform(e, &p)) {
+                    initial.push(render(&p, &mut first, t, &o));
+                }
                 last_rv = evs.last().map(|e| e.rv).unwrap_or(start_rv);
             }
             Err(e) => {
@@ -122,7 +142,7 @@ pub fn watch(store: Arc<Store>, p: WatchParams, bookmark_every: Duration) -> Res
         }
     }
     tokio::spawn(async move {
-        let _ = run(store, p, live, tx, initial, last_rv, bookmark_every).await;
+        let _ = run(store, p, live, tx, initial, (last_rv, first), bookmark_every).await;
     });
     streaming_response(rx)
 }
@@ -133,7 +153,7 @@ async fn run(
     mut live: broadcast::Receiver<Arc<Event>>,
     tx: mpsc::Sender<Bytes>,
     initial: Vec<Bytes>,
-    mut last_rv: u64,
+    (mut last_rv, mut first): (u64, bool),
     bookmark_every: Duration,
 ) -> Result<(), WatchError> {
     for b in initial {
@@ -151,7 +171,7 @@ async fn run(
                     }
                     last_rv = ev.rv;
                     if let Some((t, o)) = transform(&ev, &p) {
-                        tx.send(line(t, &o)).await.map_err(|_| WatchError::Closed)?;
+                        tx.send(render(&p, &mut first, t, &o)).await.map_err(|_| WatchError::Closed)?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -170,7 +190,7 @@ async fn run(
                     }
                     last_rv = ev.rv;
                     if let Some((t, o)) = transform(&ev, &p) {
-                        tx.send(line(t, &o)).await.map_err(|_| WatchError::Closed)?;
+                        tx.send(render(&p, &mut first, t, &o)).await.map_err(|_| WatchError::Closed)?;
                     }
                 }
                 last_rv = last_rv.max(rv);
@@ -199,6 +219,7 @@ mod tests {
             timeout: Some(Duration::from_secs(2)),
             kind: "Pod".into(),
             api_version: "v1".into(),
+            table: None,
         }
     }
 

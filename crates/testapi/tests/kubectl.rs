@@ -115,6 +115,9 @@ fn kubectl_end_to_end() {
     assert_eq!(p["items"][0]["metadata"]["name"], "web");
     assert_eq!(p["items"][0]["spec"]["nodeName"], "n1");
     assert_eq!(p["items"][0]["status"]["phase"], "Pending");
+    // Server-side tables for kubectl's human-readable output.
+    let table = ok(&admin, &["get", "pods", "-o", "wide"]);
+    assert!(table.contains("READY") && table.contains("Pending") && table.contains("n1"), "{table}");
     let (dup, _, err) = kubectl_with(&admin, &["create", "-f", &pod]);
     assert!(!dup && err.contains("AlreadyExists"), "{err}");
 
@@ -163,7 +166,8 @@ reason: Pulled\nmessage: pulled the image\ntype: Normal\ncount: 1\nsource: {{com
         ),
     );
     ok(&admin, &["create", "-f", &ev]);
-    assert!(ok(&admin, &["get", "events"]).contains("web.1"));
+    let events = ok(&admin, &["get", "events"]);
+    assert!(events.contains("Pulled") && events.contains("pod/web"), "{events}");
     let described = ok(&admin, &["describe", "pod", "web"]);
     assert!(
         described.contains("Node:") && described.contains("n1") && described.contains("pulled the image"),
