@@ -181,7 +181,13 @@ async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result
     let method = req.method().clone();
     let content_type =
         req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
-    let body = req.into_body().collect().await?.to_bytes();
+    let mut body = req.into_body().collect().await?.to_bytes();
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        match crate::protobuf::decode(&body) {
+            Ok(v) => body = serde_json::to_vec(&v).unwrap_or_default().into(),
+            Err(e) => return Ok(error(415, "UnsupportedMediaType", &e.to_string())),
+        }
+    }
     Ok(match method {
         Method::GET if t.name.is_none() || t.watch_path || query.get("watch").is_some_and(|w| w == "true") => {
             get_collection(&app, &t, &query, table)

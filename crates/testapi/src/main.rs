@@ -4,6 +4,7 @@ mod auth;
 mod discovery;
 mod handlers;
 mod patch;
+mod protobuf;
 mod proxy;
 mod respond;
 mod selectors;

@@ -121,6 +121,14 @@ fn kubectl_end_to_end() {
     let (dup, _, err) = kubectl_with(&admin, &["create", "-f", &pod]);
     assert!(!dup && err.contains("AlreadyExists"), "{err}");
 
+    // kubectl's typed generators send protobuf bodies.
+    ok(&admin, &["create", "namespace", "t1"]);
+    ok(&admin, &["-n", "t1", "create", "configmap", "x", "--from-literal=a=b"]);
+    ok(&admin, &["-n", "t1", "create", "secret", "generic", "s", "--from-literal=p=q"]);
+    assert_eq!(ok(&admin, &["-n", "t1", "get", "secret", "s", "-o", "jsonpath={.data.p}"]), "cQ==");
+    ok(&admin, &["delete", "namespace", "t1"]);
+    assert!(!kubectl_with(&admin, &["-n", "t1", "get", "configmap", "x"]).0);
+
     // apply twice: create, then update.
     let cm = write(d, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n");
     assert!(ok(&admin, &["apply", "-f", &cm]).contains("created"));
