@@ -96,6 +96,28 @@ pub const RESOURCES: &[ResourceDef] = &[
         &[],
         false,
     ),
+    def(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+        &[],
+        &[],
+        false,
+    ),
+    def(
+        "authentication.k8s.io",
+        "v1",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+        &[],
+        &[],
+        false,
+    ),
 ];
 
 pub const GROUPS: &[&str] = &["coordination.k8s.io", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io"];

@@ -299,9 +299,21 @@ fn review(app: &App, t: &Target, body: &[u8], ident: &Identity) -> Response<Body
         Ok(v) => v,
         Err(r) => return r,
     };
-    let _ = ident;
     let out = match t.def.plural {
         "tokenreviews" => crate::auth::token_review(&app.tokens, v),
+        "selfsubjectreviews" => json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview", "metadata": {},
+            "status": {"userInfo": {"username": ident.user, "uid": ident.uid, "groups": ident.groups}},
+        }),
+        "selfsubjectaccessreviews" => {
+            let mut sar = v.clone();
+            sar["spec"]["user"] = json!(ident.user);
+            sar["spec"]["groups"] = json!(ident.groups);
+            let mut out = crate::auth::subject_access_review(&app.policy, sar);
+            out["kind"] = json!("SelfSubjectAccessReview");
+            out["spec"] = v.get("spec").cloned().unwrap_or(json!({}));
+            out
+        }
         _ => crate::auth::subject_access_review(&app.policy, v),
     };
     crate::respond::json_response(StatusCode::CREATED, &out)

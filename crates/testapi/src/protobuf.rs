@@ -52,6 +52,29 @@ const SECRET: &[(u64, F)] = &[
 ];
 const SERVICEACCOUNT: &[(u64, F)] = &[(1, F::Msg("metadata", META)), (4, F::Bool("automountServiceAccountToken"))];
 
+const RESOURCE_ATTRIBUTES: &[(u64, F)] = &[
+    (1, F::Str("namespace")),
+    (2, F::Str("verb")),
+    (3, F::Str("group")),
+    (4, F::Str("version")),
+    (5, F::Str("resource")),
+    (6, F::Str("subresource")),
+    (7, F::Str("name")),
+];
+const SELF_SUBJECT_ACCESS_REVIEW: &[(u64, F)] = &[
+    (1, F::Msg("metadata", META)),
+    (
+        2,
+        F::Msg(
+            "spec",
+            &[
+                (1, F::Msg("resourceAttributes", RESOURCE_ATTRIBUTES)),
+                (2, F::Msg("nonResourceAttributes", &[(1, F::Str("path")), (2, F::Str("verb"))])),
+            ],
+        ),
+    ),
+];
+
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
@@ -177,6 +200,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
         "ConfigMap" => CONFIGMAP,
         "Secret" => SECRET,
         "ServiceAccount" => SERVICEACCOUNT,
+        "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
+        "SelfSubjectReview" => &[(1, F::Msg("metadata", META))],
         _ => return Err(ProtoError::Unsupported(kind)),
     };
     let mut obj = message(raw, schema)?;

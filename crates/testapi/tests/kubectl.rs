@@ -232,3 +232,31 @@ fn unbound_pods_are_deleted_immediately() {
     let (found, _, _) = kubectl_with(&admin, &["get", "pod", "lonely"]);
     assert!(!found);
 }
+
+#[test]
+fn whoami_and_can_i_follow_the_policy() {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} is missing");
+        return;
+    }
+    let policy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy.path(), "- user: bob\n  verbs: [get, list]\n  resources: [pods]\n").unwrap();
+    let s = start(&["--token", "bobtok:bob:devs", "--policy", policy.path().to_str().unwrap()]);
+    let admin = kubeconfig(&s, "admin");
+    assert!(ok(&admin, &["auth", "whoami"]).contains("system:masters"));
+    assert_eq!(ok(&admin, &["auth", "can-i", "delete", "nodes"]).trim(), "yes");
+    let d = s.dir.path();
+    let none = PathBuf::from(write(d, "none.kubeconfig", "apiVersion: v1\nkind: Config\n"));
+    let ca = d.join("ca.crt");
+    let bob = |extra: &[&str]| {
+        let mut a = vec!["--kubeconfig", none.to_str().unwrap(), "--server", &s.url];
+        a.extend(["--certificate-authority", ca.to_str().unwrap(), "--token", "bobtok"]);
+        a.extend_from_slice(extra);
+        kubectl_with(&none, &a)
+    };
+    let who = bob(&["auth", "whoami"]);
+    assert!(who.0 && who.1.contains("bob") && who.1.contains("devs"), "{who:?}");
+    assert_eq!(bob(&["auth", "can-i", "list", "pods"]).1.trim(), "yes");
+    let denied = bob(&["auth", "can-i", "delete", "pods"]);
+    assert!(!denied.0 && denied.1.starts_with("no"), "{denied:?}");
+}
