@@ -99,11 +99,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     snap_tx.send(Snapshot { source: SourceKind::File, pods }).await?;
     let mut version = statuses.subscribe();
     loop {
-        let running = statuses
-            .list()
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
+        let running = statuses.count(|s| s.phase.as_deref() == Some("Running"));
         if running == n {
             break;
         }

@@ -52,6 +52,21 @@ impl Statuses {
         self.pods.read().unwrap_or_else(|p| p.into_inner()).get(uid).and_then(|p| p.status.clone())
     }
 
+    /// Whether the pod's phase is Succeeded or Failed (terminal pods hold no resources).
+    pub fn is_terminal(&self, uid: &str) -> bool {
+        let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        map.get(uid)
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Succeeded" || p == "Failed")
+    }
+
+    /// How many pods' statuses satisfy `f`, without copying them.
+    pub fn count(&self, f: impl Fn(&PodStatus) -> bool) -> usize {
+        let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        map.values().filter(|p| p.status.as_ref().is_some_and(&f)).count()
+    }
+
     /// Every pod with its status, ordered by UID.
     pub fn list(&self) -> Vec<Pod> {
         self.pods.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()

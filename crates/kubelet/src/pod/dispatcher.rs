@@ -78,26 +78,24 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                     cfg.worker.statuses.remove(uid);
                 }
                 rejected.retain(|u| all.contains_key(u));
+                // What is already admitted, computed once per snapshot (not per new pod).
+                let mut admitted: Vec<Pod> = workers
+                    .iter()
+                    .filter(|(u, e)| !e.terminating && !cfg.worker.statuses.is_terminal(u))
+                    .map(|(_, e)| e.pod.clone())
+                    .collect();
                 let mut uids: Vec<&String> = all.keys().collect();
                 // Admit in creation order, as upstream does.
                 uids.sort_by_key(|u| all[*u].metadata.creation_timestamp.as_ref().map(|t| t.0));
                 for uid in uids {
                     let pod = all[uid];
                     if !workers.contains_key(uid) && !rejected.contains(uid) && pod.metadata.deletion_timestamp.is_none() {
-                        // Terminal pods hold no resources.
-                        let admitted: Vec<&Pod> = workers
-                            .iter()
-                            .filter(|(u, e)| {
-                                let phase = cfg.worker.statuses.get(u).and_then(|s| s.phase);
-                                !e.terminating && !matches!(phase.as_deref(), Some("Succeeded") | Some("Failed"))
-                            })
-                            .map(|(_, e)| &e.pod)
-                            .collect();
-                        let fits = super::admission::admit(pod, &cfg.node, &admitted).and_then(|()| {
+                        let refs: Vec<&Pod> = admitted.iter().collect();
+                        let fits = super::admission::admit(pod, &cfg.node, &refs).and_then(|()| {
                             let alloc = cfg.worker.deps.node.cgroups.as_ref().map(|cm| cm.allocatable()).unwrap_or(
                                 crate::cm::Allocatable { cpu_milli: i64::MAX / 4, memory: i64::MAX / 4, pids: i64::MAX / 4 },
                             );
-                            crate::cm::admission::admit(pod, &admitted, &alloc, cfg.max_pods)
+                            crate::cm::admission::admit(pod, &refs, &alloc, cfg.max_pods)
                                 .map_err(|r| super::admission::Rejection { reason: r.reason, message: r.message })
                         });
                         if let Err(r) = fits {
@@ -113,6 +111,7 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                             rejected.insert(uid.clone());
                             continue;
                         }
+                        admitted.push(pod.clone());
                     }
                     if !workers.contains_key(uid) && !rejected.contains(uid) {
                         let deleting = pod.metadata.deletion_timestamp.is_some();

@@ -76,6 +76,7 @@ pub struct Kubelet {
     pub runtime: DynRuntime,
     http: reqwest::Client,
     starts: u32,
+    args: Vec<String>,
 }
 
 impl Kubelet {
@@ -85,6 +86,11 @@ impl Kubelet {
 
     /// Starts a kubelet with `extra` appended to its KubeletConfiguration.
     pub async fn start_with(test: &str, extra: &str) -> Option<Self> {
+        Self::start_with_args(test, extra, &[]).await
+    }
+
+    /// As [`Kubelet::start_with`], with extra command-line flags.
+    pub async fn start_with_args(test: &str, extra: &str, args: &[String]) -> Option<Self> {
         let serial = SERIAL.lock().await;
         let machine = MachineLock::take().await;
         let runtime = runtime_or_skip(test).await?;
@@ -102,6 +108,7 @@ impl Kubelet {
             runtime,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
             starts: 0,
+            args: args.to_vec(),
         };
         k.write_config(extra);
         k.spawn();
@@ -143,6 +150,7 @@ impl Kubelet {
             .arg("--hostname-override")
             .arg(&self.node)
             .arg("--v=4")
+            .args(&self.args)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -212,6 +220,11 @@ impl Kubelet {
     pub async fn pod(&self, name: &str) -> Option<Pod> {
         let full = format!("{name}-{}", self.node);
         self.pods().await.into_iter().find(|p| p.metadata.name.as_deref() == Some(full.as_str()))
+    }
+
+    /// The pod named exactly `name` (API pods have no node suffix).
+    pub async fn pod_exact(&self, name: &str) -> Option<Pod> {
+        self.pods().await.into_iter().find(|p| p.metadata.name.as_deref() == Some(name))
     }
 
     /// Waits (generously) until `check` returns Some for the pod named `name`.

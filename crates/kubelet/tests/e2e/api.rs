@@ -1,0 +1,312 @@
+//! API-server mode end to end: testapi (the project's in-memory API server) + kubectl + the
+//! kubelet on containerd.
+
+use crate::LONG;
+use crate::harness::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The testapi binary `cargo test --workspace` built next to this test.
+fn testapi_bin() -> PathBuf {
+    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("testapi");
+    assert!(bin.exists(), "{} missing: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+pub struct TestApi {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub listen: String,
+    node: String,
+}
+
+impl TestApi {
+    pub fn start(node: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("testapi-").tempdir().unwrap();
+        let mut t = Self { child: None, dir, listen: "127.0.0.1:0".into(), node: node.into() };
+        t.spawn();
+        t
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.dir.path().join("ready"));
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("testapi.log")).unwrap();
+        let child = Command::new(testapi_bin())
+            .args(["serve", "--dir"])
+            .arg(self.dir.path())
+            .args(["--listen", &self.listen, "--bind-unscheduled-to", &self.node, "--kubelet-node", &self.node])
+            .arg("--persist")
+            .arg(self.dir.path().join("state.json"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start testapi");
+        self.child = Some(child);
+        let ready = self.dir.path().join("ready");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "testapi did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Keep the port across restarts (the kubelet's kubeconfig points at it).
+        let url = std::fs::read_to_string(&ready).unwrap();
+        self.listen = url.trim().trim_start_matches("https://").to_string();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn kubelet_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join(format!("kubelet-{}.kubeconfig", self.node))
+    }
+
+    /// Runs kubectl as admin; returns stdout, panics with stderr on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_raw(args, None);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl_raw(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", self.dir.path().join("admin.kubeconfig")).args(args);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        let out = self.kubectl_raw(&["apply", "-f", "-"], Some(yaml));
+        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn get_json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        let out = self.kubectl_raw(&a, None);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn kubectl_present(test: &str) -> bool {
+    let ok = Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("KUBELET_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+            panic!("{test}: kubectl is missing");
+        }
+        eprintln!("SKIPPED {test}: kubectl is missing");
+    }
+    ok
+}
+
+async fn start(test: &str) -> Option<(TestApi, Kubelet)> {
+    if !kubectl_present(test) {
+        return None;
+    }
+    let node = format!("e2e-{test}");
+    let api = TestApi::start(&node);
+    let args = vec!["--kubeconfig".to_string(), api.kubelet_kubeconfig().display().to_string()];
+    let k =
+        Kubelet::start_with_args(test, "nodeStatusUpdateFrequency: 1s\nnodeLeaseDurationSeconds: 4\n", &args).await?;
+    assert_eq!(k.node, node);
+    Some((api, k))
+}
+
+async fn eventually<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
+    let deadline = Instant::now() + LONG;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn pod_phase(api: &TestApi, name: &str) -> Option<String> {
+    api.get_json(&["pod", name])?["status"]["phase"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_registers_ready_and_renews_its_lease() {
+    let Some((api, mut k)) = start("apinode").await else { return };
+    let node = eventually("node Ready", || {
+        let n = api.get_json(&["node", &k.node])?;
+        let ready = n["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
+        (ready["status"] == "True").then_some(n)
+    })
+    .await;
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], k.node.as_str());
+    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"));
+    assert!(node["status"]["capacity"]["cpu"].is_string());
+    let renew = |api: &TestApi| {
+        api.get_json(&["lease", "-n", "kube-node-lease", &k.node]).map(|l| l["spec"]["renewTime"].clone())
+    };
+    let first = eventually("lease", || renew(&api)).await;
+    eventually("lease renewed", || renew(&api).filter(|r| *r != first)).await;
+    let table = api.kubectl(&["get", "nodes"]);
+    assert!(table.contains(&k.node) && table.contains("Ready"), "{table}");
+    k.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_runs_a_pod_with_env_from_the_api_and_delete_removes_it() {
+    let Some((api, mut k)) = start("apipod").await else { return };
+    api.kubectl(&["create", "configmap", "settings", "--from-literal=color=blue"]);
+    api.kubectl(&["create", "secret", "generic", "creds", "--from-literal=password=hunter2"]);
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: app
+    image: {img}
+    command: ["sh", "-c", "echo color=$COLOR password=$PASSWORD pod=$POD node=$NODE cfg_color=$CFG_color; trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+    envFrom:
+    - {{prefix: CFG_, configMapRef: {{name: settings}}}}
+    env:
+    - {{name: COLOR, valueFrom: {{configMapKeyRef: {{name: settings, key: color}}}}}}
+    - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}}}
+    - {{name: POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+"#,
+        img = image("busybox:1.36")
+    );
+    api.apply(&manifest);
+    let pod = eventually("Running with a ready container", || {
+        let p = api.get_json(&["pod", "web"])?;
+        (p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true).then_some(p)
+    })
+    .await;
+    assert!(pod["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.")), "{}", pod["status"]);
+    assert!(pod["status"]["hostIP"].is_string());
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let log = format!("/var/log/pods/default_web_{uid}/app/0.log");
+    let line =
+        wait_until(LONG, || async { read(Path::new(&log)).lines().find(|l| l.contains("color=")).map(str::to_string) })
+            .await
+            .expect("env echoed");
+    assert!(line.ends_with(&format!("color=blue password=hunter2 pod=web node={} cfg_color=blue", k.node)), "{line}");
+    let table = api.kubectl(&["get", "pods"]);
+    assert!(table.contains("web") && table.contains("Running") && table.contains("1/1"), "{table}");
+    // Lifecycle events, as kubectl shows them.
+    let events = eventually("events", || {
+        let e = api.kubectl(&["get", "events"]);
+        (e.contains("Started") && e.contains("Created") && e.contains("Pulled")).then_some(e)
+    })
+    .await;
+    assert!(events.contains("pod/web"), "{events}");
+    // kubectl delete waits until the object is gone: the kubelet stops the container
+    // (SIGTERM, which it traps) and then deletes the pod with grace 0.
+    let t = Instant::now();
+    api.kubectl(&["delete", "pod", "web", "--timeout=90s"]);
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert!(api.get_json(&["pod", "web"]).is_none());
+    assert!(
+        k.our_sandboxes().await.is_empty()
+            || wait_until(LONG, || async { k.our_sandboxes().await.is_empty().then_some(()) }).await.is_some()
+    );
+    let events = api.kubectl(&["get", "events"]);
+    assert!(events.contains("Killing"), "{events}");
+    k.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_pod_is_mirrored_and_its_mirror_comes_back() {
+    let Some((api, mut k)) = start("apimirror").await else { return };
+    k.write_manifest(
+        "static.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {}\n    command: [\"sleep\", \"3600\"]\n",
+            image("busybox:1.36")
+        ),
+    );
+    let name = format!("static-{}", k.node);
+    let mirror = eventually("mirror Running", || {
+        let p = api.get_json(&["pod", &name])?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .await;
+    assert!(mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string());
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let first_uid = mirror["metadata"]["uid"].clone();
+    let running = k.pod("static").await.unwrap();
+    // Deleting the mirror does not stop the static pod; the mirror is recreated.
+    api.kubectl(&["delete", "pod", &name, "--grace-period=0", "--force", "--wait=false"]);
+    eventually("mirror recreated", || api.get_json(&["pod", &name]).filter(|p| p["metadata"]["uid"] != first_uid))
+        .await;
+    let still = k.pod("static").await.unwrap();
+    assert_eq!(
+        container_status(&still, "app").unwrap().container_id,
+        container_status(&running, "app").unwrap().container_id
+    );
+    // The manifest goes: so does the mirror.
+    k.remove_manifest("static.yaml");
+    eventually("mirror deleted", || api.get_json(&["pod", &name]).is_none().then_some(())).await;
+    k.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_keeps_pods_running_and_status_catches_up() {
+    let Some((mut api, mut k)) = start("apioutage").await else { return };
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: job\nspec:\n  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {}\n    command: [\"sh\", \"-c\", \"sleep 8; exit 1\"]\n",
+        image("busybox:1.36")
+    ));
+    eventually("Running", || (pod_phase(&api, "job")? == "Running").then_some(())).await;
+    let before = k.pod_exact("job").await.expect("the kubelet runs the pod");
+    api.stop();
+    // 30 s away: the container exits and is restarted meanwhile.
+    let away = Instant::now();
+    wait_until(LONG, || async {
+        k.pod_exact("job").await.and_then(|p| (container_status(&p, "app")?.restart_count >= 1).then_some(()))
+    })
+    .await
+    .expect("restarted while the API is away");
+    let left = Duration::from_secs(30).saturating_sub(away.elapsed());
+    tokio::time::sleep(left).await;
+    assert_eq!(uid(&k.pod_exact("job").await.unwrap()), uid(&before), "the pod kept running");
+    api.restart();
+    eventually("restart count caught up in the API", || {
+        let p = api.get_json(&["pod", "job"])?;
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64()? >= 1).then_some(())
+    })
+    .await;
+    eventually("node Ready again", || {
+        let n = api.get_json(&["node", &k.node])?;
+        let ready = n["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready")?.clone();
+        (ready["status"] == "True").then_some(())
+    })
+    .await;
+    api.kubectl(&["delete", "pod", "job", "--timeout=90s"]);
+    k.cleanup().await;
+}
