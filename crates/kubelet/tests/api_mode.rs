@@ -303,3 +303,33 @@ async fn image_pull_secrets_authenticate_pulls() {
         assert!(waiting.message.unwrap_or_default().contains("401 Unauthorized"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_comes_from_config_maps_secrets_and_service_links() {
+    let c = start();
+    let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+    cm.metadata.name = Some("settings".into());
+    cm.metadata.namespace = Some("default".into());
+    cm.data = Some(BTreeMap::from([("color".to_string(), "blue".to_string())]));
+    c.api.put_config_map(cm);
+    let svc = |ns: &str, name: &str, ip: &str| -> k8s_openapi::api::core::v1::Service {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "ports": [{"port": 443, "protocol": "TCP"}]}}))
+        .unwrap()
+    };
+    c.api.put_service(svc("default", "kubernetes", "10.96.0.1"));
+    c.api.put_service(svc("default", "web-api", "10.96.0.20"));
+    let mut p = api_pod("envy");
+    p.spec.as_mut().unwrap().containers[0].env = Some(vec![serde_json::from_value(
+        serde_json::json!({"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "color"}}}),
+    )
+    .unwrap()]);
+    c.api.put_pod(p);
+    let id = eventually("created", || c.rt.containers_named("app").first().cloned()).await;
+    let envs: BTreeMap<String, String> =
+        c.rt.config(&id).unwrap().envs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    assert_eq!(envs["COLOR"], "blue");
+    assert_eq!(envs["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
+    assert_eq!(envs["WEB_API_SERVICE_HOST"], "10.96.0.20");
+    assert_eq!(envs["WEB_API_PORT_443_TCP"], "tcp://10.96.0.20:443");
+}

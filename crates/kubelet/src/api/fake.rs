@@ -4,7 +4,7 @@
 use super::{Api, ApiError, Result};
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -18,6 +18,7 @@ struct State {
     events: Vec<Event>,
     config_maps: BTreeMap<(String, String), ConfigMap>,
     secrets: BTreeMap<(String, String), Secret>,
+    services: Vec<Service>,
     watchers: Vec<(String, mpsc::Sender<Vec<Pod>>)>,
     calls: Vec<String>,
     /// When set, every call fails (an unreachable API server).
@@ -88,6 +89,10 @@ impl FakeApi {
     pub fn put_secret(&self, s: Secret) {
         let k = (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default());
         self.lock().secrets.insert(k, s);
+    }
+
+    pub fn put_service(&self, s: Service) {
+        self.lock().services.push(s);
     }
 
     /// Creates or replaces a pod as a user would, notifying watchers.
@@ -247,6 +252,11 @@ impl Api for FakeApi {
 
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
         Ok(self.enter("get_secret")?.secrets.get(&(namespace.to_string(), name.to_string())).cloned())
+    }
+
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>> {
+        let s = self.enter("list_services")?;
+        Ok(s.services.iter().filter(|x| x.metadata.namespace.as_deref() == Some(namespace)).cloned().collect())
     }
 }
 

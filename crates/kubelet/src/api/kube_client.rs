@@ -5,7 +5,7 @@ use super::{Api, ApiError, LEASE_NAMESPACE, Result};
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeMap;
@@ -184,5 +184,11 @@ impl Api for KubeApi {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>> {
         self.bucket.acquire().await;
         opt(kube::Api::<Secret>::namespaced(self.client.clone(), namespace).get(name).await)
+    }
+
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>> {
+        self.bucket.acquire().await;
+        let api = kube::Api::<Service>::namespaced(self.client.clone(), namespace);
+        api.list(&Default::default()).await.map(|l| l.items).map_err(map_err)
     }
 }

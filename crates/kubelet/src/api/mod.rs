@@ -7,7 +7,7 @@ pub mod rate;
 
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -50,6 +50,8 @@ pub trait Api: Send + Sync + 'static {
     async fn create_event(&self, event: &Event) -> Result<()>;
     async fn get_config_map(&self, namespace: &str, name: &str) -> Result<Option<ConfigMap>>;
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
+    /// Services of a namespace (for service link environment variables).
+    async fn list_services(&self, namespace: &str) -> Result<Vec<Service>>;
 }
 
 pub type DynApi = Arc<dyn Api>;

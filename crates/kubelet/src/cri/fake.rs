@@ -12,6 +12,7 @@ struct State {
     next_id: u64,
     sandboxes: BTreeMap<String, (api::PodSandbox, api::PodSandboxConfig)>,
     containers: BTreeMap<String, api::ContainerStatus>,
+    configs: HashMap<String, api::ContainerConfig>,
     container_sandbox: HashMap<String, String>,
     images: HashSet<String>,
     /// Images a pull may fetch (the "registry").
@@ -103,6 +104,11 @@ impl FakeRuntime {
             c.finished_at = now_nanos();
             c.reason = if code == 0 { "Completed".into() } else { "Error".into() };
         }
+    }
+
+    /// The config a container was created with.
+    pub fn config(&self, id: &str) -> Option<api::ContainerConfig> {
+        self.lock().configs.get(id).cloned()
     }
 
     /// Ids of the containers named `name`, oldest first.
@@ -243,6 +249,7 @@ impl Runtime for FakeRuntime {
             ..Default::default()
         };
         s.containers.insert(id.clone(), status);
+        s.configs.insert(id.clone(), config);
         s.container_sandbox.insert(id.clone(), sandbox_id.to_string());
         Ok(id)
     }

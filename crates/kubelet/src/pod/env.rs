@@ -26,7 +26,7 @@ impl Kind {
 /// The ConfigMaps and Secrets a container refers to: `None` = not found; no entry = not read
 /// (no API server).
 #[derive(Debug, Clone, Default)]
-pub struct EnvSources(pub HashMap<(Kind, String), Option<BTreeMap<String, String>>>);
+pub struct EnvSources(pub HashMap<(Kind, String), Option<BTreeMap<String, String>>>, pub Vec<(String, String)>);
 
 fn referenced(c: &Container) -> Vec<(Kind, String)> {
     let mut out = Vec::new();
@@ -58,6 +58,7 @@ pub async fn fetch(api: Option<&DynApi>, pod: &Pod, c: &Container) -> Result<Env
     let mut out = EnvSources::default();
     let Some(api) = api else { return Ok(out) };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    out.1 = service_env(api, pod).await?;
     for (kind, name) in referenced(c) {
         let data = match kind {
             Kind::ConfigMap => api
@@ -87,6 +88,54 @@ pub async fn fetch(api: Option<&DynApi>, pod: &Pod, c: &Container) -> Result<Env
         out.0.insert((kind, name), data);
     }
     Ok(out)
+}
+
+/// Service link variables as upstream makes them: the `kubernetes` service in `default` always,
+/// the pod's namespace's services when `enableServiceLinks` (the default).
+async fn service_env(api: &DynApi, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let mut services = Vec::new();
+    if links {
+        services = api.list_services(ns).await.map_err(|e| ConfigError(format!("services in {ns}: {e}")))?;
+    }
+    if ns != "default" || !links {
+        let defaults =
+            api.list_services("default").await.map_err(|e| ConfigError(format!("services in default: {e}")))?;
+        services.extend(defaults.into_iter().filter(|s| s.metadata.name.as_deref() == Some("kubernetes")));
+    }
+    services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    Ok(services.iter().flat_map(service_vars).collect())
+}
+
+/// `{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT[_{PORT}]` and the docker-link `{NAME}_PORT…` set.
+pub fn service_vars(s: &k8s_openapi::api::core::v1::Service) -> Vec<(String, String)> {
+    let Some(spec) = s.spec.as_ref() else { return Vec::new() };
+    let ip = spec.cluster_ip.clone().unwrap_or_default();
+    if ip.is_empty() || ip == "None" {
+        return Vec::new();
+    }
+    let name = s.metadata.name.clone().unwrap_or_default().to_uppercase().replace('-', "_");
+    let ports = spec.ports.clone().unwrap_or_default();
+    let mut out = vec![(format!("{name}_SERVICE_HOST"), ip.clone())];
+    let Some(first) = ports.first() else { return out };
+    out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+    for p in &ports {
+        if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+            out.push((format!("{name}_SERVICE_PORT_{}", pn.to_uppercase().replace('-', "_")), p.port.to_string()));
+        }
+    }
+    let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+    out.push((format!("{name}_PORT"), format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port)));
+    for p in &ports {
+        let pr = proto(p);
+        let prefix = format!("{name}_PORT_{}_{pr}", p.port);
+        out.push((prefix.clone(), format!("{}://{ip}:{}", pr.to_lowercase(), p.port)));
+        out.push((format!("{prefix}_PROTO"), pr.to_lowercase()));
+        out.push((format!("{prefix}_PORT"), p.port.to_string()));
+        out.push((format!("{prefix}_ADDR"), ip.clone()));
+    }
+    out
 }
 
 /// Expands `$(VAR)` from `vars`; `$$` escapes; unknown references stay as written.
@@ -217,6 +266,9 @@ pub fn env(
         out.push((k, v));
     };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for (k, v) in &sources.1 {
+        set(&mut out, &mut vars, k.clone(), v.clone());
+    }
     for f in c.env_from.iter().flatten() {
         let prefix = f.prefix.clone().unwrap_or_default();
         let (kind, name, optional) = match (&f.config_map_ref, &f.secret_ref) {
@@ -311,5 +363,32 @@ mod tests {
         assert_eq!(env(&pod, &c, &node(), None, &s).unwrap_err().0, "couldn't find key nope in ConfigMap ns/cfg");
         s.0.insert((Kind::ConfigMap, "cfg".into()), None);
         assert_eq!(env(&pod, &c, &node(), None, &s).unwrap_err().0, "configmap \"cfg\" not found");
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+
+    #[test]
+    fn service_links_follow_the_docker_link_names() {
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "redis-primary", "namespace": "ns"},
+            "spec": {"clusterIP": "10.0.0.11", "ports": [{"name": "db", "port": 6379, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let vars: BTreeMap<String, String> = service_vars(&svc).into_iter().collect();
+        assert_eq!(vars["REDIS_PRIMARY_SERVICE_HOST"], "10.0.0.11");
+        assert_eq!(vars["REDIS_PRIMARY_SERVICE_PORT"], "6379");
+        assert_eq!(vars["REDIS_PRIMARY_SERVICE_PORT_DB"], "6379");
+        assert_eq!(vars["REDIS_PRIMARY_PORT"], "tcp://10.0.0.11:6379");
+        assert_eq!(vars["REDIS_PRIMARY_PORT_6379_TCP"], "tcp://10.0.0.11:6379");
+        assert_eq!(vars["REDIS_PRIMARY_PORT_6379_TCP_PROTO"], "tcp");
+        assert_eq!(vars["REDIS_PRIMARY_PORT_6379_TCP_PORT"], "6379");
+        assert_eq!(vars["REDIS_PRIMARY_PORT_6379_TCP_ADDR"], "10.0.0.11");
+        let headless: k8s_openapi::api::core::v1::Service =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "h"}, "spec": {"clusterIP": "None"}}))
+                .unwrap();
+        assert!(service_vars(&headless).is_empty());
     }
 }
