@@ -109,6 +109,7 @@ fi
 stop_pidfile containerd "$KRS_CONTAINERD_PIDFILE" "$CONTAINERD_COMM"
 rm -f "$KRS_RUN_DIR/containerd.config.sha256"
 stop_pidfile registry "$KRS_REGISTRY_PIDFILE" "$REGISTRY_COMM"
+stop_pidfile registry-auth "$KRS_AUTH_REGISTRY_PIDFILE" "$REGISTRY_COMM"
 
 if ((PURGE)); then
     purge_cri_state

@@ -45,6 +45,7 @@ PACKAGES=(
     containerd runc containernetworking-plugins protobuf-compiler
     busybox-static docker-registry skopeo iproute2
     iptables   # the portmap CNI plugin calls iptables
+    apache2-utils   # htpasswd (bcrypt) for the authenticated test registry
     curl python3 util-linux coreutils
 )
 
@@ -203,6 +204,7 @@ render_containerd_config() {
     tpl=${tpl//@CNI_BIN_DIR@/$KRS_CNI_BIN_DIR}
     tpl=${tpl//@CNI_CONF_DIR@/$KRS_CNI_CONF_DIR}
     tpl=${tpl//@REGISTRY@/$KRS_REGISTRY}
+    tpl=${tpl//@AUTH_REGISTRY@/$KRS_AUTH_REGISTRY}
     if grep -v '^[[:space:]]*#' <<<"$tpl" | grep -qE '@[A-Z_]+@'; then
         die "unrendered placeholder left in $KRS_CONTAINERD_TEMPLATE"
     fi
@@ -394,6 +396,50 @@ if ((DO_IMAGES)); then
         "$KRS_REGISTRY/busybox:2" "$KRS_REGISTRY/argecho:1")
 else
     log "images: skipped (--no-images)"
+fi
+
+# -----------------------------------------------------------------------------
+# 5b. a second registry behind htpasswd auth, holding private:1 (imagePullSecrets tests)
+# -----------------------------------------------------------------------------
+auth_registry_code() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://$KRS_AUTH_REGISTRY/v2/" 2>/dev/null || true
+}
+setup_auth_registry() {
+    local htpasswd=$KRS_ETC_DIR/registry-auth.htpasswd config=$KRS_ETC_DIR/registry-auth.yml creds i
+    creds="$KRS_AUTH_REGISTRY_USER:$KRS_AUTH_REGISTRY_PASSWORD"
+    if [[ "$(auth_registry_code)" != 401 ]]; then
+        mkdir -p "$KRS_ETC_DIR" "$KRS_AUTH_REGISTRY_ROOT"
+        htpasswd -Bbc "$htpasswd" "$KRS_AUTH_REGISTRY_USER" "$KRS_AUTH_REGISTRY_PASSWORD" 2>/dev/null ||
+            die "htpasswd failed (apache2-utils)"
+        sed -e "s|service: kubelet-rs-registry|service: kubelet-rs-registry-auth|" "$KRS_REGISTRY_TEMPLATE" >"$config"
+        printf 'auth:\n  htpasswd:\n    realm: kubelet-rs\n    path: %s\n' "$htpasswd" >>"$config"
+        log "auth registry: starting on $KRS_AUTH_REGISTRY (htpasswd user $KRS_AUTH_REGISTRY_USER, log $KRS_AUTH_REGISTRY_LOG)"
+        REGISTRY_HTTP_ADDR=$KRS_AUTH_REGISTRY \
+            REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=$KRS_AUTH_REGISTRY_ROOT \
+            start_daemon registry-auth "$KRS_AUTH_REGISTRY_PIDFILE" "$KRS_AUTH_REGISTRY_LOG" \
+            "$(command -v "$KRS_REGISTRY_BIN")" serve "$config"
+        for ((i = 0; i < KRS_WAIT_TIMEOUT * 10; i++)); do
+            [[ "$(auth_registry_code)" == 401 ]] && break
+            sleep 0.1
+        done
+        [[ "$(auth_registry_code)" == 401 ]] ||
+            die "auth registry did not answer 401 on http://$KRS_AUTH_REGISTRY/v2/; see $KRS_AUTH_REGISTRY_LOG"
+    else
+        log "auth registry: already running (http://$KRS_AUTH_REGISTRY, 401 without credentials)"
+    fi
+    if curl -fsS -o /dev/null --max-time 5 -u "$creds" \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+        "http://$KRS_AUTH_REGISTRY/v2/private/manifests/1" 2>/dev/null; then
+        log "auth registry: private:1 present"
+    else
+        log "auth registry: pushing private:1 (busybox:1.36)"
+        skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false --dest-creds "$creds" \
+            "docker://$KRS_REGISTRY/busybox:1.36" "docker://$KRS_AUTH_REGISTRY/private:1" >/dev/null ||
+            die "skopeo push to the auth registry failed"
+    fi
+}
+if ((DO_IMAGES)); then
+    setup_auth_registry
 fi
 
 # -----------------------------------------------------------------------------

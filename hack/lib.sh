@@ -30,6 +30,13 @@ HACK_DIR=${HACK_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 : "${KRS_REGISTRY_ROOT:=/var/lib/kubelet-rs-registry}"
 : "${KRS_REGISTRY_LOG:=/var/log/kubelet-rs-registry.log}"
 : "${KRS_REGISTRY_PIDFILE:=$KRS_RUN_DIR/registry.pid}"
+# a second loopback registry behind htpasswd basic auth (imagePullSecrets tests)
+: "${KRS_AUTH_REGISTRY:=127.0.0.1:5001}"
+: "${KRS_AUTH_REGISTRY_ROOT:=/var/lib/kubelet-rs-registry-auth}"
+: "${KRS_AUTH_REGISTRY_LOG:=/var/log/kubelet-rs-registry-auth.log}"
+: "${KRS_AUTH_REGISTRY_PIDFILE:=$KRS_RUN_DIR/registry-auth.pid}"
+: "${KRS_AUTH_REGISTRY_USER:=kubelet}"
+: "${KRS_AUTH_REGISTRY_PASSWORD:=e2e-secret}"
 
 # CNI
 : "${KRS_CNI_BIN_DIR:=/usr/lib/cni}"

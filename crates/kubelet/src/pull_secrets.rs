@@ -69,16 +69,11 @@ impl Keyring {
             } else {
                 (a.username, a.password)
             };
-            let host = host_of(&key);
+            // No server_address: the credentials were matched to the image's registry here, and
+            // containerd would otherwise URL-parse a bare "host:port" key and drop them.
             self.0.push((
-                host.clone(),
-                AuthConfig {
-                    username,
-                    password,
-                    server_address: host,
-                    identity_token: a.identity_token,
-                    ..Default::default()
-                },
+                host_of(&key),
+                AuthConfig { username, password, identity_token: a.identity_token, ..Default::default() },
             ));
         }
         Ok(())

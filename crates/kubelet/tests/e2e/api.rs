@@ -310,3 +310,37 @@ async fn an_api_outage_keeps_pods_running_and_status_catches_up() {
     api.kubectl(&["delete", "pod", "job", "--timeout=90s"]);
     k.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_open_the_authenticated_registry() {
+    let Some((api, mut k)) = start("apisecret").await else { return };
+    // hack/env-up.sh runs a second registry on 127.0.0.1:5001 behind htpasswd (kubelet / e2e-secret).
+    api.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "--docker-server=127.0.0.1:5001",
+        "--docker-username=kubelet",
+        "--docker-password=e2e-secret",
+    ]);
+    let pod = |name: &str, secret: bool| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 1\n{}  containers:\n  - name: app\n    image: 127.0.0.1:5001/private:1\n    imagePullPolicy: Always\n    command: [\"sleep\", \"3600\"]\n",
+            if secret { "  imagePullSecrets: [{name: regcred}]\n" } else { "" }
+        )
+    };
+    api.apply(&pod("without", false));
+    let waiting = eventually("pull refused without credentials", || {
+        let p = api.get_json(&["pod", "without"])?;
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ErrImagePull").then_some(w)
+    })
+    .await;
+    let msg = waiting["message"].as_str().unwrap_or_default().to_lowercase();
+    assert!(msg.contains("401") || msg.contains("unauthorized") || msg.contains("authorization"), "{msg}");
+    api.apply(&pod("with", true));
+    eventually("pulled with the secret", || (pod_phase(&api, "with")? == "Running").then_some(())).await;
+    api.kubectl(&["delete", "pod", "with", "without", "--timeout=90s"]);
+    k.cleanup().await;
+}
