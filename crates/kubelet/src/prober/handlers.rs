@@ -83,9 +83,8 @@ pub async fn http_get(t: &Target, action: &HTTPGetAction, timeout: Duration) -> 
         .or_else(|| t.pod_ip.clone())
         .unwrap_or_else(|| "127.0.0.1".into());
     let scheme = action.scheme.as_deref().unwrap_or("HTTP").to_ascii_lowercase();
-    if scheme != "http" {
-        // reqwest is built without TLS until the server issue brings rustls in.
-        return Outcome::fail(format!("scheme {scheme:?} is not supported yet: only HTTP probes"));
+    if scheme != "http" && scheme != "https" {
+        return Outcome::fail(format!("unsupported scheme {scheme:?}"));
     }
     let path = action.path.clone().unwrap_or_default();
     let path = if path.starts_with('/') { path } else { format!("/{path}") };
@@ -96,7 +95,14 @@ pub async fn http_get(t: &Target, action: &HTTPGetAction, timeout: Duration) -> 
         let same_host = attempt.url().host_str().is_some_and(|h| h.trim_matches(['[', ']']) == origin_host);
         if attempt.previous().len() >= 10 || !same_host { attempt.stop() } else { attempt.follow() }
     });
-    let client = match reqwest::Client::builder().redirect(policy).no_proxy().timeout(timeout).build() {
+    // As upstream, probes do not verify the serving certificate.
+    let client = match reqwest::Client::builder()
+        .redirect(policy)
+        .no_proxy()
+        .timeout(timeout)
+        .danger_accept_invalid_certs(true)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => return Outcome::fail(format!("http client: {e}")),
     };
@@ -271,5 +277,57 @@ mod tests {
         let bad = http_get(&t, &action("/ready"), Duration::from_secs(5)).await;
         assert_eq!(bad, Outcome::fail(format!("HTTP 503 from :{port}/ready")));
         assert!(tcp(&t, None, &IntOrString::Int(port as i32), Duration::from_secs(5)).await.ok);
+    }
+
+    #[tokio::test]
+    async fn https_probes_skip_certificate_verification() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let chain = vec![cert.cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(s).await else { return };
+                    let mut buf = [0u8; 2048];
+                    let n = tls.read(&mut buf).await.unwrap_or(0);
+                    let ok = String::from_utf8_lossy(&buf[..n]).starts_with("GET /healthz");
+                    let status = if ok { "200 OK" } else { "500 Internal Server Error" };
+                    let _ = tls
+                        .write_all(
+                            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes(),
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        let t = Target {
+            runtime: std::sync::Arc::new(crate::cri::fake::FakeRuntime::new()),
+            container_id: "c".into(),
+            pod_ip: Some("127.0.0.1".into()),
+            ports: vec![],
+        };
+        let action = |path: &str| HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(port as i32),
+            scheme: Some("HTTPS".into()),
+            ..Default::default()
+        };
+        let ok = http_get(&t, &action("/healthz"), Duration::from_secs(5)).await;
+        assert!(ok.ok, "{ok:?}");
+        let bad = http_get(&t, &action("/other"), Duration::from_secs(5)).await;
+        assert_eq!(bad, Outcome::fail(format!("HTTP 500 from :{port}/other")));
     }
 }
