@@ -100,7 +100,19 @@ pub struct Images {
     clock: DynClock,
     pulls: Option<Arc<Semaphore>>,
     backoff: Arc<Mutex<Backoff>>,
+    queue: Arc<Mutex<PullQueue>>,
 }
+
+/// Pulls waiting for a slot and pulls in progress, for "queued behind" messages.
+#[derive(Default)]
+struct PullQueue {
+    next: u64,
+    waiting: Vec<(u64, String)>,
+    active: Vec<String>,
+}
+
+/// Reports a pod's place in the pull queue while it waits ("image pull queued behind …").
+pub type QueueObserver<'a> = &'a (dyn Fn(String) + Send + Sync);
 
 impl Images {
     pub fn new(cfg: Config, runtime: DynRuntime, clock: DynClock) -> Self {
@@ -109,6 +121,7 @@ impl Images {
             clock,
             pulls: cfg.max_parallel_pulls.map(|n| Arc::new(Semaphore::new(n.max(1)))),
             backoff: Arc::new(Mutex::new(Backoff::image_pull())),
+            queue: Arc::default(),
         }
     }
 
@@ -120,7 +133,7 @@ impl Images {
         policy: &str,
         sandbox: &api::PodSandboxConfig,
     ) -> Result<String, ImageError> {
-        self.ensure_reporting(pod_uid, image, policy, sandbox, &[]).await.map(|e| e.image_ref)
+        self.ensure_reporting(pod_uid, image, policy, sandbox, &[], &|_| {}).await.map(|e| e.image_ref)
     }
 
     /// As [`Images::ensure`], also telling whether (and how long) it pulled.
@@ -131,6 +144,7 @@ impl Images {
         policy: &str,
         sandbox: &api::PodSandboxConfig,
         credentials: &[api::AuthConfig],
+        on_queued: QueueObserver<'_>,
     ) -> Result<Ensured, ImageError> {
         if let Err(msg) = validate_reference(image) {
             return Err(ImageError {
@@ -171,14 +185,11 @@ impl Images {
             }
         }
         let _permit = match &self.pulls {
-            Some(s) => Some(
-                s.clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| ImageError { reason: "ErrImagePull", message: "image puller stopped".into() })?,
-            ),
+            Some(s) => Some(self.wait_for_slot(s, image, on_queued).await?),
             None => None,
         };
+        self.lock_queue().active.push(image.to_string());
+        let _active = ActiveGuard { queue: self.queue.clone(), image: image.to_string() };
         tracing::info!(pod_uid, image, "pulling image");
         let started = std::time::Instant::now();
         // Each matching credential in order (as upstream's keyring); none → anonymous.
@@ -206,11 +217,70 @@ impl Images {
         }
     }
 
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, PullQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a pull slot, telling `on_queued` where this pull stands (once a second).
+    async fn wait_for_slot(
+        &self,
+        sem: &Arc<Semaphore>,
+        image: &str,
+        on_queued: QueueObserver<'_>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ImageError> {
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let ticket = {
+            let mut q = self.lock_queue();
+            q.next += 1;
+            let t = q.next;
+            q.waiting.push((t, image.to_string()));
+            t
+        };
+        let acquire = sem.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let result = loop {
+            let message = {
+                let q = self.lock_queue();
+                let pos = q.waiting.iter().position(|(t, _)| *t == ticket).unwrap_or(0);
+                let ahead = if pos == 0 { q.active.first().cloned() } else { Some(q.waiting[pos - 1].1.clone()) };
+                format!(
+                    "image pull queued behind {} (position {})",
+                    ahead.unwrap_or_else(|| "another pull".into()),
+                    pos + 1
+                )
+            };
+            on_queued(message);
+            tokio::select! {
+                p = &mut acquire => break p,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        };
+        self.lock_queue().waiting.retain(|(t, _)| *t != ticket);
+        result.map_err(|_| ImageError { reason: "ErrImagePull", message: "image puller stopped".into() })
+    }
+
     /// Whether the last pull of `image` for this pod failed and is still backing off.
     pub fn in_backoff(&self, pod_uid: &str, image: &str) -> bool {
         let now = self.clock.now();
         let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         b.in_backoff_since_last(&format!("{pod_uid}_{image}"), now).is_some()
+    }
+}
+
+/// Takes an image off the active list when its pull ends, however it ends.
+struct ActiveGuard {
+    queue: Arc<Mutex<PullQueue>>,
+    image: String,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = q.active.iter().position(|x| *x == self.image) {
+            q.active.remove(i);
+        }
     }
 }
 
@@ -284,5 +354,51 @@ mod tests {
         let err = im.ensure("u", "Bad:Name", "IfNotPresent", &api::PodSandboxConfig::default()).await.unwrap_err();
         assert_eq!(err.reason, "InvalidImageName");
         assert!(rt.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_pulls_report_their_place_and_cached_images_never_wait() {
+        let rt = FakeRuntime::new();
+        rt.set_pull_delay(Duration::from_secs(10));
+        for i in ["slow:1", "slow:2", "slow:3"] {
+            rt.add_registry_image(i);
+        }
+        rt.add_image("cached:1");
+        let im = manager(&rt, &FakeClock::new(SystemTime::now()));
+        let sb = api::PodSandboxConfig::default();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let record = |s: &Arc<Mutex<Vec<String>>>| {
+            let s = s.clone();
+            move |m: String| s.lock().unwrap().push(m)
+        };
+        let (im1, im2, im3) = (im.clone(), im.clone(), im.clone());
+        let (sb1, sb2, sb3) = (sb.clone(), sb.clone(), sb.clone());
+        let first = tokio::spawn(async move { im1.ensure("a", "slow:1", "IfNotPresent", &sb1).await });
+        tokio::task::yield_now().await;
+        let obs2 = record(&seen);
+        let second =
+            tokio::spawn(async move { im2.ensure_reporting("b", "slow:2", "IfNotPresent", &sb2, &[], &obs2).await });
+        tokio::task::yield_now().await;
+        let third_seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let obs3 = record(&third_seen);
+        let third =
+            tokio::spawn(async move { im3.ensure_reporting("c", "slow:3", "IfNotPresent", &sb3, &[], &obs3).await });
+        tokio::task::yield_now().await;
+        // A cached image does not queue behind the pulls.
+        let t = tokio::time::Instant::now();
+        assert!(im.ensure("d", "cached:1", "IfNotPresent", &sb).await.is_ok());
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert_eq!(
+            seen.lock().unwrap().first().map(String::as_str),
+            Some("image pull queued behind slow:1 (position 1)")
+        );
+        assert_eq!(
+            third_seen.lock().unwrap().first().map(String::as_str),
+            Some("image pull queued behind slow:2 (position 2)")
+        );
+        assert!(first.await.unwrap().is_ok());
+        for h in [second, third] {
+            assert!(h.await.unwrap().unwrap().pulled.is_some());
+        }
     }
 }

@@ -42,6 +42,18 @@ impl Statuses {
         true
     }
 
+    /// Replaces the message of a pod's current status (progress while its worker is busy).
+    pub fn set_message(&self, uid: &str, message: String) {
+        let mut map = self.pods.write().unwrap_or_else(|p| p.into_inner());
+        let Some(st) = map.get_mut(uid).and_then(|p| p.status.as_mut()) else { return };
+        if st.message.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        st.message = Some(message);
+        drop(map);
+        self.version.send_modify(|v| *v += 1);
+    }
+
     pub fn remove(&self, uid: &str) {
         if self.pods.write().unwrap_or_else(|p| p.into_inner()).remove(uid).is_some() {
             self.version.send_modify(|v| *v += 1);

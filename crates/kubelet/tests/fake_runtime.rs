@@ -28,11 +28,15 @@ struct Node {
 }
 
 fn node(rt: FakeRuntime) -> Node {
+    node_with(rt, None)
+}
+
+fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let clock = FakeClock::new(SystemTime::now());
     let runtime: DynRuntime = Arc::new(rt.clone());
     let statuses = Statuses::new();
-    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(clock.clone()));
+    let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), Arc::new(clock.clone()));
     let node = Arc::new(NodeContext {
         node_name: "n1".into(),
         node_ip: Some("192.0.2.10".into()),
@@ -329,4 +333,28 @@ async fn failing_post_start_hook_kills_the_container() {
     let first = n.rt.containers_named("app")[0].clone();
     assert!(n.rt.calls().contains(&"StopContainer".to_string()));
     assert_eq!(execs_of(&n, &first, "hook"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_waiting_for_a_pull_slot_says_where_it_stands() {
+    let rt = FakeRuntime::new();
+    rt.set_pull_delay(Duration::from_secs(5));
+    rt.add_registry_image("big:1");
+    rt.add_registry_image("small:1");
+    let n = node_with(rt, Some(1));
+    let pod_with = |name: &str, image: &str| probed_pod(name, serde_json::json!({"name": "app", "image": image}));
+    let first = pod_with("first", "big:1");
+    let second = pod_with("second", "small:1");
+    let u2 = uid(&second);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![first] }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    n.snapshots
+        .send(Snapshot { source: SourceKind::File, pods: vec![pod_with("first", "big:1"), second] })
+        .await
+        .unwrap();
+    let msg =
+        eventually("queued message", || n.statuses.get(&u2)?.message.filter(|m| m.starts_with("image pull queued")))
+            .await;
+    assert_eq!(msg, "image pull queued behind big:1 (position 1)");
+    eventually("second running", || running(&n, &u2).then_some(())).await;
 }

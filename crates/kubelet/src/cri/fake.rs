@@ -23,6 +23,8 @@ struct State {
     /// Scripted ExecSync answers per container name and command (the last one repeats).
     exec_results: HashMap<(String, Vec<String>), std::collections::VecDeque<super::ExecOutput>>,
     execs: Vec<(String, Vec<String>)>,
+    /// How long a pull takes.
+    pull_delay: std::time::Duration,
     /// Operations that fail with this message the next time they are called.
     failures: HashMap<&'static str, String>,
 }
@@ -63,6 +65,11 @@ impl FakeRuntime {
     /// Makes an image pullable.
     pub fn add_registry_image(&self, image: &str) {
         self.lock().registry.insert(image.to_string());
+    }
+
+    /// Makes every pull take `d` (tokio time, so paused-time tests stay instant).
+    pub fn set_pull_delay(&self, d: std::time::Duration) {
+        self.lock().pull_delay = d;
     }
 
     /// Makes an image pullable only with these credentials.
@@ -341,6 +348,10 @@ impl Runtime for FakeRuntime {
         auth: Option<api::AuthConfig>,
         _sandbox_config: Option<api::PodSandboxConfig>,
     ) -> Result<String> {
+        let delay = self.lock().pull_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut s = self.enter("PullImage")?;
         if let Some((user, pass)) = s.private.get(image) {
             let ok = auth.as_ref().is_some_and(|a| &a.username == user && &a.password == pass);

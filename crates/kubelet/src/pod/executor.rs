@@ -195,6 +195,7 @@ pub async fn execute(
     plan: &Plan,
     backoff: &mut Backoff,
     waiting: &mut WaitingReasons,
+    on_queued: crate::images::QueueObserver<'_>,
 ) -> Result<(), String> {
     let name = pod_name(pod);
     let grace = grace_secs(pod);
@@ -252,7 +253,7 @@ pub async fn execute(
         let sandbox_config = &sandbox_config;
         let sandbox_id = &sandbox_id;
         let ip = ip.as_deref();
-        async move { (s, start_container(deps, pod, s, sandbox_id, sandbox_config, ip).await) }
+        async move { (s, start_container(deps, pod, s, sandbox_id, sandbox_config, ip, on_queued).await) }
     });
     for (s, result) in futures::future::join_all(starts).await {
         match result {
@@ -278,6 +279,7 @@ async fn start_container(
     sandbox_id: &str,
     sandbox_config: &api::PodSandboxConfig,
     pod_ip: Option<&str>,
+    on_queued: crate::images::QueueObserver<'_>,
 ) -> Result<(), (&'static str, String)> {
     let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
     let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
@@ -290,27 +292,28 @@ async fn start_container(
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let ev = |t: Type, reason: &str, msg: String| deps.events.pod(pod, Some(&c.name), t, reason, msg);
     let credentials = pull_credentials(deps, pod, image).await;
-    let image_ref = match deps.images.ensure_reporting(uid, image, policy, sandbox_config, &credentials).await {
-        Ok(e) => {
-            match e.pulled {
-                Some(took) => {
-                    ev(Type::Normal, "Pulling", format!("Pulling image {image:?}"));
-                    ev(Type::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3?}"));
+    let image_ref =
+        match deps.images.ensure_reporting(uid, image, policy, sandbox_config, &credentials, on_queued).await {
+            Ok(e) => {
+                match e.pulled {
+                    Some(took) => {
+                        ev(Type::Normal, "Pulling", format!("Pulling image {image:?}"));
+                        ev(Type::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3?}"));
+                    }
+                    None => ev(Type::Normal, "Pulled", format!("Container image {image:?} already present on machine")),
                 }
-                None => ev(Type::Normal, "Pulled", format!("Container image {image:?} already present on machine")),
+                e.image_ref
             }
-            e.image_ref
-        }
-        Err(e) => {
-            if e.reason == "ImagePullBackOff" {
-                ev(Type::Normal, "BackOff", e.message.clone());
-            } else {
-                ev(Type::Warning, "Failed", e.message.clone());
-                ev(Type::Warning, "Failed", format!("Error: {}", e.reason));
+            Err(e) => {
+                if e.reason == "ImagePullBackOff" {
+                    ev(Type::Normal, "BackOff", e.message.clone());
+                } else {
+                    ev(Type::Warning, "Failed", e.message.clone());
+                    ev(Type::Warning, "Failed", format!("Error: {}", e.reason));
+                }
+                return Err((e.reason, e.message));
             }
-            return Err((e.reason, e.message));
-        }
-    };
+        };
     // With no earlier instance in the runtime, the log files remember how often it ran.
     let restart_count = s.restart_count.max(restart_count_from_logs(&sandbox_config.log_directory, &c.name));
     let config_error = |e: super::runtime_config::ConfigError| {

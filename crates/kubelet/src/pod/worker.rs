@@ -357,7 +357,12 @@ impl Worker {
             self.publish(&obs);
             return Ok(Outcome::Next(p.retry_at));
         }
-        let result = executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting).await;
+        // While a pull waits for a slot, the pod's status message says where it stands.
+        let statuses = self.cfg.statuses.clone();
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        let on_queued = move |msg: String| statuses.set_message(&uid, msg);
+        let result =
+            executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting, &on_queued).await;
         obs = self.observe().await?;
         self.publish(&obs);
         result?;
