@@ -53,37 +53,81 @@ fn referenced(c: &Container) -> Vec<(Kind, String)> {
     out
 }
 
-/// Reads what the container's env refers to. API errors (other than not found) fail the start.
+/// The last answers the API gave, used while it cannot be reached: upstream reads these through
+/// informer caches that outlive an outage. Process-wide because every pod worker shares it.
+fn last_good() -> std::sync::MutexGuard<'static, HashMap<String, LastGood>> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, LastGood>>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Clone)]
+enum LastGood {
+    Data(Option<BTreeMap<String, String>>),
+    Services(Vec<(String, String)>),
+}
+
+/// Reads what the container's env refers to. API errors (other than not found) fail the start
+/// unless an earlier answer is cached.
 pub async fn fetch(api: Option<&DynApi>, pod: &Pod, c: &Container) -> Result<EnvSources, ConfigError> {
     let mut out = EnvSources::default();
     let Some(api) = api else { return Ok(out) };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    out.1 = service_env(api, pod).await?;
+    let services_key =
+        format!("services/{ns}/{}", pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true));
+    out.1 = match service_env(api, pod).await {
+        Ok(v) => {
+            last_good().insert(services_key, LastGood::Services(v.clone()));
+            v
+        }
+        Err(e) => match last_good().get(&services_key) {
+            Some(LastGood::Services(v)) => v.clone(),
+            // Service links are best effort: a pod must not stay down because the API is.
+            _ => {
+                tracing::warn!(pod = %ns, "service link variables unavailable: {}", e.0);
+                Vec::new()
+            }
+        },
+    };
     for (kind, name) in referenced(c) {
-        let data = match kind {
-            Kind::ConfigMap => api
-                .get_config_map(ns, &name)
-                .await
-                .map_err(|e| ConfigError(format!("configmap {ns}/{name}: {e}")))?
-                .map(|cm| {
-                    let mut d = cm.data.unwrap_or_default();
-                    for (k, v) in cm.binary_data.unwrap_or_default() {
-                        d.insert(k, String::from_utf8_lossy(&v.0).into_owned());
-                    }
-                    d
-                }),
+        let fetched: Result<Option<BTreeMap<String, String>>, ConfigError> = match kind {
+            Kind::ConfigMap => {
+                api.get_config_map(ns, &name).await.map_err(|e| ConfigError(format!("configmap {ns}/{name}: {e}"))).map(
+                    |cm| {
+                        cm.map(|cm| {
+                            let mut d = cm.data.unwrap_or_default();
+                            for (k, v) in cm.binary_data.unwrap_or_default() {
+                                d.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+                            }
+                            d
+                        })
+                    },
+                )
+            }
             Kind::Secret => {
-                api.get_secret(ns, &name).await.map_err(|e| ConfigError(format!("secret {ns}/{name}: {e}")))?.map(|s| {
-                    let mut d: BTreeMap<String, String> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                        .collect();
-                    d.extend(s.string_data.unwrap_or_default());
-                    d
+                api.get_secret(ns, &name).await.map_err(|e| ConfigError(format!("secret {ns}/{name}: {e}"))).map(|s| {
+                    s.map(|s| {
+                        let mut d: BTreeMap<String, String> = s
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                            .collect();
+                        d.extend(s.string_data.unwrap_or_default());
+                        d
+                    })
                 })
             }
+        };
+        let key = format!("{}/{ns}/{name}", kind.as_str());
+        let data = match fetched {
+            Ok(d) => {
+                last_good().insert(key, LastGood::Data(d.clone()));
+                d
+            }
+            Err(e) => match last_good().get(&key) {
+                Some(LastGood::Data(d)) => d.clone(),
+                _ => return Err(e),
+            },
         };
         out.0.insert((kind, name), data);
     }
