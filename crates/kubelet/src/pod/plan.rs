@@ -144,11 +144,11 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
                     restart_count: next_restart_count(obs, &c.name),
                     arm_backoff: None,
                 });
-                gc(&mut p, obs, pod);
+                gc(&mut p, obs);
                 return p;
             }
             Some(o) if o.state == CState::Running => {
-                gc(&mut p, obs, pod);
+                gc(&mut p, obs);
                 return p;
             }
             Some(o) if o.state == CState::Exited && o.exit_code == 0 => continue,
@@ -159,7 +159,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
                     return p;
                 }
                 restart_after_failure(&mut p, pod, c, o, obs, backoff, now, true);
-                gc(&mut p, obs, pod);
+                gc(&mut p, obs);
                 return p;
             }
             Some(o) => {
@@ -179,7 +179,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
                     restart_count: next_restart_count(obs, &c.name),
                     arm_backoff: None,
                 });
-                gc(&mut p, obs, pod);
+                gc(&mut p, obs);
                 return p;
             }
         }
@@ -237,7 +237,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
             }
         }
     }
-    gc(&mut p, obs, pod);
+    gc(&mut p, obs);
     p
 }
 
@@ -284,10 +284,10 @@ fn restart_after_failure(
     });
 }
 
-/// Keeps the newest instance of each container (for lastState and logs) and removes the rest,
+/// Keeps the two newest instances of each container (current state and lastState, with their
+/// logs) and removes older dead ones,
 /// and old sandboxes that hold nothing still needed.
-fn gc(p: &mut Plan, obs: &PodObs, _pod: &Pod) {
-    let mut seen = std::collections::HashSet::new();
+fn gc(p: &mut Plan, obs: &PodObs) {
     let mut keep_sandboxes = std::collections::HashSet::new();
     if let Some(s) = obs.sandbox() {
         keep_sandboxes.insert(s.id.clone());
@@ -299,7 +299,6 @@ fn gc(p: &mut Plan, obs: &PodObs, _pod: &Pod) {
         *n += 1;
         if *n <= 2 || c.state != CState::Exited {
             keep_sandboxes.insert(c.sandbox_id.clone());
-            seen.insert(c.id.clone());
         } else if !p.remove_containers.contains(&c.id) {
             p.remove_containers.push(c.id.clone());
         }
