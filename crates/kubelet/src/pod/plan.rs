@@ -122,12 +122,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
                 Some(o) if o.state == CState::Exited && !(init && o.exit_code == 0) => {
                     restart_after_failure(&mut p, pod, c, o, obs, backoff, now, init)
                 }
-                _ => p.start.push(Start {
-                    name: c.name.clone(),
-                    init,
-                    restart_count: next_restart_count(obs, &c.name),
-                    arm_backoff: None,
-                }),
+                _ => p.start.push(fresh_start(obs, c, init)),
             }
         }
         return p;
@@ -138,12 +133,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
     for c in inits {
         match obs.latest(&c.name, sandbox_id) {
             None => {
-                p.start.push(Start {
-                    name: c.name.clone(),
-                    init: true,
-                    restart_count: next_restart_count(obs, &c.name),
-                    arm_backoff: None,
-                });
+                p.start.push(fresh_start(obs, c, true));
                 gc(&mut p, obs);
                 return p;
             }
@@ -164,21 +154,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
             }
             Some(o) => {
                 // Created but never started, or unknown: replace it.
-                if o.state == CState::Unknown {
-                    p.kill.push(Kill {
-                        id: o.id.clone(),
-                        name: c.name.clone(),
-                        reason: "container state unknown".into(),
-                    });
-                } else {
-                    p.remove_containers.push(o.id.clone());
-                }
-                p.start.push(Start {
-                    name: c.name.clone(),
-                    init: true,
-                    restart_count: next_restart_count(obs, &c.name),
-                    arm_backoff: None,
-                });
+                replace(&mut p, obs, c, o, true);
                 gc(&mut p, obs);
                 return p;
             }
@@ -191,12 +167,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
         let latest =
             obs.latest(&c.name, sandbox_id).or_else(|| obs.latest(&c.name, None).filter(|o| o.state == CState::Exited));
         match latest {
-            None => p.start.push(Start {
-                name: c.name.clone(),
-                init: false,
-                restart_count: next_restart_count(obs, &c.name),
-                arm_backoff: None,
-            }),
+            None => p.start.push(fresh_start(obs, c, false)),
             Some(o) if o.state == CState::Running => {
                 if o.hash != container_hash(c) {
                     p.kill.push(Kill {
@@ -204,12 +175,7 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
                         name: c.name.clone(),
                         reason: "container spec changed".into(),
                     });
-                    p.start.push(Start {
-                        name: c.name.clone(),
-                        init: false,
-                        restart_count: next_restart_count(obs, &c.name),
-                        arm_backoff: None,
-                    });
+                    p.start.push(fresh_start(obs, c, false));
                 }
             }
             Some(o) if o.state == CState::Exited => {
@@ -219,26 +185,28 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan
                 }
             }
             Some(o) => {
-                if o.state == CState::Unknown {
-                    p.kill.push(Kill {
-                        id: o.id.clone(),
-                        name: c.name.clone(),
-                        reason: "container state unknown".into(),
-                    });
-                } else {
-                    p.remove_containers.push(o.id.clone());
-                }
-                p.start.push(Start {
-                    name: c.name.clone(),
-                    init: false,
-                    restart_count: next_restart_count(obs, &c.name),
-                    arm_backoff: None,
-                });
+                replace(&mut p, obs, c, o, false);
             }
         }
     }
     gc(&mut p, obs);
     p
+}
+
+/// A first start (or a start with no failure to back off from).
+fn fresh_start(obs: &PodObs, c: &Container, init: bool) -> Start {
+    Start { name: c.name.clone(), init, restart_count: next_restart_count(obs, &c.name), arm_backoff: None }
+}
+
+/// Replaces an instance that was created but never started (removed) or is in an unknown state
+/// (killed) with a new one.
+fn replace(p: &mut Plan, obs: &PodObs, c: &Container, o: &ContainerObs, init: bool) {
+    if o.state == CState::Unknown {
+        p.kill.push(Kill { id: o.id.clone(), name: c.name.clone(), reason: "container state unknown".into() });
+    } else {
+        p.remove_containers.push(o.id.clone());
+    }
+    p.start.push(fresh_start(obs, c, init));
 }
 
 fn succeeded(o: &ContainerObs) -> bool {
