@@ -27,6 +27,8 @@ struct State {
     pull_delay: std::time::Duration,
     /// Operations that fail with this message the next time they are called.
     failures: HashMap<&'static str, String>,
+    /// Usage figures reported by the stats calls, per container id.
+    stats: HashMap<String, FakeStats>,
 }
 
 /// The fake runtime. Cloning shares the state.
@@ -129,6 +131,11 @@ impl FakeRuntime {
             .collect();
         v.sort();
         v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Sets the usage the stats calls report for a container.
+    pub fn set_stats(&self, id: &str, stats: FakeStats) {
+        self.lock().stats.insert(id.to_string(), stats);
     }
 
     pub fn sandbox_count(&self) -> usize {
@@ -377,5 +384,167 @@ impl Runtime for FakeRuntime {
     async fn remove_image(&self, image: &str) -> Result<()> {
         self.enter("RemoveImage")?.images.remove(image);
         Ok(())
+    }
+
+    async fn image_fs_info(&self) -> Result<api::ImageFsInfoResponse> {
+        let s = self.enter("ImageFsInfo")?;
+        let usage = api::FilesystemUsage {
+            timestamp: now_nanos(),
+            fs_id: Some(api::FilesystemIdentifier { mountpoint: "/fake/images".into() }),
+            used_bytes: Some(api::UInt64Value { value: FAKE_IMAGE_SIZE * s.images.len() as u64 }),
+            inodes_used: Some(api::UInt64Value { value: s.images.len() as u64 }),
+        };
+        Ok(api::ImageFsInfoResponse { image_filesystems: vec![usage], container_filesystems: vec![] })
+    }
+
+    async fn exec(&self, req: api::ExecRequest) -> Result<String> {
+        let s = self.enter("Exec")?;
+        running(&s, "Exec", &req.container_id)?;
+        Ok(format!("http://127.0.0.1:0/exec/{}", req.container_id))
+    }
+
+    async fn attach(&self, req: api::AttachRequest) -> Result<String> {
+        let s = self.enter("Attach")?;
+        running(&s, "Attach", &req.container_id)?;
+        Ok(format!("http://127.0.0.1:0/attach/{}", req.container_id))
+    }
+
+    async fn port_forward(&self, req: api::PortForwardRequest) -> Result<String> {
+        let s = self.enter("PortForward")?;
+        if !s.sandboxes.contains_key(&req.pod_sandbox_id) {
+            return Err(not_found("PortForward", &req.pod_sandbox_id));
+        }
+        Ok(format!("http://127.0.0.1:0/portforward/{}", req.pod_sandbox_id))
+    }
+
+    async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>> {
+        let s = self.enter("ListContainerStats")?;
+        let f = filter.unwrap_or_default();
+        Ok(s.containers
+            .iter()
+            .filter(|(id, c)| {
+                c.state == api::ContainerState::ContainerRunning as i32
+                    && (f.id.is_empty() || &f.id == *id)
+                    && (f.pod_sandbox_id.is_empty() || s.container_sandbox.get(*id) == Some(&f.pod_sandbox_id))
+                    && f.label_selector.iter().all(|(k, v)| c.labels.get(k) == Some(v))
+            })
+            .map(|(id, c)| fake_container_stats(id, c, s.stats.get(id).copied().unwrap_or_default()))
+            .collect())
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<api::PodSandboxStatsFilter>,
+    ) -> Result<Vec<api::PodSandboxStats>> {
+        let s = self.enter("ListPodSandboxStats")?;
+        let f = filter.unwrap_or_default();
+        Ok(s.sandboxes
+            .iter()
+            .filter(|(id, (sb, _))| {
+                sb.state == api::PodSandboxState::SandboxReady as i32
+                    && (f.id.is_empty() || &f.id == *id)
+                    && f.label_selector.iter().all(|(k, v)| sb.labels.get(k) == Some(v))
+            })
+            .map(|(id, (sb, _))| {
+                let containers: Vec<api::ContainerStats> = s
+                    .containers
+                    .iter()
+                    .filter(|(cid, c)| {
+                        s.container_sandbox.get(*cid) == Some(id)
+                            && c.state == api::ContainerState::ContainerRunning as i32
+                    })
+                    .map(|(cid, c)| fake_container_stats(cid, c, s.stats.get(cid).copied().unwrap_or_default()))
+                    .collect();
+                let sum = |f: fn(&FakeStats) -> u64| {
+                    containers
+                        .iter()
+                        .map(|c| {
+                            let st = s.stats.get(&c.attributes.as_ref().map(|a| a.id.clone()).unwrap_or_default());
+                            st.map(f).unwrap_or(0)
+                        })
+                        .sum::<u64>()
+                };
+                let ts = now_nanos();
+                api::PodSandboxStats {
+                    attributes: Some(api::PodSandboxAttributes {
+                        id: id.clone(),
+                        metadata: sb.metadata.clone(),
+                        labels: sb.labels.clone(),
+                        annotations: sb.annotations.clone(),
+                    }),
+                    linux: Some(api::LinuxPodSandboxStats {
+                        cpu: Some(api::CpuUsage {
+                            timestamp: ts,
+                            usage_core_nano_seconds: Some(api::UInt64Value { value: sum(|s| s.cpu_nanos) }),
+                            usage_nano_cores: None,
+                        }),
+                        memory: Some(api::MemoryUsage {
+                            timestamp: ts,
+                            working_set_bytes: Some(api::UInt64Value { value: sum(|s| s.memory_bytes) }),
+                            ..Default::default()
+                        }),
+                        containers,
+                        ..Default::default()
+                    }),
+                    windows: None,
+                }
+            })
+            .collect())
+    }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let s = self.enter("ReopenContainerLog")?;
+        running(&s, "ReopenContainerLog", id)
+    }
+}
+
+/// The size the fake reports for every image.
+pub const FAKE_IMAGE_SIZE: u64 = 1 << 20;
+
+/// Usage figures a test sets for a container ([`FakeRuntime::set_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FakeStats {
+    pub cpu_nanos: u64,
+    pub memory_bytes: u64,
+    pub writable_bytes: u64,
+}
+
+fn running(s: &State, op: &'static str, id: &str) -> Result<()> {
+    match s.containers.get(id) {
+        Some(c) if c.state == api::ContainerState::ContainerRunning as i32 => Ok(()),
+        Some(_) => Err(CriError::new(op, tonic::Code::FailedPrecondition, format!("container {id} is not running"))),
+        None => Err(not_found(op, id)),
+    }
+}
+
+fn fake_container_stats(id: &str, c: &api::ContainerStatus, st: FakeStats) -> api::ContainerStats {
+    let ts = now_nanos();
+    api::ContainerStats {
+        attributes: Some(api::ContainerAttributes {
+            id: id.to_string(),
+            metadata: c.metadata.clone(),
+            labels: c.labels.clone(),
+            annotations: c.annotations.clone(),
+        }),
+        cpu: Some(api::CpuUsage {
+            timestamp: ts,
+            usage_core_nano_seconds: Some(api::UInt64Value { value: st.cpu_nanos }),
+            usage_nano_cores: None,
+        }),
+        memory: Some(api::MemoryUsage {
+            timestamp: ts,
+            working_set_bytes: Some(api::UInt64Value { value: st.memory_bytes }),
+            ..Default::default()
+        }),
+        writable_layer: Some(api::FilesystemUsage {
+            timestamp: ts,
+            fs_id: Some(api::FilesystemIdentifier { mountpoint: "/fake/containers".into() }),
+            used_bytes: Some(api::UInt64Value { value: st.writable_bytes }),
+            inodes_used: None,
+        }),
+        swap: None,
     }
 }

@@ -76,6 +76,26 @@ pub trait Runtime: Send + Sync + 'static {
     }
     async fn list_images(&self) -> Result<Vec<api::Image>>;
     async fn remove_image(&self, image: &str) -> Result<()>;
+    /// Filesystem usage of the runtime's image (and container) filesystems.
+    async fn image_fs_info(&self) -> Result<api::ImageFsInfoResponse>;
+
+    /// Streaming: the URL of the runtime's streaming server for this exec session.
+    async fn exec(&self, req: api::ExecRequest) -> Result<String>;
+    /// Streaming: the URL of the runtime's streaming server for this attach session.
+    async fn attach(&self, req: api::AttachRequest) -> Result<String>;
+    /// Streaming: the URL of the runtime's streaming server for port forwarding into a sandbox.
+    async fn port_forward(&self, req: api::PortForwardRequest) -> Result<String>;
+
+    /// Resource usage of containers (cpu, memory, writable layer).
+    async fn list_container_stats(&self, filter: Option<api::ContainerStatsFilter>)
+    -> Result<Vec<api::ContainerStats>>;
+    /// Resource usage of sandboxes (pod-level cpu, memory, network); runtimes may answer Unimplemented.
+    async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<api::PodSandboxStatsFilter>,
+    ) -> Result<Vec<api::PodSandboxStats>>;
+    /// Asks the runtime to reopen a container's log file (after the kubelet rotated it).
+    async fn reopen_container_log(&self, id: &str) -> Result<()>;
 }
 
 pub type DynRuntime = Arc<dyn Runtime>;

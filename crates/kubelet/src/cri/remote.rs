@@ -203,6 +203,50 @@ impl Runtime for RemoteRuntime {
         let req = api::RemoveImageRequest { image: Some(image_spec(image)) };
         self.call("RemoveImage", Some(self.timeout), c.remove_image(req)).await.map(drop)
     }
+
+    async fn image_fs_info(&self) -> Result<api::ImageFsInfoResponse> {
+        let mut c = self.images.clone();
+        self.call("ImageFsInfo", Some(self.timeout), c.image_fs_info(api::ImageFsInfoRequest {})).await
+    }
+
+    async fn exec(&self, req: api::ExecRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        Ok(self.call("Exec", Some(self.timeout), c.exec(req)).await?.url)
+    }
+
+    async fn attach(&self, req: api::AttachRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        Ok(self.call("Attach", Some(self.timeout), c.attach(req)).await?.url)
+    }
+
+    async fn port_forward(&self, req: api::PortForwardRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        Ok(self.call("PortForward", Some(self.timeout), c.port_forward(req)).await?.url)
+    }
+
+    async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>> {
+        let mut c = self.runtime.clone();
+        let req = api::ListContainerStatsRequest { filter };
+        Ok(self.call("ListContainerStats", Some(self.timeout), c.list_container_stats(req)).await?.stats)
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<api::PodSandboxStatsFilter>,
+    ) -> Result<Vec<api::PodSandboxStats>> {
+        let mut c = self.runtime.clone();
+        let req = api::ListPodSandboxStatsRequest { filter };
+        Ok(self.call("ListPodSandboxStats", Some(self.timeout), c.list_pod_sandbox_stats(req)).await?.stats)
+    }
+
+    async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = api::ReopenContainerLogRequest { container_id: id.into() };
+        self.call("ReopenContainerLog", Some(self.timeout), c.reopen_container_log(req)).await.map(drop)
+    }
 }
 
 fn image_spec(image: &str) -> api::ImageSpec {
