@@ -347,6 +347,9 @@ async fn run() -> anyhow::Result<()> {
     ));
 
     let health = server::Health { pleg: pleg_health, pleg_threshold: Duration::from_secs(180) };
+    // Handlers served on both the read-only port and 10250 (behind authentication there):
+    // /metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes, /stats/summary.
+    let default_handlers: axum::Router = axum::Router::new();
     if cfg.healthz_port > 0 {
         let ip: IpAddr = cfg
             .healthz_bind_address
@@ -361,7 +364,7 @@ async fn run() -> anyhow::Result<()> {
     if cfg.read_only_port > 0 {
         let ip: IpAddr = cfg.address.parse().with_context(|| format!("address: {:?}", cfg.address))?;
         let addr = SocketAddr::new(ip, cfg.read_only_port as u16);
-        server::serve(addr, server::read_only_router(health, statuses.clone()))
+        server::serve(addr, server::read_only_router(health, statuses.clone(), default_handlers.clone()))
             .await
             .with_context(|| format!("read-only server on {addr}"))?;
         tracing::info!(%addr, "read-only port listening");

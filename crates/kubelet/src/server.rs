@@ -70,8 +70,14 @@ async fn pods(State(s): State<Statuses>) -> impl IntoResponse {
 }
 
 /// The read-only port: what upstream serves there that a standalone kubelet has.
-pub fn read_only_router(h: Health, statuses: Statuses) -> Router {
-    Router::new().route("/pods", get(pods)).route("/pods/", get(pods)).with_state(statuses).merge(health_routes(h))
+/// `default_handlers` are the metrics and stats routes, served here unauthenticated as upstream does.
+pub fn read_only_router(h: Health, statuses: Statuses, default_handlers: Router) -> Router {
+    Router::new()
+        .route("/pods", get(pods))
+        .route("/pods/", get(pods))
+        .with_state(statuses)
+        .merge(health_routes(h))
+        .merge(default_handlers)
 }
 
 /// Binds and serves `router` on `addr` in the background; binding errors are returned.
