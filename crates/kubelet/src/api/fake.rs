@@ -3,6 +3,8 @@
 
 use super::{Api, ApiError, Result};
 use async_trait::async_trait;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
+use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use std::collections::BTreeMap;
@@ -23,6 +25,10 @@ struct State {
     calls: Vec<String>,
     /// When set, every call fails (an unreachable API server).
     down: bool,
+    /// Bearer tokens TokenReview knows: token → (user, groups).
+    tokens: BTreeMap<String, (String, Vec<String>)>,
+    /// SubjectAccessReview allows these (user, verb, subresource) triples; "*" matches anything.
+    allowed: Vec<(String, String, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -102,6 +108,16 @@ impl FakeApi {
         pod.metadata.resource_version = Some(s.rv.to_string());
         s.pods.insert(key(&pod), pod);
         Self::notify(&mut s);
+    }
+
+    /// Makes TokenReview accept `token` as `user` in `groups`.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.lock().tokens.insert(token.into(), (user.into(), groups.iter().map(|g| g.to_string()).collect()));
+    }
+
+    /// Makes SubjectAccessReview allow `user` to `verb` nodes/`subresource` ("*" for any).
+    pub fn allow(&self, user: &str, verb: &str, subresource: &str) {
+        self.lock().allowed.push((user.into(), verb.into(), subresource.into()));
     }
 
     /// Removes a pod object outright (e.g. someone deleted a mirror pod with grace 0).
@@ -257,6 +273,42 @@ impl Api for FakeApi {
     async fn list_services(&self, namespace: &str) -> Result<Vec<Service>> {
         let s = self.enter("list_services")?;
         Ok(s.services.iter().filter(|x| x.metadata.namespace.as_deref() == Some(namespace)).cloned().collect())
+    }
+
+    async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview> {
+        let s = self.enter("create_token_review")?;
+        let token = review.spec.token.clone();
+        let mut out = review.clone();
+        out.status = Some(match s.tokens.get(&token) {
+            Some((user, groups)) => TokenReviewStatus {
+                authenticated: Some(true),
+                user: Some(UserInfo {
+                    username: Some(user.clone()),
+                    groups: Some(groups.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            None => TokenReviewStatus {
+                authenticated: Some(false),
+                error: Some("invalid token".into()),
+                ..Default::default()
+            },
+        });
+        Ok(out)
+    }
+
+    async fn create_subject_access_review(&self, review: &SubjectAccessReview) -> Result<SubjectAccessReview> {
+        let s = self.enter("create_subject_access_review")?;
+        let user = review.spec.user.clone().unwrap_or_default();
+        let attrs = review.spec.resource_attributes.clone().unwrap_or_default();
+        let verb = attrs.verb.unwrap_or_default();
+        let sub = attrs.subresource.unwrap_or_default();
+        let m = |want: &str, got: &str| want == "*" || want == got;
+        let allowed = s.allowed.iter().any(|(u, v, r)| m(u, &user) && m(v, &verb) && m(r, &sub));
+        let mut out = review.clone();
+        out.status = Some(SubjectAccessReviewStatus { allowed, ..Default::default() });
+        Ok(out)
     }
 }
 

@@ -4,6 +4,8 @@ use super::rate::TokenBucket;
 use super::{Api, ApiError, LEASE_NAMESPACE, Result};
 use async_trait::async_trait;
 use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -190,5 +192,18 @@ impl Api for KubeApi {
         self.bucket.acquire().await;
         let api = kube::Api::<Service>::namespaced(self.client.clone(), namespace);
         api.list(&Default::default()).await.map(|l| l.items).map_err(map_err)
+    }
+
+    async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview> {
+        self.bucket.acquire().await;
+        kube::Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), review).await.map_err(map_err)
+    }
+
+    async fn create_subject_access_review(&self, review: &SubjectAccessReview) -> Result<SubjectAccessReview> {
+        self.bucket.acquire().await;
+        kube::Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), review)
+            .await
+            .map_err(map_err)
     }
 }

@@ -6,6 +6,8 @@ pub mod kube_client;
 pub mod rate;
 
 use async_trait::async_trait;
+use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
 use std::sync::Arc;
@@ -52,6 +54,11 @@ pub trait Api: Send + Sync + 'static {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
     /// Services of a namespace (for service link environment variables).
     async fn list_services(&self, namespace: &str) -> Result<Vec<Service>>;
+
+    /// Asks the API server who a bearer token belongs to (the server's webhook authentication).
+    async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview>;
+    /// Asks the API server whether a user may do something (the server's webhook authorization).
+    async fn create_subject_access_review(&self, review: &SubjectAccessReview) -> Result<SubjectAccessReview>;
 }
 
 pub type DynApi = Arc<dyn Api>;
