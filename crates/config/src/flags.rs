@@ -118,6 +118,25 @@ pub struct Flags {
     #[arg(long, value_parser = parse_feature_gates)]
     pub feature_gates: Option<BTreeMap<String, bool>>,
     /// Log verbosity (logging.verbosity).
+    /// Directory of the self-signed serving pair (kubelet.crt/kubelet.key); default <root-dir>/pki.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_cert_file: Option<String>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<String>,
+    #[arg(long)]
+    pub tls_min_version: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    pub tls_cipher_suites: Option<Vec<String>>,
+    #[arg(long)]
+    pub client_ca_file: Option<String>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub anonymous_auth: Option<bool>,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_token_webhook: Option<bool>,
+    #[arg(long, value_parser = ["AlwaysAllow", "Webhook"])]
+    pub authorization_mode: Option<String>,
     #[arg(short = 'v', long = "v")]
     pub verbosity: Option<u32>,
     /// Only "external" (or empty): in-tree cloud providers are gone.
@@ -128,6 +147,8 @@ pub struct Flags {
 /// Settings that exist only as flags, resolved after `Flags::apply`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeOptions {
+    /// --cert-dir, default <root-dir>/pki.
+    pub cert_dir: PathBuf,
     /// --root-dir, default /var/lib/kubelet.
     pub root_dir: PathBuf,
     /// --config, if given.
@@ -222,11 +243,21 @@ impl Flags {
         set(&mut cfg.file_check_frequency, &self.file_check_frequency);
         set(&mut cfg.http_check_frequency, &self.http_check_frequency);
         set(&mut cfg.logging.verbosity, &self.verbosity);
+        set(&mut cfg.tls_cert_file, &self.tls_cert_file);
+        set(&mut cfg.tls_private_key_file, &self.tls_private_key_file);
+        set(&mut cfg.tls_min_version, &self.tls_min_version);
+        set(&mut cfg.tls_cipher_suites, &self.tls_cipher_suites);
+        set(&mut cfg.authentication.x509.client_ca_file, &self.client_ca_file);
+        set(&mut cfg.authentication.anonymous.enabled, &self.anonymous_auth);
+        set(&mut cfg.authentication.webhook.enabled, &self.authentication_token_webhook);
+        set(&mut cfg.authorization.mode, &self.authorization_mode);
         if let Some(gates) = &self.feature_gates {
             cfg.feature_gates.extend(gates.clone());
         }
+        let root_dir = self.root_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR));
         NodeOptions {
-            root_dir: self.root_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR)),
+            cert_dir: self.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
+            root_dir,
             config: self.config.clone(),
             kubeconfig: self.kubeconfig.clone(),
             bootstrap_kubeconfig: self.bootstrap_kubeconfig.clone(),

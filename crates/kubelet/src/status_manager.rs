@@ -84,6 +84,17 @@ impl Statuses {
         self.pods.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
+    /// The pod named `name` in `namespace`, with its status.
+    pub fn find(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let map = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .find(|p| {
+                p.metadata.name.as_deref() == Some(name)
+                    && p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            })
+            .cloned()
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }

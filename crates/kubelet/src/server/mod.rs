@@ -1,6 +1,11 @@
-//! The plain-HTTP endpoints of a standalone kubelet: healthz on `healthzBindAddress:healthzPort`
-//! and the read-only port (`/pods`, `/healthz`). The authenticated HTTPS server on 10250 is the
-//! server-API issue's.
+//! The kubelet's servers: healthz on `healthzBindAddress:healthzPort` (plain HTTP), the deprecated
+//! read-only port (plain HTTP, off unless `readOnlyPort` is set), and the authenticated HTTPS
+//! server on `address:port` (10250) — [`tls`], [`auth`], [`handlers`], [`streaming`].
+
+pub mod auth;
+pub mod handlers;
+pub mod streaming;
+pub mod tls;
 
 use crate::pleg;
 use crate::status_manager::Statuses;
@@ -47,7 +52,7 @@ async fn healthz_syncloop(State(h): State<Health>) -> impl IntoResponse {
     }
 }
 
-fn health_routes(h: Health) -> Router {
+pub fn health_routes(h: Health) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/healthz/ping", get(|| async { "ok" }))
@@ -87,6 +92,58 @@ pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<SocketAd
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(%addr, error = %e, "server stopped");
+        }
+    });
+    Ok(local)
+}
+
+/// Serves `router` over TLS on `addr`: one task per connection, HTTP/1.1 with upgrades (exec,
+/// attach and port-forward streams), the verified client certificate's identity in every
+/// request's extensions for [`auth`]. Binding errors are returned.
+pub async fn serve_tls(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    router: Router,
+) -> std::io::Result<SocketAddr> {
+    use hyper_util::rt::TokioIo;
+    use tower::ServiceExt;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::identity);
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(auth::PeerCert(cert.clone()));
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+            });
         }
     });
     Ok(local)

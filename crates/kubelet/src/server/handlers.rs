@@ -1,0 +1,469 @@
+//! The kubelet API on 10250 (behind [`super::auth`]): pods, running pods, exec/attach/port-forward
+//! through the runtime's streaming server, run, container and node logs, configz.
+//! `enableDebuggingHandlers: false` turns the debugging endpoints into 405s, as upstream.
+
+use super::streaming;
+use crate::cri::labels::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
+use crate::cri::{DynRuntime, api};
+use crate::status_manager::Statuses;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    pub statuses: Statuses,
+    pub runtime: DynRuntime,
+    /// `/configz`: the configuration in effect.
+    pub configz: Arc<serde_json::Value>,
+    /// `/run` commands are bounded by this (runtimeRequestTimeout).
+    pub exec_timeout: Duration,
+    /// `/logs/` serves this directory (/var/log).
+    pub node_log_dir: PathBuf,
+    /// Pod log directory (podLogsDir), for `/containerLogs`.
+    pub pod_logs_dir: PathBuf,
+}
+
+fn err(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, msg.into()).into_response()
+}
+
+/// An error answer before a response exists (small, unlike `Response`).
+#[derive(Debug)]
+struct HttpError(StatusCode, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, self.1).into_response()
+    }
+}
+
+/// Repeated query parameters, in order (`command=ls&command=-l`).
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Percent-decoding of one query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn flag(pairs: &[(String, String)], names: &[&str]) -> bool {
+    pairs.iter().any(|(k, v)| names.contains(&k.as_str()) && matches!(v.as_str(), "1" | "true" | "True" | ""))
+}
+
+fn find_pod(st: &ApiState, ns: &str, name: &str, uid: Option<&str>) -> Result<Pod, HttpError> {
+    let pod = st
+        .statuses
+        .find(ns, name)
+        .ok_or_else(|| HttpError(StatusCode::NOT_FOUND, format!("pod {name:?} does not exist\n")))?;
+    if let Some(uid) = uid
+        && pod.metadata.uid.as_deref() != Some(uid)
+    {
+        return Err(HttpError(StatusCode::NOT_FOUND, format!("pod {name:?} with uid {uid} does not exist\n")));
+    }
+    Ok(pod)
+}
+
+/// The runtime id of the pod's current instance of `container`.
+fn container_id(pod: &Pod, container: &str) -> Result<String, HttpError> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let known = spec.is_some_and(|s| {
+        s.containers.iter().any(|c| c.name == container)
+            || s.init_containers.iter().flatten().any(|c| c.name == container)
+            || s.ephemeral_containers.iter().flatten().any(|c| c.name == container)
+    });
+    if !known {
+        return Err(HttpError(StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {name:?}\n")));
+    }
+    let st = pod.status.as_ref();
+    let all = st.into_iter().flat_map(|s| {
+        s.container_statuses
+            .iter()
+            .flatten()
+            .chain(s.init_container_statuses.iter().flatten())
+            .chain(s.ephemeral_container_statuses.iter().flatten())
+    });
+    all.filter(|c| c.name == container)
+        .find_map(|c| c.container_id.as_deref())
+        .and_then(|id| id.split_once("://").map(|(_, id)| id.to_string()).or(Some(id.to_string())))
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            HttpError(StatusCode::NOT_FOUND, format!("container {container:?} in pod {name:?} has not been created\n"))
+        })
+}
+
+async fn pods(State(st): State<ApiState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": st.statuses.list()}))
+}
+
+/// `/runningpods/`: pods as the runtime sees them (sandboxes and containers that are running).
+async fn running_pods(State(st): State<ApiState>) -> Response {
+    let ready = api::PodSandboxStateValue { state: api::PodSandboxState::SandboxReady as i32 };
+    let running = api::ContainerStateValue { state: api::ContainerState::ContainerRunning as i32 };
+    let sandboxes =
+        st.runtime.list_pod_sandboxes(Some(api::PodSandboxFilter { state: Some(ready), ..Default::default() }));
+    let containers =
+        st.runtime.list_containers(Some(api::ContainerFilter { state: Some(running), ..Default::default() }));
+    let (sandboxes, containers) = match tokio::try_join!(sandboxes, containers) {
+        Ok(v) => v,
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut by_uid: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for s in &sandboxes {
+        let Some(uid) = s.labels.get(POD_UID) else { continue };
+        let l = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+        by_uid.insert(
+            uid.clone(),
+            serde_json::json!({
+                "metadata": {"name": l(POD_NAME), "namespace": l(POD_NAMESPACE), "uid": uid, "creationTimestamp": null},
+                "spec": {"containers": []},
+                "status": {},
+            }),
+        );
+    }
+    for c in &containers {
+        let Some(pod) = c.labels.get(POD_UID).and_then(|u| by_uid.get_mut(u)) else { continue };
+        let image = c.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let name = c.labels.get(CONTAINER_NAME).cloned().unwrap_or_default();
+        if let Some(list) = pod["spec"]["containers"].as_array_mut() {
+            list.push(serde_json::json!({"name": name, "image": image, "resources": {}}));
+        }
+    }
+    axum::Json(serde_json::json!({
+        "kind": "PodList", "apiVersion": "v1", "metadata": {},
+        "items": by_uid.into_values().collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+async fn configz(State(st): State<ApiState>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "kubeletconfig": st.configz.as_ref() }))
+}
+
+/// Path parameters of exec/attach/run: `{ns}/{pod}/{container}` or `{ns}/{pod}/{uid}/{container}`.
+fn split_target(parts: &[String]) -> Option<(&str, &str, Option<&str>, &str)> {
+    match parts {
+        [ns, pod, c] => Some((ns, pod, None, c)),
+        [ns, pod, uid, c] => Some((ns, pod, Some(uid.as_str()), c)),
+        _ => None,
+    }
+}
+
+struct StreamOpts {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+    command: Vec<String>,
+}
+
+/// Stream options from the query, checked as upstream (at least one stream; tty drops stderr).
+fn stream_opts(q: Option<&str>, need_command: bool) -> Result<StreamOpts, HttpError> {
+    let pairs = query_pairs(q);
+    let stdin = flag(&pairs, &["input", "stdin"]);
+    let stdout = flag(&pairs, &["output", "stdout"]);
+    let tty = flag(&pairs, &["tty"]);
+    let stderr = flag(&pairs, &["error", "stderr"]) && !tty;
+    let command: Vec<String> = pairs.into_iter().filter(|(k, _)| k == "command").map(|(_, v)| v).collect();
+    if !stdin && !stdout && !stderr {
+        return Err(HttpError(StatusCode::BAD_REQUEST, "you must specify at least 1 of stdin, stdout, stderr".into()));
+    }
+    if need_command && command.is_empty() {
+        return Err(HttpError(StatusCode::BAD_REQUEST, "you must specify a command (command=...)".into()));
+    }
+    Ok(StreamOpts { stdin, stdout, stderr, tty, command })
+}
+
+async fn exec_or_attach(st: ApiState, parts: Vec<String>, req: Request, exec: bool) -> Response {
+    let Some((ns, name, uid, container)) = split_target(&parts) else {
+        return err(StatusCode::NOT_FOUND, "expected /{namespace}/{pod}/[{uid}/]{container}");
+    };
+    let opts = match stream_opts(req.uri().query(), exec) {
+        Ok(o) => o,
+        Err(r) => return r.into_response(),
+    };
+    let id = match find_pod(&st, ns, name, uid).and_then(|p| container_id(&p, container)) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let url = if exec {
+        st.runtime
+            .exec(api::ExecRequest {
+                container_id: id,
+                cmd: opts.command,
+                tty: opts.tty,
+                stdin: opts.stdin,
+                stdout: opts.stdout,
+                stderr: opts.stderr,
+            })
+            .await
+    } else {
+        st.runtime
+            .attach(api::AttachRequest {
+                container_id: id,
+                stdin: opts.stdin,
+                tty: opts.tty,
+                stdout: opts.stdout,
+                stderr: opts.stderr,
+            })
+            .await
+    };
+    match url {
+        Ok(url) => streaming::proxy(req, &url).await,
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn port_forward(st: ApiState, parts: Vec<String>, req: Request) -> Response {
+    let (ns, name, uid) = match parts.as_slice() {
+        [ns, pod] => (ns, pod, None),
+        [ns, pod, uid] => (ns, pod, Some(uid.as_str())),
+        _ => return err(StatusCode::NOT_FOUND, "expected /{namespace}/{pod}[/{uid}]"),
+    };
+    let pod = match find_pod(&st, ns, name, uid) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let pod_uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ready = api::PodSandboxStateValue { state: api::PodSandboxState::SandboxReady as i32 };
+    let filter = api::PodSandboxFilter {
+        state: Some(ready),
+        label_selector: [(POD_UID.to_string(), pod_uid)].into(),
+        ..Default::default()
+    };
+    let sandbox = match st.runtime.list_pod_sandboxes(Some(filter)).await {
+        Ok(list) => list.into_iter().max_by_key(|s| s.created_at),
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Some(sandbox) = sandbox else {
+        return err(StatusCode::NOT_FOUND, format!("pod {name:?} has no running sandbox\n"));
+    };
+    let ports: Vec<i32> = query_pairs(req.uri().query())
+        .into_iter()
+        .filter(|(k, _)| k == "port")
+        .filter_map(|(_, v)| v.parse().ok())
+        .collect();
+    match st.runtime.port_forward(api::PortForwardRequest { pod_sandbox_id: sandbox.id, port: ports }).await {
+        Ok(url) => streaming::proxy(req, &url).await,
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /run/{ns}/{pod}/[{uid}/]{container}?cmd=...`: runs a command, answers its output.
+async fn run(st: ApiState, parts: Vec<String>, q: Option<String>) -> Response {
+    let Some((ns, name, uid, container)) = split_target(&parts) else {
+        return err(StatusCode::NOT_FOUND, "expected /{namespace}/{pod}/[{uid}/]{container}");
+    };
+    let cmd: Vec<String> = query_pairs(q.as_deref())
+        .into_iter()
+        .find(|(k, _)| k == "cmd")
+        .map(|(_, v)| v.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if cmd.is_empty() {
+        return err(StatusCode::BAD_REQUEST, "you must specify a command (cmd=...)");
+    }
+    let id = match find_pod(&st, ns, name, uid).and_then(|p| container_id(&p, container)) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    match st.runtime.exec_sync(&id, cmd, st.exec_timeout).await {
+        Ok(out) => {
+            let mut data = out.stdout;
+            data.extend_from_slice(&out.stderr);
+            (StatusCode::OK, data).into_response()
+        }
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `/logs/...`: files and directory listings under the node's log directory.
+async fn node_logs(State(st): State<ApiState>, path: Option<Path<String>>) -> Response {
+    let rel = path.map(|Path(p)| p).unwrap_or_default();
+    if rel.split('/').any(|c| c == "..") {
+        return err(StatusCode::BAD_REQUEST, "invalid path");
+    }
+    let root = match std::fs::canonicalize(&st.node_log_dir) {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let full = match std::fs::canonicalize(root.join(&rel)) {
+        Ok(p) if p.starts_with(&root) => p,
+        Ok(_) => return err(StatusCode::FORBIDDEN, "path leaves the log directory"),
+        Err(_) => return err(StatusCode::NOT_FOUND, "404 page not found\n"),
+    };
+    if full.is_dir() {
+        let mut names: Vec<String> = match std::fs::read_dir(&full) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    if e.file_type().is_ok_and(|t| t.is_dir()) { format!("{n}/") } else { n }
+                })
+                .collect(),
+            Err(e) => return err(StatusCode::FORBIDDEN, e.to_string()),
+        };
+        names.sort();
+        let mut html = String::from("<pre>\n");
+        for n in names {
+            let esc = n.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+            html.push_str(&format!("<a href=\"{esc}\">{esc}</a>\n"));
+        }
+        html.push_str("</pre>\n");
+        return ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    }
+    match tokio::fs::File::open(&full).await {
+        Ok(f) => {
+            let stream = tokio_util_stream(f);
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response()
+        }
+        Err(e) => err(StatusCode::FORBIDDEN, e.to_string()),
+    }
+}
+
+/// A file as a stream of chunks (no whole-file buffering for large logs).
+fn tokio_util_stream(f: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    use tokio::io::AsyncReadExt;
+    futures::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+async fn disabled() -> Response {
+    err(StatusCode::METHOD_NOT_ALLOWED, "Debug endpoints are disabled.")
+}
+
+/// The 10250 routes (healthz and the metrics/stats routes are merged in by the caller).
+pub fn router(st: ApiState, debugging: bool, system_logs: bool) -> Router {
+    let base = Router::new().route("/pods", get(pods)).route("/pods/", get(pods));
+    let dbg = if debugging {
+        let mut r = Router::new()
+            .route("/runningpods/", get(running_pods))
+            .route("/configz", get(configz))
+            .route("/exec/{*rest}", any(exec_path))
+            .route("/attach/{*rest}", any(attach_path))
+            .route("/portForward/{*rest}", any(port_forward_path))
+            .route("/run/{*rest}", post(run_path));
+        if system_logs {
+            r = r.route("/logs/", get(node_logs_root)).route("/logs/{*path}", get(node_logs));
+        }
+        r
+    } else {
+        Router::new()
+            .route("/runningpods/", any(disabled))
+            .route("/exec/{*rest}", any(disabled))
+            .route("/attach/{*rest}", any(disabled))
+            .route("/portForward/{*rest}", any(disabled))
+            .route("/run/{*rest}", any(disabled))
+            .route("/containerLogs/{*rest}", any(disabled))
+            .route("/logs/", any(disabled))
+            .route("/logs/{*path}", any(disabled))
+            .route("/configz", get(configz))
+    };
+    base.merge(dbg).with_state(st)
+}
+
+fn segments(rest: &str) -> Vec<String> {
+    rest.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+async fn exec_path(State(st): State<ApiState>, Path(rest): Path<String>, req: Request) -> Response {
+    exec_or_attach(st, segments(&rest), req, true).await
+}
+
+async fn attach_path(State(st): State<ApiState>, Path(rest): Path<String>, req: Request) -> Response {
+    exec_or_attach(st, segments(&rest), req, false).await
+}
+
+async fn port_forward_path(State(st): State<ApiState>, Path(rest): Path<String>, req: Request) -> Response {
+    port_forward(st, segments(&rest), req).await
+}
+
+async fn run_path(State(st): State<ApiState>, Path(rest): Path<String>, RawQuery(q): RawQuery) -> Response {
+    run(st, segments(&rest), q).await
+}
+
+async fn node_logs_root(st: State<ApiState>) -> Response {
+    node_logs(st, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding_keeps_repeats_in_order() {
+        let p = query_pairs(Some("command=sh&command=-c&command=echo%20hi%3B+ls&output=1&tty=true"));
+        let cmd: Vec<&str> = p.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(cmd, vec!["sh", "-c", "echo hi; ls"]);
+        assert!(flag(&p, &["output"]));
+        assert!(flag(&p, &["tty"]));
+        assert!(!flag(&p, &["input"]));
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn stream_options_follow_upstream_rules() {
+        assert!(stream_opts(Some("command=ls"), true).is_err(), "no stream selected");
+        assert!(stream_opts(Some("output=1"), true).is_err(), "exec needs a command");
+        let o = stream_opts(Some("output=1&error=1&tty=1&command=ls"), true).ok().unwrap();
+        assert!(o.stdout && o.tty && !o.stderr, "tty drops stderr");
+        let o = stream_opts(Some("input=1&output=1"), false).ok().unwrap();
+        assert!(o.stdin && o.stdout && o.command.is_empty());
+    }
+
+    #[test]
+    fn targets_with_and_without_uid() {
+        let p = segments("ns/pod/c");
+        assert_eq!(split_target(&p), Some(("ns", "pod", None, "c")));
+        let p = segments("ns/pod/uid-1/c");
+        assert_eq!(split_target(&p), Some(("ns", "pod", Some("uid-1"), "c")));
+        assert_eq!(split_target(&segments("ns/pod")), None);
+    }
+}
