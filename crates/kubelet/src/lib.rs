@@ -7,6 +7,7 @@ pub mod cri;
 pub mod events;
 pub mod images;
 pub mod lease;
+pub mod logs;
 pub mod node_status;
 pub mod pleg;
 pub mod pod;
