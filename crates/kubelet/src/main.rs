@@ -74,6 +74,10 @@ const IMPLEMENTED: &[&str] = &[
     "enforceNodeAllocatable",
     "systemReserved",
     "kubeReserved",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "containerLogMaxWorkers",
+    "containerLogMonitorInterval",
 ];
 
 fn init_tracing(verbosity: u32) {
@@ -327,6 +331,10 @@ async fn run() -> anyhow::Result<()> {
         tokio::spawn(status_sync::run(sync_cfg, statuses.clone(), api));
     }
     drop(snap_tx);
+    // Container log rotation: every containerLogMonitorInterval, logs of running containers past
+    // containerLogMaxSize are rotated (ReopenContainerLog) and old ones compressed / removed.
+    let log_rotation = kubelet::logs::rotate::Config::from_kubelet_config(&cfg);
+    tokio::spawn(kubelet::logs::rotate::run(log_rotation, runtime.clone(), Arc::new(SystemClock)));
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
     tokio::spawn(pleg::run(
         pleg::Config { relist_period: Duration::from_secs(1) },
