@@ -28,6 +28,9 @@ use tokio::sync::mpsc;
 const FORCE_CHECK: Duration = Duration::from_secs(1);
 /// Output is sent in chunks of about this size.
 const CHUNK: usize = 32 * 1024;
+/// How long a rotated-away file is still read after the new file appeared: the runtime may
+/// flush its last lines into the old file just after creating the new one.
+const ROTATION_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -209,6 +212,8 @@ struct Reader {
     current: Option<BufReader<File>>,
     /// (device, inode) of the open current file, to notice a rotation.
     current_id: Option<(u64, u64)>,
+    /// The file before the last rotation, read for a short while longer.
+    rotated_away: Option<RotatedAway>,
     /// An incomplete line (no newline yet).
     pending: Vec<u8>,
     format: Option<Format>,
@@ -217,6 +222,12 @@ struct Reader {
     lines_left: Option<u64>,
     follow: bool,
     tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+struct RotatedAway {
+    reader: BufReader<File>,
+    pending: Vec<u8>,
+    since: Instant,
 }
 
 fn file_id(f: &File) -> io::Result<(u64, u64)> {
@@ -309,6 +320,7 @@ impl Reader {
             history,
             current,
             current_id,
+            rotated_away: None,
             pending: Vec::new(),
             format: None,
             out: Output {
@@ -432,6 +444,9 @@ impl Reader {
             }
         }
         loop {
+            if !self.drain_rotated_away()? {
+                return done(self);
+            }
             if let Some(mut cur) = self.current.take() {
                 let res = self.read_lines(&mut cur);
                 self.current = Some(cur);
@@ -460,11 +475,37 @@ impl Reader {
         if Some(id) == self.current_id {
             return Ok(false);
         }
-        self.finish_pending();
         tracing::debug!(path = %self.path.display(), "log file rotated; following the new file");
-        self.current = Some(BufReader::with_capacity(64 * 1024, f));
+        let old = self.current.replace(BufReader::with_capacity(64 * 1024, f));
         self.current_id = Some(id);
+        if let Some(reader) = old {
+            // An earlier rotated-away file (two rotations within the grace) is done.
+            if let Some(mut prev) = self.rotated_away.take() {
+                prev.since = Instant::now() - ROTATION_GRACE;
+                self.rotated_away = Some(prev);
+                self.drain_rotated_away()?;
+            }
+            let pending = std::mem::take(&mut self.pending);
+            self.rotated_away = Some(RotatedAway { reader, pending, since: Instant::now() });
+        }
         Ok(true)
+    }
+
+    /// Reads what the runtime still wrote to the rotated-away file (with its own incomplete
+    /// line); after the grace, or on the last pass, its rest is delivered and it is closed.
+    fn drain_rotated_away(&mut self) -> io::Result<bool> {
+        let Some(mut old) = self.rotated_away.take() else { return Ok(true) };
+        std::mem::swap(&mut self.pending, &mut old.pending);
+        let mut res = self.read_lines(&mut old.reader);
+        let keep = self.follow && old.since.elapsed() < ROTATION_GRACE;
+        if !keep && matches!(res, Ok(true)) {
+            res = Ok(self.finish_pending());
+        }
+        std::mem::swap(&mut self.pending, &mut old.pending);
+        if keep {
+            self.rotated_away = Some(old);
+        }
+        res.map_err(|e| io::Error::new(e.kind(), format!("failed to read rotated log of {}: {e}", self.path.display())))
     }
 }
 

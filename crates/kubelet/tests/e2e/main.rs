@@ -4,6 +4,7 @@
 mod api;
 mod cgroups;
 mod harness;
+mod logs;
 mod probes;
 
 use harness::*;
