@@ -216,3 +216,19 @@ async fn dropping_the_stream_stops_the_follower() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn container_running_asks_the_runtime_for_the_state() {
+    use crate::cri::{Runtime, api};
+    let fake = crate::cri::fake::FakeRuntime::new();
+    let sb = fake.run_pod_sandbox(api::PodSandboxConfig::default()).await.unwrap();
+    let id =
+        fake.create_container(&sb, api::ContainerConfig::default(), api::PodSandboxConfig::default()).await.unwrap();
+    let check = container_running(Arc::new(fake.clone()), id.clone());
+    assert!(!check().await, "created, not started");
+    fake.start_container(&id).await.unwrap();
+    assert!(check().await);
+    fake.exit_container(&id, 0);
+    assert!(!check().await);
+    assert!(!container_running(Arc::new(fake), "gone".into())().await, "unknown container");
+}
