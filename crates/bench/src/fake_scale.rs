@@ -72,6 +72,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         node,
         clock: Arc::new(SystemClock),
         container_logs_dir: dir.path().join("containers"),
+        metrics: Default::default(),
     };
     let worker =
         WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
@@ -79,7 +80,7 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     let (pleg_tx, pleg_rx) = mpsc::channel(4096);
     let health = kubelet::pleg::Health::default();
     tokio::spawn(kubelet::pleg::run(
-        kubelet::pleg::Config { relist_period: Duration::from_secs(1) },
+        kubelet::pleg::Config { relist_period: Duration::from_secs(1), metrics: Default::default() },
         runtime,
         health,
         pleg_tx,

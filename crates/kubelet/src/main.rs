@@ -205,7 +205,11 @@ async fn run() -> anyhow::Result<()> {
 
     let clock: DynClock = Arc::new(SystemClock);
     let request_timeout = std_duration(cfg.runtime_request_timeout, "runtimeRequestTimeout")?;
-    let runtime = connect_runtime(&cfg, request_timeout).await;
+    let metrics = kubelet::metrics::Metrics::new();
+    metrics.set_node_name(&node_name);
+    // Every CRI call is counted and timed (kubelet_runtime_operations_*).
+    let runtime =
+        kubelet::cri::instrumented::Instrumented::wrap(connect_runtime(&cfg, request_timeout).await, metrics.clone());
     let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "containerd".into());
 
     let api: Option<DynApi> = match &node.kubeconfig {
@@ -238,6 +242,16 @@ async fn run() -> anyhow::Result<()> {
     // QoS cgroup tiers and node allocatable before any pod starts; refuses the systemd driver
     // without systemd.
     let cgroups = kubelet::cm::ContainerManager::setup(&cfg).context("container manager")?;
+    let stats = kubelet::stats::Provider::new(
+        kubelet::stats::Config {
+            node_name: node_name.clone(),
+            root_dir: root_dir.clone(),
+            pod_logs_dir: PathBuf::from(&cfg.pod_logs_dir),
+            kubepods: cfg.cgroups_per_qos.then(|| cgroups.kubepods().to_path()),
+            paths: Default::default(),
+        },
+        runtime.clone(),
+    );
     let node_ctx = Arc::new(NodeContext {
         node_name: node_name.clone(),
         node_ip,
@@ -256,6 +270,7 @@ async fn run() -> anyhow::Result<()> {
         node: node_ctx,
         clock,
         container_logs_dir: CONTAINER_LOGS_DIR.into(),
+        metrics: metrics.clone(),
     };
     let worker = WorkerConfig {
         deps,
@@ -337,7 +352,7 @@ async fn run() -> anyhow::Result<()> {
     tokio::spawn(kubelet::logs::rotate::run(log_rotation, runtime.clone(), Arc::new(SystemClock)));
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
     tokio::spawn(pleg::run(
-        pleg::Config { relist_period: Duration::from_secs(1) },
+        pleg::Config { relist_period: Duration::from_secs(1), metrics: metrics.clone() },
         runtime.clone(),
         pleg_health.clone(),
         pleg_tx,
@@ -357,7 +372,7 @@ async fn run() -> anyhow::Result<()> {
     let health = server::Health { pleg: pleg_health, pleg_threshold: Duration::from_secs(180) };
     // Handlers served on both the read-only port and 10250 (behind authentication there):
     // /metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes, /stats/summary.
-    let default_handlers: axum::Router = axum::Router::new();
+    let default_handlers: axum::Router = kubelet::metrics::routes::router(metrics, stats, runtime.clone());
     if cfg.healthz_port > 0 {
         let ip: IpAddr = cfg
             .healthz_bind_address

@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub relist_period: Duration,
+    /// Relist duration, interval and last-seen time are recorded here.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// When the last relist succeeded (unix seconds), for health checks.
@@ -69,8 +71,14 @@ async fn relist(runtime: &DynRuntime) -> crate::cri::Result<Snapshot> {
 pub async fn run(cfg: Config, runtime: DynRuntime, health: Health, tx: mpsc::Sender<String>) {
     let mut last: Snapshot = HashMap::new();
     let mut failing = false;
+    let mut last_start: Option<std::time::Instant> = None;
     loop {
-        match relist(&runtime).await {
+        let start = std::time::Instant::now();
+        let interval = last_start.map(|l| start - l);
+        last_start = Some(start);
+        let result = relist(&runtime).await;
+        cfg.metrics.pleg_relist(start.elapsed(), interval, chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        match result {
             Ok(snap) => {
                 if failing {
                     tracing::info!("runtime relist recovered");

@@ -61,6 +61,7 @@ fn start() -> Cluster {
         node,
         clock: Arc::new(clock),
         container_logs_dir: dir.path().join("containers"),
+        metrics: Default::default(),
     };
     let worker =
         WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
@@ -68,7 +69,7 @@ fn start() -> Cluster {
     let (pleg_tx, pleg_rx) = mpsc::channel(64);
     let health = pleg::Health::default();
     tokio::spawn(pleg::run(
-        pleg::Config { relist_period: Duration::from_millis(100) },
+        pleg::Config { relist_period: Duration::from_millis(100), metrics: Default::default() },
         runtime.clone(),
         health.clone(),
         pleg_tx,

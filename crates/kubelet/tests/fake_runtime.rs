@@ -55,6 +55,7 @@ fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
         node,
         clock: Arc::new(clock.clone()),
         container_logs_dir: dir.path().join("containers"),
+        metrics: Default::default(),
     };
     let worker =
         WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };

@@ -142,6 +142,8 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                     .cloned()
                     && !workers.contains_key(&uid)
                 {
+                    let source = pod.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/config.source"));
+                    cfg.worker.deps.metrics.restarted_pod(source.is_some_and(|s| s != "api"));
                     spawn(pod, false, &mut workers, &done_tx);
                 }
             }

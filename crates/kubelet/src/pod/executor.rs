@@ -36,6 +36,8 @@ pub struct Deps {
     pub node: Arc<NodeContext>,
     pub clock: DynClock,
     pub container_logs_dir: PathBuf,
+    /// Pod starts, image pulls and probes are recorded here.
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {
@@ -297,6 +299,7 @@ async fn start_container(
             Ok(e) => {
                 match e.pulled {
                     Some(took) => {
+                        deps.metrics.pod_pulled(uid, took);
                         ev(Type::Normal, "Pulling", format!("Pulling image {image:?}"));
                         ev(Type::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3?}"));
                     }

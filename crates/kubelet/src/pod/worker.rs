@@ -51,6 +51,7 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
     let previous = cfg.statuses.get(&uid).or_else(|| pod.status.clone().filter(|s| s.phase.is_some()));
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let worker = Worker {
+        seen: cfg.deps.clock.now(),
         pod,
         terminating,
         cfg,
@@ -70,6 +71,8 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
 }
 
 struct Worker {
+    /// When the kubelet first saw the pod (kubelet_pod_start_duration_seconds counts from here).
+    seen: SystemTime,
     pod: Pod,
     terminating: bool,
     cfg: WorkerConfig,
@@ -115,8 +118,14 @@ impl Worker {
     ) {
         let name = executor::pod_name(&self.pod);
         let mut failures = 0u32;
+        // kubelet_pod_worker_duration_seconds{operation_type}: create, update (spec changed), sync.
+        let mut op = "create";
         loop {
-            let next = match self.sync().await {
+            let started = std::time::Instant::now();
+            let result = self.sync().await;
+            self.cfg.deps.metrics.pod_worker(op, started.elapsed());
+            op = "sync";
+            let next = match result {
                 Ok(Outcome::Removed) => return,
                 Ok(Outcome::Next(t)) => {
                     failures = 0;
@@ -146,9 +155,15 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => continue,
             };
             let Some(msg) = msg else { return };
+            if matches!(msg, Msg::Update(_)) {
+                op = "update";
+            }
             self.apply(msg);
             // Coalesce whatever else queued up meanwhile into this one sync.
             while let Ok(m) = rx.try_recv() {
+                if matches!(m, Msg::Update(_)) {
+                    op = "update";
+                }
                 self.apply(m);
             }
         }
@@ -236,6 +251,12 @@ impl Worker {
                 let Some(probe) = probe.clone() else { continue };
                 let gate = (kind != Kind::Startup && container.startup_probe.is_some()).then(|| started_rx.clone());
                 let spec = prober::worker::Spec {
+                    metrics: self.cfg.deps.metrics.clone(),
+                    pod: crate::cri::labels::PodRef {
+                        name: self.pod.metadata.name.clone().unwrap_or_default(),
+                        namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+                        uid: self.pod.metadata.uid.clone().unwrap_or_default(),
+                    },
                     kind,
                     probe,
                     container: c.name.clone(),
@@ -270,8 +291,35 @@ impl Worker {
             now: self.cfg.deps.clock.now(),
         };
         let st = status::compute(&self.pod, obs, &ctx);
+        self.record_start(&st);
         self.cfg.statuses.set(&self.pod, st.clone());
         self.status = Some(st);
+    }
+
+    /// The first time the pod runs: kubelet_pod_start_duration_seconds (from first seen) and
+    /// kubelet_pod_start_sli_duration_seconds (from creation, image pulls excluded).
+    fn record_start(&self, st: &PodStatus) {
+        let was_running = self.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        if was_running || st.phase.as_deref() != Some("Running") {
+            return;
+        }
+        let now = self.cfg.deps.clock.now();
+        let created = self
+            .pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| u64::try_from(t.0.as_nanosecond()).ok())
+            .map(|n| std::time::UNIX_EPOCH + Duration::from_nanos(n))
+            .unwrap_or(self.seen);
+        let uid = self.pod.metadata.uid.as_deref().unwrap_or_default();
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        self.cfg.deps.metrics.pod_started(
+            uid,
+            now.duration_since(self.seen).unwrap_or_default(),
+            now.duration_since(created).unwrap_or_default(),
+            host_network,
+        );
     }
 
     /// A probe-level terminationGracePeriodSeconds for a container's liveness/startup kill.
@@ -300,6 +348,7 @@ impl Worker {
             }
             let _ = std::fs::remove_dir_all(super::runtime_config::pod_log_dir(&deps.node, &self.pod));
             self.cfg.statuses.remove(&uid);
+            deps.metrics.pod_forgotten(&uid);
             tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
             return Ok(Outcome::Removed);
         }

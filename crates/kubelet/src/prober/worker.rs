@@ -9,6 +9,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 pub struct Spec {
+    /// prober_probe_total and prober_probe_duration_seconds are recorded here.
+    pub metrics: crate::metrics::Metrics,
+    /// The probed container's pod, for the metrics' labels.
+    pub pod: crate::cri::labels::PodRef,
     pub kind: Kind,
     pub probe: Probe,
     pub container: String,
@@ -39,8 +43,23 @@ pub async fn run(spec: Spec, tx: mpsc::UnboundedSender<Update>, gate: Option<wat
     let failure_threshold = p.failure_threshold.unwrap_or(3);
     let mut counter = Counter::new(success_threshold, failure_threshold, initial);
     let mut last_message = String::new();
+    let target = crate::metrics::ProbeTarget {
+        probe_type: match spec.kind {
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+            Kind::Startup => "Startup",
+        },
+        container: spec.container.clone(),
+        pod: spec.pod.name.clone(),
+        namespace: spec.pod.namespace.clone(),
+        pod_uid: spec.pod.uid.clone(),
+    };
+    // The probe's series go when this task ends or is aborted (its container instance is gone).
+    let _series = ProbeSeries(spec.metrics.clone(), target.clone());
     loop {
+        let probe_start = std::time::Instant::now();
         let out = handlers::probe(p, &spec.target).await;
+        spec.metrics.probe(&target, if out.ok { "successful" } else { "failed" }, probe_start.elapsed());
         if !out.ok {
             tracing::debug!(container = %spec.container, probe = ?spec.kind, failures = counter.failures() + 1, "probe failed: {}", out.message);
         }
@@ -79,5 +98,14 @@ pub async fn run(spec: Spec, tx: mpsc::UnboundedSender<Update>, gate: Option<wat
             return;
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+/// Removes a probe's metric series when dropped.
+struct ProbeSeries(crate::metrics::Metrics, crate::metrics::ProbeTarget);
+
+impl Drop for ProbeSeries {
+    fn drop(&mut self) {
+        self.0.probe_removed(&self.1);
     }
 }

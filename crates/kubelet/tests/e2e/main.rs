@@ -4,6 +4,7 @@
 mod api;
 mod cgroups;
 mod harness;
+mod metrics;
 mod logs;
 mod probes;
 
