@@ -4,8 +4,8 @@
 mod api;
 mod cgroups;
 mod harness;
-mod metrics;
 mod logs;
+mod metrics;
 mod probes;
 
 use harness::*;
