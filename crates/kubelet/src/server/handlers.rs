@@ -374,6 +374,104 @@ fn tokio_util_stream(f: tokio::fs::File) -> impl futures::Stream<Item = std::io:
     })
 }
 
+/// `/containerLogs/{ns}/{pod}/{container}`: the container's CRI log, decoded, with upstream's
+/// PodLogOptions (follow, tailLines, limitBytes, sinceSeconds, sinceTime, timestamps, previous),
+/// across rotated files.
+async fn container_logs(
+    State(st): State<ApiState>,
+    Path((ns, name, container)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let query: crate::logs::PodLogQuery = match log_query(q.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    let opts = match query.to_options(std::time::SystemTime::now()) {
+        Ok(o) => o,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let pod = match find_pod(&st, &ns, &name, None) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let id = match container_id(&pod, &container) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let status = pod
+        .status
+        .as_ref()
+        .into_iter()
+        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()));
+    let cs = status.filter(|c| c.name == container).last().cloned();
+    let restart_count = cs.as_ref().map_or(0, |c| c.restart_count);
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let pod_log_dir = st.pod_logs_dir.join(format!("{ns}_{name}_{uid}"));
+    // The runtime knows each instance's log path; the computed path is the fallback.
+    let cri_path = |id: String| {
+        let rt = st.runtime.clone();
+        async move { rt.container_status(&id).await.ok().map(|s| s.log_path).filter(|p| !p.is_empty()) }
+    };
+    let (path, reader_id) = if query.previous {
+        let last = cs
+            .as_ref()
+            .and_then(|c| c.last_state.as_ref()?.terminated.as_ref()?.container_id.clone())
+            .map(|id| id.split_once("://").map_or(id.clone(), |(_, i)| i.to_string()));
+        let from_cri = match last.clone() {
+            Some(id) => cri_path(id).await,
+            None => None,
+        };
+        match from_cri
+            .map(PathBuf::from)
+            .or_else(|| crate::logs::previous_log_path(&pod_log_dir, &container, restart_count))
+        {
+            Some(p) => (p, last.unwrap_or_default()),
+            None => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!("previous terminated container {container:?} in pod {name:?} not found"),
+                );
+            }
+        }
+    } else {
+        let p = cri_path(id.clone())
+            .await
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::logs::container_log_path(&pod_log_dir, &container, restart_count));
+        (p, id)
+    };
+    let running = crate::logs::container_running(st.runtime.clone(), reader_id);
+    match crate::logs::read_logs(path, opts, running).await {
+        Ok(stream) => ([(header::CONTENT_TYPE, "text/plain")], Body::from_stream(stream)).into_response(),
+        Err(e) if e.is_not_found() => err(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The query string as a [`crate::logs::PodLogQuery`] (upstream parameter names).
+fn log_query(q: Option<&str>) -> Result<crate::logs::PodLogQuery, String> {
+    let mut out = crate::logs::PodLogQuery::default();
+    let int = |k: &str, v: &str| v.parse::<i64>().map_err(|_| format!("{k}: {v:?} is not an integer"));
+    let boolean = |k: &str, v: &str| match v {
+        "" | "1" | "true" | "True" | "TRUE" => Ok(true),
+        "0" | "false" | "False" | "FALSE" => Ok(false),
+        _ => Err(format!("{k}: {v:?} is not a boolean")),
+    };
+    for (k, v) in query_pairs(q) {
+        match k.as_str() {
+            "follow" => out.follow = boolean(&k, &v)?,
+            "previous" => out.previous = boolean(&k, &v)?,
+            "timestamps" => out.timestamps = boolean(&k, &v)?,
+            "tailLines" => out.tail_lines = Some(int(&k, &v)?),
+            "limitBytes" => out.limit_bytes = Some(int(&k, &v)?),
+            "sinceSeconds" => out.since_seconds = Some(int(&k, &v)?),
+            "sinceTime" => out.since_time = Some(v),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 async fn disabled() -> Response {
     err(StatusCode::METHOD_NOT_ALLOWED, "Debug endpoints are disabled.")
 }
@@ -388,7 +486,8 @@ pub fn router(st: ApiState, debugging: bool, system_logs: bool) -> Router {
             .route("/exec/{*rest}", any(exec_path))
             .route("/attach/{*rest}", any(attach_path))
             .route("/portForward/{*rest}", any(port_forward_path))
-            .route("/run/{*rest}", post(run_path));
+            .route("/run/{*rest}", post(run_path))
+            .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs));
         if system_logs {
             r = r.route("/logs/", get(node_logs_root)).route("/logs/{*path}", get(node_logs));
         }
@@ -456,6 +555,16 @@ mod tests {
         assert!(o.stdout && o.tty && !o.stderr, "tty drops stderr");
         let o = stream_opts(Some("input=1&output=1"), false).ok().unwrap();
         assert!(o.stdin && o.stdout && o.command.is_empty());
+    }
+
+    #[test]
+    fn log_queries_use_upstream_names() {
+        let q = log_query(Some("follow=true&tailLines=5&previous=1&timestamps=false&sinceSeconds=10&limitBytes=7"))
+            .unwrap();
+        assert!(q.follow && q.previous && !q.timestamps);
+        assert_eq!((q.tail_lines, q.since_seconds, q.limit_bytes), (Some(5), Some(10), Some(7)));
+        assert!(log_query(Some("tailLines=x")).unwrap_err().contains("tailLines"));
+        assert!(log_query(Some("follow=maybe")).unwrap_err().contains("follow"));
     }
 
     #[test]

@@ -222,3 +222,70 @@ pub fn identity(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>)> {
     let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     Some((cn, groups))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            cert_dir: dir.join("pki"),
+            host_names: vec!["node-a".into(), "10.0.0.5".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn self_signed_pair_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        server_config(&settings(dir.path())).unwrap();
+        let crt = dir.path().join("pki/kubelet.crt");
+        let first = std::fs::read(&crt).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("pki/kubelet.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "private key readable by root only");
+        server_config(&settings(dir.path())).unwrap();
+        assert_eq!(std::fs::read(&crt).unwrap(), first, "reused across restarts");
+        let der = CertificateDer::pem_slice_iter(&first).next().unwrap().unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let sans = format!("{:?}", parsed.subject_alternative_name().unwrap().unwrap().value);
+        assert!(sans.contains("node-a") && sans.contains("localhost"), "{sans}");
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.min_version = "VersionTLS10".into();
+        assert_eq!(
+            server_config(&s).unwrap_err().to_string(),
+            "tlsMinVersion: VersionTLS10 is not supported: this server speaks TLS 1.2 and 1.3 only"
+        );
+        s.min_version = "VersionTLS13".into();
+        s.cipher_suites = vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".into(), "TLS_RSA_WITH_RC4_128_SHA".into()];
+        assert_eq!(
+            server_config(&s).unwrap_err().to_string(),
+            "tlsCipherSuites: not supported by this server (rustls): TLS_RSA_WITH_RC4_128_SHA"
+        );
+        s.cipher_suites = vec!["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into()];
+        assert!(server_config(&s).is_ok());
+        s.cert_file = "/nonexistent.crt".into();
+        assert_eq!(
+            server_config(&s).unwrap_err().to_string(),
+            "tlsCertFile and tlsPrivateKeyFile must be set together"
+        );
+        s.key_file = "/nonexistent.key".into();
+        assert!(server_config(&s).unwrap_err().to_string().starts_with("tlsCertFile: /nonexistent.crt:"));
+        s = settings(dir.path());
+        s.client_ca_file = dir.path().join("missing-ca.crt").display().to_string();
+        assert!(server_config(&s).unwrap_err().to_string().starts_with("authentication.x509.clientCAFile:"));
+    }
+
+    #[test]
+    fn tls12_suites_are_restricted_and_tls13_kept() {
+        let p = provider_with_suites(&["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into()]).unwrap();
+        let tls12: Vec<_> = p.cipher_suites.iter().filter(|s| s.tls13().is_none()).collect();
+        assert_eq!(tls12.len(), 1);
+        assert!(p.cipher_suites.iter().any(|s| s.tls13().is_some()));
+    }
+}

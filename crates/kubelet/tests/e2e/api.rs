@@ -19,12 +19,18 @@ pub struct TestApi {
     pub dir: tempfile::TempDir,
     pub listen: String,
     node: String,
+    extra: Vec<String>,
 }
 
 impl TestApi {
     pub fn start(node: &str) -> Self {
+        Self::start_with_args(node, &[])
+    }
+
+    /// As [`TestApi::start`] with extra `testapi serve` flags (`--token`, `--policy`, …).
+    pub fn start_with_args(node: &str, extra: &[String]) -> Self {
         let dir = tempfile::Builder::new().prefix("testapi-").tempdir().unwrap();
-        let mut t = Self { child: None, dir, listen: "127.0.0.1:0".into(), node: node.into() };
+        let mut t = Self { child: None, dir, listen: "127.0.0.1:0".into(), node: node.into(), extra: extra.to_vec() };
         t.spawn();
         t
     }
@@ -39,6 +45,7 @@ impl TestApi {
             .args(["--listen", &self.listen, "--bind-unscheduled-to", &self.node, "--kubelet-node", &self.node])
             .arg("--persist")
             .arg(self.dir.path().join("state.json"))
+            .args(&self.extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -112,7 +119,7 @@ impl Drop for TestApi {
     }
 }
 
-fn kubectl_present(test: &str) -> bool {
+pub fn kubectl_present(test: &str) -> bool {
     let ok = Command::new("kubectl").arg("version").arg("--client").output().is_ok_and(|o| o.status.success());
     if !ok {
         if std::env::var("KUBELET_E2E_REQUIRED").is_ok_and(|v| v == "1") {
@@ -123,7 +130,7 @@ fn kubectl_present(test: &str) -> bool {
     ok
 }
 
-async fn start(test: &str) -> Option<(TestApi, Kubelet)> {
+pub async fn start(test: &str) -> Option<(TestApi, Kubelet)> {
     if !kubectl_present(test) {
         return None;
     }
@@ -136,7 +143,7 @@ async fn start(test: &str) -> Option<(TestApi, Kubelet)> {
     Some((api, k))
 }
 
-async fn eventually<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
+pub async fn eventually<T>(what: &str, f: impl Fn() -> Option<T>) -> T {
     let deadline = Instant::now() + LONG;
     loop {
         if let Some(v) = f() {
@@ -161,7 +168,7 @@ async fn the_node_registers_ready_and_renews_its_lease() {
     })
     .await;
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], k.node.as_str());
-    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], k.port);
     assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"));
     assert!(node["status"]["capacity"]["cpu"].is_string());
     let renew = |api: &TestApi| {

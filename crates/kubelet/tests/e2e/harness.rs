@@ -73,6 +73,8 @@ pub struct Kubelet {
     pub node: String,
     pub ro_port: u16,
     pub healthz_port: u16,
+    /// The HTTPS kubelet server's port (on 127.0.0.1).
+    pub port: u16,
     pub runtime: DynRuntime,
     http: reqwest::Client,
     starts: u32,
@@ -105,6 +107,7 @@ impl Kubelet {
             node,
             ro_port: free_port(),
             healthz_port: free_port(),
+            port: free_port(),
             runtime,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
             starts: 0,
@@ -118,10 +121,11 @@ impl Kubelet {
 
     fn write_config(&self, extra: &str) {
         let mut config = format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nreadOnlyPort: {}\nhealthzPort: {}\nhealthzBindAddress: 127.0.0.1\nfileCheckFrequency: 2s\nclusterDomain: cluster.local\nserializeImagePulls: false\n",
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nreadOnlyPort: {}\nhealthzPort: {}\nhealthzBindAddress: 127.0.0.1\naddress: 127.0.0.1\nport: {}\nfileCheckFrequency: 2s\nclusterDomain: cluster.local\nserializeImagePulls: false\n",
             self.manifests().display(),
             self.ro_port,
-            self.healthz_port
+            self.healthz_port,
+            self.port
         );
         config.push_str(extra);
         std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();

@@ -7,6 +7,7 @@ mod harness;
 mod logs;
 mod metrics;
 mod probes;
+mod server;
 
 use harness::*;
 use std::time::{Duration, Instant};
