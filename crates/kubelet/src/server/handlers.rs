@@ -398,12 +398,12 @@ async fn container_logs(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    let status = pod
+    let mut status = pod
         .status
         .as_ref()
         .into_iter()
         .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()));
-    let cs = status.filter(|c| c.name == container).next_back().cloned();
+    let cs = status.rfind(|c| c.name == container).cloned();
     let restart_count = cs.as_ref().map_or(0, |c| c.restart_count);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pod_log_dir = st.pod_logs_dir.join(format!("{ns}_{name}_{uid}"));
