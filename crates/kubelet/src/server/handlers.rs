@@ -398,12 +398,7 @@ async fn container_logs(
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    let mut status = pod
-        .status
-        .as_ref()
-        .into_iter()
-        .flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()));
-    let cs = status.rfind(|c| c.name == container).cloned();
+    let cs = status_named(&pod, &container);
     let restart_count = cs.as_ref().map_or(0, |c| c.restart_count);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let pod_log_dir = st.pod_logs_dir.join(format!("{ns}_{name}_{uid}"));
@@ -446,6 +441,13 @@ async fn container_logs(
         Err(e) if e.is_not_found() => err(StatusCode::NOT_FOUND, e.to_string()),
         Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// The status of the container (or init container) named `name`.
+fn status_named(pod: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    let st = pod.status.as_ref()?;
+    let all = st.container_statuses.iter().flatten().chain(st.init_container_statuses.iter().flatten());
+    all.into_iter().find(|c| c.name == name).cloned()
 }
 
 /// The query string as a [`crate::logs::PodLogQuery`] (upstream parameter names).
