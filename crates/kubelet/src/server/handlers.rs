@@ -536,6 +536,73 @@ async fn node_logs_root(st: State<ApiState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cri::fake::FakeRuntime;
+    use tower::ServiceExt;
+
+    fn state(log_dir: &std::path::Path) -> ApiState {
+        ApiState {
+            statuses: Statuses::new(),
+            runtime: Arc::new(FakeRuntime::new()),
+            configz: Arc::new(serde_json::json!({"port": 10250})),
+            exec_timeout: Duration::from_secs(5),
+            node_log_dir: log_dir.to_path_buf(),
+            pod_logs_dir: log_dir.join("pods"),
+        }
+    }
+
+    async fn get(r: &Router, method: &str, path: &str) -> (u16, String) {
+        let req = axum::http::Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let resp = r.clone().oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn debugging_handlers_can_be_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = router(state(dir.path()), false, true);
+        for (m, p) in
+            [("POST", "/exec/ns/p/c"), ("GET", "/containerLogs/ns/p/c"), ("GET", "/logs/"), ("GET", "/runningpods/")]
+        {
+            assert_eq!(get(&off, m, p).await, (405, "Debug endpoints are disabled.".into()), "{m} {p}");
+        }
+        assert_eq!(get(&off, "GET", "/pods").await.0, 200);
+        let on = router(state(dir.path()), true, true);
+        let (code, body) = get(&on, "GET", "/configz").await;
+        assert_eq!((code, body.as_str()), (200, r#"{"kubeletconfig":{"port":10250}}"#));
+        // Unknown pods and containers are 404s naming them.
+        let (code, body) = get(&on, "GET", "/containerLogs/default/nope/c").await;
+        assert_eq!((code, body.as_str()), (404, "pod \"nope\" does not exist\n"));
+        let (code, body) = get(&on, "POST", "/exec/default/nope/c?command=ls&output=1").await;
+        assert_eq!((code, body.as_str()), (404, "pod \"nope\" does not exist\n"));
+        let (code, _) = get(&on, "POST", "/exec/default/nope/c?command=ls").await;
+        assert_eq!(code, 400, "no stream selected");
+    }
+
+    #[tokio::test]
+    async fn node_logs_serve_files_and_listings_inside_the_log_dir_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("syslog"), "hello log\n").unwrap();
+        std::fs::write(dir.path().join("sub/<x>.log"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("escape")).unwrap();
+        let r = router(state(dir.path()), true, true);
+        let (code, body) = get(&r, "GET", "/logs/").await;
+        assert_eq!(code, 200);
+        assert!(
+            body.contains(r#"<a href="syslog">syslog</a>"#) && body.contains(r#"<a href="sub/">sub/</a>"#),
+            "{body}"
+        );
+        assert_eq!(get(&r, "GET", "/logs/syslog").await, (200, "hello log\n".into()));
+        let (_, listing) = get(&r, "GET", "/logs/sub/").await;
+        assert!(listing.contains("&lt;x&gt;.log"), "names are escaped: {listing}");
+        assert_eq!(get(&r, "GET", "/logs/escape/passwd").await.0, 403, "symlink out of the log dir");
+        assert_eq!(get(&r, "GET", "/logs/../etc/passwd").await.0, 400);
+        assert_eq!(get(&r, "GET", "/logs/missing").await.0, 404);
+        let no_system_logs = router(state(dir.path()), true, false);
+        assert_eq!(get(&no_system_logs, "GET", "/logs/syslog").await.0, 404);
+    }
 
     #[test]
     fn query_decoding_keeps_repeats_in_order() {

@@ -128,6 +128,35 @@ async fn kubectl_logs_exec_and_port_forward_reach_containers() {
     }
     assert!(n(&seen[3]) > n(lines[1]), "follow saw lines written after the tail: {seen:?} vs {tail}");
 
+    // --limit-bytes cuts the output; --timestamps prefixes the runtime's RFC3339Nano time.
+    let limited = api.kubectl(&["logs", "web", "-c", "app", "--limit-bytes=9"]);
+    assert_eq!(limited, "line-1\nli");
+    let stamped = api.kubectl(&["logs", "web", "-c", "app", "--timestamps", "--tail=1"]);
+    let (ts, rest) = stamped.trim().split_once(' ').unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok() && rest.starts_with("line-"), "{stamped}");
+    // attach: the running container's output as it is written.
+    let mut attach = Command::new("kubectl")
+        .args(["attach", "web", "-c", "app"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = attach.stdout.take().unwrap();
+    let attached = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("line-"))
+            .take(2)
+            .collect::<Vec<_>>()
+    });
+    let attached = tokio::time::timeout(LONG, attached).await.expect("attach produced lines").unwrap();
+    let _ = attach.kill();
+    let _ = attach.wait();
+    assert_eq!(attached.len(), 2, "{attached:?}");
+    assert_eq!(n(&attached[1]), n(&attached[0]) + 1, "{attached:?}");
+
     eventually("crasher restarted and running again", || {
         let p = api.get_json(&["pod", "web"])?;
         let s = p["status"]["containerStatuses"].as_array()?.iter().find(|s| s["name"] == "crasher")?.clone();
