@@ -19,3 +19,4 @@ pub mod sources;
 pub mod stats;
 pub mod status_manager;
 pub mod status_sync;
+pub mod volume;

@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
@@ -21,6 +24,11 @@ struct State {
     config_maps: BTreeMap<(String, String), ConfigMap>,
     secrets: BTreeMap<(String, String), Secret>,
     services: Vec<Service>,
+    claims: BTreeMap<(String, String), PersistentVolumeClaim>,
+    volumes: BTreeMap<String, PersistentVolume>,
+    csi_drivers: BTreeMap<String, CSIDriver>,
+    volume_attachments: BTreeMap<String, VolumeAttachment>,
+    csi_nodes: BTreeMap<String, CSINode>,
     watchers: Vec<(String, mpsc::Sender<Vec<Pod>>)>,
     calls: Vec<String>,
     /// When set, every call fails (an unreachable API server).
@@ -99,6 +107,27 @@ impl FakeApi {
 
     pub fn put_service(&self, s: Service) {
         self.lock().services.push(s);
+    }
+
+    pub fn put_persistent_volume_claim(&self, c: PersistentVolumeClaim) {
+        let k = (c.metadata.namespace.clone().unwrap_or_default(), c.metadata.name.clone().unwrap_or_default());
+        self.lock().claims.insert(k, c);
+    }
+
+    pub fn put_persistent_volume(&self, v: PersistentVolume) {
+        self.lock().volumes.insert(v.metadata.name.clone().unwrap_or_default(), v);
+    }
+
+    pub fn put_csi_driver(&self, d: CSIDriver) {
+        self.lock().csi_drivers.insert(d.metadata.name.clone().unwrap_or_default(), d);
+    }
+
+    pub fn put_volume_attachment(&self, a: VolumeAttachment) {
+        self.lock().volume_attachments.insert(a.metadata.name.clone().unwrap_or_default(), a);
+    }
+
+    pub fn csi_node(&self, name: &str) -> Option<CSINode> {
+        self.lock().csi_nodes.get(name).cloned()
     }
 
     /// Creates or replaces a pod as a user would, notifying watchers.
@@ -273,6 +302,51 @@ impl Api for FakeApi {
     async fn list_services(&self, namespace: &str) -> Result<Vec<Service>> {
         let s = self.enter("list_services")?;
         Ok(s.services.iter().filter(|x| x.metadata.namespace.as_deref() == Some(namespace)).cloned().collect())
+    }
+
+    async fn get_persistent_volume_claim(&self, namespace: &str, name: &str) -> Result<Option<PersistentVolumeClaim>> {
+        Ok(self.enter("get_persistent_volume_claim")?.claims.get(&(namespace.to_string(), name.to_string())).cloned())
+    }
+
+    async fn get_persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>> {
+        Ok(self.enter("get_persistent_volume")?.volumes.get(name).cloned())
+    }
+
+    async fn get_csi_driver(&self, name: &str) -> Result<Option<CSIDriver>> {
+        Ok(self.enter("get_csi_driver")?.csi_drivers.get(name).cloned())
+    }
+
+    async fn get_volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>> {
+        Ok(self.enter("get_volume_attachment")?.volume_attachments.get(name).cloned())
+    }
+
+    async fn get_csi_node(&self, name: &str) -> Result<Option<CSINode>> {
+        Ok(self.enter("get_csi_node")?.csi_nodes.get(name).cloned())
+    }
+
+    async fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode> {
+        let mut s = self.enter("create_csi_node")?;
+        let name = csi_node.metadata.name.clone().unwrap_or_default();
+        if s.csi_nodes.contains_key(&name) {
+            return Err(ApiError::Conflict(format!("csinodes {name:?} already exists")));
+        }
+        let mut n = csi_node.clone();
+        n.metadata.resource_version = Some(s.rv.to_string());
+        s.csi_nodes.insert(name, n.clone());
+        Ok(n)
+    }
+
+    async fn replace_csi_node(&self, csi_node: &CSINode) -> Result<CSINode> {
+        let mut s = self.enter("replace_csi_node")?;
+        let name = csi_node.metadata.name.clone().unwrap_or_default();
+        let current = s.csi_nodes.get(&name).ok_or(ApiError::NotFound)?;
+        if current.metadata.resource_version != csi_node.metadata.resource_version {
+            return Err(ApiError::Conflict("stale resourceVersion".into()));
+        }
+        let mut n = csi_node.clone();
+        n.metadata.resource_version = Some(s.rv.to_string());
+        s.csi_nodes.insert(name, n.clone());
+        Ok(n)
     }
 
     async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview> {

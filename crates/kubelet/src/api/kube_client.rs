@@ -7,7 +7,10 @@ use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeMap;
@@ -192,6 +195,45 @@ impl Api for KubeApi {
         self.bucket.acquire().await;
         let api = kube::Api::<Service>::namespaced(self.client.clone(), namespace);
         api.list(&Default::default()).await.map(|l| l.items).map_err(map_err)
+    }
+
+    async fn get_persistent_volume_claim(&self, namespace: &str, name: &str) -> Result<Option<PersistentVolumeClaim>> {
+        self.bucket.acquire().await;
+        opt(kube::Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), namespace).get(name).await)
+    }
+
+    async fn get_persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>> {
+        self.bucket.acquire().await;
+        opt(kube::Api::<PersistentVolume>::all(self.client.clone()).get(name).await)
+    }
+
+    async fn get_csi_driver(&self, name: &str) -> Result<Option<CSIDriver>> {
+        self.bucket.acquire().await;
+        opt(kube::Api::<CSIDriver>::all(self.client.clone()).get(name).await)
+    }
+
+    async fn get_volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>> {
+        self.bucket.acquire().await;
+        opt(kube::Api::<VolumeAttachment>::all(self.client.clone()).get(name).await)
+    }
+
+    async fn get_csi_node(&self, name: &str) -> Result<Option<CSINode>> {
+        self.bucket.acquire().await;
+        opt(kube::Api::<CSINode>::all(self.client.clone()).get(name).await)
+    }
+
+    async fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode> {
+        self.bucket.acquire().await;
+        kube::Api::<CSINode>::all(self.client.clone()).create(&PostParams::default(), csi_node).await.map_err(map_err)
+    }
+
+    async fn replace_csi_node(&self, csi_node: &CSINode) -> Result<CSINode> {
+        self.bucket.acquire().await;
+        let name = csi_node.metadata.name.clone().unwrap_or_default();
+        kube::Api::<CSINode>::all(self.client.clone())
+            .replace(&name, &PostParams::default(), csi_node)
+            .await
+            .map_err(map_err)
     }
 
     async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview> {

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -54,6 +57,18 @@ pub trait Api: Send + Sync + 'static {
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>>;
     /// Services of a namespace (for service link environment variables).
     async fn list_services(&self, namespace: &str) -> Result<Vec<Service>>;
+
+    /// Volumes: a pod's claim, its bound volume, the CSI driver's object and the attachment the
+    /// attach/detach controller reports.
+    async fn get_persistent_volume_claim(&self, namespace: &str, name: &str) -> Result<Option<PersistentVolumeClaim>>;
+    async fn get_persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>>;
+    async fn get_csi_driver(&self, name: &str) -> Result<Option<CSIDriver>>;
+    async fn get_volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>>;
+    /// The node's CSINode (the drivers registered on it).
+    async fn get_csi_node(&self, name: &str) -> Result<Option<CSINode>>;
+    async fn create_csi_node(&self, csi_node: &CSINode) -> Result<CSINode>;
+    /// Replaces the CSINode; fails with Conflict on a stale resourceVersion.
+    async fn replace_csi_node(&self, csi_node: &CSINode) -> Result<CSINode>;
 
     /// Asks the API server who a bearer token belongs to (the server's webhook authentication).
     async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview>;

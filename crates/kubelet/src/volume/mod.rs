@@ -1,0 +1,3 @@
+//! Volumes: the volume manager (desired state, actual state, reconciler) and the volume plugins.
+
+pub mod csi;
