@@ -1,7 +1,8 @@
 //! Pod validation: the checks upstream's ValidatePod makes that matter to a kubelet, each error
 //! naming the field (`spec.containers[1].name: "app": duplicate name`). All errors are collected.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::HashSet;
 
 /// One bad field.
@@ -129,6 +130,11 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
         } else if !volume_names.insert(v.name.clone()) {
             errs.add(&f, &v.name, "duplicate volume name");
         }
+        match volume_sources(v) {
+            0 => errs.add(format!("spec.volumes[{i}]"), &v.name, "must specify a volume type"),
+            1 => {}
+            _ => errs.add(format!("spec.volumes[{i}]"), &v.name, "may not specify more than 1 volume type"),
+        }
     }
 
     let mut names = HashSet::new();
@@ -139,6 +145,133 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
         validate_container(&mut errs, &path, c, &mut names, &volume_names, &mut host_ports);
     }
     errs
+}
+
+/// How many volume sources a volume names (exactly one is valid).
+fn volume_sources(v: &Volume) -> usize {
+    [
+        v.empty_dir.is_some(),
+        v.host_path.is_some(),
+        v.config_map.is_some(),
+        v.secret.is_some(),
+        v.projected.is_some(),
+        v.downward_api.is_some(),
+        v.persistent_volume_claim.is_some(),
+        v.csi.is_some(),
+        v.ephemeral.is_some(),
+        v.nfs.is_some(),
+        v.iscsi.is_some(),
+        v.fc.is_some(),
+        v.image.is_some(),
+        v.aws_elastic_block_store.is_some(),
+        v.azure_disk.is_some(),
+        v.azure_file.is_some(),
+        v.cephfs.is_some(),
+        v.cinder.is_some(),
+        v.flex_volume.is_some(),
+        v.flocker.is_some(),
+        v.gce_persistent_disk.is_some(),
+        v.git_repo.is_some(),
+        v.glusterfs.is_some(),
+        v.photon_persistent_disk.is_some(),
+        v.portworx_volume.is_some(),
+        v.quobyte.is_some(),
+        v.rbd.is_some(),
+        v.scale_io.is_some(),
+        v.storageos.is_some(),
+        v.vsphere_volume.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count()
+}
+
+/// A probe as upstream validates it: one handler, sane numbers, a valid port.
+fn validate_probe(errs: &mut Errors, path: &str, p: &Probe, liveness_or_startup: bool) {
+    let handlers = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some(), p.grpc.is_some()];
+    match handlers.iter().filter(|b| **b).count() {
+        0 => errs.add(path, "", "must specify a handler type (exec, httpGet, tcpSocket or grpc)"),
+        1 => {}
+        _ => errs.add(path, "", "may not specify more than 1 handler type"),
+    }
+    let non_negative = [("initialDelaySeconds", p.initial_delay_seconds)];
+    for (f, v) in non_negative {
+        if let Some(v) = v.filter(|v| *v < 0) {
+            errs.add(format!("{path}.{f}"), v, "must be greater than or equal to 0");
+        }
+    }
+    let positive = [
+        ("timeoutSeconds", p.timeout_seconds),
+        ("periodSeconds", p.period_seconds),
+        ("successThreshold", p.success_threshold),
+        ("failureThreshold", p.failure_threshold),
+    ];
+    for (f, v) in positive {
+        if let Some(v) = v.filter(|v| *v < 1) {
+            errs.add(format!("{path}.{f}"), v, "must be greater than or equal to 1");
+        }
+    }
+    if liveness_or_startup && p.success_threshold.is_some_and(|v| v != 1) {
+        errs.add(format!("{path}.successThreshold"), p.success_threshold.unwrap_or(1), "must be 1");
+    }
+    if let Some(g) = p.termination_grace_period_seconds.filter(|g| *g < 1) {
+        errs.add(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than 0");
+    }
+    let mut port = |f: String, v: &IntOrString| match v {
+        IntOrString::Int(n) if !(1..=65535).contains(n) => errs.add(f, n, "must be between 1 and 65535, inclusive"),
+        IntOrString::String(s) if !is_port_name(s) && s.parse::<i32>().is_err() => {
+            errs.add(f, s, "must be a port number or an IANA service name")
+        }
+        _ => {}
+    };
+    if let Some(h) = &p.http_get {
+        port(format!("{path}.httpGet.port"), &h.port);
+    }
+    if let Some(t) = &p.tcp_socket {
+        port(format!("{path}.tcpSocket.port"), &t.port);
+    }
+    if let Some(g) = &p.grpc
+        && !(1..=65535).contains(&g.port)
+    {
+        errs.add(format!("{path}.grpc.port"), g.port, "must be between 1 and 65535, inclusive");
+    }
+}
+
+/// Resource quantities parse, and requests do not exceed limits.
+fn validate_resources(errs: &mut Errors, path: &str, c: &Container) {
+    use kubelet_config::quantity::Quantity;
+    let Some(r) = &c.resources else { return };
+    let mut parsed = |kind: &str,
+                      m: &Option<
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, q) in m.iter().flatten() {
+            match Quantity::parse(&q.0) {
+                Ok(v) if v.milli_value() < 0 => {
+                    errs.add(format!("{path}.resources.{kind}.{name}"), &q.0, "must be greater than or equal to 0")
+                }
+                Ok(v) => {
+                    out.insert(name.clone(), v.milli_value());
+                }
+                Err(e) => errs.add(format!("{path}.resources.{kind}.{name}"), &q.0, e.to_string()),
+            }
+        }
+        out
+    };
+    let requests = parsed("requests", &r.requests);
+    let limits = parsed("limits", &r.limits);
+    for (name, req) in &requests {
+        if let Some(lim) = limits.get(name)
+            && req > lim
+        {
+            errs.add(
+                format!("{path}.resources.requests.{name}"),
+                name,
+                format!("must be less than or equal to {name} limit"),
+            );
+        }
+    }
 }
 
 fn validate_container(
@@ -196,6 +329,16 @@ fn validate_container(
             }
         }
     }
+    for (kind, p, strict) in [
+        ("livenessProbe", &c.liveness_probe, true),
+        ("readinessProbe", &c.readiness_probe, false),
+        ("startupProbe", &c.startup_probe, true),
+    ] {
+        if let Some(p) = p {
+            validate_probe(errs, &format!("{path}.{kind}"), p, strict);
+        }
+    }
+    validate_resources(errs, path, c);
     for (j, e) in c.env.iter().flatten().enumerate() {
         if !is_env_name(&e.name) {
             errs.add(format!("{path}.env[{j}].name"), &e.name, "must be printable ASCII without '='");
