@@ -3,7 +3,9 @@
 
 use super::{Api, ApiError, Result};
 use async_trait::async_trait;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewStatus, UserInfo};
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestStatus, TokenReview, TokenReviewStatus, UserInfo,
+};
 use k8s_openapi::api::authorization::v1::{SubjectAccessReview, SubjectAccessReviewStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -37,6 +39,8 @@ struct State {
     tokens: BTreeMap<String, (String, Vec<String>)>,
     /// SubjectAccessReview allows these (user, verb, subresource) triples; "*" matches anything.
     allowed: Vec<(String, String, String)>,
+    /// TokenRequests answered: (namespace, service account, request).
+    token_requests: Vec<(String, String, TokenRequest)>,
 }
 
 #[derive(Clone, Default)]
@@ -147,6 +151,11 @@ impl FakeApi {
     /// Makes SubjectAccessReview allow `user` to `verb` nodes/`subresource` ("*" for any).
     pub fn allow(&self, user: &str, verb: &str, subresource: &str) {
         self.lock().allowed.push((user.into(), verb.into(), subresource.into()));
+    }
+
+    /// The TokenRequests made so far: (namespace, service account, request).
+    pub fn token_requests(&self) -> Vec<(String, String, TokenRequest)> {
+        self.lock().token_requests.clone()
     }
 
     /// Removes a pod object outright (e.g. someone deleted a mirror pod with grace 0).
@@ -382,6 +391,25 @@ impl Api for FakeApi {
         let allowed = s.allowed.iter().any(|(u, v, r)| m(u, &user) && m(v, &verb) && m(r, &sub));
         let mut out = review.clone();
         out.status = Some(SubjectAccessReviewStatus { allowed, ..Default::default() });
+        Ok(out)
+    }
+
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest> {
+        let mut s = self.enter("create_token")?;
+        let secs = request.spec.as_ref().and_then(|s| s.expiration_seconds).unwrap_or(3600);
+        let exp = std::time::SystemTime::now() + std::time::Duration::from_secs(secs.max(0) as u64);
+        let n = s.token_requests.len();
+        let mut out = request.clone();
+        out.status = Some(TokenRequestStatus {
+            token: Some(format!("eyJhbGciOiJub25lIn0.eyJzdWIiOiJzYSJ9.{namespace}-{service_account}-{n}")),
+            expiration_timestamp: Some(crate::pod::status::time(exp)),
+        });
+        s.token_requests.push((namespace.to_string(), service_account.to_string(), request.clone()));
         Ok(out)
     }
 }

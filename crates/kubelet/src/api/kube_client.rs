@@ -4,7 +4,7 @@ use super::rate::TokenBucket;
 use super::{Api, ApiError, LEASE_NAMESPACE, Result};
 use async_trait::async_trait;
 use futures::StreamExt;
-use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -245,6 +245,19 @@ impl Api for KubeApi {
         self.bucket.acquire().await;
         kube::Api::<SubjectAccessReview>::all(self.client.clone())
             .create(&PostParams::default(), review)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest> {
+        self.bucket.acquire().await;
+        kube::Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.client.clone(), namespace)
+            .create_token_request(service_account, &PostParams::default(), request)
             .await
             .map_err(map_err)
     }

@@ -6,7 +6,7 @@ pub mod kube_client;
 pub mod rate;
 
 use async_trait::async_trait;
-use k8s_openapi::api::authentication::v1::TokenReview;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenReview};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -74,6 +74,14 @@ pub trait Api: Send + Sync + 'static {
     async fn create_token_review(&self, review: &TokenReview) -> Result<TokenReview>;
     /// Asks the API server whether a user may do something (the server's webhook authorization).
     async fn create_subject_access_review(&self, review: &SubjectAccessReview) -> Result<SubjectAccessReview>;
+    /// TokenRequest on `serviceaccounts/{name}/token`: a token bound to a pod, for projected
+    /// serviceAccountToken volumes.
+    async fn create_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest>;
 }
 
 pub type DynApi = Arc<dyn Api>;

@@ -1,0 +1,142 @@
+//! configMap volumes (pkg/volume/configmap) and the payload rules secrets share: every key, or
+//! only `items` (key → path, per-item mode), `defaultMode` (0644), `optional`.
+
+use super::atomic_writer::{FileProjection, Payload};
+use crate::api::DynApi;
+use k8s_openapi::api::core::v1::KeyToPath;
+use std::collections::BTreeMap;
+
+/// The default file mode of configMap, secret, downwardAPI and projected volumes (0644).
+pub const DEFAULT_MODE: i32 = 0o644;
+
+/// Key → content of a ConfigMap or Secret.
+pub type Data = BTreeMap<String, Vec<u8>>;
+
+/// A ConfigMap's `data` and `binaryData`; None when it does not exist.
+pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<Data>, String> {
+    let cm = api.get_config_map(namespace, name).await.map_err(|e| format!("configmap \"{name}\": {e}"))?;
+    Ok(cm.map(|cm| {
+        let mut d: Data = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+        d
+    }))
+}
+
+/// Reads an object for a volume: a missing one is an error unless `optional` (then empty).
+/// `kind` is "configmap" or "secret", as upstream's messages say.
+pub async fn read(
+    api: Option<&DynApi>,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Data, String> {
+    let found = match api {
+        Some(api) if kind == "secret" => super::secret::fetch(api, namespace, name).await?,
+        Some(api) => fetch(api, namespace, name).await?,
+        None if optional => None,
+        None => return Err(format!("{kind} \"{name}\" not found: no API server to read it from")),
+    };
+    match found {
+        Some(d) => Ok(d),
+        None if optional => Ok(Data::new()),
+        None => Err(format!("{kind} \"{name}\" not found")),
+    }
+}
+
+/// Upstream's MakePayload: every key with `defaultMode`, or the `items` with their paths and
+/// modes. A missing item key fails unless `optional`.
+pub fn payload(
+    items: Option<&[KeyToPath]>,
+    data: &Data,
+    default_mode: i32,
+    optional: bool,
+    kind: &str,
+) -> Result<Payload, String> {
+    let mode = |m: Option<i32>| (m.unwrap_or(default_mode) & 0o7777) as u32;
+    let mut out = Payload::new();
+    match items.filter(|i| !i.is_empty()) {
+        None => {
+            for (k, v) in data {
+                out.insert(k.clone(), FileProjection { data: v.clone(), mode: mode(None) });
+            }
+        }
+        Some(items) => {
+            for item in items {
+                match data.get(&item.key) {
+                    Some(v) => {
+                        out.insert(item.path.clone(), FileProjection { data: v.clone(), mode: mode(item.mode) });
+                    }
+                    None if optional => {}
+                    None => {
+                        let what = if kind == "secret" { "secret" } else { "configmap" };
+                        let noun = if kind == "secret" { "secret" } else { "config" };
+                        return Err(format!("{what} references non-existent {noun} key: {}", item.key));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fake::FakeApi;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use std::sync::Arc;
+
+    fn data() -> Data {
+        Data::from([("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
+    }
+
+    fn item(key: &str, path: &str, mode: Option<i32>) -> KeyToPath {
+        KeyToPath { key: key.into(), path: path.into(), mode, ..Default::default() }
+    }
+
+    #[test]
+    fn all_keys_get_the_default_mode() {
+        let p = payload(None, &data(), 0o640, false, "configmap").unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(p.values().all(|f| f.mode == 0o640));
+        assert_eq!(p["b"].data, b"2");
+    }
+
+    #[test]
+    fn items_pick_keys_paths_and_modes() {
+        let items = [item("a", "dir/x", Some(0o400)), item("b", "y", None)];
+        let p = payload(Some(&items), &data(), DEFAULT_MODE, false, "configmap").unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["dir/x", "y"]);
+        assert_eq!((p["dir/x"].mode, p["y"].mode), (0o400, 0o644));
+        let missing = [item("nope", "z", None)];
+        assert_eq!(
+            payload(Some(&missing), &data(), DEFAULT_MODE, false, "configmap").unwrap_err(),
+            "configmap references non-existent config key: nope"
+        );
+        assert_eq!(
+            payload(Some(&missing), &data(), DEFAULT_MODE, false, "secret").unwrap_err(),
+            "secret references non-existent secret key: nope"
+        );
+        assert!(payload(Some(&missing), &data(), DEFAULT_MODE, true, "secret").unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_objects_fail_unless_optional() {
+        let fake = FakeApi::new();
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("cfg".into());
+        cm.metadata.namespace = Some("ns".into());
+        cm.data = Some(BTreeMap::from([("k".into(), "v".into())]));
+        fake.put_config_map(cm);
+        let api: DynApi = Arc::new(fake);
+        assert_eq!(read(Some(&api), "configmap", "ns", "cfg", false).await.unwrap()["k"], b"v");
+        assert_eq!(
+            read(Some(&api), "configmap", "ns", "gone", false).await.unwrap_err(),
+            "configmap \"gone\" not found"
+        );
+        assert!(read(Some(&api), "configmap", "ns", "gone", true).await.unwrap().is_empty());
+        assert_eq!(read(Some(&api), "secret", "ns", "gone", false).await.unwrap_err(), "secret \"gone\" not found");
+        assert!(read(None, "secret", "ns", "gone", false).await.unwrap_err().contains("no API server"));
+    }
+}

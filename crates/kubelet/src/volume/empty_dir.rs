@@ -1,0 +1,133 @@
+//! emptyDir (pkg/volume/emptydir): a 0777 directory under the pod, or a tmpfs for
+//! `medium: Memory`. Secret, projected and downwardAPI volumes are a Memory emptyDir underneath,
+//! configMap a disk one (upstream's "wrapped" volumes). Set-up is idempotent: a tmpfs already
+//! mounted there is kept, so a restarted kubelet never mounts twice.
+
+use super::mount;
+use crate::cm::resources;
+use k8s_openapi::api::core::v1::{Pod, Volume};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+const PERM: u32 = 0o777;
+
+/// Whether the emptyDir is memory-backed.
+pub fn is_memory(v: &Volume) -> bool {
+    v.empty_dir.as_ref().and_then(|e| e.medium.as_deref()) == Some("Memory")
+}
+
+/// `sizeLimit` in bytes, if set and valid.
+pub fn size_limit(v: &Volume) -> Option<i64> {
+    v.empty_dir.as_ref()?.size_limit.as_ref().map(|q| resources::units(resources::milli(q))).filter(|s| *s > 0)
+}
+
+/// The tmpfs size for a memory-backed volume (upstream calculateEmptyDirMemorySize): node
+/// allocatable memory, lowered to the pod's memory limit (its cgroup's), lowered to the volume's
+/// sizeLimit. None when nothing is known (the kernel default, half of RAM).
+pub fn memory_size(pod: &Pod, size_limit: Option<i64>, allocatable_memory: Option<i64>) -> Option<i64> {
+    let mut size = allocatable_memory.filter(|m| *m > 0);
+    let pod_limit = resources::pod_cgroup_config(pod, &crate::cm::default_policy()).memory.filter(|m| *m > 0);
+    if let Some(l) = pod_limit
+        && size.is_none_or(|s| l <= s)
+    {
+        size = Some(l);
+    }
+    if let Some(l) = size_limit
+        && size.is_none_or(|s| l <= s)
+    {
+        size = Some(l);
+    }
+    size
+}
+
+/// Creates the directory with mode 0777 (whatever the umask), as upstream's setupDir.
+pub fn setup_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if meta.permissions().mode() & 0o777 != PERM {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PERM))
+            .map_err(|e| format!("setting the mode of {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Sets up the directory, mounting a tmpfs of `size` bytes on it for memory media unless one is
+/// already mounted there.
+pub fn set_up(dir: &Path, memory: bool, size: Option<i64>) -> Result<(), String> {
+    setup_dir(dir)?;
+    if !memory {
+        return Ok(());
+    }
+    let all = mount::mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let real = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    if mount::mount_at(&all, &real).is_some_and(|m| m.fs_type == "tmpfs") {
+        return Ok(());
+    }
+    tracing::debug!(dir = %dir.display(), size, "mounting tmpfs");
+    mount::mount_tmpfs(&real, size).map_err(|e| format!("mounting tmpfs on {}: {e}", dir.display()))
+}
+
+/// Tears a volume directory down: unmounts what is mounted on it (a tmpfs), then removes it,
+/// refusing while anything else is mounted below.
+pub fn tear_down(dir: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Ok(());
+    }
+    let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let all = mount::mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    // Stacked mounts come off one at a time.
+    for _ in 0..mount::mounts_under(&all, &real).iter().filter(|m| m.mount_point == real).count() {
+        mount::unmount(&real).map_err(|e| format!("unmounting {}: {e}", dir.display()))?;
+    }
+    mount::remove_unmounted(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(limits: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "i", "resources": {"limits": limits}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn memory_size_is_the_smallest_of_allocatable_pod_limit_and_size_limit() {
+        let mi = 1 << 20;
+        let unlimited = pod(serde_json::json!({}));
+        assert_eq!(memory_size(&unlimited, None, Some(1000 * mi)), Some(1000 * mi));
+        assert_eq!(memory_size(&unlimited, Some(64 * mi), Some(1000 * mi)), Some(64 * mi));
+        assert_eq!(memory_size(&unlimited, None, None), None);
+        let limited = pod(serde_json::json!({"memory": "128Mi"}));
+        assert_eq!(memory_size(&limited, None, Some(1000 * mi)), Some(128 * mi));
+        assert_eq!(memory_size(&limited, Some(64 * mi), Some(1000 * mi)), Some(64 * mi));
+        // A sizeLimit above the pod's limit does not raise it.
+        assert_eq!(memory_size(&limited, Some(512 * mi), Some(1000 * mi)), Some(128 * mi));
+    }
+
+    #[test]
+    fn a_disk_empty_dir_is_world_writable_and_torn_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("pods/u/volumes/kubernetes.io~empty-dir/cache");
+        set_up(&v, false, None).unwrap();
+        assert_eq!(std::fs::metadata(&v).unwrap().permissions().mode() & 0o777, 0o777);
+        std::fs::write(v.join("f"), "x").unwrap();
+        set_up(&v, false, None).unwrap();
+        assert!(v.join("f").exists(), "set-up again keeps the content");
+        tear_down(&v).unwrap();
+        assert!(!v.exists());
+    }
+
+    #[test]
+    fn size_limit_reads_the_quantity() {
+        let v: Volume = serde_json::from_value(
+            serde_json::json!({"name": "v", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}),
+        )
+        .unwrap();
+        assert!(is_memory(&v));
+        assert_eq!(size_limit(&v), Some(64 << 20));
+    }
+}
