@@ -73,6 +73,19 @@ pub const RESOURCES: &[ResourceDef] = &[
     ),
     def("", "v1", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"], &[], false),
     def("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[], &[], false),
+    def("storage.k8s.io", "v1", "csidrivers", "csidriver", "CSIDriver", false, &[], &[], false),
+    def("storage.k8s.io", "v1", "csinodes", "csinode", "CSINode", false, &[], &[], false),
+    def(
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "volumeattachment",
+        "VolumeAttachment",
+        false,
+        &[],
+        &["status"],
+        true,
+    ),
     def("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
     def("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, &[], &[], false),
     def(
@@ -110,7 +123,8 @@ pub const RESOURCES: &[ResourceDef] = &[
     ),
 ];
 
-pub const GROUPS: &[&str] = &["coordination.k8s.io", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io"];
+pub const GROUPS: &[&str] =
+    &["coordination.k8s.io", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "storage.k8s.io"];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
@@ -267,5 +281,9 @@ mod tests {
         assert!(resource_list("nope", "v1").is_err());
         assert_eq!(api_group_list()["groups"].as_array().unwrap().len(), GROUPS.len());
         assert_eq!(find("coordination.k8s.io", "v1", "leases").unwrap().kind, "Lease");
+        let storage = resource_list("storage.k8s.io", "v1").unwrap();
+        let names: Vec<&str> =
+            storage["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["csidrivers", "csinodes", "volumeattachments", "volumeattachments/status"]);
     }
 }

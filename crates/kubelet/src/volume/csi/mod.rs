@@ -1,4 +1,230 @@
 //! CSI volumes (pkg/volume/csi): PVC → PV → CSI driver, NodeStage/NodePublish on set-up and
 //! NodeUnpublish/NodeUnstage on tear-down, drivers registered through `<root-dir>/plugins_registry`.
+//!
+//! [`CsiVolumes`] is what the volume manager calls; [`watcher::run`] fills the [`Drivers`] it
+//! reads. Every step leaves a `vol_data.json` behind before it asks the driver for anything, so a
+//! kubelet restarted at any point can still tear the volume down, and set-up of a volume that is
+//! already published does nothing.
 
+pub mod client;
+pub mod drivers;
+pub mod paths;
 pub mod proto;
+mod resolve;
+pub mod watcher;
+
+pub use client::VolumeStats;
+pub use drivers::{Driver, Drivers};
+
+use crate::api::DynApi;
+use client::Node;
+use k8s_openapi::api::core::v1::{Pod, Volume};
+use paths::VolData;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root_dir: PathBuf,
+    pub node_name: String,
+}
+
+/// The CSI volume plugin: set-up and tear-down of CSI volumes of pods. Cloneable.
+#[derive(Clone)]
+pub struct CsiVolumes {
+    cfg: Arc<Config>,
+    api: Option<DynApi>,
+    drivers: Drivers,
+    /// One lock per volume (driver + handle): stage/unstage decisions see a stable set of users.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl CsiVolumes {
+    pub fn new(cfg: Config, api: Option<DynApi>, drivers: Drivers) -> Self {
+        Self { cfg: Arc::new(cfg), api, drivers, locks: Default::default() }
+    }
+
+    pub fn drivers(&self) -> &Drivers {
+        &self.drivers
+    }
+
+    /// Whether a `pods/<uid>/volumes/<plugin dir>` belongs to this plugin (`kubernetes.io~csi`).
+    pub fn is_csi_dir(plugin_dir_name: &str) -> bool {
+        plugin_dir_name == paths::POD_PLUGIN_DIR
+    }
+
+    async fn lock(&self, driver: &str, handle: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(format!("{driver}^{handle}")).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    async fn node(&self, driver: &str) -> Result<Node, String> {
+        let d = self
+            .drivers
+            .get(driver)
+            .ok_or_else(|| format!("driver name {driver} not found in the list of registered CSI drivers"))?;
+        Node::connect(driver, &d.endpoint).await
+    }
+
+    /// Sets up a pod's `persistentVolumeClaim` (bound to a CSI PV) or inline `csi` volume and
+    /// returns the directory to bind into containers (`.../kubernetes.io~csi/<name>/mount`).
+    /// Errors are FailedMount messages naming the claim, volume and driver; a volume waiting for
+    /// its VolumeAttachment is an error too (the caller retries).
+    pub async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf, String> {
+        let r = resolve::resolve(self.api.as_ref(), &self.cfg.node_name, pod, volume).await?;
+        let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()).ok_or("pod has no UID")?;
+        let target = paths::target_path(&self.cfg.root_dir, uid, &r.spec_name);
+        let vol_dir = paths::pod_volume_dir(&self.cfg.root_dir, uid, &r.spec_name);
+        let record = VolData {
+            driver_name: r.driver.clone(),
+            volume_handle: r.request.volume_id.clone(),
+            spec_vol_id: r.spec_name.clone(),
+            node_name: self.cfg.node_name.clone(),
+            attachment_id: r.attachment_id.clone(),
+            lifecycle_mode: r.lifecycle.to_string(),
+        };
+        let _guard = self.lock(&r.driver, &r.request.volume_id).await;
+        // Published before (a restarted kubelet, a repeated call): nothing to do.
+        if paths::is_mount_point(&target)
+            && VolData::load(&vol_dir).ok().flatten().is_some_and(|d| same_volume(&d, &record))
+        {
+            return Ok(target);
+        }
+        let node = self.node(&r.driver).await?;
+        let caps = node.capabilities().await?;
+        // The record first: whatever the driver does next can be undone by tear_down.
+        std::fs::create_dir_all(&vol_dir).map_err(|e| format!("creating {}: {e}", vol_dir.display()))?;
+        record.save(&vol_dir)?;
+        let staging = if !record.is_ephemeral() && caps.stage_unstage {
+            let global = paths::global_dir(&self.cfg.root_dir, &r.driver, &r.request.volume_id);
+            let staging = global.join(paths::GLOBAL_MOUNT_DIR);
+            if !paths::is_mount_point(&staging) {
+                std::fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+                VolData {
+                    driver_name: r.driver.clone(),
+                    volume_handle: r.request.volume_id.clone(),
+                    ..Default::default()
+                }
+                .save(&global)?;
+                node.stage(&r.request, &staging).await.map_err(|e| format!("{}: {e}", r.what))?;
+            }
+            Some(staging)
+        } else {
+            None
+        };
+        node.publish(&r.request, staging.as_deref(), &target, r.readonly)
+            .await
+            .map_err(|e| format!("{}: {e}", r.what))?;
+        tracing::info!(volume = %r.spec_name, pod_uid = %uid, driver = %r.driver, target = %target.display(), "CSI volume published");
+        Ok(target)
+    }
+
+    /// Tears down a pod's CSI volume from its `vol_data.json`: NodeUnpublishVolume, then
+    /// NodeUnstageVolume once no other pod on the node publishes the volume, then the
+    /// directories. `volume_dir` is `pods/<uid>/volumes/kubernetes.io~csi/<name>` or its `mount`.
+    /// Idempotent; after an error (or a restart) calling it again finishes the job.
+    pub async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<(), String> {
+        let dir = match volume_dir.file_name() {
+            Some(n) if n == paths::MOUNT_DIR && !volume_dir.join(paths::VOL_DATA_FILE).exists() => {
+                volume_dir.parent().unwrap_or(volume_dir)
+            }
+            _ => volume_dir,
+        };
+        let target = dir.join(paths::MOUNT_DIR);
+        let Some(data) = VolData::load(dir)? else {
+            if paths::is_mount_point(&target) {
+                return Err(format!(
+                    "{} is mounted but has no {}: cannot tell which CSI driver to ask",
+                    target.display(),
+                    paths::VOL_DATA_FILE
+                ));
+            }
+            remove_dir(&target)?;
+            return remove_dir(dir);
+        };
+        let handle = data.volume_handle.clone();
+        let _guard = self.lock(&data.driver_name, &handle).await;
+        let node = self.node(&data.driver_name).await.map_err(|e| format!("unmounting {}: {e}", target.display()))?;
+        node.unpublish(&handle, &target).await?;
+        if paths::is_mount_point(&target) {
+            return Err(format!("{} is still mounted after NodeUnpublishVolume", target.display()));
+        }
+        remove_dir(&target)?;
+        tracing::info!(pod_uid, driver = %data.driver_name, target = %target.display(), "CSI volume unpublished");
+        if !data.is_ephemeral() {
+            let global = paths::global_dir(&self.cfg.root_dir, &data.driver_name, &handle);
+            if global.exists() && !self.published_elsewhere(&data, dir) {
+                let staging = global.join(paths::GLOBAL_MOUNT_DIR);
+                if node.capabilities().await?.stage_unstage {
+                    node.unstage(&handle, &staging).await?;
+                    if paths::is_mount_point(&staging) {
+                        return Err(format!("{} is still mounted after NodeUnstageVolume", staging.display()));
+                    }
+                }
+                remove_dir(&staging)?;
+                remove_file(&global.join(paths::VOL_DATA_FILE))?;
+                remove_dir(&global)?;
+                tracing::info!(driver = %data.driver_name, staging = %staging.display(), "CSI volume unstaged");
+            }
+        }
+        remove_file(&dir.join(paths::VOL_DATA_FILE))?;
+        remove_dir(dir)
+    }
+
+    /// NodeGetVolumeStats of a published volume, when the driver has GET_VOLUME_STATS
+    /// (`Ok(None)` otherwise). `volume_dir` as for [`CsiVolumes::tear_down`].
+    pub async fn volume_stats(&self, volume_dir: &Path) -> Result<Option<VolumeStats>, String> {
+        let dir =
+            if volume_dir.ends_with(paths::MOUNT_DIR) { volume_dir.parent().unwrap_or(volume_dir) } else { volume_dir };
+        let Some(data) = VolData::load(dir)? else { return Ok(None) };
+        let node = self.node(&data.driver_name).await?;
+        let caps = node.capabilities().await?;
+        if !caps.volume_stats {
+            return Ok(None);
+        }
+        let staging = paths::staging_path(&self.cfg.root_dir, &data.driver_name, &data.volume_handle);
+        let staging = (caps.stage_unstage && !data.is_ephemeral()).then_some(staging.as_path());
+        node.volume_stats(&data.volume_handle, &dir.join(paths::MOUNT_DIR), staging).await.map(Some)
+    }
+
+    /// Whether another pod volume directory on this node records the same volume.
+    fn published_elsewhere(&self, data: &VolData, except: &Path) -> bool {
+        let Ok(pods) = std::fs::read_dir(self.cfg.root_dir.join("pods")) else { return false };
+        pods.flatten().any(|pod| {
+            let Ok(vols) = std::fs::read_dir(pod.path().join("volumes").join(paths::POD_PLUGIN_DIR)) else {
+                return false;
+            };
+            vols.flatten().filter(|v| v.path() != except).any(|v| {
+                VolData::load(&v.path()).ok().flatten().is_some_and(|d| {
+                    d.driver_name == data.driver_name && d.volume_handle == data.volume_handle && !d.is_ephemeral()
+                })
+            })
+        })
+    }
+}
+
+fn same_volume(a: &VolData, b: &VolData) -> bool {
+    a.driver_name == b.driver_name && a.volume_handle == b.volume_handle
+}
+
+/// Removes an empty directory; a missing one is fine. Never recursive: a volume directory that
+/// is not empty may still hold the user's data.
+fn remove_dir(p: &Path) -> Result<(), String> {
+    match std::fs::remove_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", p.display())),
+    }
+}
+
+fn remove_file(p: &Path) -> Result<(), String> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("removing {}: {e}", p.display())),
+    }
+}
