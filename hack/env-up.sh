@@ -211,57 +211,6 @@ render_containerd_config() {
     printf '%s' "$tpl"
 }
 
-# start_daemon NAME PIDFILE LOG CMD...: detached (own session), output appended to LOG.
-start_daemon() {
-    local name=$1 pidfile=$2 logfile=$3
-    shift 3
-    mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
-    rm -f "$pidfile"
-    printf '\n==== %s: %s starting: %s\n' "$(date -Is)" "$name" "$*" >>"$logfile"
-    # the inner shell writes its own pid and then execs the daemon (same pid)
-    # (9>&-: the daemon must not inherit the env.lock descriptor, or it would hold the lock forever)
-    # shellcheck disable=SC2016 # expanded by the inner shell
-    setsid -f bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&-
-}
-
-# wait_until NAME CHECK_FN PIDFILE COMM LOG
-wait_until() {
-    local name=$1 check=$2 pidfile=$3 comm=$4 logfile=$5 deadline pid
-    deadline=$(($(date +%s) + KRS_WAIT_TIMEOUT))
-    while ! "$check"; do
-        if (($(date +%s) >= deadline)); then
-            tail -n 30 "$logfile" >&2 || true
-            die "$name did not answer within ${KRS_WAIT_TIMEOUT}s (log: $logfile)"
-        fi
-        # give the pid file a moment to appear, then notice an early exit
-        if [[ -e "$pidfile" ]] && ! pid_of_pidfile "$pidfile" "$comm" >/dev/null; then
-            sleep 0.3
-            if ! pid_of_pidfile "$pidfile" "$comm" >/dev/null && ! "$check"; then
-                tail -n 30 "$logfile" >&2 || true
-                die "$name exited during startup (log: $logfile)"
-            fi
-        fi
-        sleep 0.2
-    done
-    pid=$(pid_of_pidfile "$pidfile" "$comm" || echo '?')
-    log "$name: answering (pid $pid)"
-}
-
-CONTAINERD_STAMP=$KRS_RUN_DIR/containerd.config.sha256
-
-start_containerd() {
-    local sock_dir
-    sock_dir=$(dirname "$KRS_CONTAINERD_SOCKET")
-    if [[ -S "$KRS_CONTAINERD_SOCKET" ]] && ! pgrep -x "$CONTAINERD_COMM" >/dev/null; then
-        log "containerd: removing stale socket $KRS_CONTAINERD_SOCKET"
-        rm -f "$KRS_CONTAINERD_SOCKET"
-    fi
-    mkdir -p "$sock_dir" "$KRS_CONTAINERD_ROOT"
-    start_daemon containerd "$KRS_CONTAINERD_PIDFILE" "$KRS_CONTAINERD_LOG" \
-        "$(command -v "$KRS_CONTAINERD_BIN")" --config "$KRS_CONTAINERD_CONFIG"
-    sha256sum "$KRS_CONTAINERD_CONFIG" | awk '{print $1}' >"$CONTAINERD_STAMP"
-    wait_until containerd containerd_answers "$KRS_CONTAINERD_PIDFILE" "$CONTAINERD_COMM" "$KRS_CONTAINERD_LOG"
-}
 
 setup_containerd() {
     local cfg result pid want have

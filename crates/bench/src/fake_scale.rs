@@ -47,7 +47,15 @@ fn pod(i: usize) -> Pod {
     manifest::prepare(serde_json::from_value(v).unwrap(), &origin, "bench", "t").unwrap()
 }
 
-pub async fn run(n: usize) -> anyhow::Result<()> {
+/// A kubelet's pod machinery on the fake runtime: dispatcher, workers, PLEG and statuses.
+struct FakeNode {
+    rt: FakeRuntime,
+    statuses: Statuses,
+    snapshots: mpsc::Sender<Snapshot>,
+    _dir: tempfile::TempDir,
+}
+
+fn fake_node() -> anyhow::Result<FakeNode> {
     let dir = tempfile::tempdir()?;
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
@@ -73,6 +81,10 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         container_logs_dir: dir.path().join("containers"),
         metrics: Default::default(),
+        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
+            dir.path().join("root"),
+            Arc::new(kubelet::clock::SystemClock),
+        )),
     };
     let worker =
         WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
@@ -93,19 +105,52 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
         housekeeping: Duration::from_secs(10),
     };
     tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
+    Ok(FakeNode { rt, statuses, snapshots: snap_tx, _dir: dir })
+}
+
+/// Waits until `f` holds for the statuses, waking on every change.
+async fn until(statuses: &Statuses, f: impl Fn(&Statuses) -> bool) {
+    let mut version = statuses.subscribe();
+    while !f(statuses) {
+        let _ = tokio::time::timeout(Duration::from_millis(50), version.changed()).await;
+    }
+}
+
+/// Churn (leak check, k/k #73587): `rounds` × (create `n` pods, wait until Running, delete them,
+/// wait until gone from the runtime and the status manager); RSS after each round.
+pub async fn churn(n: usize, rounds: usize) -> anyhow::Result<()> {
+    let node = fake_node()?;
+    let mut rss = Vec::new();
+    let start = Instant::now();
+    for round in 0..rounds {
+        let pods: Vec<Pod> = (0..n).map(|i| pod(round * n + i)).collect();
+        node.snapshots.send(Snapshot { source: SourceKind::File, pods }).await?;
+        until(&node.statuses, |s| s.count(|st| st.phase.as_deref() == Some("Running")) == n).await;
+        node.snapshots.send(Snapshot { source: SourceKind::File, pods: Vec::new() }).await?;
+        until(&node.statuses, |s| s.list().is_empty()).await;
+        while node.rt.sandbox_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rss.push(rss_kib("self"));
+    }
+    let first = rss.first().copied().unwrap_or(0);
+    let last = rss.last().copied().unwrap_or(0);
+    println!(
+        "churn on the fake runtime: {rounds} rounds of {n} pods created and deleted in {}; RSS after each round (KiB): {rss:?}; growth after the first round: {} KiB (goal < 1024)",
+        crate::ms(start.elapsed()),
+        last as i64 - first as i64
+    );
+    Ok(())
+}
+
+pub async fn run(n: usize) -> anyhow::Result<()> {
+    let FakeNode { statuses, snapshots: snap_tx, _dir, .. } = fake_node()?;
     let pods: Vec<Pod> = (0..n).map(pod).collect();
     let rss_before = rss_kib("self");
     let cpu_before = cpu_time("self");
     let start = Instant::now();
     snap_tx.send(Snapshot { source: SourceKind::File, pods }).await?;
-    let mut version = statuses.subscribe();
-    loop {
-        let running = statuses.count(|s| s.phase.as_deref() == Some("Running"));
-        if running == n {
-            break;
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), version.changed()).await;
-    }
+    until(&statuses, |s| s.count(|st| st.phase.as_deref() == Some("Running")) == n).await;
     let took = start.elapsed();
     let cpu_start = cpu_time("self") - cpu_before;
     // Steady state: 5 s of relists and resyncs with every pod running.

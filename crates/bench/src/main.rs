@@ -5,7 +5,8 @@
 //! - `--burst` pods at once, vs the same raw calls at the same concurrency;
 //! - container exit → terminated state visible on /pods;
 //! - kubelet RSS and CPU idle and with `--burst` pods;
-//! - 1,000 and 5,000 pods on the fake runtime (in process): time to all Running, per-pod cost.
+//! - 1,000 and 5,000 pods on the fake runtime (in process): time to all Running, per-pod cost;
+//! - churn: rounds of 1,000 pods created and deleted on the fake runtime, RSS after each round.
 //!
 //! Needs containerd and the local registry (hack/env-up.sh) for everything but `--fake-only`.
 
@@ -29,6 +30,12 @@ pub struct Args {
     /// Pod counts for the fake-runtime scale runs.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     pub scale: Vec<usize>,
+    /// Pods per round of the churn check (create, run, delete), 0 to skip it.
+    #[arg(long, default_value_t = 1000)]
+    pub churn: usize,
+    /// Rounds of the churn check.
+    #[arg(long, default_value_t = 5)]
+    pub churn_rounds: usize,
     /// Only the fake-runtime scale runs (no containerd needed).
     #[arg(long)]
     pub fake_only: bool,
@@ -68,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for n in &args.scale {
         fake_scale::run(*n).await?;
+    }
+    if args.churn > 0 {
+        fake_scale::churn(args.churn, args.churn_rounds).await?;
     }
     Ok(())
 }

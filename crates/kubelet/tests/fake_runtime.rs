@@ -24,7 +24,7 @@ struct Node {
     statuses: Statuses,
     snapshots: mpsc::Sender<Snapshot>,
     pleg: mpsc::Sender<String>,
-    _dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 fn node(rt: FakeRuntime) -> Node {
@@ -32,7 +32,11 @@ fn node(rt: FakeRuntime) -> Node {
 }
 
 fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
-    let dir = tempfile::tempdir().unwrap();
+    node_in(rt, max_parallel_pulls, Arc::new(tempfile::tempdir().unwrap()))
+}
+
+/// A kubelet on `dir` (a restarted kubelet reuses the first one's root directory).
+fn node_in(rt: FakeRuntime, max_parallel_pulls: Option<usize>, dir: Arc<tempfile::TempDir>) -> Node {
     let clock = FakeClock::new(SystemTime::now());
     let runtime: DynRuntime = Arc::new(rt.clone());
     let statuses = Statuses::new();
@@ -56,6 +60,10 @@ fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
         clock: Arc::new(clock.clone()),
         container_logs_dir: dir.path().join("containers"),
         metrics: Default::default(),
+        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
+            dir.path().join("root"),
+            Arc::new(kubelet::clock::SystemClock),
+        )),
     };
     let worker =
         WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
@@ -69,7 +77,7 @@ fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
         housekeeping: Duration::from_millis(50),
     };
     tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
-    Node { rt, clock, statuses, snapshots: snap_tx, pleg: pleg_tx, _dir: dir }
+    Node { rt, clock, statuses, snapshots: snap_tx, pleg: pleg_tx, dir }
 }
 
 fn pod(name: &str, restart: &str, inits: &[&str]) -> Pod {
@@ -311,6 +319,48 @@ async fn readiness_flips_ready_both_ways() {
     assert!(msg.starts_with("readiness probe failing: command [\"ready\"] exited with 1"), "{msg}");
     eventually("ready again", || (pod_ready(&n) == Some(true)).then_some(())).await;
     assert_eq!(app_status(&n, &u).unwrap().restart_count, 0, "readiness never restarts");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_results_survive_a_kubelet_restart() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    // Passing at first; failing for good from the fourth run, i.e. after the restart.
+    rt.script_exec("app", &["ready"], &[0, 0, 0, 1]);
+    rt.script_exec("app", &["startup"], &[0]);
+    let p = probed_pod(
+        "keep",
+        serde_json::json!({"name": "app", "image": "img:1",
+            "startupProbe": {"exec": {"command": ["startup"]}, "periodSeconds": 1},
+            "readinessProbe": {"exec": {"command": ["ready"]}, "periodSeconds": 10, "failureThreshold": 3}}),
+    );
+    let u = uid(&p);
+    let pod_ready = |n: &Node| {
+        n.statuses
+            .get(&u)
+            .and_then(|s| s.conditions)
+            .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status == "True")
+    };
+    let dir = {
+        let first = node(rt.clone());
+        first.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
+        eventually("ready", || (pod_ready(&first) == Some(true)).then_some(())).await;
+        first.dir.clone()
+    };
+    tokio::task::yield_now().await;
+    let id = rt.containers_named("app")[0].clone();
+    let startups_before = rt.execs().iter().filter(|(c, a)| c == &id && a[0] == "startup").count();
+    // The restarted kubelet reports the pod Ready from its first status on, without rerunning the
+    // startup probe, and only the readiness failures that follow (3 × 10 s) take it out.
+    let second = node_in(rt.clone(), None, dir);
+    second.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    let first_seen = eventually("a status", || pod_ready(&second)).await;
+    assert!(first_seen, "Ready kept across the restart");
+    assert_eq!(app_status(&second, &u).unwrap().started, Some(true));
+    eventually("unready after 3 failures", || (pod_ready(&second) == Some(false)).then_some(())).await;
+    let startups_after = rt.execs().iter().filter(|(c, a)| c == &id && a[0] == "startup").count();
+    assert_eq!(startups_before, startups_after, "the startup probe is not run again");
 }
 
 #[tokio::test]

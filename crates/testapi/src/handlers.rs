@@ -33,6 +33,8 @@ pub struct App {
     pub server_addr: String,
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     pub bookmark_every: Duration,
+    /// `--fault-file`: an injected failure status for node identities while the file exists.
+    pub fault_file: Option<std::path::PathBuf>,
 }
 
 /// A parsed resource request path.
@@ -127,10 +129,27 @@ pub async fn handle(app: Arc<App>, cert: Option<Identity>, req: Request<Incoming
     let Some(ident) = ident else {
         return error(401, "Unauthorized", "Unauthorized");
     };
+    if let Some(code) = injected_fault(&app, &ident) {
+        let mut r = error(code, "InjectedFault", &format!("testapi --fault-file: answering {code}"));
+        if code == 429 {
+            r.headers_mut().insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+        }
+        return r;
+    }
     match route(app, ident, req).await {
         Ok(r) => r,
         Err(e) => error(500, "InternalError", &e.to_string()),
     }
+}
+
+/// The status `--fault-file` holds, for node identities only (so tests can still look around).
+fn injected_fault(app: &App, ident: &Identity) -> Option<u16> {
+    let file = app.fault_file.as_ref()?;
+    if !ident.user.starts_with("system:node:") {
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    text.trim().parse::<u16>().ok().filter(|c| (400..600).contains(c))
 }
 
 async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result<Response<Body>, HandlerError> {

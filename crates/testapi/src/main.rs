@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Persist the store to this JSON file on every change and load it at start.
     #[arg(long)]
     persist: Option<PathBuf>,
+    /// While this file exists, requests from node identities (`system:node:*`) are answered with
+    /// the HTTP status it holds (e.g. `503`, `429`, `500`): API faults for kubelet tests.
+    #[arg(long)]
+    fault_file: Option<PathBuf>,
     /// Extra SANs for the serving certificate (host names or IPs).
     #[arg(long = "san")]
     sans: Vec<String>,
@@ -146,6 +150,7 @@ async fn serve(a: ServeArgs) -> Result<(), ServeError> {
         server_addr: local.to_string(),
         kubelet_tls: Arc::new(tls::kubelet_client_config(&ca)?),
         bookmark_every: Duration::from_secs(a.bookmark_seconds.max(1)),
+        fault_file: a.fault_file.clone(),
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&ca, &serving)?));
 

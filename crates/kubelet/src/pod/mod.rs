@@ -8,6 +8,7 @@ pub mod env;
 pub mod executor;
 pub mod observe;
 pub mod plan;
+pub mod probe_checkpoint;
 pub mod qos;
 pub mod runtime_config;
 pub mod status;

@@ -62,6 +62,8 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
         ip_cache: HashMap::new(),
         probes: HashMap::new(),
         probe_tx,
+        restored: None,
+        checkpointed: Default::default(),
     };
     tokio::spawn(async move {
         worker.run(rx, probe_rx).await;
@@ -84,6 +86,10 @@ struct Worker {
     /// Probes of the running container instances, by container ID.
     probes: HashMap<String, ContainerProbes>,
     probe_tx: mpsc::UnboundedSender<prober::Update>,
+    /// Probe results saved before a kubelet restart (read once, at the first reconcile).
+    restored: Option<super::probe_checkpoint::States>,
+    /// What the probe checkpoint file holds now.
+    checkpointed: super::probe_checkpoint::States,
 }
 
 /// The probe tasks of one container instance and what they last said.
@@ -217,6 +223,9 @@ impl Worker {
             .filter(|c| c.state == observe::CState::Running && !c.init && sandbox.is_some_and(|s| s.id == c.sandbox_id))
             .collect();
         self.probes.retain(|id, _| running.iter().any(|c| &c.id == id));
+        let pod_dir =
+            super::runtime_config::pod_dir(&self.cfg.deps.node, self.pod.metadata.uid.as_deref().unwrap_or(""));
+        let restored = self.restored.get_or_insert_with(|| super::probe_checkpoint::load(&pod_dir)).clone();
         let Some(spec) = self.pod.spec.as_ref() else { return };
         let now = self.cfg.deps.clock.now();
         for c in running {
@@ -224,14 +233,13 @@ impl Worker {
                 continue;
             }
             let Some(container) = spec.containers.iter().find(|x| x.name == c.name) else { continue };
-            let (started_tx, started_rx) = watch::channel(container.startup_probe.is_none());
+            // After a kubelet restart, this instance's probes go on from their saved results.
+            let saved = restored.get(&c.id).copied();
+            let started = container.startup_probe.is_none() || saved.is_some_and(|s| s.started);
+            let (started_tx, started_rx) = watch::channel(started);
             let mut entry = ContainerProbes {
                 tasks: Vec::new(),
-                view: ProbeView {
-                    ready: false,
-                    started: container.startup_probe.is_none(),
-                    readiness_message: String::new(),
-                },
+                view: ProbeView { ready: saved.is_some_and(|s| s.ready), started, readiness_message: String::new() },
                 started_tx,
                 kill: None,
             };
@@ -249,6 +257,13 @@ impl Worker {
             ];
             for (kind, probe) in probes {
                 let Some(probe) = probe.clone() else { continue };
+                if kind == Kind::Startup && saved.is_some_and(|s| s.started) {
+                    continue;
+                }
+                let initial = match (kind, saved) {
+                    (Kind::Readiness, Some(s)) => Some(s.ready),
+                    _ => None,
+                };
                 let gate = (kind != Kind::Startup && container.startup_probe.is_some()).then(|| started_rx.clone());
                 let spec = prober::worker::Spec {
                     metrics: self.cfg.deps.metrics.clone(),
@@ -263,6 +278,7 @@ impl Worker {
                     target: target.clone(),
                     started_at,
                     now,
+                    initial,
                 };
                 let task = tokio::spawn(prober::worker::run(spec, self.probe_tx.clone(), gate));
                 entry.tasks.push(task.abort_handle());
@@ -278,8 +294,28 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 
+    /// Writes the probe checkpoint when a result changed.
+    fn checkpoint_probes(&mut self) {
+        let now: super::probe_checkpoint::States = self
+            .probes
+            .iter()
+            .map(|(id, p)| {
+                (id.clone(), super::probe_checkpoint::Saved { ready: p.view.ready, started: p.view.started })
+            })
+            .collect();
+        if now == self.checkpointed {
+            return;
+        }
+        let dir = super::runtime_config::pod_dir(&self.cfg.deps.node, self.pod.metadata.uid.as_deref().unwrap_or(""));
+        match super::probe_checkpoint::save(&dir, &now) {
+            Ok(()) => self.checkpointed = now,
+            Err(e) => tracing::warn!(pod = %executor::pod_name(&self.pod), error = %e, "writing the probe checkpoint"),
+        }
+    }
+
     fn publish(&mut self, obs: &PodObs) {
         self.reconcile_probes(obs);
+        self.checkpoint_probes();
         let views: HashMap<String, ProbeView> =
             self.probes.iter().map(|(id, p)| (id.clone(), p.view.clone())).collect();
         let ctx = status::Context {
@@ -342,7 +378,15 @@ impl Worker {
                 }
                 executor::remove_pod(&deps, &self.pod, &after).await?;
             }
-            let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
+            // Volumes come off first; the pod directory goes only once nothing is mounted in it.
+            // A failure stays on the pod (message, FailedUnMount event) and is retried.
+            if let Err(e) = deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT).await {
+                let msg = format!("waiting for volumes to be torn down: {e}");
+                self.cfg.statuses.set_message(&uid, msg.clone());
+                return Err(msg);
+            }
+            let pod_dir = super::runtime_config::pod_dir(&deps.node, &uid);
+            crate::volume::mount::remove_unmounted(&pod_dir).map_err(|e| format!("removing the pod directory: {e}"))?;
             if let Some(cm) = &deps.node.cgroups {
                 cm.remove_pod_cgroup_eventually(&uid);
             }

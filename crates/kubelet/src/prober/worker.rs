@@ -20,6 +20,9 @@ pub struct Spec {
     /// When the container started: `initialDelaySeconds` counts from there.
     pub started_at: SystemTime,
     pub now: SystemTime,
+    /// The thresholded result to start from (restored after a kubelet restart); None: liveness
+    /// passing, readiness and startup failing.
+    pub initial: Option<bool>,
 }
 
 /// Runs the probe until it is aborted (the container went away) or has nothing more to say.
@@ -38,7 +41,7 @@ pub async fn run(spec: Spec, tx: mpsc::UnboundedSender<Update>, gate: Option<wat
     tokio::time::sleep(initial_delay.saturating_sub(since_start)).await;
     let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
     // Liveness starts out passing; readiness and startup start out failing.
-    let initial = spec.kind == Kind::Liveness;
+    let initial = spec.initial.unwrap_or(spec.kind == Kind::Liveness);
     let success_threshold = if spec.kind == Kind::Readiness { p.success_threshold.unwrap_or(1) } else { 1 };
     let failure_threshold = p.failure_threshold.unwrap_or(3);
     let mut counter = Counter::new(success_threshold, failure_threshold, initial);

@@ -7,6 +7,7 @@ mod harness;
 mod logs;
 mod metrics;
 mod probes;
+mod reliability;
 mod server;
 
 use harness::*;
