@@ -378,15 +378,7 @@ impl Worker {
                 }
                 executor::remove_pod(&deps, &self.pod, &after).await?;
             }
-            // Volumes come off first; the pod directory goes only once nothing is mounted in it.
-            // A failure stays on the pod (message, FailedUnMount event) and is retried.
-            if let Err(e) = deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT).await {
-                let msg = format!("waiting for volumes to be torn down: {e}");
-                self.cfg.statuses.set_message(&uid, msg.clone());
-                return Err(msg);
-            }
-            let pod_dir = super::runtime_config::pod_dir(&deps.node, &uid);
-            crate::volume::mount::remove_unmounted(&pod_dir).map_err(|e| format!("removing the pod directory: {e}"))?;
+            let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
             if let Some(cm) = &deps.node.cgroups {
                 cm.remove_pod_cgroup_eventually(&uid);
             }
