@@ -98,17 +98,20 @@ async fn restarts_with_many_running_pods_keep_every_container_and_status() {
         let healthy = t.elapsed();
         // Every pod reported again, Running and Ready: the restart takes no pod out of service.
         let mut saw_unready = Vec::new();
-        let after = wait_until(LONG, || async {
+        let deadline = Instant::now() + LONG;
+        let after = loop {
             let pods = k.pods().await;
             for p in &pods {
                 if is_running(p, "app") && !ready(p) {
                     saw_unready.push(p.metadata.name.clone().unwrap_or_default());
                 }
             }
-            all_ready(&pods).then_some(pods)
-        })
-        .await
-        .unwrap_or_else(|| panic!("statuses not back after signal {signal}; log:\n{}", tail(&k.log(), 30)));
+            if all_ready(&pods) {
+                break pods;
+            }
+            assert!(Instant::now() < deadline, "statuses not back after signal {signal}; log:\n{}", tail(&k.log(), 30));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
         eprintln!(
             "signal {signal}: healthy after {:?}, all {n} statuses Running+Ready {:?} after start",
             healthy,
