@@ -207,6 +207,17 @@ impl CsiVolumes {
     }
 }
 
+#[async_trait::async_trait]
+impl super::CsiPlugin for CsiVolumes {
+    async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf, String> {
+        CsiVolumes::set_up(self, pod, volume).await
+    }
+
+    async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<(), String> {
+        CsiVolumes::tear_down(self, pod_uid, volume_dir).await
+    }
+}
+
 fn same_volume(a: &VolData, b: &VolData) -> bool {
     a.driver_name == b.driver_name && a.volume_handle == b.volume_handle
 }
