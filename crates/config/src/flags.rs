@@ -142,6 +142,10 @@ pub struct Flags {
     /// Only "external" (or empty): in-tree cloud providers are gone.
     #[arg(long, value_parser = ["external", ""])]
     pub cloud_provider: Option<String>,
+    /// Tests only (hidden): run eviction monitoring, image GC and container GC every this
+    /// period instead of upstream's 10 s / 5 min / 1 min.
+    #[arg(long, hide = true)]
+    pub housekeeping_period_for_tests: Option<Duration>,
 }
 
 /// Settings that exist only as flags, resolved after `Flags::apply`.
@@ -166,8 +170,10 @@ pub struct NodeOptions {
     pub verbosity: u32,
     /// --cloud-provider ("external" or empty).
     pub cloud_provider: Option<String>,
-    /// --pod-infra-container-image (deprecated, informational).
+    /// --pod-infra-container-image (deprecated; image GC never removes it).
     pub pod_infra_container_image: Option<String>,
+    /// --housekeeping-period-for-tests (hidden).
+    pub housekeeping_period_for_tests: Option<Duration>,
 }
 
 impl NodeOptions {
@@ -272,6 +278,7 @@ impl Flags {
             verbosity: cfg.logging.verbosity,
             cloud_provider: self.cloud_provider.clone(),
             pod_infra_container_image: self.pod_infra_container_image.clone(),
+            housekeeping_period_for_tests: self.housekeeping_period_for_tests,
         }
     }
 }

@@ -1,13 +1,17 @@
 //! Images: reference parsing, pull policy, pulls with per-pod backoff and a bounded number of
 //! parallel pulls. A pod whose image is already present never waits behind another pod's pull
-//! (upstream's serial puller makes it wait: k/k #109673).
+//! (upstream's serial puller makes it wait: k/k #109673). Pulls start within
+//! `registryPullQPS`/`registryBurst`, and concurrent pulls of one image (with the same
+//! credentials) are one CRI PullImage whose result every waiter gets.
 
+use crate::api::rate::TokenBucket;
 use crate::clock::DynClock;
-use crate::cri::DynRuntime;
 use crate::cri::api;
+use crate::cri::{CriError, DynRuntime};
 use crate::pod::backoff::Backoff;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tag<'a> {
@@ -101,7 +105,13 @@ pub struct Images {
     pulls: Option<Arc<Semaphore>>,
     backoff: Arc<Mutex<Backoff>>,
     queue: Arc<Mutex<PullQueue>>,
+    /// `registryPullQPS` / `registryBurst` (unlimited unless set).
+    registry: Arc<TokenBucket>,
+    /// Pulls in flight by image and credentials: later callers wait for the same result.
+    inflight: Arc<Mutex<HashMap<String, watch::Receiver<Option<PullResult>>>>>,
 }
+
+type PullResult = Result<String, CriError>;
 
 /// Pulls waiting for a slot and pulls in progress, for "queued behind" messages.
 #[derive(Default)]
@@ -122,7 +132,15 @@ impl Images {
             pulls: cfg.max_parallel_pulls.map(|n| Arc::new(Semaphore::new(n.max(1)))),
             backoff: Arc::new(Mutex::new(Backoff::image_pull())),
             queue: Arc::default(),
+            registry: Arc::new(TokenBucket::new(0.0, 1)),
+            inflight: Arc::default(),
         }
+    }
+
+    /// Limits the rate pulls start at (`registryPullQPS`, `registryBurst`; qps 0 = unlimited).
+    pub fn with_registry_limit(mut self, qps: f64, burst: u32) -> Self {
+        self.registry = Arc::new(TokenBucket::new(qps, burst));
+        self
     }
 
     /// Makes sure `image` is present per `policy`, returning the image reference to run.
@@ -184,24 +202,8 @@ impl Images {
                 });
             }
         }
-        let _permit = match &self.pulls {
-            Some(s) => Some(self.wait_for_slot(s, image, on_queued).await?),
-            None => None,
-        };
-        self.lock_queue().active.push(image.to_string());
-        let _active = ActiveGuard { queue: self.queue.clone(), image: image.to_string() };
-        tracing::info!(pod_uid, image, "pulling image");
         let started = std::time::Instant::now();
-        // Each matching credential in order (as upstream's keyring); none → anonymous.
-        let mut result = Err(crate::cri::CriError::new("PullImage", tonic::Code::Unknown, "no attempt"));
-        let attempts: Vec<Option<api::AuthConfig>> =
-            if credentials.is_empty() { vec![None] } else { credentials.iter().cloned().map(Some).collect() };
-        for auth in attempts {
-            result = self.runtime.pull_image_with_auth(image, auth, Some(sandbox.clone())).await;
-            if result.is_ok() {
-                break;
-            }
-        }
+        let result = self.pull_once(pod_uid, image, sandbox, credentials, on_queued).await;
         match result {
             Ok(r) => {
                 tracing::info!(pod_uid, image, elapsed = ?started.elapsed(), "pulled image");
@@ -215,6 +217,76 @@ impl Images {
                 })
             }
         }
+    }
+
+    /// One pull of `image` with `credentials`, shared with every concurrent caller asking for
+    /// the same: the first one pulls, the others wait for its result. A caller that goes away
+    /// mid-pull hands the pull to a waiter.
+    async fn pull_once(
+        &self,
+        pod_uid: &str,
+        image: &str,
+        sandbox: &api::PodSandboxConfig,
+        credentials: &[api::AuthConfig],
+        on_queued: QueueObserver<'_>,
+    ) -> PullResult {
+        let key = format!("{image}\n{credentials:?}");
+        loop {
+            let running = self.inflight.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+            let Some(mut rx) = running else { break };
+            on_queued(format!("waiting for another pod's pull of {image}"));
+            loop {
+                if let Some(r) = rx.borrow().clone() {
+                    return r;
+                }
+                if rx.changed().await.is_err() {
+                    if let Some(r) = rx.borrow().clone() {
+                        return r;
+                    }
+                    break;
+                }
+            }
+        }
+        let (tx, rx) = watch::channel(None);
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), rx);
+        let _inflight = InflightGuard { map: self.inflight.clone(), key };
+        let result = self.pull_now(pod_uid, image, sandbox, credentials, on_queued).await;
+        let _ = tx.send(Some(result.clone()));
+        result
+    }
+
+    /// Waits for a pull slot and a registry token, then pulls.
+    async fn pull_now(
+        &self,
+        pod_uid: &str,
+        image: &str,
+        sandbox: &api::PodSandboxConfig,
+        credentials: &[api::AuthConfig],
+        on_queued: QueueObserver<'_>,
+    ) -> PullResult {
+        let _permit = match &self.pulls {
+            Some(s) => Some(
+                self.wait_for_slot(s, image, on_queued)
+                    .await
+                    .map_err(|e| CriError::new("PullImage", tonic::Code::Unavailable, e.message))?,
+            ),
+            None => None,
+        };
+        self.registry.acquire().await;
+        self.lock_queue().active.push(image.to_string());
+        let _active = ActiveGuard { queue: self.queue.clone(), image: image.to_string() };
+        tracing::info!(pod_uid, image, "pulling image");
+        // Each matching credential in order (as upstream's keyring); none → anonymous.
+        let mut result = Err(CriError::new("PullImage", tonic::Code::Unknown, "no attempt"));
+        let attempts: Vec<Option<api::AuthConfig>> =
+            if credentials.is_empty() { vec![None] } else { credentials.iter().cloned().map(Some).collect() };
+        for auth in attempts {
+            result = self.runtime.pull_image_with_auth(image, auth, Some(sandbox.clone())).await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        result
     }
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, PullQueue> {
@@ -266,6 +338,18 @@ impl Images {
         let now = self.clock.now();
         let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         b.in_backoff_since_last(&format!("{pod_uid}_{image}"), now).is_some()
+    }
+}
+
+/// Forgets an in-flight pull when its puller is done (or gone).
+struct InflightGuard {
+    map: Arc<Mutex<HashMap<String, watch::Receiver<Option<PullResult>>>>>,
+    key: String,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
     }
 }
 
@@ -400,5 +484,66 @@ mod tests {
         for h in [second, third] {
             assert!(h.await.unwrap().unwrap().pulled.is_some());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_pulls_of_one_image_are_one_pull_and_share_the_result() {
+        let rt = FakeRuntime::new();
+        rt.set_pull_delay(Duration::from_secs(5));
+        rt.add_registry_image("shared:1");
+        let im = Images::new(
+            Config { max_parallel_pulls: None },
+            Arc::new(rt.clone()),
+            Arc::new(FakeClock::new(SystemTime::now())),
+        );
+        let sb = api::PodSandboxConfig::default();
+        let t = tokio::time::Instant::now();
+        let pulls = (0..4).map(|i| {
+            let (im, sb) = (im.clone(), sb.clone());
+            tokio::spawn(async move { im.ensure(&format!("pod{i}"), "shared:1", "Always", &sb).await })
+        });
+        for r in futures::future::join_all(pulls).await {
+            assert_eq!(r.unwrap().unwrap(), "sha256:shared:1");
+        }
+        assert_eq!(t.elapsed(), Duration::from_secs(5), "everyone waited for the one pull");
+        assert_eq!(rt.calls().iter().filter(|c| *c == "PullImage").count(), 1);
+        // A failed shared pull fails every waiter (each pod then backs off on its own).
+        let pulls = (0..2).map(|i| {
+            let (im, sb) = (im.clone(), sb.clone());
+            tokio::spawn(async move { im.ensure(&format!("pod{i}"), "missing:1", "IfNotPresent", &sb).await })
+        });
+        for r in futures::future::join_all(pulls).await {
+            assert_eq!(r.unwrap().unwrap_err().reason, "ErrImagePull");
+        }
+        assert_eq!(rt.calls().iter().filter(|c| *c == "PullImage").count(), 2);
+        assert!(im.in_backoff("pod0", "missing:1") && im.in_backoff("pod1", "missing:1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn registry_qps_spaces_pull_starts_after_the_burst() {
+        let rt = FakeRuntime::new();
+        for i in 0..4 {
+            rt.add_registry_image(&format!("img:{i}"));
+        }
+        let im = Images::new(
+            Config { max_parallel_pulls: None },
+            Arc::new(rt.clone()),
+            Arc::new(FakeClock::new(SystemTime::now())),
+        )
+        .with_registry_limit(2.0, 2);
+        let sb = api::PodSandboxConfig::default();
+        let t = tokio::time::Instant::now();
+        for i in 0..2 {
+            im.ensure("p", &format!("img:{i}"), "IfNotPresent", &sb).await.unwrap();
+        }
+        assert_eq!(t.elapsed(), Duration::ZERO, "the burst is free");
+        for i in 2..4 {
+            im.ensure("p", &format!("img:{i}"), "IfNotPresent", &sb).await.unwrap();
+        }
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(990) && took <= Duration::from_millis(1100),
+            "two more at 2 qps: {took:?}"
+        );
     }
 }

@@ -5,6 +5,8 @@ pub mod clock;
 pub mod cm;
 pub mod cri;
 pub mod events;
+pub mod eviction;
+pub mod gc;
 pub mod images;
 pub mod lease;
 pub mod logs;

@@ -88,6 +88,19 @@ const IMPLEMENTED: &[&str] = &[
     "authorization",
     "enableDebuggingHandlers",
     "enableSystemLogHandler",
+    "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionPressureTransitionPeriod",
+    "evictionMaxPodGracePeriod",
+    "evictionMinimumReclaim",
+    "mergeDefaultEvictionSettings",
+    "imageMinimumGCAge",
+    "imageMaximumGCAge",
+    "imageGCHighThresholdPercent",
+    "imageGCLowThresholdPercent",
+    "registryPullQPS",
+    "registryBurst",
 ];
 
 fn init_tracing(verbosity: u32) {
@@ -297,6 +310,7 @@ async fn run() -> anyhow::Result<()> {
     tracing::info!(node = %node_name, root_dir = %root_dir.display(), "starting kubelet");
 
     let clock: DynClock = Arc::new(SystemClock);
+    let gc_clock = clock.clone();
     let request_timeout = std_duration(cfg.runtime_request_timeout, "runtimeRequestTimeout")?;
     let metrics = kubelet::metrics::Metrics::new();
     metrics.set_node_name(&node_name);
@@ -331,7 +345,8 @@ async fn run() -> anyhow::Result<()> {
     let statuses = Statuses::new();
     let max_parallel_pulls =
         if cfg.serialize_image_pulls { Some(1) } else { cfg.max_parallel_image_pulls.map(|n| n as usize) };
-    let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), clock.clone());
+    let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), clock.clone())
+        .with_registry_limit(f64::from(cfg.registry_pull_qps), cfg.registry_burst.max(1) as u32);
     // QoS cgroup tiers and node allocatable before any pod starts; refuses the systemd driver
     // without systemd.
     let cgroups = kubelet::cm::ContainerManager::setup(&cfg).context("container manager")?;
@@ -414,6 +429,10 @@ async fn run() -> anyhow::Result<()> {
     };
     let pleg_health = pleg::Health::default();
     let api_for_server = api.clone();
+    // Node pressure conditions: set by the eviction manager, read by node status and admission.
+    let pressure = kubelet::eviction::Handle::new();
+    let mut eviction_cfg =
+        kubelet::eviction::Config::from_kubelet_config(&cfg, root_dir.clone()).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(api) = api.clone() {
         wanted_sources.insert(SourceKind::Api);
         tokio::spawn(sources::api::run(api.clone(), node_name.clone(), snap_tx.clone()));
@@ -432,6 +451,7 @@ async fn run() -> anyhow::Result<()> {
             reserved_cpu_milli: reserved_milli(&cfg, "cpu"),
             reserved_memory: memory_reserved,
             max_images: cfg.node_status_max_images.max(0) as usize,
+            pressure: Some(pressure.clone()),
         };
         tokio::spawn(node_status::run(ns_cfg, api.clone(), runtime.clone(), pleg_health.clone()));
         let lease_cfg = lease::Config { node_name: node_name.clone(), duration_secs: cfg.node_lease_duration_seconds };
@@ -451,7 +471,8 @@ async fn run() -> anyhow::Result<()> {
         pleg_health.clone(),
         pleg_tx,
     ));
-    tokio::spawn(dispatcher::run(
+    let (evict_tx, evict_rx) = mpsc::channel(4);
+    tokio::spawn(dispatcher::run_with(
         dispatcher::Config {
             worker,
             node: node_info,
@@ -461,7 +482,46 @@ async fn run() -> anyhow::Result<()> {
         },
         snap_rx,
         pleg_rx,
+        dispatcher::Hooks { admit: Some(pressure.clone()), evictions: Some(evict_rx) },
     ));
+
+    // Garbage collection and eviction (issue 6). The hidden --housekeeping-period-for-tests
+    // shortens their periods for the e2e tests.
+    let housekeeping = node.housekeeping_period_for_tests.and_then(|d| d.to_std());
+    let mut keep_images: Vec<String> = node.pod_infra_container_image.clone().into_iter().collect();
+    keep_images.extend(runtime.sandbox_image().await.ok().flatten());
+    let image_gc = kubelet::gc::images::ImageGc::new(
+        kubelet::gc::images::Policy::from_kubelet_config(&cfg),
+        runtime.clone(),
+        gc_clock.clone(),
+        keep_images,
+    );
+    if cfg.image_gc_high_threshold_percent < 100 {
+        tokio::spawn(image_gc.clone().run(housekeeping.unwrap_or(kubelet::gc::IMAGE_GC_PERIOD)));
+    }
+    let container_gc = kubelet::gc::ContainerGc {
+        runtime: runtime.clone(),
+        statuses: statuses.clone(),
+        clock: gc_clock.clone(),
+        min_age: Duration::ZERO,
+        container_logs_dir: CONTAINER_LOGS_DIR.into(),
+    };
+    tokio::spawn(container_gc.clone().run(housekeeping.unwrap_or(kubelet::gc::CONTAINER_GC_PERIOD)));
+    if let Some(p) = housekeeping {
+        eviction_cfg.monitoring_interval = p;
+    }
+    let eviction_deps = kubelet::eviction::Deps {
+        stats: stats.clone(),
+        statuses: statuses.clone(),
+        runtime: runtime.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        clock: gc_clock,
+        images: Some(image_gc),
+        containers: Some(container_gc),
+        evict: evict_tx,
+    };
+    tokio::spawn(kubelet::eviction::run(eviction_cfg, eviction_deps, pressure));
 
     let health = server::Health { pleg: pleg_health, pleg_threshold: Duration::from_secs(180) };
     // Handlers served on both the read-only port and 10250 (behind authentication there):

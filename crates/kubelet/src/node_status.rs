@@ -34,6 +34,8 @@ pub struct Config {
     pub reserved_cpu_milli: i64,
     pub reserved_memory: i64,
     pub max_images: usize,
+    /// The eviction manager's pressure conditions (None: always False).
+    pub pressure: Option<crate::eviction::Handle>,
 }
 
 /// What the machine has, read once.
@@ -182,10 +184,34 @@ pub fn compute_status(cfg: &Config, m: &Machine, h: &Health, images: Vec<Contain
         None => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         Some(msg) => condition("Ready", "False", "KubeletNotReady", msg),
     };
+    use crate::eviction::thresholds::Condition;
+    let under = |c: Condition| cfg.pressure.as_ref().is_some_and(|p| p.has(c));
     let conditions = vec![
-        condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        if under(Condition::MemoryPressure) {
+            condition(
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
+        } else {
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
+        },
+        if under(Condition::DiskPressure) {
+            condition("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure")
+        } else {
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+        },
+        if under(Condition::PIDPressure) {
+            condition("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+        } else {
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+        },
         ready,
     ];
     let mut addresses = Vec::new();

@@ -104,6 +104,7 @@ fn start() -> Cluster {
         reserved_cpu_milli: 0,
         reserved_memory: 100 << 20,
         max_images: 50,
+        pressure: None,
     };
     tokio::spawn(node_status::run(ns_cfg, dyn_api.clone(), runtime, health));
     tokio::spawn(lease::run(lease::Config { node_name: NODE.into(), duration_secs: 1 }, dyn_api.clone()));

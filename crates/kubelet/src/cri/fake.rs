@@ -382,7 +382,8 @@ impl Runtime for FakeRuntime {
     }
 
     async fn remove_image(&self, image: &str) -> Result<()> {
-        self.enter("RemoveImage")?.images.remove(image);
+        // By name or by the ID ListImages gives.
+        self.enter("RemoveImage")?.images.remove(image.strip_prefix("sha256:").unwrap_or(image));
         Ok(())
     }
 

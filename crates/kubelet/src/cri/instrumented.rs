@@ -40,6 +40,10 @@ impl Runtime for Instrumented {
         self.record("status", self.inner.status()).await
     }
 
+    async fn sandbox_image(&self) -> Result<Option<String>> {
+        self.record("status", self.inner.sandbox_image()).await
+    }
+
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
         self.metrics.started_pod();
         self.record("run_podsandbox", self.inner.run_pod_sandbox(config)).await

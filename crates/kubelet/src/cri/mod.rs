@@ -38,6 +38,11 @@ pub type Result<T, E = CriError> = std::result::Result<T, E>;
 pub trait Runtime: Send + Sync + 'static {
     async fn version(&self) -> Result<api::VersionResponse>;
     async fn status(&self) -> Result<api::RuntimeStatus>;
+    /// The runtime's sandbox ("pause") image, when its verbose status says (containerd's
+    /// `config.sandboxImage`); image GC never removes it.
+    async fn sandbox_image(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String>;
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;

@@ -81,6 +81,13 @@ impl Runtime for RemoteRuntime {
         r.status.ok_or_else(|| CriError::new("Status", tonic::Code::Internal, "runtime returned no status"))
     }
 
+    async fn sandbox_image(&self) -> Result<Option<String>> {
+        let mut c = self.runtime.clone();
+        let r = self.call("Status", Some(self.timeout), c.status(api::StatusRequest { verbose: true })).await?;
+        let config: Option<serde_json::Value> = r.info.get("config").and_then(|c| serde_json::from_str(c).ok());
+        Ok(config.and_then(|c| c["sandboxImage"].as_str().map(str::to_string)))
+    }
+
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
         let mut c = self.runtime.clone();
         let req = api::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };

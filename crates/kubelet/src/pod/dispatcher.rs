@@ -27,7 +27,23 @@ struct Entry {
     terminating: bool,
 }
 
-pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg: mpsc::Receiver<String>) {
+/// What the eviction manager adds: its admission check and the evictions to hand to workers.
+#[derive(Default)]
+pub struct Hooks {
+    pub admit: Option<crate::eviction::Handle>,
+    pub evictions: Option<mpsc::Receiver<crate::eviction::Request>>,
+}
+
+pub async fn run(cfg: Config, snapshots: mpsc::Receiver<Snapshot>, pleg: mpsc::Receiver<String>) {
+    run_with(cfg, snapshots, pleg, Hooks::default()).await
+}
+
+pub async fn run_with(
+    cfg: Config,
+    mut snapshots: mpsc::Receiver<Snapshot>,
+    mut pleg: mpsc::Receiver<String>,
+    mut hooks: Hooks,
+) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut by_source: BTreeMap<SourceKind, Vec<Pod>> = BTreeMap::new();
     let mut workers: HashMap<String, Entry> = HashMap::new();
@@ -91,7 +107,8 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                     let pod = all[uid];
                     if !workers.contains_key(uid) && !rejected.contains(uid) && pod.metadata.deletion_timestamp.is_none() {
                         let refs: Vec<&Pod> = admitted.iter().collect();
-                        let fits = super::admission::admit(pod, &cfg.node, &refs).and_then(|()| {
+                        let pressure = hooks.admit.as_ref().map_or(Ok(()), |h| h.admit(pod));
+                        let fits = pressure.and_then(|()| super::admission::admit(pod, &cfg.node, &refs)).and_then(|()| {
                             let alloc = cfg.worker.deps.node.cgroups.as_ref().map(|cm| cm.allocatable()).unwrap_or(
                                 crate::cm::Allocatable { cpu_milli: i64::MAX / 4, memory: i64::MAX / 4, pids: i64::MAX / 4 },
                             );
@@ -122,6 +139,12 @@ pub async fn run(cfg: Config, mut snapshots: mpsc::Receiver<Snapshot>, mut pleg:
                 if cfg.sources.iter().all(|s| by_source.contains_key(s)) {
                     // Sources are ready: anything else in the runtime is an orphan.
                     housekeeping.reset_immediately();
+                }
+            }
+            Some(req) = async { match hooks.evictions.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                match workers.get(&req.uid) {
+                    Some(e) if !e.terminating => { e.handle.send(Msg::Evict(req.eviction)); }
+                    _ => tracing::info!(uid = %req.uid, "eviction of a pod that is no longer running; ignored"),
                 }
             }
             Some(uid) = pleg.recv() => {

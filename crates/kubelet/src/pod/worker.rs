@@ -21,6 +21,28 @@ pub enum Msg {
     RuntimeEvent,
     /// The pod is no longer wanted: stop and remove it.
     Terminate,
+    /// Node pressure: kill with the eviction's grace period, end Failed / Evicted.
+    Evict(crate::eviction::Eviction),
+}
+
+/// An evicted pod's status: reason Evicted, the eviction message, and the DisruptionTarget
+/// condition (reason TerminationByKubelet), as upstream.
+fn evicted_status(st: &mut PodStatus, message: &str, ctx: &status::Context) {
+    st.reason = Some("Evicted".into());
+    st.message = Some(message.to_string());
+    let since = ctx
+        .previous
+        .and_then(|p| p.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "DisruptionTarget"))
+        .and_then(|c| c.last_transition_time.clone());
+    st.conditions.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some("TerminationByKubelet".into()),
+        message: Some(message.to_string()),
+        last_transition_time: since.or_else(|| Some(status::time(ctx.now))),
+        ..Default::default()
+    });
 }
 
 #[derive(Clone)]
@@ -58,6 +80,7 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
         backoff: Backoff::container_restart(),
         waiting: HashMap::new(),
         status: previous,
+        eviction: None,
         cache: HashMap::new(),
         ip_cache: HashMap::new(),
         probes: HashMap::new(),
@@ -81,6 +104,8 @@ struct Worker {
     backoff: Backoff,
     waiting: WaitingReasons,
     status: Option<PodStatus>,
+    /// Set once the eviction manager evicted the pod: its status message and kill grace period.
+    eviction: Option<crate::eviction::Eviction>,
     cache: HashMap<String, ContainerObs>,
     ip_cache: HashMap<String, (Option<String>, Vec<String>)>,
     /// Probes of the running container instances, by container ID.
@@ -180,6 +205,15 @@ impl Worker {
             Msg::Update(p) => self.pod = *p,
             Msg::Terminate => self.terminating = true,
             Msg::RuntimeEvent => {}
+            Msg::Evict(e) => {
+                let phase = self.status.as_ref().and_then(|s| s.phase.as_deref());
+                if self.eviction.is_some() || self.terminating || matches!(phase, Some("Succeeded" | "Failed")) {
+                    return;
+                }
+                // Failed from now on: the terminal branch of the sync kills what runs.
+                self.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+                self.eviction = Some(e);
+            }
         }
     }
 
@@ -326,7 +360,10 @@ impl Worker {
             runtime_name: &self.cfg.runtime_name,
             now: self.cfg.deps.clock.now(),
         };
-        let st = status::compute(&self.pod, obs, &ctx);
+        let mut st = status::compute(&self.pod, obs, &ctx);
+        if let Some(e) = &self.eviction {
+            evicted_status(&mut st, &e.message, &ctx);
+        }
         self.record_start(&st);
         self.cfg.statuses.set(&self.pod, st.clone());
         self.status = Some(st);
@@ -393,8 +430,15 @@ impl Worker {
         self.publish(&obs);
         let phase = self.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
+            // Dropped when this branch ends, after the kill: the eviction manager waits for it.
+            let _evicted = self.eviction.as_mut().and_then(|e| e.done.take());
             if obs.any_running() {
-                executor::kill_pod(&deps, &self.pod, &obs).await?;
+                // An eviction kills with its own grace period (upstream's gracePeriodOverride).
+                let mut pod = self.pod.clone();
+                if let Some(e) = &self.eviction {
+                    pod.metadata.deletion_grace_period_seconds = Some(e.grace_secs);
+                }
+                executor::kill_pod(&deps, &pod, &obs).await?;
                 obs = self.observe().await?;
                 self.publish(&obs);
             }
