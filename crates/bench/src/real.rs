@@ -57,6 +57,7 @@ async fn raw_start(rt: &DynRuntime, node: &NodeContext, pod: &Pod, image_ref: &s
         restart_count: 0,
         image_ref,
         pod_ip: None,
+        volumes: &Default::default(),
     };
     let cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
     let cid = rt.create_container(&id, cfg, sb).await?;

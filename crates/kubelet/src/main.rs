@@ -360,6 +360,23 @@ async fn run() -> anyhow::Result<()> {
         },
         runtime.clone(),
     );
+    // Volumes: set up before containers start, refreshed every syncFrequency, torn down with
+    // their pod; what is on disk after a restart is reconstructed first.
+    let allocatable = cgroups.allocatable();
+    let (volumes, volume_reconciler) = kubelet::volume::VolumeManager::new(kubelet::volume::Config {
+        root_dir: root_dir.clone(),
+        node: kubelet::volume::NodeFacts {
+            name: node_name.clone(),
+            allocatable_cpu_milli: Some(allocatable.cpu_milli),
+            allocatable_memory: Some(allocatable.memory),
+        },
+        api: api.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+        resync: std_duration(cfg.sync_frequency, "syncFrequency")?,
+        csi: None,
+    });
+    tokio::spawn(volume_reconciler);
     let node_ctx = Arc::new(NodeContext {
         node_name: node_name.clone(),
         node_ip,
@@ -379,6 +396,7 @@ async fn run() -> anyhow::Result<()> {
         clock,
         container_logs_dir: CONTAINER_LOGS_DIR.into(),
         metrics: metrics.clone(),
+        volumes,
     };
     let worker = WorkerConfig {
         deps,

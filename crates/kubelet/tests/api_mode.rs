@@ -62,6 +62,10 @@ fn start() -> Cluster {
         clock: Arc::new(clock),
         container_logs_dir: dir.path().join("containers"),
         metrics: Default::default(),
+        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
+            dir.path().join("root"),
+            Arc::new(kubelet::clock::SystemClock),
+        )),
     };
     let worker =
         WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };

@@ -187,6 +187,10 @@ pub async fn run_with(
                             let grace = grace_from_runtime(&cfg, &r.uid).await;
                             spawn(orphan_pod(&r, grace), true, &mut workers, &done_tx);
                         }
+                        // Volumes and directories of pods nothing runs or wants (deleted while
+                        // the kubelet was down).
+                        let known: HashSet<String> = workers.keys().cloned().collect();
+                        cfg.worker.deps.volumes.cleanup_orphans(&known);
                     }
                     Err(e) => tracing::warn!(error = %e, "housekeeping: cannot list sandboxes"),
                 }

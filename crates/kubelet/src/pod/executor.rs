@@ -38,6 +38,8 @@ pub struct Deps {
     pub container_logs_dir: PathBuf,
     /// Pod starts, image pulls and probes are recorded here.
     pub metrics: crate::metrics::Metrics,
+    /// The volume manager: containers start once their pod's volumes are set up.
+    pub volumes: crate::volume::VolumeManager,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {
@@ -189,7 +191,8 @@ pub fn pod_name(pod: &Pod) -> String {
 }
 
 /// Performs the plan. Failures to start a container are recorded in `waiting`; other failures
-/// are returned so the worker retries the sync.
+/// are returned so the worker retries the sync. `volumes` are the pod's volumes, set up.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     deps: &Deps,
     pod: &Pod,
@@ -198,6 +201,7 @@ pub async fn execute(
     backoff: &mut Backoff,
     waiting: &mut WaitingReasons,
     on_queued: crate::images::QueueObserver<'_>,
+    volumes: &crate::volume::PodVolumes,
 ) -> Result<(), String> {
     let name = pod_name(pod);
     let grace = grace_secs(pod);
@@ -255,7 +259,7 @@ pub async fn execute(
         let sandbox_config = &sandbox_config;
         let sandbox_id = &sandbox_id;
         let ip = ip.as_deref();
-        async move { (s, start_container(deps, pod, s, sandbox_id, sandbox_config, ip, on_queued).await) }
+        async move { (s, start_container(deps, pod, s, sandbox_id, sandbox_config, ip, on_queued, volumes).await) }
     });
     for (s, result) in futures::future::join_all(starts).await {
         match result {
@@ -274,6 +278,7 @@ pub async fn execute(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_container(
     deps: &Deps,
     pod: &Pod,
@@ -282,6 +287,7 @@ async fn start_container(
     sandbox_config: &api::PodSandboxConfig,
     pod_ip: Option<&str>,
     on_queued: crate::images::QueueObserver<'_>,
+    volumes: &crate::volume::PodVolumes,
 ) -> Result<(), (&'static str, String)> {
     let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
     let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
@@ -332,6 +338,7 @@ async fn start_container(
         restart_count,
         image_ref: &image_ref,
         pod_ip,
+        volumes,
     };
     let config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);

@@ -8,7 +8,7 @@ use crate::cri::api;
 use crate::cri::labels::{self, ContainerType, PodRef};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Node-wide settings the configs depend on.
@@ -214,43 +214,6 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
     }
 }
 
-/// Host directory of a pod volume (`<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`),
-/// created if needed. Only the volume types a standalone kubelet can serve are supported here.
-pub fn volume_host_path(pod: &Pod, node: &NodeContext, name: &str) -> Result<PathBuf, ConfigError> {
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let vol = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .and_then(|v| v.iter().find(|v| v.name == name))
-        .ok_or_else(|| ConfigError(format!("volume {name:?} not found")))?;
-    if vol.empty_dir.is_some() {
-        let dir = pod_dir(node, uid).join("volumes/kubernetes.io~empty-dir").join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| ConfigError(format!("emptyDir {name}: {e}")))?;
-        // emptyDir is world-writable like upstream's, so non-root containers can use it.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
-        return Ok(dir);
-    }
-    if let Some(hp) = &vol.host_path {
-        let path = PathBuf::from(&hp.path);
-        match hp.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => {
-                std::fs::create_dir_all(&path).map_err(|e| ConfigError(format!("hostPath {name}: {e}")))?
-            }
-            "Directory" if !path.is_dir() => {
-                return Err(ConfigError(format!("hostPath type check failed: {} is not a directory", hp.path)));
-            }
-            "File" if !path.is_file() => {
-                return Err(ConfigError(format!("hostPath type check failed: {} is not a file", hp.path)));
-            }
-            _ => {}
-        }
-        return Ok(path);
-    }
-    Err(ConfigError(format!("volume {name:?}: this volume type is not supported yet")))
-}
-
 const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/acpi",
@@ -275,6 +238,8 @@ pub struct ContainerInput<'a> {
     pub restart_count: i32,
     pub image_ref: &'a str,
     pub pod_ip: Option<&'a str>,
+    /// The pod's volumes as the volume manager set them up.
+    pub volumes: &'a crate::volume::PodVolumes,
 }
 
 pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<api::ContainerConfig, ConfigError> {
@@ -285,12 +250,32 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
     let expand_all = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| expand(s, &vars)).collect::<Vec<_>>();
 
     let mut mounts = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
-        let mut host = volume_host_path(pod, node, &m.name)?;
-        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            host = safe_join(&host, sub).map_err(ConfigError)?;
-            std::fs::create_dir_all(&host).map_err(|e| ConfigError(format!("subPath {sub}: {e}")))?;
-        }
+    let volumes_pod_dir = pod_dir(node, &r.uid);
+    for (index, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let volume = input
+            .volumes
+            .host_path(&m.name)
+            .ok_or_else(|| ConfigError(format!("volume {:?} is not set up", m.name)))?;
+        let sub = match (m.sub_path.as_deref(), m.sub_path_expr.as_deref()) {
+            (Some(s), _) if !s.is_empty() => Some(s.to_string()),
+            (_, Some(e)) if !e.is_empty() => Some(expand(e, &vars)),
+            _ => None,
+        };
+        // subPath: resolved inside the volume and bind-mounted, so no symlink can lead out.
+        let host = match sub {
+            Some(sub_path) => {
+                let req = crate::volume::subpath::Request {
+                    pod_dir: &volumes_pod_dir,
+                    volume: &m.name,
+                    volume_path: volume,
+                    sub_path: &sub_path,
+                    container: &c.name,
+                    index,
+                };
+                crate::volume::subpath::prepare(&req).map_err(ConfigError)?
+            }
+            None => volume.to_path_buf(),
+        };
         let propagation = match m.mount_propagation.as_deref() {
             Some("HostToContainer") => api::MountPropagation::PropagationHostToContainer,
             Some("Bidirectional") => api::MountPropagation::PropagationBidirectional,
@@ -385,27 +370,6 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         }),
         ..Default::default()
     })
-}
-
-/// Joins `sub` under `base`, refusing anything that resolves outside `base` (symlinks included).
-pub fn safe_join(base: &Path, sub: &str) -> Result<PathBuf, String> {
-    if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
-        return Err(format!("subPath {sub:?} must be relative and must not contain '..'"));
-    }
-    let joined = base.join(sub);
-    let real_base = base.canonicalize().map_err(|e| format!("{}: {e}", base.display()))?;
-    // Resolve the deepest existing ancestor: a symlink anywhere must stay inside the volume.
-    let mut probe = joined.clone();
-    while !probe.exists() {
-        if !probe.pop() {
-            break;
-        }
-    }
-    let real = probe.canonicalize().map_err(|e| format!("{}: {e}", probe.display()))?;
-    if !real.starts_with(&real_base) {
-        return Err(format!("subPath {sub:?} resolves outside the volume"));
-    }
-    Ok(joined)
 }
 
 fn rand_u32() -> u32 {
@@ -504,6 +468,7 @@ mod tests {
             restart_count: 0,
             image_ref: "i",
             pod_ip: None,
+            volumes: &Default::default(),
         };
         let r = container_config(&input, &node).unwrap().linux.unwrap().resources.unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes), (256, 50_000, 100_000, 0));
@@ -513,14 +478,5 @@ mod tests {
         let plain = NodeContext { cgroups: None, ..node };
         assert_eq!(sandbox_config(&pod, &plain, 0).linux.unwrap().cgroup_parent, "");
         assert!(container_config(&input, &plain).unwrap().linux.unwrap().resources.is_some());
-    }
-
-    #[test]
-    fn safe_join_refuses_symlink_escapes() {
-        let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink("/etc", dir.path().join("evil")).unwrap();
-        assert!(safe_join(dir.path(), "ok/sub").is_ok());
-        assert!(safe_join(dir.path(), "evil/passwd").is_err());
-        assert!(safe_join(dir.path(), "../x").is_err());
     }
 }

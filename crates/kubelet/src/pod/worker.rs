@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
+/// How long a sync waits for volume set-ups or teardowns still in progress (failures return
+/// at once; the volume manager retries them with backoff).
+const VOLUME_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub enum Msg {
     /// A new version of the pod's spec.
@@ -415,7 +419,15 @@ impl Worker {
                 }
                 executor::remove_pod(&deps, &self.pod, &after).await?;
             }
-            let _ = std::fs::remove_dir_all(super::runtime_config::pod_dir(&deps.node, &uid));
+            // Volumes come off first; the pod directory goes only once nothing is mounted in it.
+            // A failure stays on the pod (message, FailedUnMount event) and is retried.
+            if let Err(e) = deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT).await {
+                let msg = format!("waiting for volumes to be torn down: {e}");
+                self.cfg.statuses.set_message(&uid, msg.clone());
+                return Err(msg);
+            }
+            let pod_dir = super::runtime_config::pod_dir(&deps.node, &uid);
+            crate::volume::mount::remove_unmounted(&pod_dir).map_err(|e| format!("removing the pod directory: {e}"))?;
             if let Some(cm) = &deps.node.cgroups {
                 cm.remove_pod_cgroup_eventually(&uid);
             }
@@ -442,8 +454,16 @@ impl Worker {
                 obs = self.observe().await?;
                 self.publish(&obs);
             }
+            // A finished pod's volumes are torn down (upstream does so for terminated pods).
+            if !obs.any_running()
+                && let Err(e) = deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT).await
+            {
+                tracing::warn!(pod = %executor::pod_name(&self.pod), "{e}");
+            }
             return Ok(Outcome::Next(None));
         }
+        // The volume manager keeps the pod's volumes (downward API files follow its metadata).
+        deps.volumes.set_pod(&self.pod);
 
         // Containers whose liveness or startup probe failed are killed; the plan then restarts
         // them by their restart policy, with the usual backoff.
@@ -486,12 +506,33 @@ impl Worker {
             self.publish(&obs);
             return Ok(Outcome::Next(p.retry_at));
         }
+        // Containers start only once the pod's volumes are set up (upstream WaitForAttachAndMount);
+        // until then they wait in ContainerCreating with the volumes' errors as the message.
+        let volumes = if p.create_sandbox.is_some() || !p.start.is_empty() {
+            match deps.volumes.wait_ready(&self.pod, VOLUME_WAIT).await {
+                Ok(v) => v,
+                Err(nr) => {
+                    tracing::warn!(pod = %executor::pod_name(&self.pod), "{}", nr.message);
+                    for s in &p.start {
+                        self.waiting.insert(s.name.clone(), ("ContainerCreating".into(), nr.message.clone()));
+                    }
+                    self.publish(&obs);
+                    let now = deps.clock.now();
+                    let (soonest, latest) = (now + Duration::from_secs(1), now + Duration::from_secs(30));
+                    let retry = nr.retry_at.unwrap_or(now).clamp(soonest, latest);
+                    return Ok(Outcome::Next(Some(retry)));
+                }
+            }
+        } else {
+            crate::volume::PodVolumes::default()
+        };
         // While a pull waits for a slot, the pod's status message says where it stands.
         let statuses = self.cfg.statuses.clone();
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
         let on_queued = move |msg: String| statuses.set_message(&uid, msg);
         let result =
-            executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting, &on_queued).await;
+            executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting, &on_queued, &volumes)
+                .await;
         obs = self.observe().await?;
         self.publish(&obs);
         result?;
