@@ -113,9 +113,10 @@ impl VolData {
     }
 }
 
-/// Whether `path` is a mount point in this mount namespace (/proc/self/mountinfo).
+/// Whether `path` is a mount point in this mount namespace (/proc/self/mountinfo, which lists
+/// resolved paths: a root dir behind a symlink is resolved first).
 pub fn is_mount_point(path: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| mount_points(&m).any(|p| p == path))
+    mount_count(path) > 0
 }
 
 /// The mount points listed in a mountinfo text (field 5, octal escapes decoded).
@@ -125,7 +126,8 @@ pub fn mount_points(mountinfo: &str) -> impl Iterator<Item = PathBuf> + '_ {
 
 /// How often `path` is mounted (a bind mount stacked twice counts two).
 pub fn mount_count(path: &Path) -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| mount_points(&m).filter(|p| p == path).count())
+    let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| mount_points(&m).filter(|p| *p == real).count())
 }
 
 fn unescape_octal(s: &str) -> String {
@@ -206,5 +208,7 @@ mod tests {
         assert_eq!(v[0], PathBuf::from("/mnt/with space"));
         assert_eq!(v[1], PathBuf::from("/var/lib/kubelet/pods/x/volumes/kubernetes.io~csi/pv/mount"));
         assert!(is_mount_point(Path::new("/proc")));
+        assert!(is_mount_point(Path::new("/proc/../proc")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
     }
 }
