@@ -57,7 +57,7 @@ pub const RESOURCES: &[ResourceDef] = &[
     def("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], false),
     def("", "v1", "secrets", "secret", "Secret", true, &[], &[], false),
     def("", "v1", "services", "service", "Service", true, &["svc"], &["status"], true),
-    def("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &[], false),
+    def("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"], &["token"], false),
     def("", "v1", "events", "event", "Event", true, &["ev"], &[], false),
     def("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"], &[], false),
     def(
@@ -206,6 +206,7 @@ pub fn resource_list(group: &str, version: &str) -> Result<Value, DiscoveryError
                 "eviction" => "Eviction",
                 "binding" => "Binding",
                 "proxy" => "NodeProxyOptions",
+                "token" => "TokenRequest",
                 _ => r.kind,
             };
             let kind = if *sub == "log" { "Pod" } else { kind };

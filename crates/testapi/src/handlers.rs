@@ -213,6 +213,9 @@ async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result
         }
         Method::GET => get_one(&app, &t, table),
         Method::POST if t.def.is_review() => review(&app, &t, &body, &ident),
+        Method::POST if t.def.plural == "serviceaccounts" && t.subresource.as_deref() == Some("token") => {
+            token_request(&app, &t, &body)
+        }
         Method::POST => create(&app, &t, &body),
         Method::PUT => update(&app, &t, &body),
         Method::PATCH => patch_one(&app, &t, &content_type, &body, &query),
@@ -356,6 +359,23 @@ fn check_namespace(app: &App, t: &Target, obj: &Value) -> Result<(), Response<Bo
         return Err(store_error(&StoreError::NotFound { resource: "namespaces".into(), name: ns.clone() }));
     }
     Ok(())
+}
+
+/// TokenRequest on `serviceaccounts/{name}/token` (see token_request.rs).
+fn token_request(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
+    let req = match parse_json(body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let sa = match app.store.get(&key(t)) {
+        Ok(o) => o,
+        Err(e) => return store_error(&e),
+    };
+    let (ns, name) = (t.namespace.clone().unwrap_or_default(), t.name.clone().unwrap_or_default());
+    match crate::token_request::answer(&ns, &name, &sa, &req, chrono::Utc::now()) {
+        Ok(out) => crate::respond::json_response(StatusCode::CREATED, &out),
+        Err(msg) => error(422, "Invalid", &msg),
+    }
 }
 
 fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {

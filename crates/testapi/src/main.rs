@@ -12,6 +12,7 @@ mod semantics;
 mod store;
 mod table;
 mod tls;
+mod token_request;
 mod watch;
 
 use std::net::SocketAddr;
