@@ -363,6 +363,19 @@ async fn run() -> anyhow::Result<()> {
     // Volumes: set up before containers start, refreshed every syncFrequency, torn down with
     // their pod; what is on disk after a restart is reconstructed first.
     let allocatable = cgroups.allocatable();
+    // CSI: drivers register through <root-dir>/plugins_registry; the volume manager stages and
+    // publishes CSI volumes through them.
+    let csi_drivers = kubelet::volume::csi::Drivers::new();
+    tokio::spawn(kubelet::volume::csi::watcher::run(
+        kubelet::volume::csi::watcher::Config::new(root_dir.clone(), node_name.clone()),
+        csi_drivers.clone(),
+        api.clone(),
+    ));
+    let csi_volumes = kubelet::volume::csi::CsiVolumes::new(
+        kubelet::volume::csi::Config { root_dir: root_dir.clone(), node_name: node_name.clone() },
+        api.clone(),
+        csi_drivers,
+    );
     let (volumes, volume_reconciler) = kubelet::volume::VolumeManager::new(kubelet::volume::Config {
         root_dir: root_dir.clone(),
         node: kubelet::volume::NodeFacts {
@@ -374,7 +387,7 @@ async fn run() -> anyhow::Result<()> {
         events: events.clone(),
         clock: clock.clone(),
         resync: std_duration(cfg.sync_frequency, "syncFrequency")?,
-        csi: None,
+        csi: Some(Arc::new(csi_volumes)),
     });
     tokio::spawn(volume_reconciler);
     let node_ctx = Arc::new(NodeContext {

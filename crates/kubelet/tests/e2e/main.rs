@@ -3,6 +3,7 @@
 
 mod api;
 mod cgroups;
+mod csi;
 mod harness;
 mod logs;
 mod metrics;
