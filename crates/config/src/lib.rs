@@ -5,6 +5,10 @@
 //! Typical start-up: `let flags = Flags::parse(); let (cfg, node) = load_with_flags(&flags)?;`
 //! then `unsupported_fields(&cfg, IMPLEMENTED)` to log what is ignored.
 
+// No unwrap/expect on anything that comes from outside the process: bad input is an error that
+// names the object and field (tests may unwrap; see clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 mod checks;
 pub mod decode;
 pub mod defaults;

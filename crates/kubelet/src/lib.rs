@@ -1,5 +1,9 @@
 //! A Kubernetes kubelet over CRI. See ARCHITECTURE.md for the map of subsystems.
 
+// No unwrap/expect on anything that comes from outside the process: bad input is an error that
+// names the object and field (tests may unwrap; see clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod api;
 pub mod clock;
 pub mod cm;
