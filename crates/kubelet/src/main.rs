@@ -307,6 +307,13 @@ async fn run() -> anyhow::Result<()> {
     let node_ip_for_status = node_ip.clone();
     let root_dir = node.root_dir.clone();
     std::fs::create_dir_all(root_dir.join("pods")).with_context(|| format!("--root-dir {}", root_dir.display()))?;
+    // As upstream: the root and pods directories are not readable by other users (secrets and
+    // tokens live below them).
+    for dir in [root_dir.clone(), root_dir.join("pods")] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750))
+            .with_context(|| format!("--root-dir: setting the mode of {}", dir.display()))?;
+    }
     tracing::info!(node = %node_name, root_dir = %root_dir.display(), "starting kubelet");
 
     let clock: DynClock = Arc::new(SystemClock);

@@ -73,6 +73,11 @@ async fn malformed_manifests_beside_a_running_pod_disturb_nothing() {
     let wrong: Vec<&(String, String)> = expected.iter().filter(|(n, e)| !names_field(&log, n, e)).collect();
     assert!(all.is_some(), "errors not naming their field: {wrong:?}\n{}", tail(&log, 40));
     assert!(k.exit_status().is_none(), "kubelet still running");
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["root", "root/pods"] {
+        let mode = std::fs::metadata(k.dir.path().join(dir)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750, "{dir} is not readable by other users");
+    }
     let again = k.pod("good").await.expect("good pod still reported");
     assert_eq!(container_id(&again), container_id(&good), "good pod untouched");
     assert_eq!(container_status(&again, "app").unwrap().restart_count, 0);
