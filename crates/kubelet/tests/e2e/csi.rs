@@ -274,3 +274,35 @@ async fn a_pod_waits_for_its_volume_attachment() {
     k.cleanup().await;
     drop(driver);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_the_kubelet_is_down_has_its_csi_volume_torn_down() {
+    let Some((api, mut k)) = start("csiorphan").await else { return };
+    let root = k.dir.path().join("root");
+    let driver = Driver::start(&root, k.dir.path());
+    let handle = "vol-orphan";
+    api.apply(&storage_objects(handle, false));
+    api.apply(&pod("orphan", &format!("claim-{handle}")));
+    let p = eventually("pod Running with the volume", || running(&api, "orphan")).await;
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let target = root.join(format!("pods/{uid}/volumes/kubernetes.io~csi/pv-{handle}/mount"));
+    assert!(kubelet::volume::csi::paths::is_mount_point(&target));
+    // Frozen, so it cannot see the deletion; then killed and started again.
+    let pid = k.pid().expect("kubelet running") as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    api.kubectl(&["delete", "pod", "orphan", "--grace-period=0", "--force", "--wait=false"]);
+    k.restart(libc::SIGKILL).await;
+    let undone = wait_until(LONG, || async {
+        let calls = driver.volume_calls();
+        calls.iter().any(|(m, _)| m == "NodeUnstageVolume").then_some(calls)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no NodeUnstageVolume; kubelet log:\n{}", tail(&k.log(), 60)));
+    let methods: Vec<&str> = undone.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(methods, ["NodeStageVolume", "NodePublishVolume", "NodeUnpublishVolume", "NodeUnstageVolume"]);
+    assert_eq!(undone[2].1["target_path"], target.display().to_string());
+    let clean = wait_until(LONG, || async { Driver::mounts_under(&root).is_empty().then_some(()) }).await;
+    assert!(clean.is_some(), "mounts left: {:?}", Driver::mounts_under(&root));
+    k.cleanup().await;
+    drop(driver);
+}
