@@ -160,6 +160,7 @@ impl ImageGc {
                 last_used: None,
             });
             let in_use = is_used(i);
+            tracing::debug!(image = %i.id, tags = ?i.repo_tags, in_use, pinned = keep(i), "image GC: image");
             if in_use {
                 r.last_used = Some(now);
             }

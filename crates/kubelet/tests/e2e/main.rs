@@ -9,6 +9,7 @@ mod logs;
 mod metrics;
 mod probes;
 mod reliability;
+mod resources;
 mod server;
 
 use harness::*;
