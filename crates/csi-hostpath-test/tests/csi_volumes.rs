@@ -165,6 +165,8 @@ async fn setup(extra: &[&str]) -> (Plugin, FakeApi, CsiVolumes, tokio::task::Joi
     std::fs::create_dir_all(plugin.root().join("pods")).unwrap();
     let fake = api();
     let dynapi: DynApi = Arc::new(fake.clone());
+    let node = k8s_openapi::api::core::v1::Node { metadata: meta(None, NODE), ..Default::default() };
+    dynapi.create_node(&node).await.unwrap();
     let drivers = Drivers::new();
     let mut cfg = csi::watcher::Config::new(plugin.root(), NODE.into());
     cfg.rescan = Duration::from_millis(200);
@@ -195,6 +197,7 @@ async fn claim_calls_arrive_in_order_with_upstream_paths_and_are_undone() {
     let csinode = fake.csi_node(NODE).expect("CSINode created");
     assert_eq!(csinode.spec.drivers[0].name, DRIVER);
     assert_eq!(csinode.spec.drivers[0].node_id, "test-node-id");
+    assert_eq!(csinode.metadata.owner_references.unwrap()[0].name, NODE);
 
     let start = plugin.calls().len();
     let a = pod("a");

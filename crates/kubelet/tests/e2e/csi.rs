@@ -172,6 +172,7 @@ async fn a_claims_csi_calls_arrive_in_order_and_are_undone_on_deletion() {
     })
     .await;
     assert_eq!(csinode["spec"]["drivers"][0]["nodeID"], "e2e-node-id");
+    assert_eq!(csinode["metadata"]["ownerReferences"][0]["kind"], "Node", "{csinode}");
 
     api.apply(&pod("reader", &format!("claim-{handle}")));
     let p = eventually("pod Running with the volume", || running(&api, "reader")).await;

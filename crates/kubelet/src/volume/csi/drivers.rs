@@ -142,16 +142,13 @@ async fn update_csi_node(
             None => {
                 let mut drivers = Vec::new();
                 change(&mut drivers);
-                let owner = match api.get_node(node_name).await {
-                    Ok(Some(node)) => node.metadata.uid.map(|uid| OwnerReference {
-                        api_version: "v1".into(),
-                        kind: "Node".into(),
-                        name: node_name.to_string(),
-                        uid,
-                        ..Default::default()
-                    }),
-                    _ => None,
-                };
+                let owner = node_uid(api, node_name).await.map(|uid| OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    name: node_name.to_string(),
+                    uid,
+                    ..Default::default()
+                });
                 let n = CSINode {
                     metadata: ObjectMeta {
                         name: Some(node_name.to_string()),
@@ -170,6 +167,21 @@ async fn update_csi_node(
         }
     }
     Err(format!("CSINode {node_name}: still conflicting after 5 attempts"))
+}
+
+/// The Node's UID, waiting a few seconds for a kubelet that is registering it right now (the
+/// CSINode is owned by the Node; without one it is created unowned).
+async fn node_uid(api: &DynApi, node_name: &str) -> Option<String> {
+    for attempt in 0..10 {
+        if let Ok(Some(node)) = api.get_node(node_name).await {
+            return node.metadata.uid;
+        }
+        if attempt < 9 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    tracing::warn!(node = node_name, "Node not registered: creating its CSINode without an owner");
+    None
 }
 
 #[cfg(test)]
