@@ -133,6 +133,9 @@ async fn claim(api: &DynApi, node_name: &str, pod: &Pod, claim: &str, read_only:
             }
         }
     }
+    if spec.volume_mode.as_deref() == Some("Block") {
+        return Err(format!("PV {pv_name} (PVC {ns}/{claim}): raw block volumes (volumeMode Block) are not supported"));
+    }
     let src = spec.csi.ok_or_else(|| format!("PV {pv_name} (PVC {ns}/{claim}) is not a CSI volume"))?;
     let driver = src.driver.clone();
     let handle = src.volume_handle.clone();
@@ -373,6 +376,13 @@ mod tests {
         let api: DynApi = Arc::new(FakeApi::new());
         let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err();
         assert_eq!(e, "persistentvolumeclaim \"claim\" not found");
+        let f = fake(true, Some(false));
+        let mut pv = crate::api::Api::get_persistent_volume(&f, "pv1").await.unwrap().unwrap();
+        pv.spec.as_mut().unwrap().volume_mode = Some("Block".into());
+        f.put_persistent_volume(pv);
+        let api: DynApi = Arc::new(f);
+        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err();
+        assert!(e.contains("volumeMode Block"), "{e}");
         let e = resolve(None, "n", &pod(), &claim_volume()).await.unwrap_err();
         assert!(e.contains("need the API server"), "{e}");
     }
