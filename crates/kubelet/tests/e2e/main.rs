@@ -11,6 +11,7 @@ mod probes;
 mod reliability;
 mod resources;
 mod server;
+mod volumes;
 
 use harness::*;
 use std::time::{Duration, Instant};
