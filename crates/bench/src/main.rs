@@ -6,11 +6,14 @@
 //! - container exit → terminated state visible on /pods;
 //! - kubelet RSS and CPU idle and with `--burst` pods;
 //! - 1,000 and 5,000 pods on the fake runtime (in process): time to all Running, per-pod cost;
-//! - churn: rounds of 1,000 pods created and deleted on the fake runtime, RSS after each round.
+//! - churn: rounds of 1,000 pods created and deleted on the fake runtime, RSS after each round;
+//! - `--hollow N,M`: hollow nodes (`kubelet-hollow`) against testapi — RSS and CPU per node, pods
+//!   per second sustained, node Ready and lease renewals (`--hollow-only` runs just these).
 //!
 //! Needs containerd and the local registry (hack/env-up.sh) for everything but `--fake-only`.
 
 mod fake_scale;
+mod hollow;
 mod real;
 
 use clap::Parser;
@@ -41,6 +44,24 @@ pub struct Args {
     pub fake_only: bool,
     #[arg(long, default_value = "127.0.0.1:5000/busybox:1.36")]
     pub image: String,
+    /// Hollow node counts to run against testapi (e.g. 10,100); none by default.
+    #[arg(long, value_delimiter = ',')]
+    pub hollow: Vec<usize>,
+    /// Only the hollow node runs.
+    #[arg(long)]
+    pub hollow_only: bool,
+    /// Pods per hollow node (kubemark's density test uses 30).
+    #[arg(long, default_value_t = 30)]
+    pub hollow_pods_per_node: usize,
+    /// Pod creations in flight at once in the hollow runs.
+    #[arg(long, default_value_t = 16)]
+    pub hollow_concurrency: usize,
+    /// The testapi binary [default: next to kubelet-bench].
+    #[arg(long)]
+    pub testapi: Option<std::path::PathBuf>,
+    /// The kubelet-hollow binary [default: next to kubelet-bench].
+    #[arg(long)]
+    pub hollow_bin: Option<std::path::PathBuf>,
 }
 
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -60,6 +81,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!("# kubelet-bench");
     println!("machine: {} CPUs, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), mem_total());
+    if !args.hollow.is_empty() {
+        let opts = hollow::Options {
+            testapi: args.testapi.clone().unwrap_or_else(|| hollow::sibling("testapi")),
+            hollow: args.hollow_bin.clone().unwrap_or_else(|| hollow::sibling("kubelet-hollow")),
+            pods_per_node: args.hollow_pods_per_node,
+            concurrency: args.hollow_concurrency,
+        };
+        hollow::run(&opts, &args.hollow).await?;
+    }
+    if args.hollow_only {
+        return Ok(());
+    }
     if !args.fake_only {
         // One kubelet per runtime: wait for any e2e run (same lock as the e2e harness).
         let lock = std::fs::OpenOptions::new()
