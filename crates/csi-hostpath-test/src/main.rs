@@ -102,15 +102,22 @@ impl Registration for RegistrationService {
     }
 }
 
+/// Listens on `path`, which appears only once it accepts connections (bound under a hidden name,
+/// then renamed: the kubelet's watcher skips hidden names).
 fn listen(path: &Path) -> std::io::Result<UnixListenerStream> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    for p in [path, tmp.as_path()] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    Ok(UnixListenerStream::new(tokio::net::UnixListener::bind(path)?))
+    let listener = tokio::net::UnixListener::bind(&tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(UnixListenerStream::new(listener))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 /// The registration directory under the root dir.
 pub const REGISTRY_DIR: &str = "plugins_registry";
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// A socket whose registration failed is tried again after this long.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A socket whose registration failed is tried again after this long, doubling up to the max
+/// (a plugin's socket file exists a moment before it listens).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,7 +40,7 @@ impl Config {
 /// What the watcher knows about one socket (keyed by path; a new inode is a new plugin).
 enum Seen {
     Registered { ino: u64 },
-    Failed { ino: u64, at: Instant },
+    Failed { ino: u64, at: Instant, delay: Duration },
 }
 
 /// Sockets under `dir` (and one level of subdirectories), hidden names skipped, with inodes.
@@ -85,12 +87,21 @@ pub async fn run(cfg: Config, drivers: Drivers, api: Option<DynApi>) {
             watching = w.watch(&dir, notify::RecursiveMode::Recursive).is_ok();
         }
         reconcile(&cfg, &dir, &drivers, api.as_ref(), &mut seen).await;
+        // Wake up for the earliest retry of a failed registration, or the rescan.
+        let next_retry = seen
+            .values()
+            .filter_map(|s| match s {
+                Seen::Failed { at, delay, .. } => Some(delay.saturating_sub(at.elapsed())),
+                Seen::Registered { .. } => None,
+            })
+            .min();
+        let wait = next_retry.map_or(cfg.rescan, |r| r.min(cfg.rescan));
         tokio::select! {
             got = ev_rx.recv() => {
                 if got.is_none() { watching = false; }
                 while ev_rx.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(cfg.rescan) => {
+            _ = tokio::time::sleep(wait) => {
                 if let Some(w) = watcher.as_mut() && watching && !dir.exists() {
                     let _ = w.unwatch(&dir);
                     watching = false;
@@ -131,19 +142,20 @@ async fn reconcile(
         }
     }
     for (path, ino) in now {
-        match seen.get(&path) {
+        let delay = match seen.get(&path) {
             Some(Seen::Registered { .. }) => continue,
-            Some(Seen::Failed { at, .. }) if at.elapsed() < RETRY_AFTER => continue,
-            _ => {}
-        }
+            Some(Seen::Failed { at, delay, .. }) if at.elapsed() < *delay => continue,
+            Some(Seen::Failed { delay, .. }) => (*delay * 2).min(RETRY_MAX),
+            None => RETRY_AFTER,
+        };
         let state = match register(cfg, &path, drivers, api).await {
             Ok(d) => {
                 tracing::info!(driver = %d.name, endpoint = %d.endpoint.display(), node_id = %d.node_id, "CSI driver registered");
                 Seen::Registered { ino }
             }
             Err(e) => {
-                tracing::warn!(socket = %path.display(), error = %e, "plugin registration failed");
-                Seen::Failed { ino, at: Instant::now() }
+                tracing::warn!(socket = %path.display(), error = %e, retry_in = ?delay, "plugin registration failed");
+                Seen::Failed { ino, at: Instant::now(), delay }
             }
         };
         seen.insert(path, state);
