@@ -322,6 +322,10 @@ async fn set_up_names_the_missing_driver() {
         Drivers::new(),
     );
     let e = vols.set_up(&pod("a"), &claim_volume()).await.unwrap_err();
-    assert_eq!(e, "driver name hostpath.test.csi not found in the list of registered CSI drivers");
+    assert_eq!(
+        e,
+        "PVC default/claim (PV pv1, CSI driver hostpath.test.csi): \
+         driver name hostpath.test.csi not found in the list of registered CSI drivers"
+    );
     assert!(!Path::new(&dir.path().join("pods/uid-a")).exists(), "nothing written before the driver answers");
 }

@@ -94,7 +94,7 @@ impl CsiVolumes {
         {
             return Ok(target);
         }
-        let node = self.node(&r.driver).await?;
+        let node = self.node(&r.driver).await.map_err(|e| format!("{}: {e}", r.what))?;
         let caps = node.capabilities().await?;
         // The record first: whatever the driver does next can be undone by tear_down.
         std::fs::create_dir_all(&vol_dir).map_err(|e| format!("creating {}: {e}", vol_dir.display()))?;
