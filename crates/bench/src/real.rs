@@ -308,7 +308,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     lat.sort();
     println!(
-        "container exit → status visible: p50 {} p99 {} (relist backstop 1 s)",
+        "container exit → status visible: p50 {} p99 {} (PLEG runtime events; relist as backstop)",
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99))
     );
