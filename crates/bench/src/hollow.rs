@@ -77,8 +77,6 @@ fn start_hollow(bin: &Path, nodes: usize, prefix: &str, kubeconfig: &Path, dir: 
     let mut child = Command::new(bin)
         .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix, "--kubeconfig"])
         .arg(kubeconfig)
-        .arg("--root-dir")
-        .arg(dir.join(format!("{prefix}nodes")))
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -137,139 +135,164 @@ pub fn baseline(opts: &Options, kubeconfig: &Path, dir: &Path) -> anyhow::Result
 }
 
 pub async fn run(opts: &Options, counts: &[usize]) -> anyhow::Result<()> {
+    let mut empty = None;
+    for &n in counts {
+        round(opts, n, &mut empty).await?;
+    }
+    Ok(())
+}
+
+/// One count of nodes against a fresh testapi (earlier rounds' pods would stay bound to nodes
+/// that are gone).
+async fn round(opts: &Options, n: usize, empty: &mut Option<u64>) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("bench-hollow-").tempdir()?;
     let (server, kubeconfig) = start_testapi(&opts.testapi, dir.path())?;
     let admin: DynApi =
         Arc::new(KubeApi::from_kubeconfig(&kubeconfig, 10_000.0, 10_000).await.map_err(|e| anyhow::anyhow!(e))?);
-    let empty = baseline(opts, &kubeconfig, dir.path())?;
-    println!("hollow: empty kubelet-hollow process RSS {:.1} MiB", empty as f64 / 1024.0);
-    for (round, &n) in counts.iter().enumerate() {
-        // Each round has its own node names so earlier rounds' Nodes and pods do not count.
-        let prefix = format!("r{round}-hollow-");
-        let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
-        let start = Instant::now();
-        let p = start_hollow(&opts.hollow, n, &prefix, &kubeconfig, dir.path())?;
-        let pid = p.pid();
-        while ready_nodes(&admin, &names).await < n {
-            anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "hollow nodes did not all become Ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    let empty = match *empty {
+        Some(e) => e,
+        None => {
+            let e = baseline(opts, &kubeconfig, dir.path())?;
+            println!("hollow: empty kubelet-hollow process RSS {:.1} MiB", e as f64 / 1024.0);
+            *empty = Some(e);
+            e
         }
-        let registered = start.elapsed();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let rss_idle = rss_kib(&pid);
-        let cpu0 = cpu_time(&pid);
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let idle_cores = (cpu_time(&pid) - cpu0).as_secs_f64() / 10.0;
-
-        // Pods: watch every node's pods (as the scheduler-side observer would), then create.
-        let total = n * opts.pods_per_node;
-        let running_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let mut watches = tokio::task::JoinSet::new();
-        for name in &names {
-            let mut rx = admin.watch_node_pods(name);
-            let running_at = running_at.clone();
-            watches.spawn(async move {
-                while let Some(pods) = rx.recv().await {
-                    let now = Instant::now();
-                    let mut m = running_at.lock().unwrap_or_else(|p| p.into_inner());
-                    for p in pods {
-                        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
-                            m.entry(p.metadata.name.unwrap_or_default()).or_insert(now);
-                        }
-                    }
-                }
-            });
-        }
-        let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let cpu_pods0 = cpu_time(&pid);
-        let t0 = Instant::now();
-        let mut creators = tokio::task::JoinSet::new();
-        for c in 0..opts.concurrency.max(1) {
-            let admin = admin.clone();
-            let names = names.clone();
-            let created_at = created_at.clone();
-            let step = opts.concurrency.max(1);
-            creators.spawn(async move {
-                let mut i = c;
-                while i < total {
-                    let name = format!("p{i}");
-                    let node = &names[i % names.len()];
-                    let sent = Instant::now();
-                    if let Err(e) = admin.create_pod(&pod(&name, node)).await {
-                        eprintln!("create {name}: {e}");
-                    }
-                    created_at.lock().unwrap_or_else(|p| p.into_inner()).insert(name, sent);
-                    i += step;
-                }
-            });
-        }
-        while creators.join_next().await.is_some() {}
-        let created = t0.elapsed();
-        loop {
-            let count = running_at.lock().unwrap_or_else(|p| p.into_inner()).len();
-            if count >= total {
-                break;
-            }
-            anyhow::ensure!(
-                t0.elapsed() < Duration::from_secs(600),
-                "only {count} of {total} pods Running after 600 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let all_running = t0.elapsed();
-        let cpu_pods = cpu_time(&pid) - cpu_pods0;
-        let mut lat: Vec<Duration> = {
-            let r = running_at.lock().unwrap_or_else(|p| p.into_inner());
-            let c = created_at.lock().unwrap_or_else(|p| p.into_inner());
-            c.iter().filter_map(|(k, t)| r.get(k).map(|rt| rt.saturating_duration_since(*t))).collect()
-        };
-        lat.sort();
-        watches.abort_all();
-
-        // Steady state with the pods: RSS, CPU, and every lease renewed in a 12 s window
-        // (renewed every 10 s).
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let rss_pods = rss_kib(&pid);
-        let leases0 = renew_times(&admin, &names).await;
-        let cpu1 = cpu_time(&pid);
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        let busy_cores = (cpu_time(&pid) - cpu1).as_secs_f64() / 12.0;
-        let leases1 = renew_times(&admin, &names).await;
-        let renewed = leases0.iter().zip(&leases1).filter(|(a, b)| a.is_some() && b.is_some() && a != b).count();
-        let ready = ready_nodes(&admin, &names).await;
-
-        let per_node = (rss_idle.saturating_sub(empty)) as f64 / n as f64 / 1024.0;
-        let per_pod = (rss_pods.saturating_sub(rss_idle)) as f64 / total as f64;
-        println!(
-            "hollow, {n} nodes: all Ready in {}; RSS {:.1} MiB = {per_node:.2} MiB per node over the empty process; \
-             idle CPU {:.4} cores ({:.5} per node)",
-            ms(registered),
-            rss_idle as f64 / 1024.0,
-            idle_cores,
-            idle_cores / n as f64
-        );
-        println!(
-            "hollow, {n} nodes, {total} pods ({} per node, {} creators): created in {}, all Running in {} = {:.0} pods/s \
-             sustained; create→Running (watch) p50 {} p99 {}; hollow CPU {:.1} ms per pod",
-            opts.pods_per_node,
-            opts.concurrency,
-            ms(created),
-            ms(all_running),
-            total as f64 / all_running.as_secs_f64(),
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
-            cpu_pods.as_secs_f64() * 1000.0 / total as f64
-        );
-        println!(
-            "hollow, {n} nodes with {total} pods: RSS {:.1} MiB (+{per_pod:.1} KiB per pod), {:.2} MiB per node all in; \
-             CPU {:.4} cores ({:.5} per node); {ready}/{n} nodes Ready; {renewed}/{n} leases renewed in 12 s",
-            rss_pods as f64 / 1024.0,
-            (rss_pods.saturating_sub(empty)) as f64 / n as f64 / 1024.0,
-            busy_cores,
-            busy_cores / n as f64
-        );
-        p.stop();
+    };
+    let prefix = "hollow-";
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let start = Instant::now();
+    let p = start_hollow(&opts.hollow, n, prefix, &kubeconfig, dir.path())?;
+    let pid = p.pid();
+    while ready_nodes(&admin, &names).await < n {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "hollow nodes did not all become Ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let registered = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_idle = rss_kib(&pid);
+    let cpu0 = cpu_time(&pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cores = (cpu_time(&pid) - cpu0).as_secs_f64() / 10.0;
+
+    // Pods: watch every node's pods (as the scheduler-side observer would), then create.
+    let total = n * opts.pods_per_node;
+    let running_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut watches = tokio::task::JoinSet::new();
+    for name in &names {
+        let mut rx = admin.watch_node_pods(name);
+        let running_at = running_at.clone();
+        watches.spawn(async move {
+            while let Some(pods) = rx.recv().await {
+                let now = Instant::now();
+                let mut m = running_at.lock().unwrap_or_else(|p| p.into_inner());
+                for p in pods {
+                    if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+                        m.entry(p.metadata.name.unwrap_or_default()).or_insert(now);
+                    }
+                }
+            }
+        });
+    }
+    let created_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let cpu_pods0 = cpu_time(&pid);
+    let api_cpu0 = cpu_time(&server.pid());
+    let bench_cpu0 = cpu_time("self");
+    let t0 = Instant::now();
+    let mut creators = tokio::task::JoinSet::new();
+    for c in 0..opts.concurrency.max(1) {
+        let admin = admin.clone();
+        let names = names.clone();
+        let created_at = created_at.clone();
+        let step = opts.concurrency.max(1);
+        creators.spawn(async move {
+            let mut i = c;
+            while i < total {
+                let name = format!("p{i}");
+                let node = &names[i % names.len()];
+                let sent = Instant::now();
+                admin.create_pod(&pod(&name, node)).await.map_err(|e| anyhow::anyhow!("create pod {name}: {e}"))?;
+                created_at.lock().unwrap_or_else(|p| p.into_inner()).insert(name, sent);
+                i += step;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = creators.join_next().await {
+        r??;
+    }
+    let created = t0.elapsed();
+    loop {
+        let count = running_at.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if count >= total {
+            break;
+        }
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "only {count} of {total} pods Running after 600 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_running = t0.elapsed();
+    let cpu_pods = cpu_time(&pid) - cpu_pods0;
+    let api_cpu = cpu_time(&server.pid()) - api_cpu0;
+    let bench_cpu = cpu_time("self") - bench_cpu0;
+    let mut lat: Vec<Duration> = {
+        let r = running_at.lock().unwrap_or_else(|p| p.into_inner());
+        let c = created_at.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter().filter_map(|(k, t)| r.get(k).map(|rt| rt.saturating_duration_since(*t))).collect()
+    };
+    lat.sort();
+    watches.abort_all();
+
+    // Steady state with the pods: RSS, CPU, and every lease renewed in a 12 s window
+    // (renewed every 10 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_pods = rss_kib(&pid);
+    let leases0 = renew_times(&admin, &names).await;
+    let cpu1 = cpu_time(&pid);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let busy_cores = (cpu_time(&pid) - cpu1).as_secs_f64() / 12.0;
+    let leases1 = renew_times(&admin, &names).await;
+    let renewed = leases0.iter().zip(&leases1).filter(|(a, b)| a.is_some() && b.is_some() && a != b).count();
+    let ready = ready_nodes(&admin, &names).await;
+
+    let per_node = (rss_idle.saturating_sub(empty)) as f64 / n as f64 / 1024.0;
+    let per_pod = (rss_pods.saturating_sub(rss_idle)) as f64 / total as f64;
+    println!(
+        "hollow, {n} nodes: all Ready in {}; RSS {:.1} MiB = {per_node:.2} MiB per node over the empty process; \
+         idle CPU {:.4} cores ({:.5} per node)",
+        ms(registered),
+        rss_idle as f64 / 1024.0,
+        idle_cores,
+        idle_cores / n as f64
+    );
+    println!(
+        "hollow, {n} nodes, {total} pods ({} per node, {} creators): created in {}, all Running in {} = {:.0} pods/s \
+         sustained; create→Running (watch) p50 {} p99 {}; CPU per pod: hollow {:.1} ms, testapi {:.1} ms, this bench (creates and watches) {:.1} ms",
+        opts.pods_per_node,
+        opts.concurrency,
+        ms(created),
+        ms(all_running),
+        total as f64 / all_running.as_secs_f64(),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        cpu_pods.as_secs_f64() * 1000.0 / total as f64,
+        api_cpu.as_secs_f64() * 1000.0 / total as f64,
+        bench_cpu.as_secs_f64() * 1000.0 / total as f64
+    );
+    println!(
+        "hollow, {n} nodes with {total} pods: RSS {:.1} MiB (+{per_pod:.1} KiB per pod), {:.2} MiB per node all in; \
+         CPU {:.4} cores ({:.5} per node); {ready}/{n} nodes Ready; {renewed}/{n} leases renewed in 12 s",
+        rss_pods as f64 / 1024.0,
+        (rss_pods.saturating_sub(empty)) as f64 / n as f64 / 1024.0,
+        busy_cores,
+        busy_cores / n as f64
+    );
+    p.stop();
     drop(server);
+    // What went wrong along the way (watch restarts, failed writes) is in the hollow log.
+    let log = std::fs::read_to_string(dir.path().join(format!("{prefix}{n}.log"))).unwrap_or_default();
+    let warns: Vec<&str> =
+        log.lines().filter(|l| l.contains(" WARN ") && !l.contains("hollow nodes started")).collect();
+    if !warns.is_empty() {
+        println!("hollow, {n} nodes: {} warnings in the log, first: {}", warns.len(), warns[0]);
+    }
     Ok(())
 }
