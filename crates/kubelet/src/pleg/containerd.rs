@@ -4,7 +4,7 @@
 //! next relist (upstream's kubelet waits for the relist there).
 //!
 //! containerd's CRI plugin updates its container state from the same event, asynchronously, so
-//! an exit is forwarded once CRI ContainerStatus agrees (or after ~1 s; the relist corrects
+//! an exit is forwarded once CRI ContainerStatus agrees (or after ~0.6 s; the relist corrects
 //! anything left). Exec processes (probes) exit too; only a container's init process counts.
 
 use super::cache::{Cache, Event, EventKind};
@@ -41,11 +41,10 @@ pub fn exited(env: &Envelope) -> Option<String> {
     (exit.id.is_empty() || exit.id == exit.container_id).then_some(exit.container_id)
 }
 
-/// Waits until CRI no longer reports `id` running: every 5 ms for the first 250 ms (containerd's
-/// CRI plugin deletes the task before it updates the state, tens of ms after the exit), then
-/// every 50 ms up to about 1 s.
+/// Waits (5 ms doubling, about 0.6 s at most) until CRI no longer reports `id` running.
 async fn confirm(runtime: DynRuntime, id: String) -> String {
-    for attempt in 0..65u32 {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..7 {
         let done = match runtime.container_status(&id).await {
             Ok(st) => st.state != api::ContainerState::ContainerRunning as i32,
             // The sandbox (pause) container.
@@ -58,7 +57,8 @@ async fn confirm(runtime: DynRuntime, id: String) -> String {
         if done {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(if attempt < 50 { 5 } else { 50 })).await;
+        tokio::time::sleep(delay).await;
+        delay *= 2;
     }
     id
 }
