@@ -127,6 +127,15 @@ impl Kubelet {
             self.healthz_port,
             self.port
         );
+        // The default evictionHard (imagefs.available<15%, nodefs.available<10%) would make these
+        // tests depend on the build machine's free disk: at 14% free the node reports DiskPressure
+        // and the kubelet rejects every non-critical pod (Evicted), as upstream does. Keep the
+        // memory default; a test that studies eviction sets its own thresholds.
+        if !extra.contains("evictionHard") {
+            config.push_str(
+                "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
+            );
+        }
         config.push_str(extra);
         std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();
     }
