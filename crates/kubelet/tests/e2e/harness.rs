@@ -136,6 +136,11 @@ impl Kubelet {
                 "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  imagefs.available: 1%\n  nodefs.inodesFree: 1%\n",
             );
         }
+        // Likewise image GC (high threshold 85 %): above it every test's kubelet would remove the
+        // shared test images. 100 turns it off, as upstream; the image GC test sets its own.
+        if !extra.contains("imageGCHighThresholdPercent") {
+            config.push_str("imageGCHighThresholdPercent: 100\nimageGCLowThresholdPercent: 99\n");
+        }
         config.push_str(extra);
         std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();
     }
