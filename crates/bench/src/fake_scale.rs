@@ -86,8 +86,14 @@ fn fake_node() -> anyhow::Result<FakeNode> {
             Arc::new(kubelet::clock::SystemClock),
         )),
     };
-    let worker =
-        WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
+    let cache = kubelet::pleg::Cache::new();
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name: "fake".into(),
+        resync: Duration::from_secs(60),
+        pleg: Some(cache.clone()),
+    };
     let (snap_tx, snap_rx) = mpsc::channel(4);
     let (pleg_tx, pleg_rx) = mpsc::channel(4096);
     let health = kubelet::pleg::Health::default();
@@ -95,6 +101,7 @@ fn fake_node() -> anyhow::Result<FakeNode> {
         kubelet::pleg::Config { relist_period: Duration::from_secs(1), metrics: Default::default() },
         runtime,
         health,
+        cache,
         pleg_tx,
     ));
     let cfg = dispatcher::Config {

@@ -146,7 +146,14 @@ pub async fn start(cfg: Config, runtime: DynRuntime, api: DynApi) -> Result<Node
         metrics: metrics.clone(),
         volumes,
     };
-    let worker = WorkerConfig { deps, statuses: statuses.clone(), runtime_name, resync: cfg.resync };
+    let pleg_cache = pleg::Cache::new();
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name,
+        resync: cfg.resync,
+        pleg: Some(pleg_cache.clone()),
+    };
 
     let (snap_tx, snap_rx) = mpsc::channel(16);
     tasks.spawn(sources::api::run(api.clone(), node_name.clone(), snap_tx));
@@ -174,7 +181,13 @@ pub async fn start(cfg: Config, runtime: DynRuntime, api: DynApi) -> Result<Node
     tasks.spawn(status_sync::run(sync_cfg, statuses.clone(), api));
 
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
-    tasks.spawn(pleg::run(pleg::Config { relist_period: cfg.relist_period, metrics }, runtime, pleg_health, pleg_tx));
+    tasks.spawn(pleg::run(
+        pleg::Config { relist_period: cfg.relist_period, metrics },
+        runtime,
+        pleg_health,
+        pleg_cache,
+        pleg_tx,
+    ));
     let node_info =
         NodeInfo { name: node_name.clone(), labels: node_status::node_labels(&node_name, &cfg.labels), taints: vec![] };
     tasks.spawn(dispatcher::run(

@@ -407,6 +407,8 @@ async fn run() -> anyhow::Result<()> {
         root_dir: root_dir.clone(),
         cgroups: Some(cgroups),
     });
+    // What the PLEG's relist found, per pod: the workers observe from it.
+    let pleg_cache = pleg::Cache::new();
     let deps = Deps {
         api: api.clone(),
         events: events.clone(),
@@ -423,6 +425,7 @@ async fn run() -> anyhow::Result<()> {
         statuses: statuses.clone(),
         runtime_name,
         resync: std_duration(cfg.sync_frequency, "syncFrequency")?,
+        pleg: Some(pleg_cache.clone()),
     };
 
     let (snap_tx, snap_rx) = mpsc::channel(16);
@@ -507,6 +510,7 @@ async fn run() -> anyhow::Result<()> {
         pleg::Config { relist_period: Duration::from_secs(1), metrics: metrics.clone() },
         runtime.clone(),
         pleg_health.clone(),
+        pleg_cache,
         pleg_tx,
     ));
     let (evict_tx, evict_rx) = mpsc::channel(4);

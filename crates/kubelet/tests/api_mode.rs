@@ -67,8 +67,14 @@ fn start() -> Cluster {
             Arc::new(kubelet::clock::SystemClock),
         )),
     };
-    let worker =
-        WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
+    let cache = pleg::Cache::new();
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name: "fake".into(),
+        resync: Duration::from_secs(60),
+        pleg: Some(cache.clone()),
+    };
     let (snap_tx, snap_rx) = mpsc::channel(8);
     let (pleg_tx, pleg_rx) = mpsc::channel(64);
     let health = pleg::Health::default();
@@ -76,6 +82,7 @@ fn start() -> Cluster {
         pleg::Config { relist_period: Duration::from_millis(100), metrics: Default::default() },
         runtime.clone(),
         health.clone(),
+        cache,
         pleg_tx,
     ));
     tokio::spawn(dispatcher::run(

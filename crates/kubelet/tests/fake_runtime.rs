@@ -65,8 +65,14 @@ fn node_in(rt: FakeRuntime, max_parallel_pulls: Option<usize>, dir: Arc<tempfile
             Arc::new(kubelet::clock::SystemClock),
         )),
     };
-    let worker =
-        WorkerConfig { deps, statuses: statuses.clone(), runtime_name: "fake".into(), resync: Duration::from_secs(60) };
+    // PLEG events are fed by hand: workers list their pod themselves.
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name: "fake".into(),
+        resync: Duration::from_secs(60),
+        pleg: None,
+    };
     let (snap_tx, snap_rx) = mpsc::channel(8);
     let (pleg_tx, pleg_rx) = mpsc::channel(64);
     let cfg = dispatcher::Config {

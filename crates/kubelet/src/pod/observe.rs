@@ -1,8 +1,10 @@
 //! What the runtime has for one pod: its sandboxes and containers, read back from CRI labels
-//! and annotations so that a restarted kubelet adopts what it finds.
+//! and annotations so that a restarted kubelet adopts what it finds. The lists come from the PLEG's
+//! cache ([`from_record`]) or, without one, from the pod's own filtered lists ([`observe`]).
 
-use crate::cri::labels::{self, ContainerAnnotations};
+use crate::cri::labels;
 use crate::cri::{DynRuntime, Result, api};
+use crate::pleg::PodRecord;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +81,8 @@ fn cstate(v: i32) -> CState {
     }
 }
 
-/// Reads a pod's state. `cache` holds container details from earlier reads: a container whose
+/// Reads a pod's state with two label-filtered list calls (when no PLEG cache is at hand, or it
+/// is not fresh in time). `cache` holds container details from earlier reads: a container whose
 /// listed state has not changed is not asked about again.
 pub async fn observe(
     runtime: &DynRuntime,
@@ -93,11 +96,21 @@ pub async fn observe(
         .await?;
     let containers =
         runtime.list_containers(Some(api::ContainerFilter { label_selector: selector, ..Default::default() })).await?;
+    from_record(runtime, &PodRecord::from_lists(&sandboxes, &containers), cache, ip_cache).await
+}
 
+/// Reads a pod's state from what a list (the PLEG's relist or the pod's own) found: only
+/// containers whose state changed since `cache` saw them are asked about (ContainerStatus), and
+/// a ready sandbox's IPs once (PodSandboxStatus).
+pub async fn from_record(
+    runtime: &DynRuntime,
+    record: &PodRecord,
+    cache: &mut HashMap<String, ContainerObs>,
+    ip_cache: &mut HashMap<String, (Option<String>, Vec<String>)>,
+) -> Result<PodObs> {
     let mut obs = PodObs::default();
-    for sb in sandboxes {
-        let ready = sb.state == api::PodSandboxState::SandboxReady as i32;
-        let (ip, additional_ips) = if ready {
+    for sb in &record.sandboxes {
+        let (ip, additional_ips) = if sb.ready {
             match ip_cache.get(&sb.id) {
                 Some(v) => v.clone(),
                 None => {
@@ -115,18 +128,17 @@ pub async fn observe(
             (None, Vec::new())
         };
         obs.sandboxes.push(SandboxObs {
-            attempt: sb.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
-            id: sb.id,
-            ready,
+            attempt: sb.attempt,
+            id: sb.id.clone(),
+            ready: sb.ready,
             created_at: sb.created_at,
             ip,
             additional_ips,
         });
     }
-    let live: std::collections::HashSet<_> = containers.iter().map(|c| c.id.clone()).collect();
-    cache.retain(|id, _| live.contains(id));
+    cache.retain(|id, _| record.containers.iter().any(|c| &c.id == id));
     ip_cache.retain(|id, _| obs.sandboxes.iter().any(|s| &s.id == id && s.ready));
-    for c in containers {
+    for c in &record.containers {
         let state = cstate(c.state);
         if let Some(cached) = cache.get(&c.id)
             && cached.state == state
@@ -140,15 +152,14 @@ pub async fn observe(
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e),
         };
-        let ann = ContainerAnnotations::parse(&c.annotations);
         let o = ContainerObs {
             id: c.id.clone(),
-            name: c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
-            sandbox_id: c.pod_sandbox_id,
+            name: c.name.clone(),
+            sandbox_id: c.sandbox_id.clone(),
             state: cstate(st.state),
-            hash: ann.hash,
-            restart_count: ann.restart_count,
-            init: ann.init,
+            hash: c.annotations.hash,
+            restart_count: c.annotations.restart_count,
+            init: c.annotations.init,
             created_at: st.created_at,
             started_at: st.started_at,
             finished_at: st.finished_at,
@@ -158,7 +169,7 @@ pub async fn observe(
             image: st.image.map(|i| i.image).unwrap_or_default(),
             image_ref: st.image_ref,
         };
-        cache.insert(c.id, o.clone());
+        cache.insert(c.id.clone(), o.clone());
         obs.containers.push(o);
     }
     obs.sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));

@@ -17,6 +17,9 @@ use tokio::sync::{mpsc, watch};
 /// at once; the volume manager retries them with backoff).
 const VOLUME_WAIT: Duration = Duration::from_secs(10);
 
+/// How long an observation waits for a fresh PLEG relist before listing the pod itself.
+const FRESH_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 pub enum Msg {
     /// A new version of the pod's spec.
@@ -55,6 +58,9 @@ pub struct WorkerConfig {
     pub statuses: Statuses,
     pub runtime_name: String,
     pub resync: Duration,
+    /// The PLEG's cache: workers observe from it instead of listing their pod. Without it (unit
+    /// tests that feed PLEG events by hand), each observation lists the pod.
+    pub pleg: Option<crate::pleg::Cache>,
 }
 
 /// Handle to a running worker.
@@ -325,11 +331,32 @@ impl Worker {
         }
     }
 
+    /// The pod's runtime state: from the PLEG cache (fresh with respect to this worker's own
+    /// changes), else from the pod's own list calls.
     async fn observe(&mut self) -> Result<PodObs, String> {
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-        observe::observe(&self.cfg.deps.runtime, &uid, &mut self.cache, &mut self.ip_cache)
-            .await
-            .map_err(|e| e.to_string())
+        let runtime = &self.cfg.deps.runtime;
+        let record = match &self.cfg.pleg {
+            Some(pleg) => pleg.get_fresh(&uid, FRESH_WAIT).await,
+            None => None,
+        };
+        let obs = match record {
+            Some(r) => observe::from_record(runtime, &r, &mut self.cache, &mut self.ip_cache).await,
+            None => observe::observe(runtime, &uid, &mut self.cache, &mut self.ip_cache).await,
+        };
+        obs.map_err(|e| e.to_string())
+    }
+
+    /// Observes after this worker changed the runtime: waits for a relist that saw the change.
+    async fn observe_after_change(&mut self) -> Result<PodObs, String> {
+        self.changed_runtime();
+        self.observe().await
+    }
+
+    fn changed_runtime(&self) {
+        if let Some(pleg) = &self.cfg.pleg {
+            pleg.invalidate(self.pod.metadata.uid.as_deref().unwrap_or_default());
+        }
     }
 
     /// Writes the probe checkpoint when a result changed.
@@ -412,12 +439,17 @@ impl Worker {
         if self.terminating {
             if !obs.sandboxes.is_empty() || !obs.containers.is_empty() {
                 tracing::info!(pod = %executor::pod_name(&self.pod), "terminating pod");
-                executor::kill_pod(&deps, &self.pod, &obs).await?;
-                let after = self.observe().await?;
+                let killed = executor::kill_pod(&deps, &self.pod, &obs).await;
+                self.changed_runtime();
+                killed?;
+                let after = self.observe_after_change().await?;
                 for c in &after.containers {
                     tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, exit_code = c.exit_code, "container stopped");
                 }
-                executor::remove_pod(&deps, &self.pod, &after).await?;
+                let removed = executor::remove_pod(&deps, &self.pod, &after).await;
+                // A pod put back with the same UID must not see what was just removed.
+                self.changed_runtime();
+                removed?;
             }
             // Volumes come off first; the pod directory goes only once nothing is mounted in it.
             // A failure stays on the pod (message, FailedUnMount event) and is retried.
@@ -450,7 +482,9 @@ impl Worker {
                 if let Some(e) = &self.eviction {
                     pod.metadata.deletion_grace_period_seconds = Some(e.grace_secs);
                 }
-                executor::kill_pod(&deps, &pod, &obs).await?;
+                let killed = executor::kill_pod(&deps, &pod, &obs).await;
+                self.changed_runtime();
+                killed?;
                 obs = self.observe().await?;
                 self.publish(&obs);
             }
@@ -476,9 +510,11 @@ impl Worker {
                 let Some(c) = obs.containers.iter().find(|c| c.id == id) else { continue };
                 let grace = self.probe_grace(&c.name).unwrap_or_else(|| executor::grace_secs(&self.pod));
                 tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, "{reason}");
-                executor::stop_container(&deps, &self.pod, c, grace, ip.as_deref()).await?;
+                let stopped = executor::stop_container(&deps, &self.pod, c, grace, ip.as_deref()).await;
+                self.changed_runtime();
+                stopped?;
             }
-            obs = self.observe().await?;
+            obs = self.observe_after_change().await?;
         }
 
         let now = deps.clock.now();
@@ -533,7 +569,7 @@ impl Worker {
         let result =
             executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting, &on_queued, &volumes)
                 .await;
-        obs = self.observe().await?;
+        obs = self.observe_after_change().await?;
         self.publish(&obs);
         result?;
         // Containers that failed to start are retried soon; image pulls back off on their own.

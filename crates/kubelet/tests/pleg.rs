@@ -1,0 +1,182 @@
+//! The PLEG with its cache feeding the pod workers, on the in-memory runtime and tokio's paused
+//! time: workers observe from the relist (no list calls of their own), never act on a relist
+//! older than their own changes, and see exits through the relist.
+
+use k8s_openapi::api::core::v1::Pod;
+use kubelet::clock::FakeClock;
+use kubelet::cri::DynRuntime;
+use kubelet::cri::fake::FakeRuntime;
+use kubelet::images::{self, Images};
+use kubelet::pleg;
+use kubelet::pod::dispatcher;
+use kubelet::pod::executor::Deps;
+use kubelet::pod::runtime_config::NodeContext;
+use kubelet::pod::worker::WorkerConfig;
+use kubelet::sources::manifest::{self, Origin};
+use kubelet::sources::{Snapshot, SourceKind};
+use kubelet::status_manager::Statuses;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+struct Node {
+    rt: FakeRuntime,
+    statuses: Statuses,
+    snapshots: mpsc::Sender<Snapshot>,
+    _dir: tempfile::TempDir,
+}
+
+fn node(rt: FakeRuntime, relist_period: Duration) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new(SystemTime::now());
+    let runtime: DynRuntime = Arc::new(rt.clone());
+    let statuses = Statuses::new();
+    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(clock.clone()));
+    let node = Arc::new(NodeContext {
+        node_name: "n1".into(),
+        node_ip: Some("192.0.2.10".into()),
+        cluster_dns: vec![],
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: "/nonexistent".into(),
+        pod_logs_dir: dir.path().join("logs"),
+        root_dir: dir.path().join("root"),
+        cgroups: None,
+    });
+    let deps = Deps {
+        events: kubelet::events::Recorder::disabled(),
+        api: None,
+        runtime: runtime.clone(),
+        images,
+        node,
+        clock: Arc::new(clock),
+        container_logs_dir: dir.path().join("containers"),
+        metrics: Default::default(),
+        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
+            dir.path().join("root"),
+            Arc::new(kubelet::clock::SystemClock),
+        )),
+    };
+    let cache = pleg::Cache::new();
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name: "fake".into(),
+        resync: Duration::from_secs(600),
+        pleg: Some(cache.clone()),
+    };
+    let (snap_tx, snap_rx) = mpsc::channel(8);
+    let (pleg_tx, pleg_rx) = mpsc::channel(1024);
+    tokio::spawn(pleg::run(
+        pleg::Config { relist_period, metrics: Default::default() },
+        runtime,
+        pleg::Health::default(),
+        cache,
+        pleg_tx,
+    ));
+    let cfg = dispatcher::Config {
+        node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
+        max_pods: 1000,
+        worker,
+        sources: HashSet::from([SourceKind::File]),
+        housekeeping: Duration::from_secs(600),
+    };
+    tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
+    Node { rt, statuses, snapshots: snap_tx, _dir: dir }
+}
+
+fn pod(name: &str) -> Pod {
+    let v = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Always", "containers": [{"name": "app", "image": "img:1"}]}
+    });
+    let origin = Origin { kind: SourceKind::File, location: format!("/m/{name}.yaml") };
+    manifest::prepare(serde_json::from_value(v).unwrap(), &origin, "n1", "t").unwrap()
+}
+
+fn app(n: &Node, uid: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    n.statuses.get(uid)?.container_statuses?.into_iter().find(|c| c.name == "app")
+}
+
+fn running(n: &Node, uid: &str) -> bool {
+    app(n, uid).and_then(|c| c.state).is_some_and(|s| s.running.is_some())
+}
+
+/// Waits (in paused time) until `f` holds; returns how long that took.
+async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
+    let start = tokio::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    start.elapsed()
+}
+
+fn count(rt: &FakeRuntime, op: &str) -> usize {
+    rt.calls().iter().filter(|c| *c == op).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn workers_observe_from_the_relist_and_never_from_a_stale_one() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    let pods: Vec<Pod> = (0..20).map(|i| pod(&format!("p{i}"))).collect();
+    let uids: Vec<String> = pods.iter().map(|p| p.metadata.uid.clone().unwrap()).collect();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods }).await.unwrap();
+    until("all running", Duration::from_secs(10), || uids.iter().all(|u| running(&n, u))).await;
+    // Each pod started exactly once: no worker planned from a relist older than its own
+    // RunPodSandbox/CreateContainer.
+    assert_eq!(count(&n.rt, "RunPodSandbox"), 20);
+    assert_eq!(count(&n.rt, "CreateContainer"), 20);
+    assert_eq!(count(&n.rt, "StartContainer"), 20);
+    // The lists are the PLEG's, shared by all pods (the workers' waits coalesce), not two per pod.
+    let lists = count(&n.rt, "ListContainers");
+    assert!(lists < 20, "{lists} ListContainers calls for 20 pods");
+
+    // Quiet: nothing but the periodic relist.
+    let before = n.rt.calls().len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle: Vec<String> = n.rt.calls()[before..].to_vec();
+    assert!(idle.iter().all(|c| c == "ListContainers" || c == "ListPodSandbox"), "{idle:?}");
+    assert!(idle.len() <= 22, "{} calls in 10 s idle", idle.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_is_seen_by_the_next_relist_and_restarted() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    let p = pod("web");
+    let u = p.metadata.uid.clone().unwrap();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    until("running", Duration::from_secs(5), || running(&n, &u)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = n.rt.containers_named("app")[0].clone();
+    n.rt.exit_container(&first, 1);
+    let took = until("restarted", Duration::from_secs(5), || {
+        app(&n, &u).is_some_and(|c| c.restart_count == 1) && running(&n, &u)
+    })
+    .await;
+    assert!(took <= Duration::from_millis(1100), "took {took:?}: the relist period bounds it");
+    assert_eq!(count(&n.rt, "CreateContainer"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_pod_put_back_with_the_same_uid_starts_afresh() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    let p = pod("web");
+    let u = p.metadata.uid.clone().unwrap();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
+    until("running", Duration::from_secs(5), || running(&n, &u)).await;
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![] }).await.unwrap();
+    until("removed", Duration::from_secs(5), || n.rt.sandbox_count() == 0 && n.statuses.get(&u).is_none()).await;
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    until("running again", Duration::from_secs(5), || running(&n, &u)).await;
+    assert_eq!(n.rt.sandbox_count(), 1);
+    assert_eq!(count(&n.rt, "RunPodSandbox"), 2);
+    assert_eq!(app(&n, &u).map(|c| c.restart_count), Some(0));
+}
