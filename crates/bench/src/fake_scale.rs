@@ -55,10 +55,11 @@ struct FakeNode {
     _dir: tempfile::TempDir,
 }
 
-fn fake_node() -> anyhow::Result<FakeNode> {
+fn fake_node(events: bool) -> anyhow::Result<FakeNode> {
     let dir = tempfile::tempdir()?;
     let rt = FakeRuntime::without_call_log();
     rt.add_image("img:1");
+    rt.set_events_unimplemented(!events);
     let runtime: DynRuntime = Arc::new(rt.clone());
     let statuses = Statuses::new();
     let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(SystemClock));
@@ -97,13 +98,7 @@ fn fake_node() -> anyhow::Result<FakeNode> {
     let (snap_tx, snap_rx) = mpsc::channel(4);
     let (pleg_tx, pleg_rx) = mpsc::channel(4096);
     let health = kubelet::pleg::Health::default();
-    tokio::spawn(kubelet::pleg::run(
-        kubelet::pleg::Config { relist_period: Duration::from_secs(1), metrics: Default::default() },
-        runtime,
-        health,
-        cache,
-        pleg_tx,
-    ));
+    tokio::spawn(kubelet::pleg::run(kubelet::pleg::Config::new(Default::default()), runtime, health, cache, pleg_tx));
     let cfg = dispatcher::Config {
         worker,
         node: NodeInfo { name: "bench".into(), ..Default::default() },
@@ -126,7 +121,7 @@ async fn until(statuses: &Statuses, f: impl Fn(&Statuses) -> bool) {
 /// Churn (leak check, k/k #73587): `rounds` × (create `n` pods, wait until Running, delete them,
 /// wait until gone from the runtime and the status manager); RSS after each round.
 pub async fn churn(n: usize, rounds: usize) -> anyhow::Result<()> {
-    let node = fake_node()?;
+    let node = fake_node(true)?;
     let mut rss = Vec::new();
     let start = Instant::now();
     for round in 0..rounds {
@@ -157,8 +152,8 @@ pub async fn churn(n: usize, rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(n: usize) -> anyhow::Result<()> {
-    let FakeNode { statuses, snapshots: snap_tx, _dir, .. } = fake_node()?;
+pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
+    let FakeNode { statuses, snapshots: snap_tx, _dir, .. } = fake_node(events)?;
     let pods: Vec<Pod> = (0..n).map(pod).collect();
     let rss_before = rss_kib("self");
     let cpu_before = cpu_time("self");
@@ -172,7 +167,8 @@ pub async fn run(n: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = cpu_time("self") - cpu0;
     println!(
-        "fake runtime, {n} pods: all Running in {} ({:.1} µs wall per pod, {:.1} µs CPU per pod); idle CPU {:.3} cores; RSS +{} MiB",
+        "fake runtime{}, {n} pods: all Running in {} ({:.1} µs wall per pod, {:.1} µs CPU per pod); idle CPU {:.3} cores; RSS +{} MiB",
+        if events { "" } else { " (no events)" },
         crate::ms(took),
         took.as_secs_f64() * 1e6 / n as f64,
         cpu_start.as_secs_f64() * 1e6 / n as f64,

@@ -42,6 +42,10 @@ pub struct Args {
     /// Only the fake-runtime scale runs (no containerd needed).
     #[arg(long)]
     pub fake_only: bool,
+    /// The fake runtime answers GetContainerEvents with Unimplemented (as containerd 1.6): the
+    /// PLEG relists every second instead.
+    #[arg(long)]
+    pub fake_no_events: bool,
     #[arg(long, default_value = "127.0.0.1:5000/busybox:1.36")]
     pub image: String,
     /// Hollow node counts to run against testapi (e.g. 10,100); none by default.
@@ -107,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         drop(lock);
     }
     for n in &args.scale {
-        fake_scale::run(*n).await?;
+        fake_scale::run(*n, !args.fake_no_events).await?;
     }
     if args.churn > 0 {
         fake_scale::churn(args.churn, args.churn_rounds).await?;

@@ -182,7 +182,7 @@ pub async fn start(cfg: Config, runtime: DynRuntime, api: DynApi) -> Result<Node
 
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
     tasks.spawn(pleg::run(
-        pleg::Config { relist_period: cfg.relist_period, metrics },
+        pleg::Config { relist_period: cfg.relist_period, ..pleg::Config::new(metrics) },
         runtime,
         pleg_health,
         pleg_cache,

@@ -325,6 +325,8 @@ async fn run() -> anyhow::Result<()> {
     let runtime =
         kubelet::cri::instrumented::Instrumented::wrap(connect_runtime(&cfg, request_timeout).await, metrics.clone());
     let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "containerd".into());
+    // containerd without CRI container events (1.6): the PLEG takes exits from its own events.
+    let containerd_endpoint = (runtime_name == "containerd").then(|| cfg.container_runtime_endpoint.clone());
 
     let api: Option<DynApi> = match &node.kubeconfig {
         Some(path) => {
@@ -507,7 +509,7 @@ async fn run() -> anyhow::Result<()> {
     tokio::spawn(kubelet::logs::rotate::run(log_rotation, runtime.clone(), Arc::new(SystemClock)));
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
     tokio::spawn(pleg::run(
-        pleg::Config { relist_period: Duration::from_secs(1), metrics: metrics.clone() },
+        pleg::Config { containerd_endpoint, ..pleg::Config::new(metrics.clone()) },
         runtime.clone(),
         pleg_health.clone(),
         pleg_cache,

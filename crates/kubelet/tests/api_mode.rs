@@ -79,7 +79,7 @@ fn start() -> Cluster {
     let (pleg_tx, pleg_rx) = mpsc::channel(64);
     let health = pleg::Health::default();
     tokio::spawn(pleg::run(
-        pleg::Config { relist_period: Duration::from_millis(100), metrics: Default::default() },
+        pleg::Config { relist_period: Duration::from_millis(100), ..pleg::Config::new(Default::default()) },
         runtime.clone(),
         health.clone(),
         cache,

@@ -1,6 +1,7 @@
 //! The PLEG with its cache feeding the pod workers, on the in-memory runtime and tokio's paused
 //! time: workers observe from the relist (no list calls of their own), never act on a relist
-//! older than their own changes, and see exits through the relist.
+//! older than their own changes, see exits at once through runtime events, and through the
+//! relist when the runtime has no events or the stream broke.
 
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::clock::FakeClock;
@@ -68,7 +69,7 @@ fn node(rt: FakeRuntime, relist_period: Duration) -> Node {
     let (snap_tx, snap_rx) = mpsc::channel(8);
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
     tokio::spawn(pleg::run(
-        pleg::Config { relist_period, metrics: Default::default() },
+        pleg::Config { relist_period, ..pleg::Config::new(Default::default()) },
         runtime,
         pleg::Health::default(),
         cache,
@@ -86,10 +87,14 @@ fn node(rt: FakeRuntime, relist_period: Duration) -> Node {
 }
 
 fn pod(name: &str) -> Pod {
+    pod_with(name, "Always")
+}
+
+fn pod_with(name: &str, restart: &str) -> Pod {
     let v = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
-        "spec": {"restartPolicy": "Always", "containers": [{"name": "app", "image": "img:1"}]}
+        "spec": {"restartPolicy": restart, "containers": [{"name": "app", "image": "img:1"}]}
     });
     let origin = Origin { kind: SourceKind::File, location: format!("/m/{name}.yaml") };
     manifest::prepare(serde_json::from_value(v).unwrap(), &origin, "n1", "t").unwrap()
@@ -144,9 +149,11 @@ async fn workers_observe_from_the_relist_and_never_from_a_stale_one() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_exit_is_seen_by_the_next_relist_and_restarted() {
+async fn without_events_an_exit_is_seen_by_the_next_relist_and_restarted() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
+    // containerd 1.6: GetContainerEvents is Unimplemented.
+    rt.set_events_unimplemented(true);
     let n = node(rt, Duration::from_secs(1));
     let p = pod("web");
     let u = p.metadata.uid.clone().unwrap();
@@ -179,4 +186,60 @@ async fn a_removed_pod_put_back_with_the_same_uid_starts_afresh() {
     assert_eq!(n.rt.sandbox_count(), 1);
     assert_eq!(count(&n.rt, "RunPodSandbox"), 2);
     assert_eq!(app(&n, &u).map(|c| c.restart_count), Some(0));
+}
+
+fn terminated(n: &Node, uid: &str, code: i32) -> bool {
+    app(n, uid).and_then(|c| c.state?.terminated).is_some_and(|t| t.exit_code == code)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_reaches_the_status_through_events_without_a_relist() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    let p = pod_with("web", "Never");
+    let u = p.metadata.uid.clone().unwrap();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    until("running", Duration::from_secs(5), || running(&n, &u)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n.rt.exit_container(&n.rt.containers_named("app")[0], 3);
+    // With the stream up the periodic relist is 30 s away and no worker asked for one: only
+    // the event can bring the exit this fast.
+    let took = until("terminated", Duration::from_secs(5), || terminated(&n, &u, 3)).await;
+    assert!(took <= Duration::from_millis(2), "took {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_events_the_relist_slows_to_its_backstop_period() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists = count(&n.rt, "ListContainers");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(count(&n.rt, "ListContainers") - lists, 2, "one relist every 30 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_event_stream_falls_back_to_the_relist_until_it_is_back() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    let (a, b) = (pod_with("a", "Never"), pod_with("b", "Never"));
+    let (ua, ub) = (a.metadata.uid.clone().unwrap(), b.metadata.uid.clone().unwrap());
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![a, b] }).await.unwrap();
+    until("running", Duration::from_secs(5), || running(&n, &ua) && running(&n, &ub)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = n.rt.containers_named("app");
+    // The runtime drops the stream; the container exits while the PLEG resubscribes (1 s).
+    n.rt.break_event_streams();
+    tokio::task::yield_now().await;
+    n.rt.exit_container(&ids[0], 1);
+    let took = until("a terminated", Duration::from_secs(5), || terminated(&n, &ua, 1) || terminated(&n, &ub, 1)).await;
+    assert!(took <= Duration::from_millis(1100), "took {took:?}: the 1 s relist caught it");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&n.rt, "GetContainerEvents"), 2, "resubscribed");
+    n.rt.exit_container(&ids[1], 2);
+    let took = until("b terminated", Duration::from_secs(5), || terminated(&n, &ua, 2) || terminated(&n, &ub, 2)).await;
+    assert!(took <= Duration::from_millis(2), "took {took:?}: events again");
 }

@@ -33,6 +33,33 @@ struct State {
     failures: HashMap<&'static str, String>,
     /// Usage figures reported by the stats calls, per container id.
     stats: HashMap<String, FakeStats>,
+    /// Subscribers of GetContainerEvents (none until the first subscription).
+    events: Option<tokio::sync::broadcast::Sender<api::ContainerEventResponse>>,
+    /// GetContainerEvents answers Unimplemented (as containerd 1.6 does).
+    events_unimplemented: bool,
+}
+
+impl State {
+    /// Sends a container event (for `id` in sandbox `sandbox_id`) to the subscribers.
+    fn emit(&self, id: &str, sandbox_id: &str, kind: api::ContainerEventType) {
+        let Some(tx) = &self.events else { return };
+        let labels = self.sandboxes.get(sandbox_id).map(|(sb, _)| sb.labels.clone()).unwrap_or_default();
+        let _ = tx.send(api::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status: Some(api::PodSandboxStatus {
+                id: sandbox_id.to_string(),
+                labels,
+                ..Default::default()
+            }),
+            containers_statuses: Vec::new(),
+        });
+    }
+
+    fn sandbox_of(&self, id: &str) -> String {
+        self.container_sandbox.get(id).cloned().unwrap_or_default()
+    }
 }
 
 /// The fake runtime. Cloning shares the state.
@@ -130,7 +157,19 @@ impl FakeRuntime {
             c.exit_code = code;
             c.finished_at = now_nanos();
             c.reason = if code == 0 { "Completed".into() } else { "Error".into() };
+            let sandbox = s.sandbox_of(id);
+            s.emit(id, &sandbox, api::ContainerEventType::ContainerStoppedEvent);
         }
+    }
+
+    /// Makes GetContainerEvents answer Unimplemented (containerd 1.6) or work again.
+    pub fn set_events_unimplemented(&self, unimplemented: bool) {
+        self.lock().events_unimplemented = unimplemented;
+    }
+
+    /// Ends every open GetContainerEvents stream (as a runtime restart would).
+    pub fn break_event_streams(&self) {
+        self.lock().events = None;
     }
 
     /// The config a container was created with.
@@ -197,6 +236,7 @@ impl Runtime for FakeRuntime {
             runtime_handler: String::new(),
         };
         s.sandboxes.insert(id.clone(), (sandbox, config));
+        s.emit(&id, &id, api::ContainerEventType::ContainerStartedEvent);
         Ok(id)
     }
 
@@ -211,19 +251,27 @@ impl Runtime for FakeRuntime {
                 c.state = api::ContainerState::ContainerExited as i32;
                 c.exit_code = 137;
                 c.finished_at = now_nanos();
+                s.emit(&cid, id, api::ContainerEventType::ContainerStoppedEvent);
             }
         }
         if let Some((sb, _)) = s.sandboxes.get_mut(id) {
             sb.state = api::PodSandboxState::SandboxNotready as i32;
+            s.emit(id, id, api::ContainerEventType::ContainerStoppedEvent);
         }
         Ok(())
     }
 
     async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
         let mut s = self.enter("RemovePodSandbox")?;
-        s.sandboxes.remove(id);
         let ids: Vec<String> =
             s.container_sandbox.iter().filter(|(_, sb)| sb.as_str() == id).map(|(c, _)| c.clone()).collect();
+        for cid in &ids {
+            s.emit(cid, id, api::ContainerEventType::ContainerDeletedEvent);
+        }
+        if s.sandboxes.contains_key(id) {
+            s.emit(id, id, api::ContainerEventType::ContainerDeletedEvent);
+        }
+        s.sandboxes.remove(id);
         for cid in ids {
             s.containers.remove(&cid);
             s.container_sandbox.remove(&cid);
@@ -285,6 +333,7 @@ impl Runtime for FakeRuntime {
         s.containers.insert(id.clone(), status);
         s.configs.insert(id.clone(), config);
         s.container_sandbox.insert(id.clone(), sandbox_id.to_string());
+        s.emit(&id, sandbox_id, api::ContainerEventType::ContainerCreatedEvent);
         Ok(id)
     }
 
@@ -293,6 +342,8 @@ impl Runtime for FakeRuntime {
         let c = s.containers.get_mut(id).ok_or_else(|| not_found("StartContainer", id))?;
         c.state = api::ContainerState::ContainerRunning as i32;
         c.started_at = now_nanos();
+        let sandbox = s.sandbox_of(id);
+        s.emit(id, &sandbox, api::ContainerEventType::ContainerStartedEvent);
         Ok(())
     }
 
@@ -303,12 +354,18 @@ impl Runtime for FakeRuntime {
             c.state = api::ContainerState::ContainerExited as i32;
             c.exit_code = 137;
             c.finished_at = now_nanos();
+            let sandbox = s.sandbox_of(id);
+            s.emit(id, &sandbox, api::ContainerEventType::ContainerStoppedEvent);
         }
         Ok(())
     }
 
     async fn remove_container(&self, id: &str) -> Result<()> {
         let mut s = self.enter("RemoveContainer")?;
+        if s.containers.contains_key(id) {
+            let sandbox = s.sandbox_of(id);
+            s.emit(id, &sandbox, api::ContainerEventType::ContainerDeletedEvent);
+        }
         s.containers.remove(id);
         s.container_sandbox.remove(id);
         s.configs.remove(id);
@@ -522,7 +579,32 @@ impl Runtime for FakeRuntime {
         let s = self.enter("ReopenContainerLog")?;
         running(&s, "ReopenContainerLog", id)
     }
+
+    async fn container_events(&self) -> Result<super::ContainerEvents> {
+        use futures::StreamExt;
+        use tokio::sync::broadcast::error::RecvError;
+        let mut s = self.enter("GetContainerEvents")?;
+        if s.events_unimplemented {
+            return Err(CriError::new("GetContainerEvents", tonic::Code::Unimplemented, "unknown method"));
+        }
+        let rx = s.events.get_or_insert_with(|| tokio::sync::broadcast::Sender::new(EVENT_BUFFER)).subscribe();
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(ev) => Some((Ok(ev), rx)),
+                // A subscriber too slow for the buffer has missed events: its stream breaks.
+                Err(RecvError::Lagged(n)) => {
+                    let e = CriError::new("GetContainerEvents", tonic::Code::DataLoss, format!("{n} events missed"));
+                    Some((Err(e), rx))
+                }
+                Err(RecvError::Closed) => None,
+            }
+        })
+        .boxed())
+    }
 }
+
+/// Events a GetContainerEvents subscriber may fall behind by before its stream breaks.
+const EVENT_BUFFER: usize = 4096;
 
 /// The size the fake reports for every image.
 pub const FAKE_IMAGE_SIZE: u64 = 1 << 20;

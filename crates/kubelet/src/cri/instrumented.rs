@@ -162,6 +162,11 @@ impl Runtime for Instrumented {
     async fn reopen_container_log(&self, id: &str) -> Result<()> {
         self.record("reopen_container_log", self.inner.reopen_container_log(id)).await
     }
+
+    /// Counts the subscription, not the events.
+    async fn container_events(&self) -> Result<super::ContainerEvents> {
+        self.record("get_container_events", self.inner.container_events()).await
+    }
 }
 
 #[cfg(test)]

@@ -102,9 +102,18 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<Vec<api::PodSandboxStats>>;
     /// Asks the runtime to reopen a container's log file (after the kubelet rotated it).
     async fn reopen_container_log(&self, id: &str) -> Result<()>;
+
+    /// Streaming: container lifecycle events (CRI GetContainerEvents) until the stream breaks.
+    /// Runtimes without them answer Unimplemented (containerd before 1.7), as does the default.
+    async fn container_events(&self) -> Result<ContainerEvents> {
+        Err(CriError::new("GetContainerEvents", tonic::Code::Unimplemented, "container events are not implemented"))
+    }
 }
 
 pub type DynRuntime = Arc<dyn Runtime>;
+
+/// The stream [`Runtime::container_events`] returns.
+pub type ContainerEvents = futures::stream::BoxStream<'static, Result<api::ContainerEventResponse>>;
 
 /// What an ExecSync returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

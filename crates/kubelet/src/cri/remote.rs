@@ -30,7 +30,8 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
     Err(format!("unsupported endpoint {endpoint:?}: only unix:// sockets are supported"))
 }
 
-async fn channel(endpoint: &str) -> Result<Channel> {
+/// A gRPC channel to a unix socket endpoint (also used for containerd's own services).
+pub(crate) async fn channel(endpoint: &str) -> Result<Channel> {
     let path = socket_path(endpoint).map_err(|m| CriError::new("connect", tonic::Code::InvalidArgument, m))?;
     // The URI is a placeholder: the connector below always dials the unix socket.
     Endpoint::from_static("http://[::]:50051")
@@ -253,6 +254,15 @@ impl Runtime for RemoteRuntime {
         let mut c = self.runtime.clone();
         let req = api::ReopenContainerLogRequest { container_id: id.into() };
         self.call("ReopenContainerLog", Some(self.timeout), c.reopen_container_log(req)).await.map(drop)
+    }
+
+    async fn container_events(&self) -> Result<super::ContainerEvents> {
+        use futures::StreamExt;
+        let mut c = self.runtime.clone();
+        // No deadline: the stream lasts as long as the runtime keeps it open.
+        let stream = self.call("GetContainerEvents", None, c.get_container_events(api::GetEventsRequest {})).await?;
+        let op = "GetContainerEvents";
+        Ok(stream.map(move |r| r.map_err(|s| CriError::new(op, s.code(), s.message().to_string()))).boxed())
     }
 }
 

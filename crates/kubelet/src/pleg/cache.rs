@@ -270,14 +270,14 @@ impl Cache {
         changed
     }
 
-    /// PLEG side: patches the cache with a runtime event.
-    #[allow(dead_code)] // the event stream (next step) uses it
+    /// PLEG side: patches the cache with a runtime event. States only move forward (created,
+    /// running, exited; a sandbox from ready to not ready): an event older than the relist
+    /// that already saw a later state changes nothing.
     pub(crate) fn apply(&self, ev: &Event) -> Applied {
         let mut s = self.lock();
         let Some(uid) = s.owners.get(&ev.id).cloned().or_else(|| ev.uid.clone()) else { return Applied::Unknown };
         let Some(record) = s.pods.get(&uid) else { return Applied::Unknown };
         let mut r = (**record).clone();
-        let before = r.clone();
         if let Some(i) = r.containers.iter().position(|c| c.id == ev.id) {
             let state = match ev.kind {
                 EventKind::Created => api::ContainerState::ContainerCreated,
@@ -288,12 +288,16 @@ impl Cache {
                     api::ContainerState::ContainerUnknown
                 }
             };
-            if let Some(c) = r.containers.get_mut(i).filter(|_| ev.kind != EventKind::Deleted) {
-                c.state = state as i32;
+            if ev.kind != EventKind::Deleted {
+                if rank(state as i32) <= rank(r.containers[i].state) {
+                    return Applied::Unchanged;
+                }
+                r.containers[i].state = state as i32;
             }
         } else if let Some(i) = r.sandboxes.iter().position(|x| x.id == ev.id) {
             match ev.kind {
-                EventKind::Created | EventKind::Started => r.sandboxes[i].ready = true,
+                EventKind::Created | EventKind::Started => return Applied::Unchanged,
+                EventKind::Stopped if !r.sandboxes[i].ready => return Applied::Unchanged,
                 EventKind::Stopped => r.sandboxes[i].ready = false,
                 EventKind::Deleted => {
                     r.sandboxes.remove(i);
@@ -302,14 +306,21 @@ impl Cache {
         } else {
             return Applied::Unknown;
         }
-        if r == before {
-            return Applied::Unchanged;
-        }
         if ev.kind == EventKind::Deleted {
             s.owners.remove(&ev.id);
         }
         s.pods.insert(uid.clone(), Arc::new(r));
         Applied::Changed(uid)
+    }
+}
+
+/// The order container states go through.
+fn rank(state: i32) -> u8 {
+    match api::ContainerState::try_from(state) {
+        Ok(api::ContainerState::ContainerCreated) => 1,
+        Ok(api::ContainerState::ContainerRunning) => 2,
+        Ok(api::ContainerState::ContainerExited) => 3,
+        _ => 0,
     }
 }
 
@@ -414,6 +425,9 @@ mod tests {
         assert_eq!(cache.apply(&ev("c1", EventKind::Stopped)), Applied::Changed("a".into()));
         assert_eq!(cache.get("a").unwrap().containers[0].state, EXITED);
         assert_eq!(cache.apply(&ev("c1", EventKind::Stopped)), Applied::Unchanged);
+        // A late "started" does not take an exited container back.
+        assert_eq!(cache.apply(&ev("c1", EventKind::Started)), Applied::Unchanged);
+        assert_eq!(cache.get("a").unwrap().containers[0].state, EXITED);
         assert_eq!(cache.apply(&ev("c9", EventKind::Started)), Applied::Unknown);
         assert_eq!(cache.apply(&ev("s", EventKind::Stopped)), Applied::Changed("a".into()));
         assert!(!cache.get("a").unwrap().sandboxes[0].ready);

@@ -1,0 +1,229 @@
+//! containerd's own task-exit events, for a containerd whose CRI has no container events (1.6):
+//! `containerd.services.events.v1.Events/Subscribe` on the runtime's socket, topic `/tasks/exit`
+//! in the CRI namespace `k8s.io`. An exit then reaches the PLEG in milliseconds instead of at the
+//! next relist (upstream's kubelet waits for the relist there).
+//!
+//! containerd's CRI plugin updates its container state from the same event, asynchronously, so
+//! an exit is forwarded once CRI ContainerStatus agrees (or after ~0.6 s; the relist corrects
+//! anything left). Exec processes (probes) exit too; only a container's init process counts.
+
+use super::cache::{Cache, Event, EventKind};
+use super::events::{Feed, next_backoff};
+use crate::cri::{DynRuntime, api};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use prost::Message;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    pub mod events {
+        tonic::include_proto!("containerd.services.events.v1");
+    }
+    pub mod task {
+        tonic::include_proto!("containerd.events");
+    }
+}
+
+use proto::events::{Envelope, SubscribeRequest, events_client::EventsClient};
+
+/// The containerd namespace of the CRI plugin's containers.
+pub const NAMESPACE: &str = "k8s.io";
+const TOPIC: &str = "/tasks/exit";
+
+/// The container whose init process exited, if `env` says so.
+pub fn exited(env: &Envelope) -> Option<String> {
+    if env.topic != TOPIC || env.namespace != NAMESPACE {
+        return None;
+    }
+    let exit = proto::task::TaskExit::decode(env.event.as_ref()?.value.as_slice()).ok()?;
+    (exit.id.is_empty() || exit.id == exit.container_id).then_some(exit.container_id)
+}
+
+/// Waits (5 ms doubling, about 0.6 s at most) until CRI no longer reports `id` running.
+async fn confirm(runtime: DynRuntime, id: String) -> String {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..7 {
+        let done = match runtime.container_status(&id).await {
+            Ok(st) => st.state != api::ContainerState::ContainerRunning as i32,
+            // The sandbox (pause) container.
+            Err(e) if e.is_not_found() => match runtime.pod_sandbox_status(&id).await {
+                Ok(s) => s.state != api::PodSandboxState::SandboxReady as i32,
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        if done {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    id
+}
+
+async fn subscribe(endpoint: &str) -> Result<tonic::Streaming<Envelope>, tonic::Status> {
+    let channel = crate::cri::remote::channel(endpoint).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let filters = vec![format!("namespace==\"{NAMESPACE}\",topic==\"{TOPIC}\"")];
+    Ok(EventsClient::new(channel).subscribe(SubscribeRequest { filters }).await?.into_inner())
+}
+
+/// Keeps a subscription to containerd's task exits open (resubscribing with backoff) and
+/// forwards the exits of containers the PLEG knows. Returns if containerd has no such service
+/// or the PLEG is gone.
+pub async fn run(endpoint: String, runtime: DynRuntime, cache: Cache, tx: mpsc::Sender<Feed>) {
+    let mut backoff = Duration::ZERO;
+    let mut warned = false;
+    loop {
+        match subscribe(&endpoint).await {
+            Ok(mut stream) => {
+                if tx.send(Feed::Up).await.is_err() {
+                    return;
+                }
+                tracing::info!("subscribed to containerd's task exit events");
+                warned = false;
+                let mut delivered = false;
+                let mut confirming = FuturesUnordered::new();
+                let ended = loop {
+                    tokio::select! {
+                        item = stream.next() => match item {
+                            Some(Ok(env)) => {
+                                delivered = true;
+                                // Not the kubelet's, or created since the last relist (whose
+                                // creator waits for a relist anyway).
+                                if let Some(id) = exited(&env).filter(|id| cache.uid_of(id).is_some()) {
+                                    confirming.push(confirm(runtime.clone(), id));
+                                }
+                            }
+                            Some(Err(e)) => break Some(e),
+                            None => break None,
+                        },
+                        Some(id) = confirming.next() => {
+                            let ev = Event { id, uid: None, kind: EventKind::Stopped };
+                            if tx.send(Feed::Event(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                match ended {
+                    Some(e) => tracing::warn!(error = %e, "containerd event stream broke; relisting until it is back"),
+                    None => tracing::warn!("containerd event stream ended; relisting until it is back"),
+                }
+                if tx.send(Feed::Down).await.is_err() {
+                    return;
+                }
+                if delivered {
+                    backoff = Duration::ZERO;
+                }
+            }
+            Err(e) if e.code() == tonic::Code::Unimplemented => {
+                let _ = tx.send(Feed::Unavailable).await;
+                tracing::info!("containerd has no events service; relisting instead");
+                return;
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot subscribe to containerd's events; retrying");
+                    warned = true;
+                }
+            }
+        }
+        backoff = next_backoff(backoff);
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::events::events_server::{Events, EventsServer};
+    use std::sync::Arc;
+
+    fn envelope(topic: &str, namespace: &str, container: &str, process: &str) -> Envelope {
+        let exit = proto::task::TaskExit {
+            container_id: container.into(),
+            id: process.into(),
+            exit_status: 1,
+            ..Default::default()
+        };
+        Envelope {
+            timestamp: None,
+            namespace: namespace.into(),
+            topic: topic.into(),
+            event: Some(prost_types::Any {
+                type_url: "containerd.events.TaskExit".into(),
+                value: exit.encode_to_vec(),
+            }),
+        }
+    }
+
+    #[test]
+    fn only_init_process_exits_in_the_cri_namespace_count() {
+        assert_eq!(exited(&envelope(TOPIC, NAMESPACE, "c1", "c1")), Some("c1".into()));
+        assert_eq!(exited(&envelope(TOPIC, NAMESPACE, "c1", "exec-42")), None, "a probe's exec");
+        assert_eq!(exited(&envelope(TOPIC, "moby", "c1", "c1")), None);
+        assert_eq!(exited(&envelope("/tasks/start", NAMESPACE, "c1", "c1")), None);
+    }
+
+    /// A containerd events service that sends what the test gives it.
+    struct Server(tokio::sync::Mutex<Option<mpsc::Receiver<Envelope>>>);
+
+    #[tonic::async_trait]
+    impl Events for Server {
+        type SubscribeStream = futures::stream::BoxStream<'static, Result<Envelope, tonic::Status>>;
+        async fn subscribe(
+            &self,
+            req: tonic::Request<SubscribeRequest>,
+        ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+            assert_eq!(req.get_ref().filters, vec![r#"namespace=="k8s.io",topic=="/tasks/exit""#.to_string()]);
+            let rx = self.0.lock().await.take().ok_or_else(|| tonic::Status::unavailable("once"))?;
+            let s = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) });
+            Ok(tonic::Response::new(s.boxed()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_forwarded_once_cri_says_the_container_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("containerd.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        let (env_tx, env_rx) = mpsc::channel(8);
+        let server = EventsServer::new(Server(tokio::sync::Mutex::new(Some(env_rx))));
+        tokio::spawn(tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming));
+
+        let fake = crate::cri::fake::FakeRuntime::new();
+        let runtime: DynRuntime = Arc::new(fake.clone());
+        let mut sandbox = api::PodSandboxConfig::default();
+        sandbox.labels.insert(crate::cri::labels::POD_UID.into(), "u1".into());
+        let sb = runtime.run_pod_sandbox(sandbox).await.unwrap();
+        let mut config = api::ContainerConfig::default();
+        config.labels.insert(crate::cri::labels::POD_UID.into(), "u1".into());
+        let c = runtime.create_container(&sb, config, Default::default()).await.unwrap();
+        runtime.start_container(&c).await.unwrap();
+        let cache = Cache::new();
+        let n = cache.begin_relist();
+        let (sandboxes, containers) =
+            (runtime.list_pod_sandboxes(None).await.unwrap(), runtime.list_containers(None).await.unwrap());
+        cache.finish_relist(n, crate::pleg::PodRecord::group(&sandboxes, &containers));
+
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(run(format!("unix://{}", sock.display()), runtime.clone(), cache, tx));
+        assert_eq!(rx.recv().await, Some(Feed::Up));
+        // containerd reports the exit before its CRI plugin has caught up.
+        env_tx.send(envelope(TOPIC, NAMESPACE, "unknown", "unknown")).await.unwrap();
+        env_tx.send(envelope(TOPIC, NAMESPACE, &c, &c)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(rx.try_recv().is_err(), "CRI still says running");
+        fake.exit_container(&c, 1);
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap();
+        assert_eq!(got, Some(Feed::Event(Event { id: c, uid: None, kind: EventKind::Stopped })));
+        drop(env_tx);
+        assert_eq!(rx.recv().await, Some(Feed::Down), "the stream ended");
+    }
+}
