@@ -4,7 +4,7 @@
 //! next relist (upstream's kubelet waits for the relist there).
 //!
 //! containerd's CRI plugin updates its container state from the same event, asynchronously, so
-//! an exit is forwarded once CRI ContainerStatus agrees (or after ~0.6 s; the relist corrects
+//! an exit is forwarded once CRI ContainerStatus agrees (or after ~1 s; the relist corrects
 //! anything left). Exec processes (probes) exit too; only a container's init process counts.
 
 use super::cache::{Cache, Event, EventKind};
@@ -41,10 +41,11 @@ pub fn exited(env: &Envelope) -> Option<String> {
     (exit.id.is_empty() || exit.id == exit.container_id).then_some(exit.container_id)
 }
 
-/// Waits (5 ms doubling, about 0.6 s at most) until CRI no longer reports `id` running.
+/// Waits until CRI no longer reports `id` running: every 5 ms for the first 250 ms (containerd's
+/// CRI plugin deletes the task before it updates the state, tens of ms after the exit), then
+/// every 50 ms up to about 1 s.
 async fn confirm(runtime: DynRuntime, id: String) -> String {
-    let mut delay = Duration::from_millis(5);
-    for _ in 0..7 {
+    for attempt in 0..65u32 {
         let done = match runtime.container_status(&id).await {
             Ok(st) => st.state != api::ContainerState::ContainerRunning as i32,
             // The sandbox (pause) container.
@@ -57,8 +58,7 @@ async fn confirm(runtime: DynRuntime, id: String) -> String {
         if done {
             break;
         }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
+        tokio::time::sleep(Duration::from_millis(if attempt < 50 { 5 } else { 50 })).await;
     }
     id
 }
