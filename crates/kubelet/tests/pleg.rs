@@ -243,3 +243,43 @@ async fn a_broken_event_stream_falls_back_to_the_relist_until_it_is_back() {
     let took = until("b terminated", Duration::from_secs(5), || terminated(&n, &ua, 2) || terminated(&n, &ub, 2)).await;
     assert!(took <= Duration::from_millis(2), "took {took:?}: events again");
 }
+
+/// An exit of an instance the cache does not know yet (created after the last relist, exited
+/// before the next one: a container that crashes at once) makes the PLEG relist soon instead of
+/// waiting for its 30 s backstop. Before, such an exit waited for that relist (the e2e crash
+/// loop then restarted every 30 s and never showed "back-off 10s").
+#[tokio::test(start_paused = true)]
+async fn an_exit_of_an_instance_created_since_the_last_relist_makes_the_pleg_relist() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let runtime: DynRuntime = Arc::new(rt.clone());
+    let cache = pleg::Cache::new();
+    let (feed_tx, feed_rx) = mpsc::channel(8);
+    let (tx, mut changed) = mpsc::channel(8);
+    tokio::spawn(pleg::run_with_feed(
+        pleg::Config::new(Default::default()),
+        runtime.clone(),
+        pleg::Health::default(),
+        cache.clone(),
+        tx,
+        feed_rx,
+    ));
+    feed_tx.send(pleg::Feed::Up).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists = count(&rt, "ListContainers");
+    let mut sandbox = kubelet::cri::api::PodSandboxConfig::default();
+    sandbox.labels.insert(kubelet::cri::labels::POD_UID.into(), "u1".into());
+    let sb = runtime.run_pod_sandbox(sandbox).await.unwrap();
+    let mut config = kubelet::cri::api::ContainerConfig::default();
+    config.labels.insert(kubelet::cri::labels::POD_UID.into(), "u1".into());
+    let c = runtime.create_container(&sb, config, Default::default()).await.unwrap();
+    runtime.start_container(&c).await.unwrap();
+    rt.exit_container(&c, 1);
+    let ev = pleg::Event { id: c.clone(), uid: None, kind: pleg::EventKind::Stopped };
+    feed_tx.send(pleg::Feed::Event(ev)).await.unwrap();
+    let uid = tokio::time::timeout(Duration::from_secs(1), changed.recv()).await.expect("relisted soon");
+    assert_eq!(uid.as_deref(), Some("u1"));
+    assert_eq!(count(&rt, "ListContainers") - lists, 1, "one relist, not the 30 s backstop");
+    let exited = kubelet::cri::api::ContainerState::ContainerExited as i32;
+    assert_eq!(cache.get("u1").unwrap().containers[0].state, exited);
+}

@@ -158,6 +158,9 @@ struct State {
     completed: u64,
     /// Pod UID → the relist a read of that pod must wait for (set by `invalidate`).
     needed: HashMap<String, u64>,
+    /// Events applied while a relist was listing: its result may predate them, so they are
+    /// applied again on top of it (states only move forward, so a replay is harmless).
+    replay: Vec<Event>,
 }
 
 struct Inner {
@@ -244,7 +247,13 @@ impl Cache {
     pub(crate) fn begin_relist(&self) -> u64 {
         let mut s = self.lock();
         s.started += 1;
+        s.replay.clear();
         s.started
+    }
+
+    /// Asks the PLEG to relist soon (an event named an instance only a relist can place).
+    pub(crate) fn ask_relist(&self) {
+        self.0.kick.notify_one();
     }
 
     /// PLEG side: relist `n` found `pods`. Returns the pods that changed since the cache's view.
@@ -258,9 +267,17 @@ impl Cache {
         }
         let changed = {
             let mut s = self.lock();
-            let changed = changed_pods(&s.pods, &pods);
+            let mut changed = changed_pods(&s.pods, &pods);
             s.pods = pods;
             s.owners = owners;
+            // An exit seen while the lists were in flight must not be undone by them.
+            for ev in std::mem::take(&mut s.replay) {
+                if let Applied::Changed(uid) = apply_locked(&mut s, &ev)
+                    && !changed.contains(&uid)
+                {
+                    changed.push(uid);
+                }
+            }
             s.completed = s.completed.max(n);
             let done = s.completed;
             s.needed.retain(|_, need| *need > done);
@@ -275,43 +292,50 @@ impl Cache {
     /// that already saw a later state changes nothing.
     pub(crate) fn apply(&self, ev: &Event) -> Applied {
         let mut s = self.lock();
-        let Some(uid) = s.owners.get(&ev.id).cloned().or_else(|| ev.uid.clone()) else { return Applied::Unknown };
-        let Some(record) = s.pods.get(&uid) else { return Applied::Unknown };
-        let mut r = (**record).clone();
-        if let Some(i) = r.containers.iter().position(|c| c.id == ev.id) {
-            let state = match ev.kind {
-                EventKind::Created => api::ContainerState::ContainerCreated,
-                EventKind::Started => api::ContainerState::ContainerRunning,
-                EventKind::Stopped => api::ContainerState::ContainerExited,
-                EventKind::Deleted => {
-                    r.containers.remove(i);
-                    api::ContainerState::ContainerUnknown
-                }
-            };
-            if ev.kind != EventKind::Deleted {
-                if rank(state as i32) <= rank(r.containers[i].state) {
-                    return Applied::Unchanged;
-                }
-                r.containers[i].state = state as i32;
-            }
-        } else if let Some(i) = r.sandboxes.iter().position(|x| x.id == ev.id) {
-            match ev.kind {
-                EventKind::Created | EventKind::Started => return Applied::Unchanged,
-                EventKind::Stopped if !r.sandboxes[i].ready => return Applied::Unchanged,
-                EventKind::Stopped => r.sandboxes[i].ready = false,
-                EventKind::Deleted => {
-                    r.sandboxes.remove(i);
-                }
-            }
-        } else {
-            return Applied::Unknown;
+        if s.started > s.completed {
+            s.replay.push(ev.clone());
         }
-        if ev.kind == EventKind::Deleted {
-            s.owners.remove(&ev.id);
-        }
-        s.pods.insert(uid.clone(), Arc::new(r));
-        Applied::Changed(uid)
+        apply_locked(&mut s, ev)
     }
+}
+
+fn apply_locked(s: &mut State, ev: &Event) -> Applied {
+    let Some(uid) = s.owners.get(&ev.id).cloned().or_else(|| ev.uid.clone()) else { return Applied::Unknown };
+    let Some(record) = s.pods.get(&uid) else { return Applied::Unknown };
+    let mut r = (**record).clone();
+    if let Some(i) = r.containers.iter().position(|c| c.id == ev.id) {
+        let state = match ev.kind {
+            EventKind::Created => api::ContainerState::ContainerCreated,
+            EventKind::Started => api::ContainerState::ContainerRunning,
+            EventKind::Stopped => api::ContainerState::ContainerExited,
+            EventKind::Deleted => {
+                r.containers.remove(i);
+                api::ContainerState::ContainerUnknown
+            }
+        };
+        if ev.kind != EventKind::Deleted {
+            if rank(state as i32) <= rank(r.containers[i].state) {
+                return Applied::Unchanged;
+            }
+            r.containers[i].state = state as i32;
+        }
+    } else if let Some(i) = r.sandboxes.iter().position(|x| x.id == ev.id) {
+        match ev.kind {
+            EventKind::Created | EventKind::Started => return Applied::Unchanged,
+            EventKind::Stopped if !r.sandboxes[i].ready => return Applied::Unchanged,
+            EventKind::Stopped => r.sandboxes[i].ready = false,
+            EventKind::Deleted => {
+                r.sandboxes.remove(i);
+            }
+        }
+    } else {
+        return Applied::Unknown;
+    }
+    if ev.kind == EventKind::Deleted {
+        s.owners.remove(&ev.id);
+    }
+    s.pods.insert(uid.clone(), Arc::new(r));
+    Applied::Changed(uid)
 }
 
 /// The order container states go through.
@@ -414,6 +438,23 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert!(cache.get_fresh("a", Duration::from_secs(2)).await.is_none());
         assert_eq!(started.elapsed(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_exit_seen_while_a_relist_lists_is_not_undone_by_its_older_result() {
+        let cache = Cache::new();
+        let n = cache.begin_relist();
+        cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c1", RUNNING)]))]));
+        let n = cache.begin_relist();
+        // The lists ran before the exit; the event comes before they are stored.
+        let ev = Event { id: "c1".into(), uid: None, kind: EventKind::Stopped };
+        assert_eq!(cache.apply(&ev), Applied::Changed("a".into()));
+        let changed = cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c1", RUNNING)]))]));
+        assert_eq!(cache.get("a").unwrap().containers[0].state, EXITED, "the exit stays");
+        assert_eq!(changed, ["a"]);
+        // The next relist replays nothing: it lists after the exit.
+        let n = cache.begin_relist();
+        assert!(cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c1", EXITED)]))])).is_empty());
     }
 
     #[test]

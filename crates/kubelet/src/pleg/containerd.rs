@@ -7,7 +7,7 @@
 //! an exit is forwarded once CRI ContainerStatus agrees (or after ~1 s; the relist corrects
 //! anything left). Exec processes (probes) exit too; only a container's init process counts.
 
-use super::cache::{Cache, Event, EventKind};
+use super::cache::{Event, EventKind};
 use super::events::{Feed, next_backoff};
 use crate::cri::{DynRuntime, api};
 use futures::StreamExt;
@@ -72,7 +72,7 @@ async fn subscribe(endpoint: &str) -> Result<tonic::Streaming<Envelope>, tonic::
 /// Keeps a subscription to containerd's task exits open (resubscribing with backoff) and
 /// forwards the exits of containers the PLEG knows. Returns if containerd has no such service
 /// or the PLEG is gone.
-pub async fn run(endpoint: String, runtime: DynRuntime, cache: Cache, tx: mpsc::Sender<Feed>) {
+pub async fn run(endpoint: String, runtime: DynRuntime, tx: mpsc::Sender<Feed>) {
     let mut backoff = Duration::ZERO;
     let mut warned = false;
     loop {
@@ -90,9 +90,9 @@ pub async fn run(endpoint: String, runtime: DynRuntime, cache: Cache, tx: mpsc::
                         item = stream.next() => match item {
                             Some(Ok(env)) => {
                                 delivered = true;
-                                // Not the kubelet's, or created since the last relist (whose
-                                // creator waits for a relist anyway).
-                                if let Some(id) = exited(&env).filter(|id| cache.uid_of(id).is_some()) {
+                                // Every CRI container's exit, also of those created since the
+                                // last relist: the PLEG relists for an instance it does not know.
+                                if let Some(id) = exited(&env) {
                                     confirming.push(confirm(runtime.clone(), id));
                                 }
                             }
@@ -206,17 +206,15 @@ mod tests {
         config.labels.insert(crate::cri::labels::POD_UID.into(), "u1".into());
         let c = runtime.create_container(&sb, config, Default::default()).await.unwrap();
         runtime.start_container(&c).await.unwrap();
-        let cache = Cache::new();
-        let n = cache.begin_relist();
-        let (sandboxes, containers) =
-            (runtime.list_pod_sandboxes(None).await.unwrap(), runtime.list_containers(None).await.unwrap());
-        cache.finish_relist(n, crate::pleg::PodRecord::group(&sandboxes, &containers));
 
         let (tx, mut rx) = mpsc::channel(8);
-        tokio::spawn(run(format!("unix://{}", sock.display()), runtime.clone(), cache, tx));
+        tokio::spawn(run(format!("unix://{}", sock.display()), runtime.clone(), tx));
         assert_eq!(rx.recv().await, Some(Feed::Up));
-        // containerd reports the exit before its CRI plugin has caught up.
+        // An instance CRI does not know (yet) is forwarded at once: the PLEG relists for it.
         env_tx.send(envelope(TOPIC, NAMESPACE, "unknown", "unknown")).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.unwrap();
+        assert_eq!(got, Some(Feed::Event(Event { id: "unknown".into(), uid: None, kind: EventKind::Stopped })));
+        // containerd reports the exit before its CRI plugin has caught up.
         env_tx.send(envelope(TOPIC, NAMESPACE, &c, &c)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(rx.try_recv().is_err(), "CRI still says running");

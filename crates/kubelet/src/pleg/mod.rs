@@ -79,12 +79,12 @@ const FEED_QUEUE: usize = 4096;
 /// `containerd_endpoint` is set), else relisting every second.
 pub async fn run(cfg: Config, runtime: DynRuntime, health: Health, cache: Cache, tx: mpsc::Sender<String>) {
     let (feed_tx, feed_rx) = mpsc::channel(FEED_QUEUE);
-    let (rt, native, exits_cache) = (runtime.clone(), cfg.containerd_endpoint.clone(), cache.clone());
+    let (rt, native) = (runtime.clone(), cfg.containerd_endpoint.clone());
     tokio::spawn(async move {
         if events::cri(rt.clone(), feed_tx.clone()).await
             && let Some(endpoint) = native
         {
-            containerd::run(endpoint, rt, exits_cache, feed_tx).await;
+            containerd::run(endpoint, rt, feed_tx).await;
         }
     });
     run_with_feed(cfg, runtime, health, cache, tx, feed_rx).await
@@ -146,15 +146,18 @@ pub async fn run_with_feed(
                 item = feed.recv(), if feed_open => item,
             };
             match item {
-                Some(Feed::Event(ev)) => {
-                    // Instances the cache does not know yet were created since the last relist;
-                    // the worker that created them waits for a relist anyway.
-                    if let Applied::Changed(uid) = cache.apply(&ev)
-                        && tx.send(uid).await.is_err()
-                    {
-                        return;
+                Some(Feed::Event(ev)) => match cache.apply(&ev) {
+                    Applied::Changed(uid) => {
+                        if tx.send(uid).await.is_err() {
+                            return;
+                        }
                     }
-                }
+                    // An instance created since the last relist (its creator may already have
+                    // seen that relist, and it may exit before the next one, 30 s away while
+                    // events flow): relist soon, spaced like a worker's request.
+                    Applied::Unknown => cache.ask_relist(),
+                    Applied::Unchanged => {}
+                },
                 // Events from now on: relist once to cover the time before, then rarely.
                 Some(Feed::Up) => {
                     streaming = true;
