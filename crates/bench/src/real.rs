@@ -29,7 +29,21 @@ fn node_ctx(dir: &Path) -> NodeContext {
         resolv_conf: "/etc/resolv.conf".into(),
         pod_logs_dir: dir.join("logs"),
         root_dir: dir.join("root"),
-        cgroups: None,
+        cgroups: pod_cgroups(),
+    }
+}
+
+/// The kubelet's container manager with the default configuration, so the raw side's pods get
+/// the same cgroup parent (`/kubepods/besteffort/pod<uid>`) as the kubelet's: runc then does the
+/// same cgroup work on both sides. The raw side does not create the pod cgroup itself (runc
+/// makes missing parents); the kubelet does, and that is part of what it costs.
+fn pod_cgroups() -> Option<Arc<kubelet::cm::ContainerManager>> {
+    match kubelet::cm::ContainerManager::setup(&kubelet_config::KubeletConfiguration::default()) {
+        Ok(cm) => Some(cm),
+        Err(e) => {
+            println!("raw CRI side without pod cgroups (the container manager: {e})");
+            None
+        }
     }
 }
 
@@ -65,10 +79,14 @@ async fn raw_start(rt: &DynRuntime, node: &NodeContext, pod: &Pod, image_ref: &s
     Ok(id)
 }
 
-async fn raw_cleanup(rt: &DynRuntime, ids: &[String]) {
+async fn raw_cleanup(rt: &DynRuntime, node: &NodeContext, ids: &[String]) {
     for id in ids {
+        let uid = rt.pod_sandbox_status(id).await.ok().and_then(|s| s.metadata).map(|m| m.uid);
         let _ = rt.stop_pod_sandbox(id).await;
         let _ = rt.remove_pod_sandbox(id).await;
+        if let (Some(cm), Some(uid)) = (&node.cgroups, uid) {
+            let _ = cm.remove_pod_cgroup(&uid);
+        }
     }
 }
 
@@ -205,7 +223,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         let t = Instant::now();
         let id = raw_start(&rt, &node, &pod, &image_ref).await?;
         raw.push(t.elapsed());
-        raw_cleanup(&rt, &[id]).await;
+        raw_cleanup(&rt, &node, &[id]).await;
     }
     // 2. A burst of pods at once, raw at the same concurrency (before the kubelet runs: it would
     // rightly remove these pods as orphans).
@@ -235,7 +253,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if failed > 0 {
         println!("raw CRI burst: {failed} of {n} pods failed in the runtime");
     }
-    raw_cleanup(&rt, &ids).await;
+    raw_cleanup(&rt, &node, &ids).await;
     let k = Kubelet::start(&args.kubelet).await?;
     let pid = k.pid();
     tokio::time::sleep(Duration::from_secs(3)).await;
