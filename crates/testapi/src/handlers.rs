@@ -49,38 +49,8 @@ pub struct Target {
     pub watch_path: bool,
 }
 
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 pub fn parse_query(q: Option<&str>) -> HashMap<String, String> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
-        })
-        .collect()
+    form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 /// Parses /api/v1/... and /apis/{group}/{version}/... resource paths.
@@ -579,6 +549,6 @@ mod tests {
         assert_eq!(q["fieldSelector"], "spec.nodeName=n1");
         assert_eq!(q["labelSelector"], "a in (x)");
         assert_eq!(q["watch"], "");
-        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(parse_query(Some("limit=100%"))["limit"], "100%");
     }
 }

@@ -47,40 +47,9 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// Repeated query parameters, in order (`command=ls&command=-l`).
+/// Repeated query parameters, in order (`command=ls&command=-l`), percent- and `+`-decoded.
 fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-/// Percent-decoding of one query component (`+` is a space).
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(q.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 fn flag(pairs: &[(String, String)], names: &[&str]) -> bool {
@@ -612,8 +581,7 @@ mod tests {
         assert!(flag(&p, &["output"]));
         assert!(flag(&p, &["tty"]));
         assert!(!flag(&p, &["input"]));
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
+        assert_eq!(query_pairs(Some("a=100%&b=%zz")), [("a".into(), "100%".into()), ("b".into(), "%zz".into())]);
     }
 
     #[test]
