@@ -146,6 +146,14 @@ pub struct Flags {
     /// period instead of upstream's 10 s / 5 min / 1 min.
     #[arg(long, hide = true)]
     pub housekeeping_period_for_tests: Option<Duration>,
+    /// This kubelet's own (upstream hard-codes 1 s): the PLEG relist period while the runtime
+    /// sends no container events.
+    #[arg(long)]
+    pub pleg_relist_period: Option<Duration>,
+    /// This kubelet's own (upstream's Evented PLEG hard-codes 300 s): the backstop relist period
+    /// while container events flow.
+    #[arg(long)]
+    pub pleg_relist_period_with_events: Option<Duration>,
 }
 
 /// Settings that exist only as flags, resolved after `Flags::apply`.
@@ -174,6 +182,10 @@ pub struct NodeOptions {
     pub pod_infra_container_image: Option<String>,
     /// --housekeeping-period-for-tests (hidden).
     pub housekeeping_period_for_tests: Option<Duration>,
+    /// --pleg-relist-period.
+    pub pleg_relist_period: Option<Duration>,
+    /// --pleg-relist-period-with-events.
+    pub pleg_relist_period_with_events: Option<Duration>,
 }
 
 impl NodeOptions {
@@ -279,6 +291,8 @@ impl Flags {
             cloud_provider: self.cloud_provider.clone(),
             pod_infra_container_image: self.pod_infra_container_image.clone(),
             housekeeping_period_for_tests: self.housekeeping_period_for_tests,
+            pleg_relist_period: self.pleg_relist_period,
+            pleg_relist_period_with_events: self.pleg_relist_period_with_events,
         }
     }
 }

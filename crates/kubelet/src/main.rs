@@ -289,11 +289,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A PLEG period flag: positive and at most 2 minutes (`/healthz` fails once no relist
+/// succeeded for 3 minutes, upstream's PLEG health threshold).
+fn relist_period(flag: &str, d: Option<kubelet_config::Duration>) -> anyhow::Result<Option<Duration>> {
+    let Some(d) = d else { return Ok(None) };
+    match d.to_std() {
+        Some(p) if p > Duration::ZERO && p <= Duration::from_secs(120) => Ok(Some(p)),
+        _ => bail!("{flag}: {d} must be greater than 0 and at most 2m"),
+    }
+}
+
 async fn run() -> anyhow::Result<()> {
     let flags = Flags::parse();
     // The load error already lists every bad field; keep it as one message.
     let (cfg, node) = kubelet_config::load_with_flags(&flags).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(node.verbosity);
+    let relist = relist_period("--pleg-relist-period", node.pleg_relist_period)?;
+    let relist_with_events = relist_period("--pleg-relist-period-with-events", node.pleg_relist_period_with_events)?;
     for field in kubelet_config::unsupported_fields(&cfg, IMPLEMENTED) {
         tracing::warn!(field, "configuration field is accepted but not supported yet");
     }
@@ -508,13 +520,14 @@ async fn run() -> anyhow::Result<()> {
     let log_rotation = kubelet::logs::rotate::Config::from_kubelet_config(&cfg);
     tokio::spawn(kubelet::logs::rotate::run(log_rotation, runtime.clone(), Arc::new(SystemClock)));
     let (pleg_tx, pleg_rx) = mpsc::channel(1024);
-    tokio::spawn(pleg::run(
-        pleg::Config { containerd_endpoint, ..pleg::Config::new(metrics.clone()) },
-        runtime.clone(),
-        pleg_health.clone(),
-        pleg_cache,
-        pleg_tx,
-    ));
+    let mut pleg_cfg = pleg::Config { containerd_endpoint, ..pleg::Config::new(metrics.clone()) };
+    if let Some(d) = relist {
+        pleg_cfg.relist_period = d;
+    }
+    if let Some(d) = relist_with_events {
+        pleg_cfg.relist_period_with_events = d;
+    }
+    tokio::spawn(pleg::run(pleg_cfg, runtime.clone(), pleg_health.clone(), pleg_cache, pleg_tx));
     let (evict_tx, evict_rx) = mpsc::channel(4);
     tokio::spawn(dispatcher::run_with(
         dispatcher::Config {

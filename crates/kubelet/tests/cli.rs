@@ -84,3 +84,13 @@ fn unsupported_fields_are_reported_and_an_absent_runtime_is_waited_for() {
     assert!(unsupported, "shutdownGracePeriod reported as not supported yet: {seen:#?}");
     assert!(retries >= 2, "kept retrying the absent runtime: {seen:#?}");
 }
+
+#[test]
+fn a_bad_pleg_period_is_named_at_start() {
+    for (flag, value) in [("--pleg-relist-period", "0s"), ("--pleg-relist-period-with-events", "10m")] {
+        let out = kubelet().arg(format!("{flag}={value}")).arg("--fail-swap-on=false").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flag}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("must be greater than 0 and at most 2m"), "{err}");
+    }
+}

@@ -31,6 +31,8 @@ use proto::events::{Envelope, SubscribeRequest, events_client::EventsClient};
 /// The containerd namespace of the CRI plugin's containers.
 pub const NAMESPACE: &str = "k8s.io";
 const TOPIC: &str = "/tasks/exit";
+/// A Subscribe call still pending after this long is established (see [`run`]).
+const SUBSCRIBED_AFTER: Duration = Duration::from_secs(1);
 
 /// The container whose init process exited, if `env` says so.
 pub fn exited(env: &Envelope) -> Option<String> {
@@ -76,12 +78,35 @@ pub async fn run(endpoint: String, runtime: DynRuntime, tx: mpsc::Sender<Feed>) 
     let mut backoff = Duration::ZERO;
     let mut warned = false;
     loop {
-        match subscribe(&endpoint).await {
-            Ok(mut stream) => {
-                if tx.send(Feed::Up).await.is_err() {
-                    return;
+        // containerd sends the stream's response headers only with its first event, so the call
+        // stays pending on an idle node; one still open after SUBSCRIBED_AFTER is subscribed (an
+        // event from then on arrives as the stream's first message).
+        let call = subscribe(&endpoint);
+        tokio::pin!(call);
+        let mut up = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = tokio::time::sleep(SUBSCRIBED_AFTER), if !up => {
+                    if tx.send(Feed::Up).await.is_err() {
+                        return;
+                    }
+                    tracing::info!("subscribed to containerd's task exit events");
+                    up = true;
                 }
-                tracing::info!("subscribed to containerd's task exit events");
+            }
+        };
+        if up && result.is_err() && tx.send(Feed::Down).await.is_err() {
+            return;
+        }
+        match result {
+            Ok(mut stream) => {
+                if !up {
+                    if tx.send(Feed::Up).await.is_err() {
+                        return;
+                    }
+                    tracing::info!("subscribed to containerd's task exit events");
+                }
                 warned = false;
                 let mut delivered = false;
                 let mut confirming = FuturesUnordered::new();
@@ -223,5 +248,41 @@ mod tests {
         assert_eq!(got, Some(Feed::Event(Event { id: c, uid: None, kind: EventKind::Stopped })));
         drop(env_tx);
         assert_eq!(rx.recv().await, Some(Feed::Down), "the stream ended");
+    }
+
+    /// containerd answers Subscribe only with its first event (grpc-go sends the headers with
+    /// the first message): a server that never answers.
+    struct Idle;
+
+    #[tonic::async_trait]
+    impl Events for Idle {
+        type SubscribeStream = futures::stream::BoxStream<'static, Result<Envelope, tonic::Status>>;
+        async fn subscribe(
+            &self,
+            _: tonic::Request<SubscribeRequest>,
+        ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscription_without_events_yet_counts_as_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("containerd.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder().add_service(EventsServer::new(Idle)).serve_with_incoming(incoming),
+        );
+        let runtime: DynRuntime = Arc::new(crate::cri::fake::FakeRuntime::new());
+        let (tx, mut rx) = mpsc::channel(8);
+        let started = std::time::Instant::now();
+        tokio::spawn(run(format!("unix://{}", sock.display()), runtime, tx));
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
+        assert_eq!(got, Some(Feed::Up));
+        assert!(started.elapsed() >= SUBSCRIBED_AFTER, "up only once the call stayed open");
     }
 }
