@@ -153,8 +153,9 @@ pub async fn churn(n: usize, rounds: usize) -> anyhow::Result<()> {
 }
 
 pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
-    let FakeNode { statuses, snapshots: snap_tx, _dir, .. } = fake_node(events)?;
+    let FakeNode { rt, statuses, snapshots: snap_tx, _dir } = fake_node(events)?;
     let pods: Vec<Pod> = (0..n).map(pod).collect();
+    let uids: Vec<String> = pods.iter().map(|p| p.metadata.uid.clone().unwrap_or_default()).collect();
     let rss_before = rss_kib("self");
     let cpu_before = cpu_time("self");
     let start = Instant::now();
@@ -166,6 +167,22 @@ pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
     let cpu0 = cpu_time("self");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = cpu_time("self") - cpu0;
+    // Status delay at this scale: 20 containers spread over the pods exit one at a time; each
+    // exit → its restart visible in the status (restartPolicy Always).
+    let mut delays = Vec::new();
+    for k in 0..20usize {
+        let uid = &uids[k * n / 20];
+        let restarts = |s: &Statuses| {
+            s.get(uid).and_then(|st| st.container_statuses?.first().map(|c| (c.restart_count, c.container_id.clone())))
+        };
+        let Some((before, Some(cid))) = restarts(&statuses) else { anyhow::bail!("pod {uid} has no container") };
+        let id = cid.rsplit("://").next().unwrap_or_default().to_string();
+        let t = Instant::now();
+        rt.exit_container(&id, 1);
+        until(&statuses, |s| restarts(s).is_some_and(|(r, _)| r > before)).await;
+        delays.push(t.elapsed());
+    }
+    delays.sort();
     println!(
         "fake runtime{}, {n} pods: all Running in {} ({:.1} µs wall per pod, {:.1} µs CPU per pod); idle CPU {:.3} cores; RSS +{} MiB",
         if events { "" } else { " (no events)" },
@@ -174,6 +191,12 @@ pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
         cpu_start.as_secs_f64() * 1e6 / n as f64,
         idle.as_secs_f64() / 5.0,
         (rss_kib("self").saturating_sub(rss_before)) / 1024
+    );
+    println!(
+        "fake runtime{}, {n} pods: container exit → restart in the status p50 {} p99 {} (20 exits)",
+        if events { "" } else { " (no events)" },
+        crate::ms(crate::percentile(&delays, 0.5)),
+        crate::ms(crate::percentile(&delays, 0.99))
     );
     drop(snap_tx);
     Ok(())
