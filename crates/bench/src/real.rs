@@ -100,8 +100,10 @@ struct Kubelet {
 impl Kubelet {
     async fn start(bin: &Path) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let hz = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // Both listeners held until both ports are chosen, so the two differ.
+        let (a, b) = (std::net::TcpListener::bind("127.0.0.1:0")?, std::net::TcpListener::bind("127.0.0.1:0")?);
+        let (port, hz) = (a.local_addr()?.port(), b.local_addr()?.port());
+        drop((a, b));
         std::fs::create_dir_all(dir.path().join("manifests"))?;
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nstaticPodPath: {}\nreadOnlyPort: {port}\nhealthzPort: {hz}\nserializeImagePulls: false\nmaxPods: 250\n",

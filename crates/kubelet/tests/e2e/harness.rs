@@ -37,8 +37,13 @@ pub async fn runtime_or_skip(test: &str) -> Option<DynRuntime> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+/// `N` distinct free ports: every listener is held until all are chosen (released one at a time,
+/// the kernel may hand the same port out twice — CI once saw healthz and the read-only port
+/// collide).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port")).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
 }
 
 /// An exclusive lock across processes (two test runs on one machine would otherwise each see
@@ -99,15 +104,16 @@ impl Kubelet {
         let dir = tempfile::Builder::new().prefix(&format!("e2e-{test}-")).tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let node = format!("e2e-{}", test.replace('_', "-")).chars().take(40).collect::<String>();
+        let [ro_port, healthz_port, port] = free_ports();
         let mut k = Self {
             _serial: serial,
             _machine: machine,
             child: None,
             dir,
             node,
-            ro_port: free_port(),
-            healthz_port: free_port(),
-            port: free_port(),
+            ro_port,
+            healthz_port,
+            port,
             runtime,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
             starts: 0,
