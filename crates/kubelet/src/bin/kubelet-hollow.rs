@@ -108,6 +108,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let api: DynApi = Arc::new(client);
         let fake = FakeRuntime::without_call_log();
         fake.open_registry();
+        // Room for every event of a node at --max-pods (create and start of a sandbox and a
+        // container per pod), not the fake's 4,096-slot default allocated per node.
+        fake.set_event_buffer((args.max_pods.max(1) as usize).saturating_mul(4).min(4096));
         let runtime: DynRuntime = Arc::new(fake);
         let mut cfg = kubelet::hollow::Config::new(name.clone(), root.join(&name));
         cfg.max_pods = args.max_pods;

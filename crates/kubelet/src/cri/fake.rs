@@ -37,6 +37,8 @@ struct State {
     events: Option<tokio::sync::broadcast::Sender<api::ContainerEventResponse>>,
     /// GetContainerEvents answers Unimplemented (as containerd 1.6 does).
     events_unimplemented: bool,
+    /// Events a subscriber may fall behind by (0: [`EVENT_BUFFER`]).
+    event_buffer: usize,
 }
 
 impl State {
@@ -160,6 +162,13 @@ impl FakeRuntime {
             let sandbox = s.sandbox_of(id);
             s.emit(id, &sandbox, api::ContainerEventType::ContainerStoppedEvent);
         }
+    }
+
+    /// How many events a GetContainerEvents subscriber may fall behind by before its stream
+    /// breaks (default 4,096). The buffer is allocated whole: a hollow node, with a few dozen
+    /// pods, wants a small one (4,096 slots of `ContainerEventResponse` are ~1.6 MiB).
+    pub fn set_event_buffer(&self, events: usize) {
+        self.lock().event_buffer = events.max(1);
     }
 
     /// Makes GetContainerEvents answer Unimplemented (containerd 1.6) or work again.
@@ -587,7 +596,8 @@ impl Runtime for FakeRuntime {
         if s.events_unimplemented {
             return Err(CriError::new("GetContainerEvents", tonic::Code::Unimplemented, "unknown method"));
         }
-        let rx = s.events.get_or_insert_with(|| tokio::sync::broadcast::Sender::new(EVENT_BUFFER)).subscribe();
+        let buffer = if s.event_buffer == 0 { EVENT_BUFFER } else { s.event_buffer };
+        let rx = s.events.get_or_insert_with(|| tokio::sync::broadcast::Sender::new(buffer)).subscribe();
         Ok(futures::stream::unfold(rx, |mut rx| async move {
             match rx.recv().await {
                 Ok(ev) => Some((Ok(ev), rx)),

@@ -152,11 +152,13 @@ pub async fn run_with_feed(
                             return;
                         }
                     }
-                    // An instance created since the last relist (its creator may already have
-                    // seen that relist, and it may exit before the next one, 30 s away while
-                    // events flow): relist soon, spaced like a worker's request.
-                    Applied::Unknown => cache.ask_relist(),
-                    Applied::Unchanged => {}
+                    // The exit of an instance created since the last relist (its creator may
+                    // already have seen a relist that listed it running, and the next one is
+                    // 30 s away while events flow): relist soon, spaced like a worker's request.
+                    // Created/started/removed are the worker's own doing: it waits for a relist
+                    // after them anyway.
+                    Applied::Unknown if ev.kind == EventKind::Stopped => cache.ask_relist(),
+                    Applied::Unknown | Applied::Unchanged => {}
                 },
                 // Events from now on: relist once to cover the time before, then rarely.
                 Some(Feed::Up) => {
