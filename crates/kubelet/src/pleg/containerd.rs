@@ -209,8 +209,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_exit_is_forwarded_once_cri_says_the_container_stopped() {
+    /// Serves `events` on a fresh unix socket; the directory keeps the socket, the endpoint
+    /// names it.
+    fn serve(events: impl Events) -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("containerd.sock");
         let listener = tokio::net::UnixListener::bind(&sock).unwrap();
@@ -218,9 +219,15 @@ mod tests {
             let conn = l.accept().await.map(|(s, _)| s);
             Some((conn, l))
         });
+        let server = tonic::transport::Server::builder().add_service(EventsServer::new(events));
+        tokio::spawn(server.serve_with_incoming(incoming));
+        (dir, format!("unix://{}", sock.display()))
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_forwarded_once_cri_says_the_container_stopped() {
         let (env_tx, env_rx) = mpsc::channel(8);
-        let server = EventsServer::new(Server(tokio::sync::Mutex::new(Some(env_rx))));
-        tokio::spawn(tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming));
+        let (_dir, endpoint) = serve(Server(tokio::sync::Mutex::new(Some(env_rx))));
 
         let fake = crate::cri::fake::FakeRuntime::new();
         let runtime: DynRuntime = Arc::new(fake.clone());
@@ -233,7 +240,7 @@ mod tests {
         runtime.start_container(&c).await.unwrap();
 
         let (tx, mut rx) = mpsc::channel(8);
-        tokio::spawn(run(format!("unix://{}", sock.display()), runtime.clone(), tx));
+        tokio::spawn(run(endpoint, runtime.clone(), tx));
         assert_eq!(rx.recv().await, Some(Feed::Up));
         // An instance CRI does not know (yet) is forwarded at once: the PLEG relists for it.
         env_tx.send(envelope(TOPIC, NAMESPACE, "unknown", "unknown")).await.unwrap();
@@ -267,20 +274,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_subscription_without_events_yet_counts_as_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("containerd.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-        let incoming = futures::stream::unfold(listener, |l| async move {
-            let conn = l.accept().await.map(|(s, _)| s);
-            Some((conn, l))
-        });
-        tokio::spawn(
-            tonic::transport::Server::builder().add_service(EventsServer::new(Idle)).serve_with_incoming(incoming),
-        );
+        let (_dir, endpoint) = serve(Idle);
         let runtime: DynRuntime = Arc::new(crate::cri::fake::FakeRuntime::new());
         let (tx, mut rx) = mpsc::channel(8);
         let started = std::time::Instant::now();
-        tokio::spawn(run(format!("unix://{}", sock.display()), runtime, tx));
+        tokio::spawn(run(endpoint, runtime, tx));
         let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap();
         assert_eq!(got, Some(Feed::Up));
         assert!(started.elapsed() >= SUBSCRIBED_AFTER, "up only once the call stayed open");
