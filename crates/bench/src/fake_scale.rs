@@ -31,6 +31,13 @@ pub fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// Cores the process used on average over the next `window` (this waits out the window).
+pub async fn cores_over(pid: &str, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    tokio::time::sleep(window).await;
+    (cpu_time(pid) - before).as_secs_f64() / window.as_secs_f64()
+}
+
 pub fn rss_kib(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -164,9 +171,7 @@ pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
     let took = start.elapsed();
     let cpu_start = cpu_time("self") - cpu_before;
     // Steady state: 5 s of relists and resyncs with every pod running.
-    let cpu0 = cpu_time("self");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle = cpu_time("self") - cpu0;
+    let idle_cores = cores_over("self", Duration::from_secs(5)).await;
     // Status delay at this scale: 20 containers spread over the pods exit one at a time; each
     // exit → its restart visible in the status (restartPolicy Always).
     let mut delays = Vec::new();
@@ -189,7 +194,7 @@ pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
         crate::ms(took),
         took.as_secs_f64() * 1e6 / n as f64,
         cpu_start.as_secs_f64() * 1e6 / n as f64,
-        idle.as_secs_f64() / 5.0,
+        idle_cores,
         (rss_kib("self").saturating_sub(rss_before)) / 1024
     );
     println!(

@@ -3,7 +3,7 @@
 //! process with N nodes minus one with none), pods per second sustained from the first create to
 //! the last pod seen Running through a watch, per-pod latency, and node Ready / lease renewals.
 
-use crate::fake_scale::{cpu_time, rss_kib};
+use crate::fake_scale::{cores_over, cpu_time, rss_kib};
 use crate::{ms, percentile};
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::api::DynApi;
@@ -170,9 +170,7 @@ async fn round(opts: &Options, n: usize, empty: &mut Option<u64>) -> anyhow::Res
     let registered = start.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_idle = rss_kib(&pid);
-    let cpu0 = cpu_time(&pid);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle_cores = (cpu_time(&pid) - cpu0).as_secs_f64() / 10.0;
+    let idle_cores = cores_over(&pid, Duration::from_secs(10)).await;
 
     // Pods: watch every node's pods (as the scheduler-side observer would), then create.
     let total = n * opts.pods_per_node;

@@ -1,6 +1,6 @@
 //! The kubelet on containerd against raw CRI calls with the same sandbox and container configs.
 
-use crate::fake_scale::{cpu_time, rss_kib};
+use crate::fake_scale::{cores_over, rss_kib};
 use crate::{Args, ms, percentile};
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::cri::DynRuntime;
@@ -260,9 +260,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let pid = k.pid();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_idle = rss_kib(&pid);
-    let cpu0 = cpu_time(&pid);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let cpu_idle = (cpu_time(&pid) - cpu0).as_secs_f64() / 10.0;
+    let cpu_idle = cores_over(&pid, Duration::from_secs(10)).await;
     let mut kub = Vec::new();
     for i in 0..args.runs {
         let t = Instant::now();
@@ -288,9 +286,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_busy = rss_kib(&pid);
-    let cpu1 = cpu_time(&pid);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let cpu_busy = (cpu_time(&pid) - cpu1).as_secs_f64() / 10.0;
+    let cpu_busy = cores_over(&pid, Duration::from_secs(10)).await;
     println!(
         "kubelet footprint: idle RSS {:.1} MiB, CPU {cpu_idle:.4} cores | {n} pods RSS {:.1} MiB, CPU {cpu_busy:.4} cores",
         rss_idle as f64 / 1024.0,
