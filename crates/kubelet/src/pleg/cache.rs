@@ -228,8 +228,10 @@ impl Cache {
         s.needed.insert(uid.to_string(), next);
     }
 
-    /// The pod an instance belongs to, if the cache knows it.
-    pub fn uid_of(&self, id: &str) -> Option<String> {
+    /// The pod an instance belongs to, if the cache knows it (tests: events resolve owners
+    /// inside `apply`).
+    #[cfg(test)]
+    fn uid_of(&self, id: &str) -> Option<String> {
         self.lock().owners.get(id).cloned()
     }
 
