@@ -6,6 +6,11 @@
 //! calls [`Cache::invalidate`]; its next [`Cache::get_fresh`] waits for a relist that *started*
 //! after that (upstream's `GetNewerThan`) and asks the PLEG to relist now instead of at its
 //! period. Runtime events patch states but never count as fresh: only a full relist does.
+//!
+//! A worker whose changes are all known by their answers (sandboxes and containers it created
+//! and started, instances it removed) records them instead with [`Cache::record_own`]: its next
+//! read is fresh at once, without a relist. What it does not know of (an exit meanwhile) comes as
+//! an event, as it would after any read.
 
 use crate::cri::api;
 use crate::cri::labels::{ContainerAnnotations, POD_UID};
@@ -135,6 +140,28 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// What a worker did to its pod in the runtime, every outcome known from the runtime's answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnChange {
+    /// New sandboxes and containers, in the state the worker left them.
+    pub created: PodRecord,
+    /// Sandboxes and containers it removed.
+    pub removed: Vec<String>,
+}
+
+impl OwnChange {
+    pub fn is_empty(&self) -> bool {
+        self.created.sandboxes.is_empty() && self.created.containers.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// What a relist's result may predate and must have applied on top of it.
+#[derive(Debug, Clone)]
+enum Replay {
+    Event(Event),
+    Own(String, OwnChange),
+}
+
 /// What applying an event to the cache did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -158,9 +185,10 @@ struct State {
     completed: u64,
     /// Pod UID → the relist a read of that pod must wait for (set by `invalidate`).
     needed: HashMap<String, u64>,
-    /// Events applied while a relist was listing: its result may predate them, so they are
-    /// applied again on top of it (states only move forward, so a replay is harmless).
-    replay: Vec<Event>,
+    /// Events and own changes applied while a relist was listing: its result may predate them,
+    /// so they are applied again on top of it (states only move forward, so a replay is
+    /// harmless).
+    replay: Vec<Replay>,
 }
 
 struct Inner {
@@ -228,6 +256,21 @@ impl Cache {
         s.needed.insert(uid.to_string(), next);
     }
 
+    /// The worker changed the pod's runtime state and knows every outcome: the cache takes them
+    /// as they are, and the pod's next read is fresh at once (instead of after a relist, as with
+    /// [`invalidate`](Self::invalidate)). Creations only move states forward, so an exit the PLEG
+    /// applied first stays.
+    pub fn record_own(&self, uid: &str, change: OwnChange) {
+        if change.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        merge_locked(&mut s, uid, &change);
+        if s.started > s.completed {
+            s.replay.push(Replay::Own(uid.to_string(), change));
+        }
+    }
+
     /// The pod an instance belongs to, if the cache knows it (tests: events resolve owners
     /// inside `apply`).
     #[cfg(test)]
@@ -269,17 +312,19 @@ impl Cache {
         }
         let changed = {
             let mut s = self.lock();
-            let mut changed = changed_pods(&s.pods, &pods);
-            s.pods = pods;
+            let old = std::mem::replace(&mut s.pods, pods);
             s.owners = owners;
-            // An exit seen while the lists were in flight must not be undone by them.
-            for ev in std::mem::take(&mut s.replay) {
-                if let Applied::Changed(uid) = apply_locked(&mut s, &ev)
-                    && !changed.contains(&uid)
-                {
-                    changed.push(uid);
+            // An exit or a worker's own change seen while the lists were in flight must not be
+            // undone by them. Whoever needed to hear of them heard when they were applied.
+            for r in std::mem::take(&mut s.replay) {
+                match r {
+                    Replay::Event(ev) => {
+                        apply_locked(&mut s, &ev);
+                    }
+                    Replay::Own(uid, change) => merge_locked(&mut s, &uid, &change),
                 }
             }
+            let changed = changed_pods(&old, &s.pods);
             s.completed = s.completed.max(n);
             let done = s.completed;
             s.needed.retain(|_, need| *need > done);
@@ -295,10 +340,35 @@ impl Cache {
     pub(crate) fn apply(&self, ev: &Event) -> Applied {
         let mut s = self.lock();
         if s.started > s.completed {
-            s.replay.push(ev.clone());
+            s.replay.push(Replay::Event(ev.clone()));
         }
         apply_locked(&mut s, ev)
     }
+}
+
+fn merge_locked(s: &mut State, uid: &str, change: &OwnChange) {
+    let mut r = s.pods.get(uid).map(|r| (**r).clone()).unwrap_or_default();
+    for id in &change.removed {
+        r.sandboxes.retain(|x| &x.id != id);
+        r.containers.retain(|x| &x.id != id);
+        s.owners.remove(id);
+    }
+    for sb in &change.created.sandboxes {
+        if !r.sandboxes.iter().any(|x| x.id == sb.id) {
+            r.sandboxes.push(sb.clone());
+        }
+        s.owners.insert(sb.id.clone(), uid.to_string());
+    }
+    for c in &change.created.containers {
+        match r.containers.iter_mut().find(|x| x.id == c.id) {
+            Some(x) if rank(c.state) > rank(x.state) => x.state = c.state,
+            Some(_) => {}
+            None => r.containers.push(c.clone()),
+        }
+        s.owners.insert(c.id.clone(), uid.to_string());
+    }
+    r.sort();
+    s.pods.insert(uid.to_string(), Arc::new(r));
 }
 
 fn apply_locked(s: &mut State, ev: &Event) -> Applied {
@@ -453,10 +523,61 @@ mod tests {
         assert_eq!(cache.apply(&ev), Applied::Changed("a".into()));
         let changed = cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c1", RUNNING)]))]));
         assert_eq!(cache.get("a").unwrap().containers[0].state, EXITED, "the exit stays");
-        assert_eq!(changed, ["a"]);
+        assert!(changed.is_empty(), "the worker heard of the exit when it was applied: {changed:?}");
         // The next relist replays nothing: it lists after the exit.
         let n = cache.begin_relist();
         assert!(cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c1", EXITED)]))])).is_empty());
+    }
+
+    fn own(created: &[(&str, i32)], removed: &[&str]) -> OwnChange {
+        OwnChange {
+            created: PodRecord {
+                sandboxes: vec![],
+                containers: created.iter().map(|(id, st)| container(id, *st)).collect(),
+            },
+            removed: removed.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workers_own_known_changes_are_fresh_without_a_relist() {
+        let cache = Cache::new();
+        let n = cache.begin_relist();
+        cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c1", EXITED), ("c0", EXITED)]))]));
+        cache.record_own("a", own(&[("c2", RUNNING)], &["c0"]));
+        let got = cache.get_fresh("a", Duration::ZERO).await.expect("fresh at once");
+        let ids: Vec<(&str, i32)> = got.containers.iter().map(|c| (c.id.as_str(), c.state)).collect();
+        assert_eq!(ids, [("c1", EXITED), ("c2", RUNNING)]);
+        // Events now find the new instance: its exit reaches the worker.
+        let ev = Event { id: "c2".into(), uid: None, kind: EventKind::Stopped };
+        assert_eq!(cache.apply(&ev), Applied::Changed("a".into()));
+        assert_eq!(cache.apply(&Event { id: "c0".into(), uid: None, kind: EventKind::Stopped }), Applied::Unknown);
+    }
+
+    #[test]
+    fn own_changes_made_while_a_relist_lists_survive_its_older_result() {
+        let cache = Cache::new();
+        let n = cache.begin_relist();
+        cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c0", EXITED)]))]));
+        let n = cache.begin_relist();
+        // The lists ran before the worker removed c0 and started c2.
+        cache.record_own("a", own(&[("c2", RUNNING)], &["c0"]));
+        let changed = cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c0", EXITED)]))]));
+        let got = cache.get("a").unwrap();
+        assert_eq!(got.containers.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c2"]);
+        assert!(changed.is_empty(), "the worker knows its own changes: {changed:?}");
+    }
+
+    #[test]
+    fn an_own_start_does_not_undo_an_exit_applied_before_it() {
+        let cache = Cache::new();
+        let n = cache.begin_relist();
+        cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[]))]));
+        // The container exited before its creator recorded it; a relist listed it exited.
+        let n = cache.begin_relist();
+        cache.finish_relist(n, HashMap::from([("a".to_string(), record(&[("c2", EXITED)]))]));
+        cache.record_own("a", own(&[("c2", RUNNING)], &[]));
+        assert_eq!(cache.get("a").unwrap().containers[0].state, EXITED);
     }
 
     #[test]

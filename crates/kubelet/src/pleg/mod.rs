@@ -11,7 +11,7 @@ mod cache;
 pub mod containerd;
 pub mod events;
 
-pub use cache::{Applied, Cache, ContainerRecord, Event, EventKind, PodRecord, SandboxRecord, changed_pods};
+pub use cache::{Applied, Cache, ContainerRecord, Event, EventKind, OwnChange, PodRecord, SandboxRecord, changed_pods};
 pub use events::Feed;
 
 use crate::cri::DynRuntime;

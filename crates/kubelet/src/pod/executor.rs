@@ -7,10 +7,11 @@ use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
 use super::status::WaitingReasons;
 use crate::clock::DynClock;
-use crate::cri::labels::ContainerType;
+use crate::cri::labels::{ContainerAnnotations, ContainerType};
 use crate::cri::{DynRuntime, api};
 use crate::events::{Recorder, Type};
 use crate::images::Images;
+use crate::pleg::{ContainerRecord, OwnChange, SandboxRecord};
 use crate::prober::handlers::{self, Target};
 use k8s_openapi::api::core::v1::Pod;
 use std::path::{Path, PathBuf};
@@ -202,9 +203,11 @@ pub async fn execute(
     waiting: &mut WaitingReasons,
     on_queued: crate::images::QueueObserver<'_>,
     volumes: &crate::volume::PodVolumes,
-) -> Result<(), String> {
+) -> Result<Done, String> {
     let name = pod_name(pod);
     let grace = grace_secs(pod);
+    // A stop's outcome (exit code, time) is the runtime's to tell: then the worker relists.
+    let mut done = Done { known: !plan.kill_pod && plan.kill.is_empty(), ..Default::default() };
     if plan.kill_pod {
         kill_pod(deps, pod, obs).await?;
     }
@@ -218,6 +221,7 @@ pub async fn execute(
     for id in &plan.remove_containers {
         let cname = obs.containers.iter().find(|c| &c.id == id).map(|c| c.name.as_str()).unwrap_or("");
         remove_container(deps, pod, cname, id).await?;
+        done.change.removed.push(id.clone());
     }
     for id in &plan.remove_sandboxes {
         if let Err(e) = deps.runtime.remove_pod_sandbox(id).await
@@ -225,6 +229,7 @@ pub async fn execute(
         {
             return Err(e.to_string());
         }
+        done.change.removed.push(id.clone());
     }
 
     let mut sandbox = obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, s.ip.clone()));
@@ -238,21 +243,24 @@ pub async fn execute(
         tracing::info!(pod = %name, attempt, "creating pod sandbox");
         let id =
             deps.runtime.run_pod_sandbox(config).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
-        let ip = deps
-            .runtime
-            .pod_sandbox_status(&id)
-            .await
-            .ok()
-            .and_then(|s| s.network)
-            .map(|n| n.ip)
-            .filter(|ip| !ip.is_empty());
+        let status = deps.runtime.pod_sandbox_status(&id).await.ok();
+        let net = status.as_ref().and_then(|s| s.network.clone()).unwrap_or_default();
+        let ip = Some(net.ip).filter(|ip| !ip.is_empty());
+        let additional = net.additional_ips.into_iter().map(|i| i.ip).collect();
+        done.change.created.sandboxes.push(SandboxRecord {
+            id: id.clone(),
+            attempt,
+            ready: true,
+            created_at: status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos),
+        });
+        done.sandbox_ips = Some((id.clone(), (ip.clone(), additional)));
         sandbox = Some((id, attempt, ip));
     }
     let Some((sandbox_id, attempt, ip)) = sandbox else {
-        return Ok(());
+        return Ok(done);
     };
     if plan.start.is_empty() {
-        return Ok(());
+        return Ok(done);
     }
     let sandbox_config = runtime_config::sandbox_config(pod, &deps.node, attempt);
     let starts = plan.start.iter().map(|s| {
@@ -263,19 +271,47 @@ pub async fn execute(
     });
     for (s, result) in futures::future::join_all(starts).await {
         match result {
-            Ok(()) => {
+            Ok(record) => {
                 waiting.remove(&s.name);
+                done.change.created.containers.push(record);
             }
-            Err((reason, message)) => {
-                tracing::warn!(pod = %name, container = %s.name, reason, "{message}");
-                waiting.insert(s.name.clone(), (reason.to_string(), message));
+            Err(e) => {
+                tracing::warn!(pod = %name, container = %s.name, reason = e.reason, "{}", e.message);
+                waiting.insert(s.name.clone(), (e.reason.to_string(), e.message));
+                // Created but not (or no longer) running: in what state, the runtime tells.
+                done.known &= !e.created;
             }
         }
         if let Some((key, at)) = &s.arm_backoff {
             backoff.next(key, *at);
         }
     }
-    Ok(())
+    Ok(done)
+}
+
+/// What [`execute`] did: the sandboxes and containers it made and removed, for the PLEG cache
+/// ([`crate::pleg::Cache::record_own`]), and the new sandbox's IPs.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub change: OwnChange,
+    /// Every outcome is in `change`: nothing was stopped and nothing was left half-made. When
+    /// false, only a relist tells the pod's state.
+    pub known: bool,
+    /// The new sandbox's id and IPs (primary, additional), as PodSandboxStatus gave them.
+    pub sandbox_ips: Option<(String, super::observe::SandboxIps)>,
+}
+
+/// Why a container did not start, and whether it was created all the same.
+struct StartError {
+    reason: &'static str,
+    message: String,
+    created: bool,
+}
+
+impl From<(&'static str, String)> for StartError {
+    fn from((reason, message): (&'static str, String)) -> Self {
+        Self { reason, message, created: false }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -288,7 +324,7 @@ async fn start_container(
     pod_ip: Option<&str>,
     on_queued: crate::images::QueueObserver<'_>,
     volumes: &crate::volume::PodVolumes,
-) -> Result<(), (&'static str, String)> {
+) -> Result<ContainerRecord, StartError> {
     let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
     let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
     let c = list
@@ -320,7 +356,7 @@ async fn start_container(
                     ev(Type::Warning, "Failed", e.message.clone());
                     ev(Type::Warning, "Failed", format!("Error: {}", e.reason));
                 }
-                return Err((e.reason, e.message));
+                return Err((e.reason, e.message).into());
             }
         };
     // With no earlier instance in the runtime, the log files remember how often it ran.
@@ -342,10 +378,12 @@ async fn start_container(
     };
     let config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
+    let annotations = ContainerAnnotations::parse(&config.annotations);
     let id = deps.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await.map_err(|e| {
         ev(Type::Warning, "Failed", format!("Error: {}", e.message));
         ("CreateContainerError", e.message)
     })?;
+    let created_at = crate::stats::now_nanos();
     ev(Type::Normal, "Created", format!("Created container {}", c.name));
     // The /var/log/containers symlink, as upstream makes it.
     let link = log_symlink(&deps.container_logs_dir, pod, &c.name, &id);
@@ -358,7 +396,7 @@ async fn start_container(
     tracing::info!(pod = %pod_name(pod), container = %c.name, id = %id, restart_count, "starting container");
     deps.runtime.start_container(&id).await.map_err(|e| {
         ev(Type::Warning, "Failed", format!("Error: {}", e.message));
-        ("RunContainerError", e.message)
+        StartError { reason: "RunContainerError", message: e.message, created: true }
     })?;
     ev(Type::Normal, "Started", format!("Started container {}", c.name));
     if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
@@ -374,11 +412,19 @@ async fn start_container(
             tracing::warn!(pod = %pod_name(pod), container = %c.name, "FailedPostStartHook: {}", out.message);
             ev(Type::Warning, "FailedPostStartHook", format!("PostStartHook failed: {}", out.message));
             let _ = deps.runtime.stop_container(&id, grace_secs(pod)).await;
-            return Err(("PostStartHookError", format!("PostStartHook failed: {}", out.message)));
+            let message = format!("PostStartHook failed: {}", out.message);
+            return Err(StartError { reason: "PostStartHookError", message, created: true });
         }
         tracing::info!(pod = %pod_name(pod), container = %c.name, "postStart hook completed");
     }
-    Ok(())
+    Ok(ContainerRecord {
+        id,
+        sandbox_id: sandbox_id.to_string(),
+        name: c.name.clone(),
+        state: api::ContainerState::ContainerRunning as i32,
+        created_at,
+        annotations,
+    })
 }
 
 #[cfg(test)]

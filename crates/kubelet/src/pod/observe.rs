@@ -7,6 +7,9 @@ use crate::cri::{DynRuntime, Result, api};
 use crate::pleg::PodRecord;
 use std::collections::HashMap;
 
+/// A sandbox's primary IP and additional IPs.
+pub type SandboxIps = (Option<String>, Vec<String>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxObs {
     pub id: String,
@@ -88,7 +91,7 @@ pub async fn observe(
     runtime: &DynRuntime,
     uid: &str,
     cache: &mut HashMap<String, ContainerObs>,
-    ip_cache: &mut HashMap<String, (Option<String>, Vec<String>)>,
+    ip_cache: &mut HashMap<String, SandboxIps>,
 ) -> Result<PodObs> {
     let selector = HashMap::from([(labels::POD_UID.to_string(), uid.to_string())]);
     let sandboxes = runtime
@@ -106,7 +109,7 @@ pub async fn from_record(
     runtime: &DynRuntime,
     record: &PodRecord,
     cache: &mut HashMap<String, ContainerObs>,
-    ip_cache: &mut HashMap<String, (Option<String>, Vec<String>)>,
+    ip_cache: &mut HashMap<String, SandboxIps>,
 ) -> Result<PodObs> {
     let mut obs = PodObs::default();
     for sb in &record.sandboxes {

@@ -117,7 +117,7 @@ struct Worker {
     /// Set once the eviction manager evicted the pod: its status message and kill grace period.
     eviction: Option<crate::eviction::Eviction>,
     cache: HashMap<String, ContainerObs>,
-    ip_cache: HashMap<String, (Option<String>, Vec<String>)>,
+    ip_cache: HashMap<String, observe::SandboxIps>,
     /// Probes of the running container instances, by container ID.
     probes: HashMap<String, ContainerProbes>,
     probe_tx: mpsc::UnboundedSender<prober::Update>,
@@ -353,6 +353,18 @@ impl Worker {
         self.observe().await
     }
 
+    /// The executor's changes, every outcome known: the PLEG cache takes them as they are, so
+    /// the next observation needs no relist (only the new containers' statuses).
+    fn record_own(&mut self, done: &executor::Done) {
+        if let Some((id, ips)) = &done.sandbox_ips {
+            self.ip_cache.insert(id.clone(), ips.clone());
+        }
+        match &self.cfg.pleg {
+            Some(pleg) => pleg.record_own(self.pod.metadata.uid.as_deref().unwrap_or_default(), done.change.clone()),
+            None => self.changed_runtime(),
+        }
+    }
+
     fn changed_runtime(&self) {
         if let Some(pleg) = &self.cfg.pleg {
             pleg.invalidate(self.pod.metadata.uid.as_deref().unwrap_or_default());
@@ -569,7 +581,13 @@ impl Worker {
         let result =
             executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting, &on_queued, &volumes)
                 .await;
-        obs = self.observe_after_change().await?;
+        obs = match &result {
+            Ok(done) if done.known => {
+                self.record_own(done);
+                self.observe().await?
+            }
+            _ => self.observe_after_change().await?,
+        };
         self.publish(&obs);
         result?;
         // Containers that failed to start are retried soon; image pulls back off on their own.
