@@ -232,42 +232,44 @@ pub async fn execute(
         done.change.removed.push(id.clone());
     }
 
-    let mut sandbox = obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, s.ip.clone()));
-    if let Some(attempt) = plan.create_sandbox {
-        let config = runtime_config::sandbox_config(pod, &deps.node, attempt);
-        std::fs::create_dir_all(&config.log_directory)
-            .map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
-        if let Some(cm) = &deps.node.cgroups {
-            cm.ensure_pod_cgroup(pod).map_err(|e| format!("failed to create pod cgroup: {e}"))?;
-        }
-        tracing::info!(pod = %name, attempt, "creating pod sandbox");
-        let id =
-            deps.runtime.run_pod_sandbox(config).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
-        let status = deps.runtime.pod_sandbox_status(&id).await.ok();
-        let net = status.as_ref().and_then(|s| s.network.clone()).unwrap_or_default();
-        let ip = Some(net.ip).filter(|ip| !ip.is_empty());
-        let additional = net.additional_ips.into_iter().map(|i| i.ip).collect();
-        done.change.created.sandboxes.push(SandboxRecord {
-            id: id.clone(),
-            attempt,
-            ready: true,
-            created_at: status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos),
-        });
-        done.sandbox_ips = Some((id.clone(), (ip.clone(), additional)));
-        sandbox = Some((id, attempt, ip));
-    }
-    let Some((sandbox_id, attempt, ip)) = sandbox else {
+    let existing = obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, s.ip.clone()));
+    let Some(attempt) = plan.create_sandbox.or(existing.as_ref().map(|s| s.1)) else {
         return Ok(done);
     };
-    if plan.start.is_empty() {
-        return Ok(done);
-    }
     let sandbox_config = runtime_config::sandbox_config(pod, &deps.node, attempt);
-    let starts = plan.start.iter().map(|s| {
-        let sandbox_config = &sandbox_config;
-        let sandbox_id = &sandbox_id;
-        let ip = ip.as_deref();
-        async move { (s, start_container(deps, pod, s, sandbox_id, sandbox_config, ip, on_queued, volumes).await) }
+    // The images are looked up (and pulled) while the sandbox is made: neither needs the other.
+    let images =
+        futures::future::join_all(plan.start.iter().map(|s| ensure_image(deps, pod, s, &sandbox_config, on_queued)));
+    let make = async {
+        match plan.create_sandbox {
+            Some(_) => create_sandbox(deps, pod, &sandbox_config, attempt).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (made, images) = tokio::join!(make, images);
+    let (sandbox_id, ip) = match made? {
+        Some((record, ips)) => {
+            let (id, ip) = (record.id.clone(), ips.0.clone());
+            done.change.created.sandboxes.push(record);
+            done.sandbox_ips = Some((id.clone(), ips));
+            (id, ip)
+        }
+        None => match existing {
+            Some((id, _, ip)) => (id, ip),
+            None => return Ok(done),
+        },
+    };
+    let starts = plan.start.iter().zip(images).map(|(s, image)| {
+        let (sandbox_config, sandbox_id, ip) = (&sandbox_config, &sandbox_id, ip.as_deref());
+        async move {
+            let result = match image {
+                Ok(image_ref) => {
+                    start_container(deps, pod, s, sandbox_id, sandbox_config, ip, &image_ref, volumes).await
+                }
+                Err(e) => Err(e),
+            };
+            (s, result)
+        }
     });
     for (s, result) in futures::future::join_all(starts).await {
         match result {
@@ -314,6 +316,81 @@ impl From<(&'static str, String)> for StartError {
     }
 }
 
+/// Creates the pod's log directory, its cgroup and its sandbox; returns the sandbox's record and
+/// IPs (from PodSandboxStatus).
+async fn create_sandbox(
+    deps: &Deps,
+    pod: &Pod,
+    config: &api::PodSandboxConfig,
+    attempt: u32,
+) -> Result<(SandboxRecord, super::observe::SandboxIps), String> {
+    std::fs::create_dir_all(&config.log_directory)
+        .map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
+    if let Some(cm) = &deps.node.cgroups {
+        cm.ensure_pod_cgroup(pod).map_err(|e| format!("failed to create pod cgroup: {e}"))?;
+    }
+    tracing::info!(pod = %pod_name(pod), attempt, "creating pod sandbox");
+    let id =
+        deps.runtime.run_pod_sandbox(config.clone()).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
+    let status = deps.runtime.pod_sandbox_status(&id).await.ok();
+    let net = status.as_ref().and_then(|s| s.network.clone()).unwrap_or_default();
+    let ip = Some(net.ip).filter(|ip| !ip.is_empty());
+    let additional = net.additional_ips.into_iter().map(|i| i.ip).collect();
+    let created_at = status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos);
+    Ok((SandboxRecord { id, attempt, ready: true, created_at }, (ip, additional)))
+}
+
+/// The container to start, from the pod's spec.
+fn container_of<'a>(
+    pod: &'a Pod,
+    s: &super::plan::Start,
+) -> Result<&'a k8s_openapi::api::core::v1::Container, StartError> {
+    let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
+    let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
+    Ok(list
+        .iter()
+        .find(|c| c.name == s.name)
+        .ok_or(("CreateContainerConfigError", format!("container {} not in spec", s.name)))?)
+}
+
+/// Makes sure the container's image is there (by its pull policy); returns its reference.
+async fn ensure_image(
+    deps: &Deps,
+    pod: &Pod,
+    s: &super::plan::Start,
+    sandbox_config: &api::PodSandboxConfig,
+    on_queued: crate::images::QueueObserver<'_>,
+) -> Result<String, StartError> {
+    let c = container_of(pod, s)?;
+    let image = c.image.as_deref().unwrap_or_default();
+    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let ev = |t: Type, reason: &str, msg: String| deps.events.pod(pod, Some(&c.name), t, reason, msg);
+    let credentials = pull_credentials(deps, pod, image).await;
+    match deps.images.ensure_reporting(uid, image, policy, sandbox_config, &credentials, on_queued).await {
+        Ok(e) => {
+            match e.pulled {
+                Some(took) => {
+                    deps.metrics.pod_pulled(uid, took);
+                    ev(Type::Normal, "Pulling", format!("Pulling image {image:?}"));
+                    ev(Type::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3?}"));
+                }
+                None => ev(Type::Normal, "Pulled", format!("Container image {image:?} already present on machine")),
+            }
+            Ok(e.image_ref)
+        }
+        Err(e) => {
+            if e.reason == "ImagePullBackOff" {
+                ev(Type::Normal, "BackOff", e.message.clone());
+            } else {
+                ev(Type::Warning, "Failed", e.message.clone());
+                ev(Type::Warning, "Failed", format!("Error: {}", e.reason));
+            }
+            Err((e.reason, e.message).into())
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn start_container(
     deps: &Deps,
@@ -322,43 +399,11 @@ async fn start_container(
     sandbox_id: &str,
     sandbox_config: &api::PodSandboxConfig,
     pod_ip: Option<&str>,
-    on_queued: crate::images::QueueObserver<'_>,
+    image_ref: &str,
     volumes: &crate::volume::PodVolumes,
 ) -> Result<ContainerRecord, StartError> {
-    let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
-    let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
-    let c = list
-        .iter()
-        .find(|c| c.name == s.name)
-        .ok_or(("CreateContainerConfigError", format!("container {} not in spec", s.name)))?;
-    let image = c.image.as_deref().unwrap_or_default();
-    let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let c = container_of(pod, s)?;
     let ev = |t: Type, reason: &str, msg: String| deps.events.pod(pod, Some(&c.name), t, reason, msg);
-    let credentials = pull_credentials(deps, pod, image).await;
-    let image_ref =
-        match deps.images.ensure_reporting(uid, image, policy, sandbox_config, &credentials, on_queued).await {
-            Ok(e) => {
-                match e.pulled {
-                    Some(took) => {
-                        deps.metrics.pod_pulled(uid, took);
-                        ev(Type::Normal, "Pulling", format!("Pulling image {image:?}"));
-                        ev(Type::Normal, "Pulled", format!("Successfully pulled image {image:?} in {took:.3?}"));
-                    }
-                    None => ev(Type::Normal, "Pulled", format!("Container image {image:?} already present on machine")),
-                }
-                e.image_ref
-            }
-            Err(e) => {
-                if e.reason == "ImagePullBackOff" {
-                    ev(Type::Normal, "BackOff", e.message.clone());
-                } else {
-                    ev(Type::Warning, "Failed", e.message.clone());
-                    ev(Type::Warning, "Failed", format!("Error: {}", e.reason));
-                }
-                return Err((e.reason, e.message).into());
-            }
-        };
     // With no earlier instance in the runtime, the log files remember how often it ran.
     let restart_count = s.restart_count.max(restart_count_from_logs(&sandbox_config.log_directory, &c.name));
     let config_error = |e: super::runtime_config::ConfigError| {
@@ -372,7 +417,7 @@ async fn start_container(
         container: c,
         kind: if s.init { ContainerType::Init } else { ContainerType::Regular },
         restart_count,
-        image_ref: &image_ref,
+        image_ref,
         pod_ip,
         volumes,
     };
