@@ -283,3 +283,28 @@ async fn an_exit_of_an_instance_created_since_the_last_relist_makes_the_pleg_rel
     let exited = kubelet::cri::api::ContainerState::ContainerExited as i32;
     assert_eq!(cache.get("u1").unwrap().containers[0].state, exited);
 }
+
+/// A worker's own changes need no relist: after an exit (an event) the restart — CreateContainer,
+/// StartContainer — is recorded in the cache by the worker itself, so the restart reaches the
+/// status without any list call. Before, the worker waited for a relist that started after its
+/// change: O(all pods), ~90 ms at 5,000 fake pods.
+#[tokio::test(start_paused = true)]
+async fn a_restart_reaches_the_status_without_a_relist() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt, Duration::from_secs(1));
+    let p = pod("web");
+    let u = p.metadata.uid.clone().unwrap();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    until("running", Duration::from_secs(5), || running(&n, &u)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lists = count(&n.rt, "ListContainers");
+    n.rt.exit_container(&n.rt.containers_named("app")[0], 1);
+    let took = until("restarted", Duration::from_secs(5), || {
+        app(&n, &u).is_some_and(|c| c.restart_count == 1) && running(&n, &u)
+    })
+    .await;
+    assert!(took <= Duration::from_millis(2), "took {took:?}");
+    assert_eq!(count(&n.rt, "ListContainers"), lists, "no relist: {:?}", n.rt.calls());
+    assert_eq!(count(&n.rt, "CreateContainer"), 2);
+}
