@@ -4,6 +4,7 @@ use crate::fake_scale::{cores_over, rss_kib};
 use crate::{Args, ms, percentile};
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::cri::DynRuntime;
+use kubelet::cri::labels::POD_UID;
 use kubelet::cri::remote::RemoteRuntime;
 use kubelet::pod::env::EnvSources;
 use kubelet::pod::runtime_config::{self, ContainerInput, NodeContext};
@@ -59,11 +60,30 @@ fn raw_pod(i: usize, image: &str) -> Pod {
     m::prepare(pod, &origin, "bench", "t").unwrap()
 }
 
+/// The three calls of a pod start, as the kubelet's `kubelet_runtime_operations_duration_seconds`
+/// names them.
+const START_OPS: [&str; 3] = ["run_podsandbox", "create_container", "start_container"];
+
 /// RunPodSandbox + CreateContainer + StartContainer, as the kubelet issues them.
 async fn raw_start(rt: &DynRuntime, node: &NodeContext, pod: &Pod, image_ref: &str) -> anyhow::Result<String> {
-    let sb = runtime_config::sandbox_config(pod, node, 0);
+    raw_start_timed(rt, node, pod, image_ref).await.map(|(id, _)| id)
+}
+
+/// [`raw_start`], with each call's duration (in [`START_OPS`] order).
+async fn raw_start_timed(
+    rt: &DynRuntime,
+    node: &NodeContext,
+    pod: &Pod,
+    image_ref: &str,
+) -> anyhow::Result<(String, [Duration; 3])> {
+    let mut took = [Duration::ZERO; 3];
+    let mut sb = runtime_config::sandbox_config(pod, node, 0);
+    // Without the pod UID label the kubelet running beside does not take the pod for its own.
+    sb.labels.remove(POD_UID);
     std::fs::create_dir_all(&sb.log_directory)?;
+    let t = Instant::now();
     let id = rt.run_pod_sandbox(sb.clone()).await?;
+    took[0] = t.elapsed();
     let c = &pod.spec.as_ref().unwrap().containers[0];
     let env = EnvSources::default();
     let input = ContainerInput {
@@ -76,10 +96,33 @@ async fn raw_start(rt: &DynRuntime, node: &NodeContext, pod: &Pod, image_ref: &s
         pod_ip: None,
         volumes: &Default::default(),
     };
-    let cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
+    let mut cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
+    cfg.labels.remove(POD_UID);
+    let t = Instant::now();
     let cid = rt.create_container(&id, cfg, sb).await?;
+    took[1] = t.elapsed();
+    let t = Instant::now();
     rt.start_container(&cid).await?;
-    Ok(id)
+    took[2] = t.elapsed();
+    Ok((id, took))
+}
+
+/// Mean duration of each of [`START_OPS`] from the kubelet's own runtime operation metrics.
+async fn kubelet_start_ops(k: &Kubelet) -> Option<[Duration; 3]> {
+    let text = k.http.get(format!("http://127.0.0.1:{}/metrics", k.port)).send().await.ok()?.text().await.ok()?;
+    let value = |series: &str, op: &str| -> Option<f64> {
+        let key = format!("kubelet_runtime_operations_duration_seconds_{series}{{operation_type=\"{op}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+    };
+    let mut out = [Duration::ZERO; 3];
+    for (o, op) in out.iter_mut().zip(START_OPS) {
+        *o = Duration::from_secs_f64(value("sum", op)? / value("count", op)?.max(1.0));
+    }
+    Some(out)
+}
+
+fn mean(ds: &[Duration]) -> Duration {
+    ds.iter().sum::<Duration>() / ds.len().max(1) as u32
 }
 
 async fn raw_cleanup(rt: &DynRuntime, node: &NodeContext, ids: &[String]) {
@@ -226,17 +269,46 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let node = node_ctx(scratch.path());
 
-    // 1. One pod at a time.
+    let k = Kubelet::start(&args.kubelet).await?;
+    let pid = k.pid();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_idle = rss_kib(&pid);
+    let cpu_idle = cores_over(&pid, Duration::from_secs(10)).await;
+
+    // 1. One pod at a time, raw and through the kubelet in turn: whatever the runtime or the
+    // machine drifts through (containerd's garbage collection after removals, other load) hits
+    // both sides alike. The raw pods carry no pod UID label, so the kubelet leaves them alone.
     let mut raw = Vec::new();
+    let mut raw_ops: [Vec<Duration>; 3] = Default::default();
+    let mut kub = Vec::new();
     for i in 0..args.runs {
         let pod = raw_pod(i, &args.image);
         let t = Instant::now();
-        let id = raw_start(&rt, &node, &pod, &image_ref).await?;
+        let (id, ops) = raw_start_timed(&rt, &node, &pod, &image_ref).await?;
         raw.push(t.elapsed());
+        for (all, op) in raw_ops.iter_mut().zip(ops) {
+            all.push(op);
+        }
         raw_cleanup(&rt, &node, &[id]).await;
+
+        let t = Instant::now();
+        k.write(&format!("one{i}"), &manifest(&format!("one{i}"), &args.image, "sleep 3600", "Always"));
+        kub.push(k.wait_running(1).await - t);
+        k.remove_all();
+        k.wait_empty(&rt).await;
     }
-    // 2. A burst of pods at once, raw at the same concurrency (before the kubelet runs: it would
-    // rightly remove these pods as orphans).
+    report("pod start (1 pod)", &mut kub, &mut raw);
+    // Where the difference is: the same three calls, as the runtime answered each side.
+    if let Some(kops) = kubelet_start_ops(&k).await {
+        let line: Vec<String> = START_OPS
+            .iter()
+            .zip(kops.iter().zip(&raw_ops))
+            .map(|(op, (kd, rd))| format!("{op} {} vs {}", ms(*kd), ms(mean(rd))))
+            .collect();
+        println!("  runtime calls, mean (kubelet's vs raw): {}", line.join(", "));
+    }
+
+    // 2. A burst of pods at once, raw at the same concurrency (the kubelet idle beside it).
     let n = args.burst;
     let t = Instant::now();
     let handles: Vec<_> = (0..n)
@@ -264,20 +336,6 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         println!("raw CRI burst: {failed} of {n} pods failed in the runtime");
     }
     raw_cleanup(&rt, &node, &ids).await;
-    let k = Kubelet::start(&args.kubelet).await?;
-    let pid = k.pid();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_idle = rss_kib(&pid);
-    let cpu_idle = cores_over(&pid, Duration::from_secs(10)).await;
-    let mut kub = Vec::new();
-    for i in 0..args.runs {
-        let t = Instant::now();
-        k.write(&format!("one{i}"), &manifest(&format!("one{i}"), &args.image, "sleep 3600", "Always"));
-        kub.push(k.wait_running(1).await - t);
-        k.remove_all();
-        k.wait_empty(&rt).await;
-    }
-    report("pod start (1 pod)", &mut kub, &mut raw);
 
     // 2b. The same burst through the kubelet.
 
