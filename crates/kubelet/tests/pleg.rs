@@ -118,6 +118,23 @@ async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
     start.elapsed()
 }
 
+/// Runs pod "web" (restartPolicy Always) until it has run a while; returns its UID.
+async fn run_web(n: &Node) -> String {
+    let p = pod("web");
+    let u = p.metadata.uid.clone().unwrap();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    until("running", Duration::from_secs(5), || running(n, &u)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    u
+}
+
+/// Makes the pod's container exit with 1; returns how long its restart took to show in the status.
+async fn exit_and_wait_for_the_restart(n: &Node, u: &str) -> Duration {
+    n.rt.exit_container(&n.rt.containers_named("app")[0], 1);
+    until("restarted", Duration::from_secs(5), || app(n, u).is_some_and(|c| c.restart_count == 1) && running(n, u))
+        .await
+}
+
 fn count(rt: &FakeRuntime, op: &str) -> usize {
     rt.calls().iter().filter(|c| *c == op).count()
 }
@@ -155,17 +172,8 @@ async fn without_events_an_exit_is_seen_by_the_next_relist_and_restarted() {
     // containerd 1.6: GetContainerEvents is Unimplemented.
     rt.set_events_unimplemented(true);
     let n = node(rt, Duration::from_secs(1));
-    let p = pod("web");
-    let u = p.metadata.uid.clone().unwrap();
-    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
-    until("running", Duration::from_secs(5), || running(&n, &u)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let first = n.rt.containers_named("app")[0].clone();
-    n.rt.exit_container(&first, 1);
-    let took = until("restarted", Duration::from_secs(5), || {
-        app(&n, &u).is_some_and(|c| c.restart_count == 1) && running(&n, &u)
-    })
-    .await;
+    let u = run_web(&n).await;
+    let took = exit_and_wait_for_the_restart(&n, &u).await;
     assert!(took <= Duration::from_millis(1100), "took {took:?}: the relist period bounds it");
     assert_eq!(count(&n.rt, "CreateContainer"), 2);
 }
@@ -293,17 +301,9 @@ async fn a_restart_reaches_the_status_without_a_relist() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
     let n = node(rt, Duration::from_secs(1));
-    let p = pod("web");
-    let u = p.metadata.uid.clone().unwrap();
-    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
-    until("running", Duration::from_secs(5), || running(&n, &u)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let u = run_web(&n).await;
     let lists = count(&n.rt, "ListContainers");
-    n.rt.exit_container(&n.rt.containers_named("app")[0], 1);
-    let took = until("restarted", Duration::from_secs(5), || {
-        app(&n, &u).is_some_and(|c| c.restart_count == 1) && running(&n, &u)
-    })
-    .await;
+    let took = exit_and_wait_for_the_restart(&n, &u).await;
     assert!(took <= Duration::from_millis(2), "took {took:?}");
     assert_eq!(count(&n.rt, "ListContainers"), lists, "no relist: {:?}", n.rt.calls());
     assert_eq!(count(&n.rt, "CreateContainer"), 2);
