@@ -333,11 +333,9 @@ async fn create_sandbox(
     let id =
         deps.runtime.run_pod_sandbox(config.clone()).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
     let status = deps.runtime.pod_sandbox_status(&id).await.ok();
-    let net = status.as_ref().and_then(|s| s.network.clone()).unwrap_or_default();
-    let ip = Some(net.ip).filter(|ip| !ip.is_empty());
-    let additional = net.additional_ips.into_iter().map(|i| i.ip).collect();
+    let ips = status.as_ref().map(super::observe::sandbox_ips).unwrap_or_default();
     let created_at = status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos);
-    Ok((SandboxRecord { id, attempt, ready: true, created_at }, (ip, additional)))
+    Ok((SandboxRecord { id, attempt, ready: true, created_at }, ips))
 }
 
 /// The container to start, from the pod's spec.

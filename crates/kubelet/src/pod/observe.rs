@@ -10,6 +10,12 @@ use std::collections::HashMap;
 /// A sandbox's primary IP and additional IPs.
 pub type SandboxIps = (Option<String>, Vec<String>);
 
+/// The IPs a PodSandboxStatus reports (an empty primary IP is none).
+pub fn sandbox_ips(status: &api::PodSandboxStatus) -> SandboxIps {
+    let net = status.network.clone().unwrap_or_default();
+    (Some(net.ip).filter(|ip| !ip.is_empty()), net.additional_ips.into_iter().map(|i| i.ip).collect())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxObs {
     pub id: String,
@@ -117,12 +123,7 @@ pub async fn from_record(
             match ip_cache.get(&sb.id) {
                 Some(v) => v.clone(),
                 None => {
-                    let st = runtime.pod_sandbox_status(&sb.id).await?;
-                    let net = st.network.unwrap_or_default();
-                    let v = (
-                        Some(net.ip).filter(|s| !s.is_empty()),
-                        net.additional_ips.into_iter().map(|i| i.ip).collect::<Vec<_>>(),
-                    );
+                    let v = sandbox_ips(&runtime.pod_sandbox_status(&sb.id).await?);
                     ip_cache.insert(sb.id.clone(), v.clone());
                     v
                 }
