@@ -359,9 +359,8 @@ impl Worker {
         if let Some((id, ips)) = &done.sandbox_ips {
             self.ip_cache.insert(id.clone(), ips.clone());
         }
-        match &self.cfg.pleg {
-            Some(pleg) => pleg.record_own(self.pod.metadata.uid.as_deref().unwrap_or_default(), done.change.clone()),
-            None => self.changed_runtime(),
+        if let Some(pleg) = &self.cfg.pleg {
+            pleg.record_own(self.pod.metadata.uid.as_deref().unwrap_or_default(), done.change.clone());
         }
     }
 
