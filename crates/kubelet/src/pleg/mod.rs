@@ -155,8 +155,8 @@ pub async fn run_with_feed(
                     // The exit of an instance created since the last relist (its creator may
                     // already have seen a relist that listed it running, and the next one is
                     // 30 s away while events flow): relist soon, spaced like a worker's request.
-                    // Created/started/removed are the worker's own doing: it waits for a relist
-                    // after them anyway.
+                    // Created/started/removed are the worker's own doing: it records them in the
+                    // cache itself (`Cache::record_own`) or waits for a relist after them.
                     Applied::Unknown if ev.kind == EventKind::Stopped => cache.ask_relist(),
                     Applied::Unknown | Applied::Unchanged => {}
                 },
