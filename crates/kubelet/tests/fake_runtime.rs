@@ -415,3 +415,22 @@ async fn a_pod_waiting_for_a_pull_slot_says_where_it_stands() {
     assert_eq!(msg, "image pull queued behind big:1 (position 1)");
     eventually("second running", || running(&n, &u2).then_some(())).await;
 }
+
+/// The image is pulled while the sandbox is made (neither needs the other): a 5 s pull and a 5 s
+/// RunPodSandbox start the container after 5 s, not 10 s as when the pull followed the sandbox.
+#[tokio::test(start_paused = true)]
+async fn the_image_is_pulled_while_the_sandbox_is_made() {
+    let rt = FakeRuntime::new();
+    rt.set_pull_delay(Duration::from_secs(5));
+    rt.set_sandbox_delay(Duration::from_secs(5));
+    rt.add_registry_image("img:1");
+    let n = node(rt);
+    let p = pod("web", "Always", &[]);
+    let u = uid(&p);
+    let start = tokio::time::Instant::now();
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    eventually("running", || running(&n, &u).then_some(())).await;
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(6), "took {took:?}: the pull and the sandbox ran one after the other");
+    assert_eq!(n.rt.calls().iter().filter(|c| *c == "PullImage").count(), 1);
+}

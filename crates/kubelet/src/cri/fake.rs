@@ -29,6 +29,8 @@ struct State {
     execs: Vec<(String, Vec<String>)>,
     /// How long a pull takes.
     pull_delay: std::time::Duration,
+    /// How long RunPodSandbox takes.
+    sandbox_delay: std::time::Duration,
     /// Operations that fail with this message the next time they are called.
     failures: HashMap<&'static str, String>,
     /// Usage figures reported by the stats calls, per container id.
@@ -119,6 +121,11 @@ impl FakeRuntime {
     /// Makes every pull take `d` (tokio time, so paused-time tests stay instant).
     pub fn set_pull_delay(&self, d: std::time::Duration) {
         self.lock().pull_delay = d;
+    }
+
+    /// Makes every RunPodSandbox take `d` (tokio time).
+    pub fn set_sandbox_delay(&self, d: std::time::Duration) {
+        self.lock().sandbox_delay = d;
     }
 
     /// Makes an image pullable only with these credentials.
@@ -232,6 +239,10 @@ impl Runtime for FakeRuntime {
     }
 
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
+        let delay = self.lock().sandbox_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut s = self.enter("RunPodSandbox")?;
         s.next_id += 1;
         let id = format!("sandbox-{}", s.next_id);
