@@ -9,8 +9,14 @@ pub mod labels;
 pub mod remote;
 
 use async_trait::async_trait;
-pub use k8s_cri::v1 as api;
 use std::sync::Arc;
+
+/// The CRI v1 messages and gRPC client/server, generated in build.rs from the vendored upstream
+/// `api.proto` (runtime.v1).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod api {
+    tonic::include_proto!("runtime.v1");
+}
 
 /// What went wrong talking to the runtime.
 #[derive(Debug, Clone, thiserror::Error)]
