@@ -4,9 +4,9 @@
 # cleanup. See hack/cri-smoke.py for the steps.
 #
 # Needs grpcio + grpcio-tools from PyPI (installed once into a venv under
-# $KRS_LIB_DIR/cri-smoke) and the CRI v1 proto. The proto is taken from
-# $KRS_CRI_PROTO, else from the k8s-cri crate in ~/.cargo/registry (present after
-# the workspace's dependencies were fetched).
+# $KRS_LIB_DIR/cri-smoke; python3-venv is not in env-up's list: this is a by-hand tool, not part
+# of the tests) and the CRI v1 proto: $KRS_CRI_PROTO, else the one the kubelet's build vendors
+# (crates/kubelet/proto/cri-api/runtime/v1/api.proto).
 #
 # Usage: hack/cri-smoke.sh [--keep]
 set -euo pipefail
@@ -21,12 +21,8 @@ GEN=$KRS_CRI_SMOKE_DIR/gen
 
 containerd_answers || die "containerd does not answer on $KRS_CONTAINERD_SOCKET; run hack/env-up.sh first"
 
-if [[ -z "${KRS_CRI_PROTO:-}" ]]; then
-    KRS_CRI_PROTO=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -maxdepth 4 -path '*/k8s-cri-*/proto/v1.proto' 2>/dev/null |
-        sort -V | tail -n1 || true)
-fi
-[[ -n "${KRS_CRI_PROTO:-}" && -r "$KRS_CRI_PROTO" ]] ||
-    die "CRI v1 proto not found; set KRS_CRI_PROTO=/path/to/api.proto (k8s-cri crate: proto/v1.proto)"
+: "${KRS_CRI_PROTO:=$HACK_DIR/../crates/kubelet/proto/cri-api/runtime/v1/api.proto}"
+[[ -r "$KRS_CRI_PROTO" ]] || die "CRI v1 proto not found at $KRS_CRI_PROTO; set KRS_CRI_PROTO=/path/to/api.proto"
 
 if ! "$VENV/bin/python" -c 'import grpc, grpc_tools' 2>/dev/null; then
     log "creating venv $VENV with grpcio grpcio-tools (PyPI)"

@@ -18,6 +18,7 @@ set -euo pipefail
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$HACK_DIR/lib.sh"
+run_as_root "$HACK_DIR/env-down.sh" "$@"
 
 PURGE=0
 for arg in "$@"; do

@@ -2,7 +2,8 @@
 # Bring up the kubelet-rs development/test environment on a Debian 12 machine
 # without systemd (see /work/shared/ENVIRONMENT.md):
 #
-#   1. install the Debian packages (only the missing ones)
+#   1. install the Debian packages (only the missing ones): everything the build and the tests
+#      use, so a fresh Debian 12 root needs nothing else (hack/fresh-machine.sh proves it)
 #   2. render the containerd config and start containerd in the background
 #   3. write the CNI conflist (bridge kubeletrs0 + host-local + portmap)
 #   4. start a loopback docker-registry on 127.0.0.1:5000
@@ -12,22 +13,28 @@
 # Idempotent: a second run only checks that everything is in place.
 # Settings: see hack/lib.sh (all KRS_* variables can be set in the environment).
 #
-# Usage: hack/env-up.sh [--no-install] [--no-images] [-h]
+# Runs as root; for a user with sudo it runs itself again under sudo.
+#
+# Usage: hack/env-up.sh [--no-install] [--install-only] [--no-images] [-h]
+#   --install-only   step 1 and the check that every command is there, nothing started
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' in ${x//a/b} is literal
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$HACK_DIR/lib.sh"
+run_as_root "$HACK_DIR/env-up.sh" "$@"
 
 DO_INSTALL=${KRS_INSTALL:-1}
 DO_IMAGES=${KRS_IMAGES:-1}
+INSTALL_ONLY=0
 for arg in "$@"; do
     case "$arg" in
         --no-install) DO_INSTALL=0 ;;
+        --install-only) INSTALL_ONLY=1 ;;
         --no-images) DO_IMAGES=0 ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown argument: $arg (try --help)" ;;
@@ -41,13 +48,22 @@ take_lock
 # -----------------------------------------------------------------------------
 # 1. packages
 # -----------------------------------------------------------------------------
+# Every package the scripts, the build and the tests use. Essential packages (bash, coreutils,
+# util-linux, bsdutils for `script`, mount, tar, gzip, sed, grep) are on every Debian root.
 PACKAGES=(
-    containerd runc containernetworking-plugins protobuf-compiler
+    containerd runc containernetworking-plugins
     busybox-static docker-registry skopeo iproute2
-    iptables   # the portmap CNI plugin calls iptables
+    iptables        # the portmap CNI plugin calls iptables
     apache2-utils   # htpasswd (bcrypt) for the authenticated test registry
     curl python3 util-linux coreutils
+    procps          # pgrep, here and in hack/lib.sh
+    gcc libc6-dev   # the Rust toolchain links with cc; ring builds C (no protoc: build.rs uses protox)
+    ca-certificates # cargo fetching crates over https
+    debootstrap     # hack/fresh-machine.sh, which the test command runs
 )
+# kubectl is the tests' client. Debian 12 has no current one: the machine image's kubectl (1.32)
+# is used when present, Debian's kubernetes-client (kubectl 1.20) otherwise.
+command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
 
 install_packages() {
     local missing=() p
@@ -87,12 +103,17 @@ else
     log "packages: skipped (--no-install)"
 fi
 
-for bin in "$KRS_CONTAINERD_BIN" "$KRS_CTR_BIN" runc "$KRS_REGISTRY_BIN" skopeo curl ip flock "$KRS_PYTHON"; do
+for bin in "$KRS_CONTAINERD_BIN" "$KRS_CTR_BIN" runc "$KRS_REGISTRY_BIN" skopeo curl ip iptables flock pgrep \
+    htpasswd script cc kubectl debootstrap "$KRS_PYTHON"; do
     command -v "$bin" >/dev/null || die "required command '$bin' not found"
 done
 [[ -x "$KRS_CNI_BIN_DIR/bridge" && -x "$KRS_CNI_BIN_DIR/host-local" && -x "$KRS_CNI_BIN_DIR/portmap" ]] ||
     die "CNI plugins bridge/host-local/portmap not found in $KRS_CNI_BIN_DIR"
 [[ -x "$KRS_BUSYBOX" ]] || die "busybox not found at $KRS_BUSYBOX (package busybox-static)"
+if ((INSTALL_ONLY)); then
+    echo "env-up: every package and command is there (--install-only: nothing started)"
+    exit 0
+fi
 [[ "$KRS_REGISTRY" =~ ^(127\.[0-9.]+|localhost|\[::1\]):[0-9]+$ ]] ||
     die "KRS_REGISTRY=$KRS_REGISTRY must be a loopback host:port (tests may only talk to loopback)"
 

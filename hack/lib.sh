@@ -71,6 +71,20 @@ need_root() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (containerd, CNI and /etc need it)"
 }
 
+# run_as_root SCRIPT ARGS...: a script's first step. As root it returns; otherwise it runs the
+# script again under sudo, keeping the caller's environment and PATH (so the KRS_* settings and a
+# rustup toolchain in the user's ~/.cargo/bin still apply), or says how to run it when there is no
+# sudo (a minimal Debian root shell has none).
+run_as_root() {
+    local script=$1
+    shift
+    [[ $(id -u) -eq 0 ]] && return 0
+    command -v sudo >/dev/null ||
+        die "must run as root (containerd, CNI, cgroups and /etc need it) and sudo is not installed: run $script in a root shell"
+    log "not root: running $script again under sudo"
+    exec sudo --preserve-env env "PATH=$PATH" bash "$script" "$@"
+}
+
 # Take an exclusive lock so that two concurrent env-up/env-down runs don't race.
 take_lock() {
     mkdir -p "$KRS_RUN_DIR"
