@@ -189,10 +189,10 @@ async fn crashing_containers_follow_each_restart_policy() {
                 seen.insert(started.0.as_second(), finished.0.as_second());
             }
         }
-        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            if w.reason.as_deref() == Some("CrashLoopBackOff") {
-                messages.lock().unwrap().insert(w.message.clone().unwrap_or_default());
-            }
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && w.reason.as_deref() == Some("CrashLoopBackOff")
+        {
+            messages.lock().unwrap().insert(w.message.clone().unwrap_or_default());
         }
         (seen.len() >= 4).then_some(())
     })
