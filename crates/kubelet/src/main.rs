@@ -3,7 +3,6 @@
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use k8s_openapi::api::core::v1::Taint;
 use kubelet::api::DynApi;
 use kubelet::api::kube_client::KubeApi;
 use kubelet::clock::{DynClock, SystemClock};
@@ -122,25 +121,6 @@ fn init_tracing(verbosity: u32) {
 
 fn std_duration(d: kubelet_config::duration::Duration, field: &str) -> anyhow::Result<Duration> {
     d.to_std().with_context(|| format!("{field}: must not be negative"))
-}
-
-/// systemReserved + kubeReserved of a resource, in millis (cpu).
-fn reserved_milli(cfg: &KubeletConfiguration, res: &str) -> i64 {
-    [&cfg.system_reserved, &cfg.kube_reserved].iter().filter_map(|m| m.get(res)).map(|q| q.milli_value() as i64).sum()
-}
-
-/// systemReserved + kubeReserved of a resource, in units (bytes for memory).
-fn reserved(cfg: &KubeletConfiguration, res: &str) -> i64 {
-    [&cfg.system_reserved, &cfg.kube_reserved].iter().filter_map(|m| m.get(res)).map(|q| q.value() as i64).sum()
-}
-
-/// The hard eviction threshold for memory.available, when it is an absolute quantity.
-fn eviction_memory(cfg: &KubeletConfiguration) -> i64 {
-    let hard = cfg.effective_eviction_hard();
-    hard.get("memory.available")
-        .and_then(|v| kubelet_config::quantity::Quantity::parse(v).ok())
-        .map(|q| q.value() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether /proc/swaps lists any active swap area.
@@ -467,16 +447,7 @@ async fn run() -> anyhow::Result<()> {
         tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
     }
 
-    let taints: Vec<Taint> = cfg
-        .register_with_taints
-        .iter()
-        .map(|t| Taint {
-            key: t.key.clone(),
-            value: Some(t.value.clone()).filter(|v| !v.is_empty()),
-            effect: t.effect.clone(),
-            time_added: None,
-        })
-        .collect();
+    let taints = node_status::taints(&cfg);
     let node_info = NodeInfo {
         name: node_name.clone(),
         labels: node_status::node_labels(&node_name, &node.node_labels),
@@ -491,22 +462,17 @@ async fn run() -> anyhow::Result<()> {
     if let Some(api) = api.clone() {
         wanted_sources.insert(SourceKind::Api);
         tokio::spawn(sources::api::run(api.clone(), node_name.clone(), snap_tx.clone()));
-        let memory_reserved = reserved(&cfg, "memory") + eviction_memory(&cfg);
         let ns_cfg = node_status::Config {
-            node_name: node_name.clone(),
-            node_ip: node_ip_for_status.clone(),
-            labels: node.node_labels.clone(),
-            taints: taints.clone(),
-            register: cfg.register_node,
-            update_frequency: std_duration(cfg.node_status_update_frequency, "nodeStatusUpdateFrequency")?,
-            report_frequency: std_duration(cfg.node_status_report_frequency, "nodeStatusReportFrequency")?,
-            max_pods: i64::from(cfg.max_pods),
-            kubelet_port: cfg.port,
-            root_dir: root_dir.clone(),
-            reserved_cpu_milli: reserved_milli(&cfg, "cpu"),
-            reserved_memory: memory_reserved,
-            max_images: cfg.node_status_max_images.max(0) as usize,
             pressure: Some(pressure.clone()),
+            ..node_status::Config::from_kubelet_config(
+                &cfg,
+                node_status::Identity {
+                    node_name: node_name.clone(),
+                    node_ip: node_ip_for_status.clone(),
+                    labels: node.node_labels.clone(),
+                    root_dir: root_dir.clone(),
+                },
+            )?
         };
         tokio::spawn(node_status::run(ns_cfg, api.clone(), runtime.clone(), pleg_health.clone()));
         let lease_cfg = lease::Config { node_name: node_name.clone(), duration_secs: cfg.node_lease_duration_seconds };
