@@ -168,89 +168,6 @@ async fn connect_runtime(cfg: &KubeletConfiguration, timeout: Duration) -> DynRu
     }
 }
 
-/// What the 10250 server serves from.
-struct ServerParts {
-    health: server::Health,
-    statuses: Statuses,
-    runtime: DynRuntime,
-    api: Option<DynApi>,
-    default_handlers: axum::Router,
-    exec_timeout: Duration,
-}
-
-/// The authenticated HTTPS server on `address:port`.
-async fn start_kubelet_server(
-    cfg: &KubeletConfiguration,
-    node: &kubelet_config::NodeOptions,
-    node_name: &str,
-    node_ip: Option<&str>,
-    parts: ServerParts,
-) -> anyhow::Result<SocketAddr> {
-    use server::auth::{Auth, Authorizer, TokenWebhook};
-    let mut host_names = vec![node_name.to_string()];
-    host_names.extend(node_ip.map(str::to_string));
-    let tls = server::tls::server_config(&server::tls::Settings {
-        cert_file: cfg.tls_cert_file.clone(),
-        key_file: cfg.tls_private_key_file.clone(),
-        cert_dir: node.cert_dir.clone(),
-        min_version: cfg.tls_min_version.clone(),
-        cipher_suites: cfg.tls_cipher_suites.clone(),
-        client_ca_file: cfg.authentication.x509.client_ca_file.clone(),
-        host_names,
-    })?;
-    let tokens = match (&parts.api, cfg.authentication.webhook.enabled) {
-        (Some(api), true) => Some(TokenWebhook::new(
-            api.clone(),
-            std_duration(cfg.authentication.webhook.cache_ttl, "authentication.webhook.cacheTTL")?,
-        )),
-        (None, true) => {
-            tracing::warn!("authentication.webhook.enabled needs --kubeconfig: bearer tokens will be refused");
-            None
-        }
-        _ => None,
-    };
-    let authorizer = match (cfg.authorization.mode.as_str(), &parts.api) {
-        ("AlwaysAllow", _) => Authorizer::AlwaysAllow,
-        ("Webhook", Some(api)) => Authorizer::webhook(
-            api.clone(),
-            std_duration(cfg.authorization.webhook.cache_authorized_ttl, "authorization.webhook.cacheAuthorizedTTL")?,
-            std_duration(
-                cfg.authorization.webhook.cache_unauthorized_ttl,
-                "authorization.webhook.cacheUnauthorizedTTL",
-            )?,
-        ),
-        ("Webhook", None) => {
-            let why = "authorization.mode Webhook needs --kubeconfig: every request to the kubelet server is refused \
-                       (set authorization.mode: AlwaysAllow for a standalone kubelet)";
-            tracing::warn!("{why}");
-            Authorizer::DenyAll(why.into())
-        }
-        (other, _) => bail!("authorization.mode: {other:?} is not supported (AlwaysAllow, Webhook)"),
-    };
-    let auth = Arc::new(Auth {
-        node_name: node_name.to_string(),
-        anonymous: cfg.authentication.anonymous.enabled,
-        x509: !cfg.authentication.x509.client_ca_file.is_empty(),
-        tokens,
-        authorizer,
-    });
-    let state = server::handlers::ApiState {
-        statuses: parts.statuses,
-        runtime: parts.runtime,
-        configz: Arc::new(serde_json::to_value(cfg).unwrap_or_default()),
-        exec_timeout: parts.exec_timeout,
-        node_log_dir: PathBuf::from("/var/log"),
-        pod_logs_dir: PathBuf::from(&cfg.pod_logs_dir),
-    };
-    let router = server::handlers::router(state, cfg.enable_debugging_handlers, cfg.enable_system_log_handler)
-        .merge(server::health_routes(parts.health))
-        .merge(parts.default_handlers)
-        .layer(axum::middleware::from_fn_with_state(auth, server::auth::middleware));
-    let ip: IpAddr = cfg.address.parse().with_context(|| format!("address: {:?}", cfg.address))?;
-    let addr = SocketAddr::new(ip, u16::try_from(cfg.port).with_context(|| format!("port: {}", cfg.port))?);
-    server::serve_tls(addr, tls, router).await.with_context(|| format!("kubelet server on {addr}"))
-}
-
 fn main() -> std::process::ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -571,21 +488,24 @@ async fn run() -> anyhow::Result<()> {
     }
 
     if cfg.enable_server {
-        let addr = start_kubelet_server(
+        let server_cfg = server::kubelet_port::Config::from_kubelet_config(
             &cfg,
-            &node,
+            node.cert_dir.clone(),
             &node_name,
             node_ip_for_status.as_deref(),
-            ServerParts {
+        )?;
+        let (tls, router) = server::kubelet_port::assemble(
+            &server_cfg,
+            server::kubelet_port::Parts {
                 health: health.clone(),
                 statuses: statuses.clone(),
                 runtime: runtime.clone(),
                 api: api_for_server.clone(),
                 default_handlers: default_handlers.clone(),
-                exec_timeout: request_timeout,
             },
-        )
-        .await?;
+        )?;
+        let addr = server_cfg.addr;
+        let addr = server::serve_tls(addr, tls, router).await.with_context(|| format!("kubelet server on {addr}"))?;
         tracing::info!(%addr, "kubelet server listening (HTTPS)");
     }
 

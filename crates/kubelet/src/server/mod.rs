@@ -1,9 +1,11 @@
 //! The kubelet's servers: healthz on `healthzBindAddress:healthzPort` (plain HTTP), the deprecated
 //! read-only port (plain HTTP, off unless `readOnlyPort` is set), and the authenticated HTTPS
-//! server on `address:port` (10250) — [`tls`], [`auth`], [`handlers`], [`streaming`].
+//! server on `address:port` (10250) — assembled in [`kubelet_port`] from [`tls`], [`auth`],
+//! [`handlers`], [`streaming`].
 
 pub mod auth;
 pub mod handlers;
+pub mod kubelet_port;
 pub mod streaming;
 pub mod tls;
 
