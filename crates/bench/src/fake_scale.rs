@@ -3,15 +3,8 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::clock::SystemClock;
-use kubelet::cri::DynRuntime;
+use kubelet::composition::{self, Identity};
 use kubelet::cri::fake::FakeRuntime;
-use kubelet::events::Recorder;
-use kubelet::images::{self, Images};
-use kubelet::pod::admission::NodeInfo;
-use kubelet::pod::dispatcher;
-use kubelet::pod::executor::Deps;
-use kubelet::pod::runtime_config::NodeContext;
-use kubelet::pod::worker::WorkerConfig;
 use kubelet::sources::manifest::{self, Origin};
 use kubelet::sources::{Snapshot, SourceKind};
 use kubelet::status_manager::Statuses;
@@ -19,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// User+system CPU of this process so far.
 pub fn cpu_time(pid: &str) -> Duration {
@@ -59,62 +53,33 @@ struct FakeNode {
     rt: FakeRuntime,
     statuses: Statuses,
     snapshots: mpsc::Sender<Snapshot>,
+    _running: composition::Running,
     _dir: tempfile::TempDir,
 }
 
-fn fake_node(events: bool) -> anyhow::Result<FakeNode> {
+async fn fake_node(events: bool) -> anyhow::Result<FakeNode> {
     let dir = tempfile::tempdir()?;
     let rt = FakeRuntime::without_call_log();
     rt.add_image("img:1");
     rt.set_events_unimplemented(!events);
-    let runtime: DynRuntime = Arc::new(rt.clone());
-    let statuses = Statuses::new();
-    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(SystemClock));
-    let node = Arc::new(NodeContext {
-        node_name: "bench".into(),
-        node_ip: None,
-        cluster_dns: vec![],
-        cluster_domain: "cluster.local".into(),
-        resolv_conf: "/nonexistent".into(),
-        pod_logs_dir: dir.path().join("logs"),
-        root_dir: dir.path().join("root"),
-        cgroups: None,
-    });
-    let deps = Deps {
+    let id = Identity { node_name: "bench".into(), node_ip: None };
+    let mut cfg = composition::Config::in_process(id, dir.path().join("root"))?;
+    cfg.max_pods = 1_000_000;
+    cfg.sources.fed = HashSet::from([SourceKind::File]);
+    let parts = composition::Parts {
+        runtime: Arc::new(rt.clone()),
         api: None,
-        events: Recorder::disabled(),
-        runtime: runtime.clone(),
-        images,
-        node,
         clock: Arc::new(SystemClock),
-        container_logs_dir: dir.path().join("containers"),
         metrics: Default::default(),
-        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
-            dir.path().join("root"),
-            Arc::new(kubelet::clock::SystemClock),
-        )),
     };
-    let cache = kubelet::pleg::Cache::new();
-    let worker = WorkerConfig {
-        deps,
-        statuses: statuses.clone(),
-        runtime_name: "fake".into(),
-        resync: Duration::from_secs(60),
-        pleg: Some(cache.clone()),
-    };
-    let (snap_tx, snap_rx) = mpsc::channel(4);
-    let (pleg_tx, pleg_rx) = mpsc::channel(4096);
-    let health = kubelet::pleg::Health::default();
-    tokio::spawn(kubelet::pleg::run(kubelet::pleg::Config::new(Default::default()), runtime, health, cache, pleg_tx));
-    let cfg = dispatcher::Config {
-        worker,
-        node: NodeInfo { name: "bench".into(), ..Default::default() },
-        max_pods: 1_000_000,
-        sources: HashSet::from([SourceKind::File]),
-        housekeeping: Duration::from_secs(10),
-    };
-    tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
-    Ok(FakeNode { rt, statuses, snapshots: snap_tx, _dir: dir })
+    let running = composition::build(cfg, parts).await?.spawn(CancellationToken::new()).await?;
+    Ok(FakeNode {
+        rt,
+        statuses: running.statuses.clone(),
+        snapshots: running.snapshots(),
+        _running: running,
+        _dir: dir,
+    })
 }
 
 /// Waits until `f` holds for the statuses, waking on every change.
@@ -128,7 +93,7 @@ async fn until(statuses: &Statuses, f: impl Fn(&Statuses) -> bool) {
 /// Churn (leak check, k/k #73587): `rounds` × (create `n` pods, wait until Running, delete them,
 /// wait until gone from the runtime and the status manager); RSS after each round.
 pub async fn churn(n: usize, rounds: usize) -> anyhow::Result<()> {
-    let node = fake_node(true)?;
+    let node = fake_node(true).await?;
     let mut rss = Vec::new();
     let start = Instant::now();
     for round in 0..rounds {
@@ -160,7 +125,7 @@ pub async fn churn(n: usize, rounds: usize) -> anyhow::Result<()> {
 }
 
 pub async fn run(n: usize, events: bool) -> anyhow::Result<()> {
-    let FakeNode { rt, statuses, snapshots: snap_tx, _dir } = fake_node(events)?;
+    let FakeNode { rt, statuses, snapshots: snap_tx, _running, _dir } = fake_node(events).await?;
     let pods: Vec<Pod> = (0..n).map(pod).collect();
     let uids: Vec<String> = pods.iter().map(|p| p.metadata.uid.clone().unwrap_or_default()).collect();
     let rss_before = rss_kib("self");

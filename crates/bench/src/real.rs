@@ -42,7 +42,9 @@ fn node_ctx(dir: &Path) -> NodeContext {
 /// same cgroup work on both sides. The raw side does not create the pod cgroup itself (runc
 /// makes missing parents); the kubelet does, and that is part of what it costs.
 fn pod_cgroups() -> Option<Arc<kubelet::cm::ContainerManager>> {
-    match kubelet::cm::ContainerManager::setup(&kubelet_config::KubeletConfiguration::default()) {
+    match kubelet::cm::ContainerManager::setup(kubelet::cm::Config::from_kubelet(
+        &kubelet_config::KubeletConfiguration::default(),
+    )) {
         Ok(cm) => Some(cm),
         Err(e) => {
             println!("raw CRI side without pod cgroups (the container manager: {e})");

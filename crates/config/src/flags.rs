@@ -189,6 +189,27 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
+    /// The options of a kubelet given only `--root-dir` (the others at their flag defaults);
+    /// for nodes composed in-process (hollow nodes, tests).
+    pub fn with_root_dir(root_dir: PathBuf) -> Self {
+        Self {
+            cert_dir: root_dir.join("pki"),
+            root_dir,
+            config: None,
+            kubeconfig: None,
+            bootstrap_kubeconfig: None,
+            hostname_override: None,
+            node_ip: None,
+            node_labels: BTreeMap::new(),
+            verbosity: 0,
+            cloud_provider: None,
+            pod_infra_container_image: None,
+            housekeeping_period_for_tests: None,
+            pleg_relist_period: None,
+            pleg_relist_period_with_events: None,
+        }
+    }
+
     /// The node name: the hostname override or the host name, trimmed and lower-cased.
     pub fn node_name(&self, host_name: &str) -> Result<String, FlagsError> {
         let name =

@@ -5,33 +5,25 @@
 //!
 //! Not started here: the eviction manager, image/container GC, log rotation, CSI, cgroups and
 //! the 10250/healthz/read-only servers (they measure or serve the host, which hollow nodes share).
-//! The composition of the API-mode subsystems duplicates a part of `main.rs`; both should call one
-//! function once main.rs settles.
+//! The node is composed by [`crate::composition`], as the kubelet's is, without its host part.
 
 use crate::api::DynApi;
-use crate::clock::{DynClock, SystemClock};
+use crate::clock::SystemClock;
+use crate::composition::{self, Identity};
 use crate::cri::DynRuntime;
-use crate::events::Recorder;
-use crate::images::{self, Images};
-use crate::pod::admission::NodeInfo;
-use crate::pod::dispatcher;
-use crate::pod::executor::Deps;
-use crate::pod::runtime_config::NodeContext;
-use crate::pod::worker::WorkerConfig;
-use crate::sources::{self, SourceKind};
 use crate::status_manager::Statuses;
-use crate::{lease, node_status, pleg, status_sync};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("hollow node {node}: root dir {path}: {source}")]
     RootDir { node: String, path: PathBuf, source: std::io::Error },
+    #[error("hollow node {node}")]
+    Compose { node: String, source: composition::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -86,14 +78,35 @@ impl Config {
 pub struct Node {
     pub name: String,
     pub statuses: Statuses,
-    tasks: JoinSet<()>,
+    running: composition::Running,
 }
 
 impl Node {
     /// Stops every task of this node.
-    pub fn stop(mut self) {
-        self.tasks.abort_all();
+    pub fn stop(self) {
+        self.running.abort();
     }
+}
+
+/// The node's composition: an in-process node with this node's settings, pods from the API only.
+fn composition_config(cfg: &Config) -> composition::Result<composition::Config> {
+    let id = Identity { node_name: cfg.node_name.clone(), node_ip: cfg.node_ip.clone() };
+    let mut c = composition::Config::in_process(id, cfg.root_dir.clone())?;
+    c.node_status.labels = cfg.labels.clone();
+    c.event_qps = cfg.event_qps;
+    c.event_burst = cfg.event_burst.max(1);
+    c.sync_frequency = cfg.resync;
+    c.node_status.max_pods = cfg.max_pods;
+    c.node_status.update_frequency = cfg.status_update;
+    c.node_status.report_frequency = cfg.status_report;
+    c.lease.duration_secs = cfg.lease_duration_secs;
+    c.status_sync.resync = cfg.status_resync;
+    if let Some(p) = c.pleg.as_mut() {
+        p.relist_period = cfg.relist_period;
+    }
+    c.max_pods = cfg.max_pods;
+    c.housekeeping = cfg.housekeeping;
+    Ok(c)
 }
 
 /// Starts one node's subsystems on `runtime` against `api`.
@@ -107,99 +120,15 @@ pub async fn start(cfg: Config, runtime: DynRuntime, api: DynApi) -> Result<Node
     for dir in [root_dir.join("pods"), root_dir.join("logs"), root_dir.join("containers")] {
         std::fs::create_dir_all(&dir).map_err(dir_err(dir.clone()))?;
     }
-    let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "fake".into());
-    let clock: DynClock = Arc::new(SystemClock);
-    let metrics = crate::metrics::Metrics::new();
-    metrics.set_node_name(&node_name);
-    let mut tasks = JoinSet::new();
-
-    let (events, events_task) = Recorder::new(api.clone(), node_name.clone(), cfg.event_qps, cfg.event_burst.max(1));
-    tasks.spawn(events_task);
-    let statuses = Statuses::new();
-    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), clock.clone());
-    let (volumes, volume_task) = crate::volume::VolumeManager::new(crate::volume::Config {
-        node: crate::volume::NodeFacts { name: node_name.clone(), ..Default::default() },
-        api: Some(api.clone()),
-        events: events.clone(),
-        resync: cfg.resync,
-        ..crate::volume::Config::new(root_dir.clone(), clock.clone())
-    });
-    tasks.spawn(volume_task);
-    let node_ctx = Arc::new(NodeContext {
-        node_name: node_name.clone(),
-        node_ip: cfg.node_ip.clone(),
-        cluster_dns: vec![],
-        cluster_domain: "cluster.local".into(),
-        resolv_conf: "/nonexistent".into(),
-        pod_logs_dir: root_dir.join("logs"),
-        root_dir: root_dir.clone(),
-        cgroups: None,
-    });
-    let deps = Deps {
-        api: Some(api.clone()),
-        events,
-        runtime: runtime.clone(),
-        images,
-        node: node_ctx,
-        clock,
-        container_logs_dir: root_dir.join("containers"),
-        metrics: metrics.clone(),
-        volumes,
-    };
-    let pleg_cache = pleg::Cache::new();
-    let worker = WorkerConfig {
-        deps,
-        statuses: statuses.clone(),
-        runtime_name,
-        resync: cfg.resync,
-        pleg: Some(pleg_cache.clone()),
-    };
-
-    let (snap_tx, snap_rx) = mpsc::channel(16);
-    tasks.spawn(sources::api::run(api.clone(), node_name.clone(), snap_tx));
-    let pleg_health = pleg::Health::default();
-    let ns_cfg = node_status::Config {
-        node_name: node_name.clone(),
-        node_ip: cfg.node_ip.clone(),
-        labels: cfg.labels.clone(),
-        taints: vec![],
-        register: true,
-        update_frequency: cfg.status_update,
-        report_frequency: cfg.status_report,
-        max_pods: cfg.max_pods,
-        kubelet_port: 10250,
-        root_dir: root_dir.clone(),
-        reserved_cpu_milli: 0,
-        reserved_memory: 0,
-        max_images: 50,
-        pressure: None,
-    };
-    tasks.spawn(node_status::run(ns_cfg, api.clone(), runtime.clone(), pleg_health.clone()));
-    let lease_cfg = lease::Config { node_name: node_name.clone(), duration_secs: cfg.lease_duration_secs };
-    tasks.spawn(lease::run(lease_cfg, api.clone()));
-    let sync_cfg = status_sync::Config { node_name: node_name.clone(), resync: cfg.status_resync };
-    tasks.spawn(status_sync::run(sync_cfg, statuses.clone(), api));
-
-    let (pleg_tx, pleg_rx) = mpsc::channel(1024);
-    tasks.spawn(pleg::run(
-        pleg::Config { relist_period: cfg.relist_period, ..pleg::Config::new(metrics) },
+    let compose_err = |source| Error::Compose { node: node_name.clone(), source };
+    let config = composition_config(&cfg).map_err(compose_err)?;
+    let parts = composition::Parts {
         runtime,
-        pleg_health,
-        pleg_cache,
-        pleg_tx,
-    ));
-    let node_info =
-        NodeInfo { name: node_name.clone(), labels: node_status::node_labels(&node_name, &cfg.labels), taints: vec![] };
-    tasks.spawn(dispatcher::run(
-        dispatcher::Config {
-            worker,
-            node: node_info,
-            max_pods: cfg.max_pods,
-            sources: HashSet::from([SourceKind::Api]),
-            housekeeping: cfg.housekeeping,
-        },
-        snap_rx,
-        pleg_rx,
-    ));
-    Ok(Node { name: node_name, statuses, tasks })
+        api: Some(api),
+        clock: Arc::new(SystemClock),
+        metrics: crate::metrics::Metrics::new(),
+    };
+    let built = composition::build(config, parts).await.map_err(compose_err)?;
+    let running = built.spawn(CancellationToken::new()).await.map_err(compose_err)?;
+    Ok(Node { name: node_name, statuses: running.statuses.clone(), running })
 }

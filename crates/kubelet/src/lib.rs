@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod cm;
+pub mod composition;
 pub mod cri;
 pub mod events;
 pub mod eviction;

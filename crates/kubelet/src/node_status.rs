@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kubelet_config::KubeletConfiguration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,6 +37,84 @@ pub struct Config {
     pub max_images: usize,
     /// The eviction manager's pressure conditions (None: always False).
     pub pressure: Option<crate::eviction::Handle>,
+}
+
+/// A KubeletConfiguration field the node status cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: must not be negative")]
+    Negative(&'static str),
+}
+
+/// The node's identity and command-line-only settings the node status needs besides the
+/// KubeletConfiguration.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_name: String,
+    pub node_ip: Option<String>,
+    /// `--node-labels`.
+    pub labels: BTreeMap<String, String>,
+    /// `--root-dir`.
+    pub root_dir: PathBuf,
+}
+
+impl Config {
+    /// From registerNode, registerWithTaints, nodeStatusUpdateFrequency,
+    /// nodeStatusReportFrequency, maxPods, port, nodeStatusMaxImages and the reservations
+    /// (systemReserved + kubeReserved; for memory also the hard eviction threshold). No pressure
+    /// conditions: the composition hands in the eviction manager's.
+    pub fn from_kubelet_config(cfg: &KubeletConfiguration, id: Identity) -> Result<Self, ConfigError> {
+        let duration =
+            |d: kubelet_config::duration::Duration, field: &'static str| d.to_std().ok_or(ConfigError::Negative(field));
+        Ok(Self {
+            node_name: id.node_name,
+            node_ip: id.node_ip,
+            labels: id.labels,
+            taints: taints(cfg),
+            register: cfg.register_node,
+            update_frequency: duration(cfg.node_status_update_frequency, "nodeStatusUpdateFrequency")?,
+            report_frequency: duration(cfg.node_status_report_frequency, "nodeStatusReportFrequency")?,
+            max_pods: i64::from(cfg.max_pods),
+            kubelet_port: cfg.port,
+            root_dir: id.root_dir,
+            reserved_cpu_milli: reserved_milli(cfg, "cpu"),
+            reserved_memory: reserved(cfg, "memory") + eviction_memory(cfg),
+            max_images: cfg.node_status_max_images.max(0) as usize,
+            pressure: None,
+        })
+    }
+}
+
+/// registerWithTaints as API taints.
+pub fn taints(cfg: &KubeletConfiguration) -> Vec<Taint> {
+    cfg.register_with_taints
+        .iter()
+        .map(|t| Taint {
+            key: t.key.clone(),
+            value: Some(t.value.clone()).filter(|v| !v.is_empty()),
+            effect: t.effect.clone(),
+            time_added: None,
+        })
+        .collect()
+}
+
+/// systemReserved + kubeReserved of a resource, in millis (cpu).
+fn reserved_milli(cfg: &KubeletConfiguration, res: &str) -> i64 {
+    [&cfg.system_reserved, &cfg.kube_reserved].iter().filter_map(|m| m.get(res)).map(|q| q.milli_value() as i64).sum()
+}
+
+/// systemReserved + kubeReserved of a resource, in units (bytes for memory).
+fn reserved(cfg: &KubeletConfiguration, res: &str) -> i64 {
+    [&cfg.system_reserved, &cfg.kube_reserved].iter().filter_map(|m| m.get(res)).map(|q| q.value() as i64).sum()
+}
+
+/// The hard eviction threshold for memory.available, when it is an absolute quantity.
+fn eviction_memory(cfg: &KubeletConfiguration) -> i64 {
+    let hard = cfg.effective_eviction_hard();
+    hard.get("memory.available")
+        .and_then(|v| kubelet_config::quantity::Quantity::parse(v).ok())
+        .map(|q| q.value() as i64)
+        .unwrap_or(0)
 }
 
 /// What the machine has, read once.
@@ -346,4 +425,36 @@ fn strip_times(s: &NodeStatus) -> NodeStatus {
         c.last_transition_time = None;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> Identity {
+        Identity { node_name: "n1".into(), node_ip: None, labels: BTreeMap::new(), root_dir: "/r".into() }
+    }
+
+    #[test]
+    fn config_from_kubelet_config_sums_reservations_and_the_hard_memory_threshold() {
+        let mut kc = KubeletConfiguration::default();
+        kc.system_reserved.insert("cpu".into(), kubelet_config::quantity::Quantity::parse("100m").unwrap());
+        kc.kube_reserved.insert("memory".into(), kubelet_config::quantity::Quantity::parse("100Mi").unwrap());
+        let c = Config::from_kubelet_config(&kc, id()).unwrap();
+        assert_eq!(c.reserved_cpu_milli, 100);
+        // The default evictionHard memory.available is 100Mi.
+        assert_eq!(c.reserved_memory, 200 << 20);
+        assert_eq!(c.update_frequency, Duration::from_secs(10));
+        assert!(c.pressure.is_none());
+    }
+
+    #[test]
+    fn a_negative_frequency_is_named() {
+        let kc = KubeletConfiguration {
+            node_status_report_frequency: kubelet_config::duration::Duration::parse("-1s").unwrap(),
+            ..Default::default()
+        };
+        let e = Config::from_kubelet_config(&kc, id()).unwrap_err();
+        assert_eq!(e.to_string(), "nodeStatusReportFrequency: must not be negative");
+    }
 }

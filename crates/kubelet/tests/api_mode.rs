@@ -2,24 +2,19 @@
 //! pods from the API (status, graceful deletion), mirror pods, an API outage.
 
 use k8s_openapi::api::core::v1::Pod;
+use kubelet::api::LEASE_NAMESPACE;
 use kubelet::api::fake::FakeApi;
-use kubelet::api::{DynApi, LEASE_NAMESPACE};
 use kubelet::clock::FakeClock;
-use kubelet::cri::DynRuntime;
+use kubelet::composition::{self, Identity};
 use kubelet::cri::fake::FakeRuntime;
-use kubelet::images::{self, Images};
-use kubelet::pod::dispatcher;
-use kubelet::pod::executor::Deps;
-use kubelet::pod::runtime_config::NodeContext;
-use kubelet::pod::worker::WorkerConfig;
 use kubelet::sources::manifest::{self, Origin};
 use kubelet::sources::{Snapshot, SourceKind};
 use kubelet::status_manager::Statuses;
-use kubelet::{lease, node_status, pleg, sources, status_sync};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 const NODE: &str = "n1";
 
@@ -28,103 +23,41 @@ struct Cluster {
     rt: FakeRuntime,
     statuses: Statuses,
     files: mpsc::Sender<Snapshot>,
+    _running: composition::Running,
     _dir: tempfile::TempDir,
 }
 
-fn start() -> Cluster {
+/// The composed node in API mode on the fake API and runtime, short periods; static pods fed by
+/// hand as the file source.
+async fn start() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let api = FakeApi::new();
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let runtime: DynRuntime = Arc::new(rt.clone());
-    let dyn_api: DynApi = Arc::new(api.clone());
-    let clock = FakeClock::new(SystemTime::now());
-    let statuses = Statuses::new();
-    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(clock.clone()));
-    let node = Arc::new(NodeContext {
-        node_name: NODE.into(),
-        node_ip: Some("192.0.2.10".into()),
-        cluster_dns: vec![],
-        cluster_domain: "cluster.local".into(),
-        resolv_conf: "/nonexistent".into(),
-        pod_logs_dir: dir.path().join("logs"),
-        root_dir: dir.path().join("root"),
-        cgroups: None,
-    });
-    let (events, events_task) = kubelet::events::Recorder::new(dyn_api.clone(), NODE.into(), 50.0, 100);
-    tokio::spawn(events_task);
-    let deps = Deps {
-        events,
-        api: Some(dyn_api.clone()),
-        runtime: runtime.clone(),
-        images,
-        node,
-        clock: Arc::new(clock),
-        container_logs_dir: dir.path().join("containers"),
+    let id = Identity { node_name: NODE.into(), node_ip: Some("192.0.2.10".into()) };
+    let mut cfg = composition::Config::in_process(id, dir.path().join("root")).unwrap();
+    cfg.pleg.as_mut().unwrap().relist_period = Duration::from_millis(100);
+    cfg.sources.fed = HashSet::from([SourceKind::File]);
+    cfg.housekeeping = Duration::from_millis(200);
+    cfg.node_status.labels = BTreeMap::from([("team".to_string(), "a".to_string())]);
+    cfg.node_status.taints = vec![k8s_openapi::api::core::v1::Taint {
+        key: "example.com/t".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    }];
+    cfg.node_status.update_frequency = Duration::from_millis(200);
+    cfg.node_status.root_dir = dir.path().to_path_buf();
+    cfg.node_status.reserved_memory = 100 << 20;
+    cfg.lease.duration_secs = 1;
+    cfg.status_sync.resync = Duration::from_millis(300);
+    let parts = composition::Parts {
+        runtime: Arc::new(rt.clone()),
+        api: Some(Arc::new(api.clone())),
+        clock: Arc::new(FakeClock::new(SystemTime::now())),
         metrics: Default::default(),
-        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
-            dir.path().join("root"),
-            Arc::new(kubelet::clock::SystemClock),
-        )),
     };
-    let cache = pleg::Cache::new();
-    let worker = WorkerConfig {
-        deps,
-        statuses: statuses.clone(),
-        runtime_name: "fake".into(),
-        resync: Duration::from_secs(60),
-        pleg: Some(cache.clone()),
-    };
-    let (snap_tx, snap_rx) = mpsc::channel(8);
-    let (pleg_tx, pleg_rx) = mpsc::channel(64);
-    let health = pleg::Health::default();
-    tokio::spawn(pleg::run(
-        pleg::Config { relist_period: Duration::from_millis(100), ..pleg::Config::new(Default::default()) },
-        runtime.clone(),
-        health.clone(),
-        cache,
-        pleg_tx,
-    ));
-    tokio::spawn(dispatcher::run(
-        dispatcher::Config {
-            node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
-            max_pods: 110,
-            worker,
-            sources: HashSet::from([SourceKind::File, SourceKind::Api]),
-            housekeeping: Duration::from_millis(200),
-        },
-        snap_rx,
-        pleg_rx,
-    ));
-    tokio::spawn(sources::api::run(dyn_api.clone(), NODE.into(), snap_tx.clone()));
-    let ns_cfg = node_status::Config {
-        node_name: NODE.into(),
-        node_ip: Some("192.0.2.10".into()),
-        labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
-        taints: vec![k8s_openapi::api::core::v1::Taint {
-            key: "example.com/t".into(),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        }],
-        register: true,
-        update_frequency: Duration::from_millis(200),
-        report_frequency: Duration::from_secs(300),
-        max_pods: 110,
-        kubelet_port: 10250,
-        root_dir: dir.path().to_path_buf(),
-        reserved_cpu_milli: 0,
-        reserved_memory: 100 << 20,
-        max_images: 50,
-        pressure: None,
-    };
-    tokio::spawn(node_status::run(ns_cfg, dyn_api.clone(), runtime, health));
-    tokio::spawn(lease::run(lease::Config { node_name: NODE.into(), duration_secs: 1 }, dyn_api.clone()));
-    tokio::spawn(status_sync::run(
-        status_sync::Config { node_name: NODE.into(), resync: Duration::from_millis(300) },
-        statuses.clone(),
-        dyn_api,
-    ));
-    Cluster { api, rt, statuses, files: snap_tx, _dir: dir }
+    let running = composition::build(cfg, parts).await.unwrap().spawn(CancellationToken::new()).await.unwrap();
+    Cluster { api, rt, statuses: running.statuses.clone(), files: running.snapshots(), _running: running, _dir: dir }
 }
 
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -151,7 +84,7 @@ fn phase(p: &Pod) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_registers_reports_ready_and_renews_its_lease() {
-    let c = start();
+    let c = start().await;
     let node = eventually("node registered with status", || c.api.node(NODE).filter(|n| n.status.is_some())).await;
     let labels = node.metadata.labels.clone().unwrap();
     assert_eq!(labels.get("kubernetes.io/hostname").map(String::as_str), Some(NODE));
@@ -181,7 +114,7 @@ async fn the_node_registers_reports_ready_and_renews_its_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_pods_run_report_status_and_are_deleted_gracefully() {
-    let c = start();
+    let c = start().await;
     c.api.put_pod(api_pod("web"));
     eventually("Running in the API", || (phase(&c.api.pod("default", "web")?)? == "Running").then_some(())).await;
     let p = c.api.pod("default", "web").unwrap();
@@ -214,7 +147,7 @@ async fn api_pods_run_report_status_and_are_deleted_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_pods_get_mirror_pods_that_come_back() {
-    let c = start();
+    let c = start().await;
     let v = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "etcd"},
         "spec": {"containers": [{"name": "app", "image": "img:1"}]}});
     let origin = Origin { kind: SourceKind::File, location: "/m/etcd.yaml".into() };
@@ -241,7 +174,7 @@ async fn static_pods_get_mirror_pods_that_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_catches_up_after_an_api_outage() {
-    let c = start();
+    let c = start().await;
     c.api.put_pod(api_pod("job"));
     eventually("Running", || (phase(&c.api.pod("default", "job")?)? == "Running").then_some(())).await;
     c.api.set_down(true);
@@ -264,7 +197,7 @@ async fn status_catches_up_after_an_api_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_that_does_not_fit_the_node_is_rejected_and_others_run() {
-    let c = start();
+    let c = start().await;
     let mut picky = api_pod("picky");
     picky.spec.as_mut().unwrap().node_selector = Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())]));
     c.api.put_pod(picky);
@@ -281,7 +214,7 @@ async fn a_pod_that_does_not_fit_the_node_is_rejected_and_others_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_pull_secrets_authenticate_pulls() {
-    let c = start();
+    let c = start().await;
     c.rt.add_private_image("127.0.0.1:5001/private:1", "user", "pass");
     let mut secret = k8s_openapi::api::core::v1::Secret::default();
     secret.metadata.name = Some("regcred".into());
@@ -319,7 +252,7 @@ async fn image_pull_secrets_authenticate_pulls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_comes_from_config_maps_secrets_and_service_links() {
-    let c = start();
+    let c = start().await;
     let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
     cm.metadata.name = Some("settings".into());
     cm.metadata.namespace = Some("default".into());

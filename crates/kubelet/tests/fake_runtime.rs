@@ -3,13 +3,8 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::clock::FakeClock;
-use kubelet::cri::DynRuntime;
+use kubelet::composition::{self, Identity};
 use kubelet::cri::fake::FakeRuntime;
-use kubelet::images::{self, Images};
-use kubelet::pod::dispatcher;
-use kubelet::pod::executor::Deps;
-use kubelet::pod::runtime_config::NodeContext;
-use kubelet::pod::worker::WorkerConfig;
 use kubelet::sources::manifest::{self, Origin};
 use kubelet::sources::{Snapshot, SourceKind};
 use kubelet::status_manager::Statuses;
@@ -17,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 struct Node {
     rt: FakeRuntime,
@@ -25,65 +21,44 @@ struct Node {
     snapshots: mpsc::Sender<Snapshot>,
     pleg: mpsc::Sender<String>,
     dir: Arc<tempfile::TempDir>,
+    _running: composition::Running,
 }
 
-fn node(rt: FakeRuntime) -> Node {
-    node_with(rt, None)
+async fn node(rt: FakeRuntime) -> Node {
+    node_with(rt, None).await
 }
 
-fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
-    node_in(rt, max_parallel_pulls, Arc::new(tempfile::tempdir().unwrap()))
+async fn node_with(rt: FakeRuntime, max_parallel_pulls: Option<usize>) -> Node {
+    node_in(rt, max_parallel_pulls, Arc::new(tempfile::tempdir().unwrap())).await
 }
 
-/// A kubelet on `dir` (a restarted kubelet reuses the first one's root directory).
-fn node_in(rt: FakeRuntime, max_parallel_pulls: Option<usize>, dir: Arc<tempfile::TempDir>) -> Node {
+/// A kubelet on `dir` (a restarted kubelet reuses the first one's root directory): the composed
+/// node without a PLEG (PLEG events are fed by hand: workers list their pod themselves), pods
+/// fed by hand as the file source.
+async fn node_in(rt: FakeRuntime, max_parallel_pulls: Option<usize>, dir: Arc<tempfile::TempDir>) -> Node {
     let clock = FakeClock::new(SystemTime::now());
-    let runtime: DynRuntime = Arc::new(rt.clone());
-    let statuses = Statuses::new();
-    let images = Images::new(images::Config { max_parallel_pulls }, runtime.clone(), Arc::new(clock.clone()));
-    let node = Arc::new(NodeContext {
-        node_name: "n1".into(),
-        node_ip: Some("192.0.2.10".into()),
-        cluster_dns: vec![],
-        cluster_domain: "cluster.local".into(),
-        resolv_conf: "/nonexistent".into(),
-        pod_logs_dir: dir.path().join("logs"),
-        root_dir: dir.path().join("root"),
-        cgroups: None,
-    });
-    let deps = Deps {
-        events: kubelet::events::Recorder::disabled(),
+    let id = Identity { node_name: "n1".into(), node_ip: Some("192.0.2.10".into()) };
+    let mut cfg = composition::Config::in_process(id, dir.path().join("root")).unwrap();
+    cfg.images.max_parallel_pulls = max_parallel_pulls;
+    cfg.pleg = None;
+    cfg.sources.fed = HashSet::from([SourceKind::File]);
+    cfg.housekeeping = Duration::from_millis(50);
+    let parts = composition::Parts {
+        runtime: Arc::new(rt.clone()),
         api: None,
-        runtime,
-        images,
-        node,
         clock: Arc::new(clock.clone()),
-        container_logs_dir: dir.path().join("containers"),
         metrics: Default::default(),
-        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
-            dir.path().join("root"),
-            Arc::new(kubelet::clock::SystemClock),
-        )),
     };
-    // PLEG events are fed by hand: workers list their pod themselves.
-    let worker = WorkerConfig {
-        deps,
-        statuses: statuses.clone(),
-        runtime_name: "fake".into(),
-        resync: Duration::from_secs(60),
-        pleg: None,
-    };
-    let (snap_tx, snap_rx) = mpsc::channel(8);
-    let (pleg_tx, pleg_rx) = mpsc::channel(64);
-    let cfg = dispatcher::Config {
-        node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
-        max_pods: 110,
-        worker,
-        sources: HashSet::from([SourceKind::File]),
-        housekeeping: Duration::from_millis(50),
-    };
-    tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
-    Node { rt, clock, statuses, snapshots: snap_tx, pleg: pleg_tx, dir }
+    let running = composition::build(cfg, parts).await.unwrap().spawn(CancellationToken::new()).await.unwrap();
+    Node {
+        rt,
+        clock,
+        statuses: running.statuses.clone(),
+        snapshots: running.snapshots(),
+        pleg: running.pleg_events(),
+        dir,
+        _running: running,
+    }
 }
 
 fn pod(name: &str, restart: &str, inits: &[&str]) -> Pod {
@@ -124,7 +99,7 @@ fn uid(p: &Pod) -> String {
 async fn a_pod_starts_crashes_backs_off_and_is_removed() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt);
+    let n = node(rt).await;
     let p = pod("web", "Always", &[]);
     let u = uid(&p);
     n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
@@ -162,7 +137,7 @@ async fn a_pod_starts_crashes_backs_off_and_is_removed() {
 async fn init_containers_start_one_at_a_time() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt);
+    let n = node(rt).await;
     let p = pod("job", "Always", &["one", "two"]);
     let u = uid(&p);
     n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
@@ -184,7 +159,7 @@ async fn init_containers_start_one_at_a_time() {
 async fn never_restarting_pod_fails_and_stays_down() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt);
+    let n = node(rt).await;
     let p = pod("once", "Never", &[]);
     let u = uid(&p);
     n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
@@ -208,7 +183,7 @@ async fn running_pods_are_adopted_and_orphans_removed() {
     let u = uid(&p);
     // A first kubelet starts the pod and an orphan, then goes away.
     {
-        let first = node(rt.clone());
+        let first = node(rt.clone()).await;
         first
             .snapshots
             .send(Snapshot { source: SourceKind::File, pods: vec![p.clone(), pod("orphan", "Always", &[])] })
@@ -221,7 +196,7 @@ async fn running_pods_are_adopted_and_orphans_removed() {
     let creates_before = rt.calls().iter().filter(|c| *c == "CreateContainer").count();
     let app_before: Vec<String> = rt.containers_named("app");
     // A second kubelet (fresh dispatcher) wants only `kept`.
-    let second = node(rt.clone());
+    let second = node(rt.clone()).await;
     second.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
     eventually("adopted", || running(&second, &u).then_some(())).await;
     eventually("orphan removed", || (rt.sandbox_count() == 1).then_some(())).await;
@@ -253,7 +228,7 @@ async fn liveness_restarts_after_exactly_failure_threshold_failures() {
     rt.add_image("img:1");
     // Two passes, then failing for good.
     rt.script_exec("app", &["live"], &[0, 0, 1]);
-    let n = node(rt);
+    let n = node(rt).await;
     let p = probed_pod(
         "live",
         serde_json::json!({"name": "app", "image": "img:1",
@@ -275,7 +250,7 @@ async fn startup_probe_holds_liveness_and_readiness_back() {
     // Liveness would kill at its first failure if it ran before startup succeeded.
     rt.script_exec("app", &["live"], &[1]);
     rt.script_exec("app", &["ready"], &[0]);
-    let n = node(rt);
+    let n = node(rt).await;
     let p = probed_pod(
         "slow",
         serde_json::json!({"name": "app", "image": "img:1",
@@ -303,7 +278,7 @@ async fn readiness_flips_ready_both_ways() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
     rt.script_exec("app", &["ready"], &[1, 0, 0, 1, 1, 0]);
-    let n = node(rt);
+    let n = node(rt).await;
     let p = probed_pod(
         "rdy",
         serde_json::json!({"name": "app", "image": "img:1",
@@ -349,7 +324,7 @@ async fn probe_results_survive_a_kubelet_restart() {
             .map(|c| c.status == "True")
     };
     let dir = {
-        let first = node(rt.clone());
+        let first = node(rt.clone()).await;
         first.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
         eventually("ready", || (pod_ready(&first) == Some(true)).then_some(())).await;
         first.dir.clone()
@@ -359,7 +334,7 @@ async fn probe_results_survive_a_kubelet_restart() {
     let startups_before = rt.execs().iter().filter(|(c, a)| c == &id && a[0] == "startup").count();
     // The restarted kubelet reports the pod Ready from its first status on, without rerunning the
     // startup probe, and only the readiness failures that follow (3 × 10 s) take it out.
-    let second = node_in(rt.clone(), None, dir);
+    let second = node_in(rt.clone(), None, dir).await;
     second.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
     let first_seen = eventually("a status", || pod_ready(&second)).await;
     assert!(first_seen, "Ready kept across the restart");
@@ -374,7 +349,7 @@ async fn failing_post_start_hook_kills_the_container() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
     rt.script_exec("app", &["hook"], &[1]);
-    let n = node(rt);
+    let n = node(rt).await;
     let p = probed_pod(
         "hooked",
         serde_json::json!({"name": "app", "image": "img:1", "lifecycle": {"postStart": {"exec": {"command": ["hook"]}}}}),
@@ -398,7 +373,7 @@ async fn a_pod_waiting_for_a_pull_slot_says_where_it_stands() {
     rt.set_pull_delay(Duration::from_secs(5));
     rt.add_registry_image("big:1");
     rt.add_registry_image("small:1");
-    let n = node_with(rt, Some(1));
+    let n = node_with(rt, Some(1)).await;
     let pod_with = |name: &str, image: &str| probed_pod(name, serde_json::json!({"name": "app", "image": image}));
     let first = pod_with("first", "big:1");
     let second = pod_with("second", "small:1");
@@ -424,7 +399,7 @@ async fn the_image_is_pulled_while_the_sandbox_is_made() {
     rt.set_pull_delay(Duration::from_secs(5));
     rt.set_sandbox_delay(Duration::from_secs(5));
     rt.add_registry_image("img:1");
-    let n = node(rt);
+    let n = node(rt).await;
     let p = pod("web", "Always", &[]);
     let u = uid(&p);
     let start = tokio::time::Instant::now();

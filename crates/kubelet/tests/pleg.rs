@@ -5,14 +5,10 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kubelet::clock::FakeClock;
+use kubelet::composition::{self, Identity};
 use kubelet::cri::DynRuntime;
 use kubelet::cri::fake::FakeRuntime;
-use kubelet::images::{self, Images};
 use kubelet::pleg;
-use kubelet::pod::dispatcher;
-use kubelet::pod::executor::Deps;
-use kubelet::pod::runtime_config::NodeContext;
-use kubelet::pod::worker::WorkerConfig;
 use kubelet::sources::manifest::{self, Origin};
 use kubelet::sources::{Snapshot, SourceKind};
 use kubelet::status_manager::Statuses;
@@ -20,70 +16,35 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 struct Node {
     rt: FakeRuntime,
     statuses: Statuses,
     snapshots: mpsc::Sender<Snapshot>,
+    _running: composition::Running,
     _dir: tempfile::TempDir,
 }
 
-fn node(rt: FakeRuntime, relist_period: Duration) -> Node {
+/// The composed node on the fake runtime: PLEG and its cache, dispatcher, workers; pods fed by
+/// hand as the file source.
+async fn node(rt: FakeRuntime, relist_period: Duration) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let clock = FakeClock::new(SystemTime::now());
-    let runtime: DynRuntime = Arc::new(rt.clone());
-    let statuses = Statuses::new();
-    let images = Images::new(images::Config { max_parallel_pulls: None }, runtime.clone(), Arc::new(clock.clone()));
-    let node = Arc::new(NodeContext {
-        node_name: "n1".into(),
-        node_ip: Some("192.0.2.10".into()),
-        cluster_dns: vec![],
-        cluster_domain: "cluster.local".into(),
-        resolv_conf: "/nonexistent".into(),
-        pod_logs_dir: dir.path().join("logs"),
-        root_dir: dir.path().join("root"),
-        cgroups: None,
-    });
-    let deps = Deps {
-        events: kubelet::events::Recorder::disabled(),
+    let id = Identity { node_name: "n1".into(), node_ip: Some("192.0.2.10".into()) };
+    let mut cfg = composition::Config::in_process(id, dir.path().join("root")).unwrap();
+    cfg.sync_frequency = Duration::from_secs(600);
+    cfg.pleg.as_mut().unwrap().relist_period = relist_period;
+    cfg.max_pods = 1000;
+    cfg.sources.fed = HashSet::from([SourceKind::File]);
+    cfg.housekeeping = Duration::from_secs(600);
+    let parts = composition::Parts {
+        runtime: Arc::new(rt.clone()),
         api: None,
-        runtime: runtime.clone(),
-        images,
-        node,
-        clock: Arc::new(clock),
-        container_logs_dir: dir.path().join("containers"),
+        clock: Arc::new(FakeClock::new(SystemTime::now())),
         metrics: Default::default(),
-        volumes: kubelet::volume::VolumeManager::spawn(kubelet::volume::Config::new(
-            dir.path().join("root"),
-            Arc::new(kubelet::clock::SystemClock),
-        )),
     };
-    let cache = pleg::Cache::new();
-    let worker = WorkerConfig {
-        deps,
-        statuses: statuses.clone(),
-        runtime_name: "fake".into(),
-        resync: Duration::from_secs(600),
-        pleg: Some(cache.clone()),
-    };
-    let (snap_tx, snap_rx) = mpsc::channel(8);
-    let (pleg_tx, pleg_rx) = mpsc::channel(1024);
-    tokio::spawn(pleg::run(
-        pleg::Config { relist_period, ..pleg::Config::new(Default::default()) },
-        runtime,
-        pleg::Health::default(),
-        cache,
-        pleg_tx,
-    ));
-    let cfg = dispatcher::Config {
-        node: kubelet::pod::admission::NodeInfo { name: "n1".into(), ..Default::default() },
-        max_pods: 1000,
-        worker,
-        sources: HashSet::from([SourceKind::File]),
-        housekeeping: Duration::from_secs(600),
-    };
-    tokio::spawn(dispatcher::run(cfg, snap_rx, pleg_rx));
-    Node { rt, statuses, snapshots: snap_tx, _dir: dir }
+    let running = composition::build(cfg, parts).await.unwrap().spawn(CancellationToken::new()).await.unwrap();
+    Node { rt, statuses: running.statuses.clone(), snapshots: running.snapshots(), _running: running, _dir: dir }
 }
 
 fn pod(name: &str) -> Pod {
@@ -143,7 +104,7 @@ fn count(rt: &FakeRuntime, op: &str) -> usize {
 async fn workers_observe_from_the_relist_and_never_from_a_stale_one() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     let pods: Vec<Pod> = (0..20).map(|i| pod(&format!("p{i}"))).collect();
     let uids: Vec<String> = pods.iter().map(|p| p.metadata.uid.clone().unwrap()).collect();
     n.snapshots.send(Snapshot { source: SourceKind::File, pods }).await.unwrap();
@@ -171,7 +132,7 @@ async fn without_events_an_exit_is_seen_by_the_next_relist_and_restarted() {
     rt.add_image("img:1");
     // containerd 1.6: GetContainerEvents is Unimplemented.
     rt.set_events_unimplemented(true);
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     let u = run_web(&n).await;
     let took = exit_and_wait_for_the_restart(&n, &u).await;
     assert!(took <= Duration::from_millis(1100), "took {took:?}: the relist period bounds it");
@@ -182,7 +143,7 @@ async fn without_events_an_exit_is_seen_by_the_next_relist_and_restarted() {
 async fn a_removed_pod_put_back_with_the_same_uid_starts_afresh() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     let p = pod("web");
     let u = p.metadata.uid.clone().unwrap();
     n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
@@ -204,7 +165,7 @@ fn terminated(n: &Node, uid: &str, code: i32) -> bool {
 async fn an_exit_reaches_the_status_through_events_without_a_relist() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     let p = pod_with("web", "Never");
     let u = p.metadata.uid.clone().unwrap();
     n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
@@ -221,7 +182,7 @@ async fn an_exit_reaches_the_status_through_events_without_a_relist() {
 async fn with_events_the_relist_slows_to_its_backstop_period() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let lists = count(&n.rt, "ListContainers");
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -232,7 +193,7 @@ async fn with_events_the_relist_slows_to_its_backstop_period() {
 async fn a_broken_event_stream_falls_back_to_the_relist_until_it_is_back() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     let (a, b) = (pod_with("a", "Never"), pod_with("b", "Never"));
     let (ua, ub) = (a.metadata.uid.clone().unwrap(), b.metadata.uid.clone().unwrap());
     n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![a, b] }).await.unwrap();
@@ -300,7 +261,7 @@ async fn an_exit_of_an_instance_created_since_the_last_relist_makes_the_pleg_rel
 async fn a_restart_reaches_the_status_without_a_relist() {
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
-    let n = node(rt, Duration::from_secs(1));
+    let n = node(rt, Duration::from_secs(1)).await;
     let u = run_web(&n).await;
     let lists = count(&n.rt, "ListContainers");
     let took = exit_and_wait_for_the_restart(&n, &u).await;

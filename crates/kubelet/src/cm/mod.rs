@@ -243,8 +243,8 @@ impl ContainerManager {
     }
 
     /// The kubelet's container manager on this machine: checks, then creates the QoS tiers.
-    pub fn setup(cfg: &KubeletConfiguration) -> Result<Arc<Self>, Error> {
-        let cm = ContainerManager::new(Config::from_kubelet(cfg), Arc::new(fs::OsFs), Capacity::of_machine())?;
+    pub fn setup(cfg: Config) -> Result<Arc<Self>, Error> {
+        let cm = ContainerManager::new(cfg, Arc::new(fs::OsFs), Capacity::of_machine())?;
         cm.start()?;
         Ok(Arc::new(cm))
     }

@@ -1,9 +1,11 @@
 //! The kubelet's servers: healthz on `healthzBindAddress:healthzPort` (plain HTTP), the deprecated
 //! read-only port (plain HTTP, off unless `readOnlyPort` is set), and the authenticated HTTPS
-//! server on `address:port` (10250) — [`tls`], [`auth`], [`handlers`], [`streaming`].
+//! server on `address:port` (10250) — assembled in [`kubelet_port`] from [`tls`], [`auth`],
+//! [`handlers`], [`streaming`].
 
 pub mod auth;
 pub mod handlers;
+pub mod kubelet_port;
 pub mod streaming;
 pub mod tls;
 
@@ -85,66 +87,58 @@ pub fn read_only_router(h: Health, statuses: Statuses, default_handlers: Router)
         .merge(default_handlers)
 }
 
-/// Binds and serves `router` on `addr` in the background; binding errors are returned.
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(%addr, error = %e, "server stopped");
-        }
-    });
-    Ok(local)
+/// Binds a server's listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves `router` over TLS on `addr`: one task per connection, HTTP/1.1 with upgrades (exec,
-/// attach and port-forward streams), the verified client certificate's identity in every
-/// request's extensions for [`auth`]. Binding errors are returned.
-pub async fn serve_tls(
-    addr: SocketAddr,
-    tls: std::sync::Arc<rustls::ServerConfig>,
-    router: Router,
-) -> std::io::Result<SocketAddr> {
+/// Serves `router` on `listener` (plain HTTP) until the server fails.
+pub async fn run(listener: tokio::net::TcpListener, router: Router) {
+    let addr = listener.local_addr().ok();
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::error!(?addr, error = %e, "server stopped");
+    }
+}
+
+/// Serves `router` over TLS on `listener`: one task per connection, HTTP/1.1 with upgrades
+/// (exec, attach and port-forward streams), the verified client certificate's identity in every
+/// request's extensions for [`auth`].
+pub async fn run_tls(listener: tokio::net::TcpListener, tls: std::sync::Arc<rustls::ServerConfig>, router: Router) {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
                 }
+                Err(_) => return,
             };
-            let acceptor = acceptor.clone();
-            let router = router.clone();
-            tokio::spawn(async move {
-                let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::identity);
-                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(auth::PeerCert(cert.clone()));
-                    router.clone().oneshot(req.map(axum::body::Body::new))
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended");
-                }
+            let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(tls::identity);
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(auth::PeerCert(cert.clone()));
+                router.clone().oneshot(req.map(axum::body::Body::new))
             });
-        }
-    });
-    Ok(local)
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
 }

@@ -1,0 +1,274 @@
+//! [`build`]: every subsystem's handle and task, in dependency order (recorder → statuses →
+//! images → container manager → stats → CSI → volume manager → node context → deps → worker
+//! config → PLEG cache → PLEG → sources → node status, lease, status sync → log rotation →
+//! dispatcher → image and container GC → eviction → servers), nothing spawned.
+
+use super::{Config, Error, Result};
+use crate::api::DynApi;
+use crate::clock::DynClock;
+use crate::cri::DynRuntime;
+use crate::events::Recorder;
+use crate::images::Images;
+use crate::metrics::Metrics;
+use crate::pod::admission::NodeInfo;
+use crate::pod::dispatcher;
+use crate::pod::executor::Deps;
+use crate::pod::runtime_config::NodeContext;
+use crate::pod::worker::WorkerConfig;
+use crate::sources::{self, Snapshot, SourceKind};
+use crate::status_manager::Statuses;
+use crate::{cm, eviction, gc, lease, logs, node_status, pleg, server, stats, status_sync, volume};
+use futures::future::BoxFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What a node is built on: the outside worlds and the shared instruments.
+pub struct Parts {
+    pub runtime: DynRuntime,
+    /// None: standalone (static pods only; no node status, lease, status sync or events).
+    pub api: Option<DynApi>,
+    pub clock: DynClock,
+    pub metrics: Metrics,
+}
+
+/// A task to spawn, named for the shutdown report.
+pub(super) type Task = (&'static str, BoxFuture<'static, ()>);
+
+/// The servers, bound by [`Built::spawn`] before any task starts.
+#[derive(Default)]
+pub(super) struct Servers {
+    pub healthz: Option<(SocketAddr, axum::Router)>,
+    pub read_only: Option<(SocketAddr, axum::Router)>,
+    pub kubelet: Option<(SocketAddr, Arc<rustls::ServerConfig>, axum::Router)>,
+}
+
+/// A node built and not yet started: its handles and its tasks.
+pub struct Built {
+    pub statuses: Statuses,
+    pub(super) tasks: Vec<Task>,
+    pub(super) servers: Servers,
+    pub(super) snapshots: mpsc::Sender<Snapshot>,
+    pub(super) pleg_events: mpsc::Sender<String>,
+}
+
+fn task(name: &'static str, fut: impl std::future::Future<Output = ()> + Send + 'static) -> Task {
+    (name, Box::pin(fut))
+}
+
+/// Builds the node's subsystems from `cfg` on `parts`. Effects: the container manager's cgroups
+/// (before any pod can start), the serving certificate, the volume manager's scan of what is
+/// mounted. Nothing is spawned.
+pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
+    let Parts { runtime, api, clock, metrics } = parts;
+    let node_name = cfg.node_name.clone();
+    let root_dir = cfg.root_dir.clone();
+    metrics.set_node_name(&node_name);
+    let runtime_name = runtime.version().await.map(|v| v.runtime_name).unwrap_or_else(|_| "containerd".into());
+    let mut tasks: Vec<Task> = Vec::new();
+
+    let events = match &api {
+        Some(api) => {
+            let (rec, events_task) = Recorder::new(api.clone(), node_name.clone(), cfg.event_qps, cfg.event_burst);
+            tasks.push(task("events", events_task));
+            rec
+        }
+        None => Recorder::disabled(),
+    };
+    let statuses = Statuses::new();
+    let mut images = Images::new(cfg.images.clone(), runtime.clone(), clock.clone());
+    if let Some((qps, burst)) = cfg.registry_limit {
+        images = images.with_registry_limit(qps, burst);
+    }
+    let host = cfg.host.as_ref();
+    // QoS cgroup tiers and node allocatable before any pod starts; refuses the systemd driver
+    // without systemd.
+    let cgroups = match host {
+        Some(h) => Some(cm::ContainerManager::setup(h.container_manager.clone()).map_err(Error::ContainerManager)?),
+        None => None,
+    };
+    let stats = host.zip(cgroups.as_ref()).map(|(h, cgroups)| {
+        stats::Provider::new(
+            stats::Config {
+                node_name: node_name.clone(),
+                root_dir: root_dir.clone(),
+                pod_logs_dir: cfg.pod_logs_dir.clone(),
+                kubepods: h.container_manager.cgroups_per_qos.then(|| cgroups.kubepods().to_path()),
+                paths: Default::default(),
+            },
+            runtime.clone(),
+        )
+    });
+    // CSI: drivers register through <root-dir>/plugins_registry; the volume manager stages and
+    // publishes CSI volumes through them.
+    let csi: Option<Arc<dyn volume::CsiPlugin>> = match host {
+        Some(_) => {
+            let drivers = volume::csi::Drivers::new();
+            tasks.push(task(
+                "csi watcher",
+                volume::csi::watcher::run(
+                    volume::csi::watcher::Config::new(root_dir.clone(), node_name.clone()),
+                    drivers.clone(),
+                    api.clone(),
+                ),
+            ));
+            let csi_cfg = volume::csi::Config { root_dir: root_dir.clone(), node_name: node_name.clone() };
+            Some(Arc::new(volume::csi::CsiVolumes::new(csi_cfg, api.clone(), drivers)))
+        }
+        None => None,
+    };
+    // Volumes: set up before containers start, refreshed every syncFrequency, torn down with
+    // their pod; what is on disk after a restart is reconstructed first.
+    let allocatable = cgroups.as_ref().map(|c| c.allocatable());
+    let (volumes, volume_reconciler) = volume::VolumeManager::new(volume::Config {
+        root_dir: root_dir.clone(),
+        node: volume::NodeFacts {
+            name: node_name.clone(),
+            allocatable_cpu_milli: allocatable.map(|a| a.cpu_milli),
+            allocatable_memory: allocatable.map(|a| a.memory),
+        },
+        api: api.clone(),
+        events: events.clone(),
+        clock: clock.clone(),
+        resync: cfg.sync_frequency,
+        csi,
+    });
+    tasks.push(task("volume reconciler", volume_reconciler));
+    let node_ctx = Arc::new(NodeContext {
+        node_name: node_name.clone(),
+        node_ip: cfg.node_ip.clone(),
+        cluster_dns: cfg.cluster_dns.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
+        resolv_conf: cfg.resolv_conf.clone(),
+        pod_logs_dir: cfg.pod_logs_dir.clone(),
+        root_dir: root_dir.clone(),
+        cgroups,
+    });
+    // What the PLEG's relist found, per pod: the workers observe from it.
+    let pleg_cache = cfg.pleg.as_ref().map(|_| pleg::Cache::new());
+    let deps = Deps {
+        api: api.clone(),
+        events: events.clone(),
+        runtime: runtime.clone(),
+        images,
+        node: node_ctx,
+        clock: clock.clone(),
+        container_logs_dir: cfg.container_logs_dir.clone(),
+        metrics: metrics.clone(),
+        volumes,
+    };
+    let worker = WorkerConfig {
+        deps,
+        statuses: statuses.clone(),
+        runtime_name: runtime_name.clone(),
+        resync: cfg.sync_frequency,
+        pleg: pleg_cache.clone(),
+    };
+
+    // The PLEG starts before node status: until its first relist the node is not ready.
+    let pleg_health = pleg::Health::default();
+    let (pleg_tx, pleg_rx) = mpsc::channel(1024);
+    if let (Some(p), Some(cache)) = (&cfg.pleg, pleg_cache) {
+        // containerd without CRI container events (1.6): the PLEG takes exits from its own events.
+        let containerd_endpoint = p.runtime_endpoint.clone().filter(|_| runtime_name == "containerd");
+        let pleg_cfg = pleg::Config {
+            relist_period: p.relist_period,
+            relist_period_with_events: p.relist_period_with_events,
+            containerd_endpoint,
+            ..pleg::Config::new(metrics.clone())
+        };
+        tasks.push(task("pleg", pleg::run(pleg_cfg, runtime.clone(), pleg_health.clone(), cache, pleg_tx.clone())));
+    }
+    let (snap_tx, snap_rx) = mpsc::channel(16);
+    let mut wanted_sources = cfg.sources.fed.clone();
+    if let Some(file_cfg) = cfg.sources.file.clone() {
+        wanted_sources.insert(SourceKind::File);
+        tasks.push(task("file source", sources::file::run(file_cfg, snap_tx.clone())));
+    }
+    if let Some(http_cfg) = cfg.sources.http.clone() {
+        wanted_sources.insert(SourceKind::Http);
+        tasks.push(task("http source", sources::http::run(http_cfg, snap_tx.clone())));
+    }
+    if wanted_sources.is_empty() && api.is_none() {
+        tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
+    }
+    let node_info = NodeInfo {
+        name: node_name.clone(),
+        labels: node_status::node_labels(&node_name, &cfg.node_status.labels),
+        taints: cfg.node_status.taints.clone(),
+    };
+    // Node pressure conditions: set by the eviction manager, read by node status and admission.
+    let pressure = host.map(|_| eviction::Handle::new());
+    if let Some(api) = api.clone() {
+        wanted_sources.insert(SourceKind::Api);
+        tasks.push(task("api source", sources::api::run(api.clone(), node_name.clone(), snap_tx.clone())));
+        let ns_cfg = node_status::Config { pressure: pressure.clone(), ..cfg.node_status.clone() };
+        tasks.push(task("node status", node_status::run(ns_cfg, api.clone(), runtime.clone(), pleg_health.clone())));
+        tasks.push(task("lease", lease::run(cfg.lease.clone(), api.clone())));
+        tasks.push(task("status sync", status_sync::run(cfg.status_sync.clone(), statuses.clone(), api)));
+    }
+    if let Some(h) = host {
+        // Container log rotation: every containerLogMonitorInterval, logs of running containers
+        // past containerLogMaxSize are rotated (ReopenContainerLog) and old ones compressed or
+        // removed.
+        tasks.push(task("log rotation", logs::rotate::run(h.log_rotation.clone(), runtime.clone(), clock.clone())));
+    }
+    let (evict_tx, evict_rx) = mpsc::channel(4);
+    let dispatcher_cfg = dispatcher::Config {
+        worker,
+        node: node_info,
+        max_pods: cfg.max_pods,
+        sources: wanted_sources,
+        housekeeping: cfg.housekeeping,
+    };
+    let hooks = dispatcher::Hooks { admit: pressure.clone(), evictions: host.map(|_| evict_rx) };
+    tasks.push(task("dispatcher", dispatcher::run_with(dispatcher_cfg, snap_rx, pleg_rx, hooks)));
+
+    let mut servers = Servers::default();
+    if let (Some(h), Some(stats), Some(pressure)) = (host, stats, pressure) {
+        // Garbage collection and eviction.
+        let mut keep_images = h.keep_images.clone();
+        keep_images.extend(runtime.sandbox_image().await.ok().flatten());
+        let image_gc = gc::images::ImageGc::new(h.image_gc.clone(), runtime.clone(), clock.clone(), keep_images);
+        if let Some(period) = h.image_gc_period {
+            tasks.push(task("image gc", image_gc.clone().run(period)));
+        }
+        let container_gc = gc::ContainerGc {
+            runtime: runtime.clone(),
+            statuses: statuses.clone(),
+            clock: clock.clone(),
+            min_age: Duration::ZERO,
+            container_logs_dir: cfg.container_logs_dir.clone(),
+        };
+        tasks.push(task("container gc", container_gc.clone().run(h.container_gc_period)));
+        let eviction_deps = eviction::Deps {
+            stats: stats.clone(),
+            statuses: statuses.clone(),
+            runtime: runtime.clone(),
+            events: events.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            images: Some(image_gc),
+            containers: Some(container_gc),
+            evict: evict_tx,
+        };
+        tasks.push(task("eviction", eviction::run(h.eviction.clone(), eviction_deps, pressure)));
+
+        let health = server::Health { pleg: pleg_health, pleg_threshold: h.pleg_health_threshold };
+        // Handlers served on both the read-only port and 10250 (behind authentication there):
+        // /metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes, /stats/summary.
+        let default_handlers = crate::metrics::routes::router(metrics, stats, runtime.clone());
+        servers.healthz = h.healthz.map(|addr| (addr, server::healthz_router(health.clone())));
+        servers.read_only = h
+            .read_only
+            .map(|addr| (addr, server::read_only_router(health.clone(), statuses.clone(), default_handlers.clone())));
+        if let Some(server_cfg) = &h.kubelet_server {
+            let parts =
+                server::kubelet_port::Parts { health, statuses: statuses.clone(), runtime, api, default_handlers };
+            let (tls, router) = server::kubelet_port::assemble(server_cfg, parts)?;
+            servers.kubelet = Some((server_cfg.addr, tls, router));
+        }
+    }
+    Ok(Built { statuses, tasks, servers, snapshots: snap_tx, pleg_events: pleg_tx })
+}
