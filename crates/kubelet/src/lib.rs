@@ -8,6 +8,7 @@ pub mod api;
 pub mod clock;
 pub mod cm;
 pub mod cri;
+pub mod downward;
 pub mod events;
 pub mod eviction;
 pub mod gc;

@@ -183,7 +183,8 @@ async fn crashing_containers_follow_each_restart_policy() {
     k.wait_pod("always", "four instances", Duration::from_secs(240), |p| {
         let cs = container_status(p, "app")?;
         let mut seen = instances.lock().unwrap();
-        for t in [cs.state.as_ref(), cs.last_state.as_ref()].into_iter().flatten().filter_map(|s| s.terminated.as_ref()) {
+        for t in [cs.state.as_ref(), cs.last_state.as_ref()].into_iter().flatten().filter_map(|s| s.terminated.as_ref())
+        {
             if let (Some(started), Some(finished)) = (&t.started_at, &t.finished_at) {
                 seen.insert(started.0.as_second(), finished.0.as_second());
             }
