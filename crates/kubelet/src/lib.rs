@@ -9,6 +9,7 @@ pub mod clock;
 pub mod cm;
 pub mod composition;
 pub mod cri;
+pub mod downward;
 pub mod events;
 pub mod eviction;
 pub mod gc;

@@ -213,25 +213,33 @@ pub fn expand(input: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-fn field_ref(pod: &Pod, path: &str, node: &NodeContext, pod_ip: Option<&str>) -> Result<String, ConfigError> {
-    let m = &pod.metadata;
-    let map_key = |prefix: &str| path.strip_prefix(prefix).and_then(|r| r.strip_suffix("']"));
-    Ok(match path {
-        "metadata.name" => m.name.clone().unwrap_or_default(),
-        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => m.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => node.node_name.clone(),
-        "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
-        "status.hostIP" | "status.hostIPs" => node.node_ip.clone().unwrap_or_default(),
-        "status.podIP" | "status.podIPs" => pod_ip.unwrap_or_default().to_string(),
-        _ if map_key("metadata.labels['").is_some() => {
-            m.labels.as_ref().and_then(|l| l.get(map_key("metadata.labels['")?)).cloned().unwrap_or_default()
+/// A fieldRef or resourceFieldRef of this container's env, through the resolver downwardAPI
+/// volumes use (`crate::downward`).
+fn downward_value(
+    pod: &Pod,
+    c: &Container,
+    from: &k8s_openapi::api::core::v1::EnvVarSource,
+    node: &NodeContext,
+    pod_ip: Option<&str>,
+) -> Option<Result<String, ConfigError>> {
+    let error = |e: crate::downward::Error| ConfigError(e.to_string());
+    if let Some(f) = &from.field_ref {
+        let host_ips: Vec<String> = node.node_ip.iter().cloned().collect();
+        let pod_ips: Vec<String> = pod_ip.iter().map(|ip| ip.to_string()).collect();
+        let addresses = crate::downward::Addresses { host_ips: &host_ips, pod_ips: &pod_ips };
+        // Pods from the API and static pods carry spec.nodeName; a pod without one is this node's.
+        if f.field_path == "spec.nodeName" && pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
+            return Some(Ok(node.node_name.clone()));
         }
-        _ if map_key("metadata.annotations['").is_some() => {
-            m.annotations.as_ref().and_then(|l| l.get(map_key("metadata.annotations['")?)).cloned().unwrap_or_default()
-        }
-        other => return Err(ConfigError(format!("unsupported fieldRef fieldPath {other:?}"))),
-    })
+        return Some(crate::downward::env_field(pod, &f.field_path, addresses).map_err(error));
+    }
+    let r = from.resource_field_ref.as_ref()?;
+    let allocatable = node.cgroups.as_ref().map(|cm| cm.allocatable());
+    let node_facts = crate::downward::Allocatable {
+        cpu_milli: allocatable.map(|a| a.cpu_milli),
+        memory: allocatable.map(|a| a.memory),
+    };
+    Some(crate::downward::resource_field(pod, Some(c), r, node_facts).map_err(error))
 }
 
 fn lookup(
@@ -271,18 +279,8 @@ fn env_value(
         return Ok(Some(expand(e.value.as_deref().unwrap_or_default(), vars)));
     };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    if let Some(f) = &from.field_ref {
-        return field_ref(pod, &f.field_path, node, pod_ip).map(Some);
-    }
-    if let Some(r) = &from.resource_field_ref {
-        let res = c.resources.as_ref();
-        let (kind, name) = r.resource.split_once('.').unwrap_or(("", ""));
-        let map = match kind {
-            "limits" => res.and_then(|x| x.limits.as_ref()),
-            "requests" => res.and_then(|x| x.requests.as_ref()),
-            _ => None,
-        };
-        return Ok(Some(map.and_then(|m| m.get(name)).map(|q| q.0.clone()).unwrap_or_else(|| "0".into())));
+    if let Some(value) = downward_value(pod, c, from, node, pod_ip) {
+        return value.map(Some);
     }
     if let Some(k) = &from.config_map_key_ref {
         return lookup(sources, Kind::ConfigMap, &k.name, &k.key, ns, k.optional.unwrap_or(false));
@@ -394,6 +392,48 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn resource_and_field_refs_resolve_as_downward_api_volumes_do() {
+        let (mut pod, _) = pod_and_container(
+            serde_json::json!([
+                {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu"}}},
+                {"name": "CPU_M", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+                {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+                {"name": "LABELS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}},
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}},
+                {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+            ]),
+            serde_json::json!([]),
+        );
+        let spec = pod.spec.as_mut().unwrap();
+        spec.containers[0].resources = Some(
+            serde_json::from_value(serde_json::json!({
+                "limits": {"cpu": "1500m", "memory": "100M"}, "requests": {"cpu": "250m"}
+            }))
+            .unwrap(),
+        );
+        let c = spec.containers[0].clone();
+        let got: BTreeMap<String, String> =
+            env(&pod, &c, &node(), Some("10.88.0.9"), &EnvSources::default()).unwrap().into_iter().collect();
+        // 250m in whole cores rounds up to 1 (upstream); 100M over 1Mi rounds up to 96.
+        assert_eq!(got["CPU"], "1");
+        assert_eq!(got["CPU_M"], "1500");
+        assert_eq!(got["MEM_MI"], "96");
+        assert_eq!(got["LABELS"], "app=\"web\"");
+        assert_eq!(got["NODE"], "n1");
+        assert_eq!(got["IPS"], "10.88.0.9");
+        assert_eq!(got["HOST"], "192.0.2.1");
+        let (pod, c) = pod_and_container(
+            serde_json::json!([{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.phase"}}}]),
+            serde_json::json!([]),
+        );
+        assert_eq!(
+            env(&pod, &c, &node(), None, &EnvSources::default()).unwrap_err().0,
+            "unsupported fieldPath: status.phase"
+        );
     }
 
     #[test]

@@ -52,6 +52,13 @@ pub struct NodeFacts {
     pub allocatable_memory: Option<i64>,
 }
 
+impl NodeFacts {
+    /// The defaults of resourceFieldRef limits.
+    pub fn allocatable(&self) -> crate::downward::Allocatable {
+        crate::downward::Allocatable { cpu_milli: self.allocatable_cpu_milli, memory: self.allocatable_memory }
+    }
+}
+
 pub struct Config {
     pub root_dir: PathBuf,
     pub node: NodeFacts,
