@@ -110,6 +110,12 @@ done
 [[ -x "$KRS_CNI_BIN_DIR/bridge" && -x "$KRS_CNI_BIN_DIR/host-local" && -x "$KRS_CNI_BIN_DIR/portmap" ]] ||
     die "CNI plugins bridge/host-local/portmap not found in $KRS_CNI_BIN_DIR"
 [[ -x "$KRS_BUSYBOX" ]] || die "busybox not found at $KRS_BUSYBOX (package busybox-static)"
+# The tests use kubectl >= 1.24 (`patch --subresource`); Debian 12's own is 1.20.
+kubectl_minor=$(kubectl version --client -o json 2>/dev/null | "$KRS_PYTHON" -c \
+    'import json,sys; print(int("".join(c for c in json.load(sys.stdin)["clientVersion"]["minor"] if c.isdigit())))' 2>/dev/null || echo 0)
+if ((kubectl_minor < 24)); then
+    warn "kubectl is 1.$kubectl_minor: the tests that run 'kubectl patch --subresource' (testapi's kubectl test, the CSI attach e2e) need 1.24 or later"
+fi
 if ((INSTALL_ONLY)); then
     echo "env-up: every package and command is there (--install-only: nothing started)"
     exit 0
