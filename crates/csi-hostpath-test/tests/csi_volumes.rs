@@ -170,7 +170,12 @@ async fn setup(extra: &[&str]) -> (Plugin, FakeApi, CsiVolumes, tokio::task::Joi
     let drivers = Drivers::new();
     let mut cfg = csi::watcher::Config::new(plugin.root(), NODE.into());
     cfg.rescan = Duration::from_millis(200);
-    let watcher = tokio::spawn(csi::watcher::run(cfg, drivers.clone(), Some(dynapi.clone())));
+    let watcher = tokio::spawn(csi::watcher::run(
+        cfg,
+        drivers.clone(),
+        Some(dynapi.clone()),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     plugin.start(extra);
     let d = drivers.wait_for(DRIVER, Duration::from_secs(30)).await.expect("driver registered");
     assert_eq!(d.node_id, "test-node-id");

@@ -36,10 +36,11 @@ impl Recorder {
     }
 
     /// A recorder and the task that sends its events.
-    pub fn new(api: DynApi, node_name: String, qps: f64, burst: u32) -> (Self, impl std::future::Future<Output = ()>) {
+    /// A recorder and its [`Delivery`] (the task that sends its events).
+    pub fn new(api: DynApi, node_name: String, qps: f64, burst: u32) -> (Self, Delivery) {
         let (tx, rx) = mpsc::channel(1024);
         let rec = Self { tx: Some(tx), dropped: Arc::default() };
-        (rec, run(api, node_name, TokenBucket::new(qps, burst), rx))
+        (rec, Delivery { api, node_name, bucket: TokenBucket::new(qps, burst), rx })
     }
 
     /// Records an event about a pod, or one of its containers when `container` is given.
@@ -95,9 +96,37 @@ fn event(r: Record, node_name: &str, seq: u64) -> Event {
     e
 }
 
-async fn run(api: DynApi, node_name: String, bucket: TokenBucket, mut rx: mpsc::Receiver<Record>) {
+/// The task that sends a [`Recorder`]'s events.
+pub struct Delivery {
+    api: DynApi,
+    node_name: String,
+    bucket: TokenBucket,
+    rx: mpsc::Receiver<Record>,
+}
+
+impl Delivery {
+    /// Sends until `token` is cancelled, then what is already queued (within its rate).
+    pub async fn run(self, token: tokio_util::sync::CancellationToken) {
+        run(self.api, self.node_name, self.bucket, self.rx, token).await
+    }
+}
+
+async fn run(
+    api: DynApi,
+    node_name: String,
+    bucket: TokenBucket,
+    mut rx: mpsc::Receiver<Record>,
+    token: tokio_util::sync::CancellationToken,
+) {
     let mut seq = 0u64;
-    while let Some(r) = rx.recv().await {
+    loop {
+        let r = tokio::select! {
+            biased;
+            r = rx.recv() => r,
+            // Stopping: what is queued goes, then the task ends.
+            _ = token.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(r) = r else { return };
         bucket.acquire().await;
         seq += 1;
         if let Err(e) = api.create_event(&event(r, &node_name, seq)).await {

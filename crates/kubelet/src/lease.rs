@@ -6,6 +6,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,7 +56,8 @@ async fn renew(cfg: &Config, api: &DynApi) -> Result<(), ApiError> {
     }
 }
 
-pub async fn run(cfg: Config, api: DynApi) {
+/// Renews the lease until `token` is cancelled (a renewal in flight completes).
+pub async fn run(cfg: Config, api: DynApi, token: CancellationToken) {
     let interval = Duration::from_secs_f64(f64::from(cfg.duration_secs.max(1)) * 0.25);
     let mut failures = 0u32;
     loop {
@@ -72,6 +74,8 @@ pub async fn run(cfg: Config, api: DynApi) {
         } else {
             (Duration::from_millis(200) * 2u32.pow(failures.min(6))).min(interval)
         };
-        tokio::time::sleep(wait).await;
+        if token.run_until_cancelled(tokio::time::sleep(wait)).await.is_none() {
+            return;
+        }
     }
 }

@@ -15,6 +15,7 @@ use kubelet_config::KubeletConfiguration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub const KUBELET_VERSION: &str = concat!("v1.32.0-rs.", env!("CARGO_PKG_VERSION"));
 
@@ -372,12 +373,16 @@ async fn register(cfg: &Config, api: &DynApi) -> Result<(), ApiError> {
 }
 
 /// Registers the node (when `registerNode`) and keeps its status current.
-pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Health) {
+/// Until `token` is cancelled (an update in flight completes).
+pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Health, token: CancellationToken) {
     let machine = Machine::read(&cfg.root_dir);
     let mut registered = !cfg.register;
     let mut last_sent: Option<NodeStatus> = None;
     let mut last_report = Instant::now();
     loop {
+        if token.is_cancelled() {
+            return;
+        }
         if !registered {
             match register(&cfg, &api).await {
                 Ok(()) => registered = true,
@@ -414,7 +419,9 @@ pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Heal
                 }
             }
         }
-        tokio::time::sleep(cfg.update_frequency).await;
+        if token.run_until_cancelled(tokio::time::sleep(cfg.update_frequency)).await.is_none() {
+            return;
+        }
     }
 }
 

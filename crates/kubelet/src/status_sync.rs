@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use std::collections::HashMap;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -77,12 +78,18 @@ async fn ensure_mirror(api: &DynApi, pod: &Pod, cfg: &Config, node_uid: &mut Opt
     Ok(())
 }
 
-pub async fn run(cfg: Config, statuses: Statuses, api: DynApi) {
+/// Sends until `token` is cancelled, then makes one last round with the newest statuses (the
+/// composition cancels it once the pod workers have stopped, and bounds that round).
+pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: CancellationToken) {
     let mut version = statuses.subscribe();
     let mut sent: HashMap<String, Sent> = HashMap::new();
     let mut node_uid: Option<String> = None;
     let mut failing = false;
+    let mut last_round = false;
     loop {
+        if token.is_cancelled() {
+            last_round = true;
+        }
         let mut errors = 0;
         let pods = statuses.list();
         for pod in &pods {
@@ -144,9 +151,17 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi) {
             tracing::info!("API server writes caught up");
         }
         failing = errors > 0;
+        if last_round {
+            if failing {
+                tracing::warn!(errors, "stopping with pod statuses the API server has not taken");
+            }
+            return;
+        }
         // Mirror pods are re-checked on every resync (someone may have deleted one).
         let wait = if failing { Duration::from_secs(2) } else { cfg.resync };
         tokio::select! {
+            // One last round: whatever changed since this one.
+            _ = token.cancelled() => {}
             r = version.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(wait) => {
                 for s in sent.values_mut().filter(|s| s.is_static) {

@@ -23,17 +23,20 @@ struct Cluster {
     rt: FakeRuntime,
     statuses: Statuses,
     files: mpsc::Sender<Snapshot>,
-    _running: composition::Running,
-    _dir: tempfile::TempDir,
+    running: composition::Running,
+    dir: Arc<tempfile::TempDir>,
 }
 
 /// The composed node in API mode on the fake API and runtime, short periods; static pods fed by
 /// hand as the file source.
 async fn start() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let api = FakeApi::new();
     let rt = FakeRuntime::new();
     rt.add_image("img:1");
+    start_on(FakeApi::new(), rt, Arc::new(tempfile::tempdir().unwrap())).await
+}
+
+/// The node on a given API, runtime and root directory (a restarted kubelet keeps all three).
+async fn start_on(api: FakeApi, rt: FakeRuntime, dir: Arc<tempfile::TempDir>) -> Cluster {
     let id = Identity { node_name: NODE.into(), node_ip: Some("192.0.2.10".into()) };
     let mut cfg = composition::Config::in_process(id, dir.path().join("root")).unwrap();
     cfg.pleg.as_mut().unwrap().relist_period = Duration::from_millis(100);
@@ -57,7 +60,7 @@ async fn start() -> Cluster {
         metrics: Default::default(),
     };
     let running = composition::build(cfg, parts).await.unwrap().spawn(CancellationToken::new()).await.unwrap();
-    Cluster { api, rt, statuses: running.statuses.clone(), files: running.snapshots(), _running: running, _dir: dir }
+    Cluster { api, rt, statuses: running.statuses.clone(), files: running.snapshots(), running, dir }
 }
 
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -278,4 +281,89 @@ async fn env_comes_from_config_maps_secrets_and_service_links() {
     assert_eq!(envs["KUBERNETES_SERVICE_HOST"], "10.96.0.1");
     assert_eq!(envs["WEB_API_SERVICE_HOST"], "10.96.0.20");
     assert_eq!(envs["WEB_API_PORT_443_TCP"], "tcp://10.96.0.20:443");
+}
+
+/// The runtime calls that stop or remove something.
+fn destructive(calls: &[String]) -> Vec<&String> {
+    calls
+        .iter()
+        .filter(|c| ["StopContainer", "RemoveContainer", "StopPodSandbox", "RemovePodSandbox"].contains(&c.as_str()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_leaves_pods_running_flushes_statuses_and_a_restart_adopts() {
+    use kubelet::cri::Runtime;
+    let c = start().await;
+    for name in ["a", "b"] {
+        c.api.put_pod(api_pod(name));
+    }
+    for name in ["a", "b"] {
+        eventually("Running in the API", || (phase(&c.api.pod("default", name)?)? == "Running").then_some(())).await;
+    }
+    // Two more pods whose sandboxes take a while: the kubelet stops while they are being made.
+    c.rt.set_sandbox_delay(Duration::from_millis(1500));
+    for name in ["c", "d"] {
+        c.api.put_pod(api_pod(name));
+    }
+    // Their workers are in RunPodSandbox by now (the call is logged when it returns).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = c.rt.calls().len();
+    let Cluster { api, rt, statuses, running, dir, .. } = c;
+
+    let bound = Duration::from_secs(6);
+    let started = std::time::Instant::now();
+    let stopped = running.shutdown(bound).await;
+    assert!(stopped.aborted.is_empty(), "every task stopped by itself: {stopped:?}");
+    assert!(started.elapsed() < bound, "within the bound: {:?}", started.elapsed());
+    // Nothing is left: the node's tasks, pod workers, probes, PLEG streams, volume operations.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    eventually("no task left", || (metrics.num_alive_tasks() == 0).then_some(())).await;
+
+    // A kubelet stop stops nothing and makes nothing new once it has begun.
+    let calls = rt.calls();
+    let after = &calls[before..];
+    assert!(destructive(after).is_empty(), "shutdown stopped or removed something: {after:?}");
+    assert!(!after.iter().any(|x| x == "CreateContainer"), "no container made while stopping: {after:?}");
+    let containers = rt.list_containers(None).await.unwrap();
+    for name in ["a", "b"] {
+        let uid = format!("uid-{name}");
+        let running = containers
+            .iter()
+            .filter(|x| x.labels.get(kubelet::cri::labels::POD_UID) == Some(&uid))
+            .filter(|x| x.state == kubelet::cri::api::ContainerState::ContainerRunning as i32);
+        assert_eq!(running.count(), 1, "pod {name} still runs");
+    }
+    // The newest status of every pod reached the API (c and d: with their sandboxes made after
+    // the stop began). A merge patch leaves scalars the kubelet dropped: lists and phase compared.
+    let essentials = |s: &k8s_openapi::api::core::v1::PodStatus| {
+        (s.phase.clone(), s.pod_ip.clone(), s.conditions.clone(), s.container_statuses.clone())
+    };
+    for name in ["a", "b", "c", "d"] {
+        let local = statuses.get(&format!("uid-{name}")).unwrap_or_else(|| panic!("pod {name} has a status"));
+        // As the API keeps it (times in seconds).
+        let local = serde_json::from_value(serde_json::to_value(local).unwrap()).unwrap();
+        let remote = api.pod("default", name).and_then(|p| p.status);
+        assert_eq!(
+            remote.as_ref().map(essentials),
+            Some(essentials(&local)),
+            "pod {name}: the API has the newest status"
+        );
+    }
+
+    // The next start adopts what it finds: every pod Running, one sandbox each.
+    rt.set_sandbox_delay(Duration::ZERO);
+    let restarted = start_on(api.clone(), rt.clone(), dir).await;
+    for name in ["a", "b", "c", "d"] {
+        eventually("Running after the restart", || (phase(&api.pod("default", name)?)? == "Running").then_some(()))
+            .await;
+    }
+    let sandboxes = rt.list_pod_sandboxes(None).await.unwrap();
+    for name in ["a", "b", "c", "d"] {
+        let uid = format!("uid-{name}");
+        let mine = sandboxes.iter().filter(|s| s.labels.get(kubelet::cri::labels::POD_UID) == Some(&uid)).count();
+        assert_eq!(mine, 1, "pod {name}: one sandbox");
+    }
+    assert!(destructive(&rt.calls()).is_empty(), "nothing was stopped or removed across the restart");
+    restarted.running.shutdown(bound).await;
 }

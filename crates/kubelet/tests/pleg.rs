@@ -232,6 +232,7 @@ async fn an_exit_of_an_instance_created_since_the_last_relist_makes_the_pleg_rel
         cache.clone(),
         tx,
         feed_rx,
+        tokio_util::sync::CancellationToken::new(),
     ));
     feed_tx.send(pleg::Feed::Up).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// What a node is built on: the outside worlds and the shared instruments.
 pub struct Parts {
@@ -33,8 +34,26 @@ pub struct Parts {
     pub metrics: Metrics,
 }
 
-/// A task to spawn, named for the shutdown report.
-pub(super) type Task = (&'static str, BoxFuture<'static, ()>);
+/// When a task is told to stop (see `Running::shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Cancelled first: sources, dispatcher and pod workers, PLEG, reconcilers, periodic loops.
+    /// The flush waits for them.
+    Drain,
+    /// Cancelled first, not waited for before the flush: the servers (a long stream may hold
+    /// its connection until the bound).
+    Serve,
+    /// Cancelled once every `Drain` task has ended: status sync and events send what the pod
+    /// workers left.
+    Flush,
+}
+
+/// A task to spawn, named for the shutdown report: made from the token it observes.
+pub(super) struct Task {
+    pub name: &'static str,
+    pub stage: Stage,
+    pub start: Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>,
+}
 
 /// The servers, bound by [`Built::spawn`] before any task starts.
 #[derive(Default)]
@@ -53,8 +72,21 @@ pub struct Built {
     pub(super) pleg_events: mpsc::Sender<String>,
 }
 
-fn task(name: &'static str, fut: impl std::future::Future<Output = ()> + Send + 'static) -> Task {
-    (name, Box::pin(fut))
+pub(super) fn staged<F, Fut>(name: &'static str, stage: Stage, start: F) -> Task
+where
+    F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Task { name, stage, start: Box::new(move |token| Box::pin(start(token))) }
+}
+
+/// A task that observes the node's token and drains before the flush.
+fn task<F, Fut>(name: &'static str, start: F) -> Task
+where
+    F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    staged(name, Stage::Drain, start)
 }
 
 /// Builds the node's subsystems from `cfg` on `parts`. Effects: the container manager's cgroups
@@ -71,7 +103,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     let events = match &api {
         Some(api) => {
             let (rec, events_task) = Recorder::new(api.clone(), node_name.clone(), cfg.event_qps, cfg.event_burst);
-            tasks.push(task("events", events_task));
+            tasks.push(staged("events", Stage::Flush, move |token| events_task.run(token)));
             rec
         }
         None => Recorder::disabled(),
@@ -105,14 +137,11 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     let csi: Option<Arc<dyn volume::CsiPlugin>> = match host {
         Some(_) => {
             let drivers = volume::csi::Drivers::new();
-            tasks.push(task(
-                "csi watcher",
-                volume::csi::watcher::run(
-                    volume::csi::watcher::Config::new(root_dir.clone(), node_name.clone()),
-                    drivers.clone(),
-                    api.clone(),
-                ),
-            ));
+            let (watcher_cfg, watcher_drivers, watcher_api) =
+                (volume::csi::watcher::Config::new(root_dir.clone(), node_name.clone()), drivers.clone(), api.clone());
+            tasks.push(task("csi watcher", move |token| {
+                volume::csi::watcher::run(watcher_cfg, watcher_drivers, watcher_api, token)
+            }));
             let csi_cfg = volume::csi::Config { root_dir: root_dir.clone(), node_name: node_name.clone() };
             Some(Arc::new(volume::csi::CsiVolumes::new(csi_cfg, api.clone(), drivers)))
         }
@@ -134,7 +163,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         resync: cfg.sync_frequency,
         csi,
     });
-    tasks.push(task("volume reconciler", volume_reconciler));
+    tasks.push(task("volume reconciler", move |token| volume_reconciler.run(token)));
     let node_ctx = Arc::new(NodeContext {
         node_name: node_name.clone(),
         node_ip: cfg.node_ip.clone(),
@@ -178,17 +207,25 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             containerd_endpoint,
             ..pleg::Config::new(metrics.clone())
         };
-        tasks.push(task("pleg", pleg::run(pleg_cfg, runtime.clone(), pleg_health.clone(), cache, pleg_tx.clone())));
+        let (rt, health, tx) = (runtime.clone(), pleg_health.clone(), pleg_tx.clone());
+        tasks.push(task("pleg", move |token| pleg::run(pleg_cfg, rt, health, cache, tx, token)));
     }
     let (snap_tx, snap_rx) = mpsc::channel(16);
     let mut wanted_sources = cfg.sources.fed.clone();
     if let Some(file_cfg) = cfg.sources.file.clone() {
         wanted_sources.insert(SourceKind::File);
-        tasks.push(task("file source", sources::file::run(file_cfg, snap_tx.clone())));
+        let tx = snap_tx.clone();
+        // Sources hold nothing in flight: dropped at the token.
+        tasks.push(task("file source", move |token| async move {
+            token.run_until_cancelled(sources::file::run(file_cfg, tx)).await;
+        }));
     }
     if let Some(http_cfg) = cfg.sources.http.clone() {
         wanted_sources.insert(SourceKind::Http);
-        tasks.push(task("http source", sources::http::run(http_cfg, snap_tx.clone())));
+        let tx = snap_tx.clone();
+        tasks.push(task("http source", move |token| async move {
+            token.run_until_cancelled(sources::http::run(http_cfg, tx)).await;
+        }));
     }
     if wanted_sources.is_empty() && api.is_none() {
         tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
@@ -202,17 +239,26 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     let pressure = host.map(|_| eviction::Handle::new());
     if let Some(api) = api.clone() {
         wanted_sources.insert(SourceKind::Api);
-        tasks.push(task("api source", sources::api::run(api.clone(), node_name.clone(), snap_tx.clone())));
+        let (source_api, name, tx) = (api.clone(), node_name.clone(), snap_tx.clone());
+        tasks.push(task("api source", move |token| async move {
+            token.run_until_cancelled(sources::api::run(source_api, name, tx)).await;
+        }));
         let ns_cfg = node_status::Config { pressure: pressure.clone(), ..cfg.node_status.clone() };
-        tasks.push(task("node status", node_status::run(ns_cfg, api.clone(), runtime.clone(), pleg_health.clone())));
-        tasks.push(task("lease", lease::run(cfg.lease.clone(), api.clone())));
-        tasks.push(task("status sync", status_sync::run(cfg.status_sync.clone(), statuses.clone(), api)));
+        let (ns_api, rt, health) = (api.clone(), runtime.clone(), pleg_health.clone());
+        tasks.push(task("node status", move |token| node_status::run(ns_cfg, ns_api, rt, health, token)));
+        let (lease_cfg, lease_api) = (cfg.lease.clone(), api.clone());
+        tasks.push(task("lease", move |token| lease::run(lease_cfg, lease_api, token)));
+        let (sync_cfg, sync_statuses) = (cfg.status_sync.clone(), statuses.clone());
+        tasks.push(staged("status sync", Stage::Flush, move |token| {
+            status_sync::run(sync_cfg, sync_statuses, api, token)
+        }));
     }
     if let Some(h) = host {
         // Container log rotation: every containerLogMonitorInterval, logs of running containers
         // past containerLogMaxSize are rotated (ReopenContainerLog) and old ones compressed or
         // removed.
-        tasks.push(task("log rotation", logs::rotate::run(h.log_rotation.clone(), runtime.clone(), clock.clone())));
+        let (rotate_cfg, rt, clk) = (h.log_rotation.clone(), runtime.clone(), clock.clone());
+        tasks.push(task("log rotation", move |token| logs::rotate::run(rotate_cfg, rt, clk, token)));
     }
     let (evict_tx, evict_rx) = mpsc::channel(4);
     let dispatcher_cfg = dispatcher::Config {
@@ -223,7 +269,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         housekeeping: cfg.housekeeping,
     };
     let hooks = dispatcher::Hooks { admit: pressure.clone(), evictions: host.map(|_| evict_rx) };
-    tasks.push(task("dispatcher", dispatcher::run_with(dispatcher_cfg, snap_rx, pleg_rx, hooks)));
+    tasks.push(task("dispatcher", move |token| dispatcher::run_with(dispatcher_cfg, snap_rx, pleg_rx, hooks, token)));
 
     let mut servers = Servers::default();
     if let (Some(h), Some(stats), Some(pressure)) = (host, stats, pressure) {
@@ -232,7 +278,8 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         keep_images.extend(runtime.sandbox_image().await.ok().flatten());
         let image_gc = gc::images::ImageGc::new(h.image_gc.clone(), runtime.clone(), clock.clone(), keep_images);
         if let Some(period) = h.image_gc_period {
-            tasks.push(task("image gc", image_gc.clone().run(period)));
+            let gc = image_gc.clone();
+            tasks.push(task("image gc", move |token| gc.run(period, token)));
         }
         let container_gc = gc::ContainerGc {
             runtime: runtime.clone(),
@@ -241,7 +288,8 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             min_age: Duration::ZERO,
             container_logs_dir: cfg.container_logs_dir.clone(),
         };
-        tasks.push(task("container gc", container_gc.clone().run(h.container_gc_period)));
+        let (gc, period) = (container_gc.clone(), h.container_gc_period);
+        tasks.push(task("container gc", move |token| gc.run(period, token)));
         let eviction_deps = eviction::Deps {
             stats: stats.clone(),
             statuses: statuses.clone(),
@@ -253,7 +301,8 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             containers: Some(container_gc),
             evict: evict_tx,
         };
-        tasks.push(task("eviction", eviction::run(h.eviction.clone(), eviction_deps, pressure)));
+        let eviction_cfg = h.eviction.clone();
+        tasks.push(task("eviction", move |token| eviction::run(eviction_cfg, eviction_deps, pressure, token)));
 
         let health = server::Health { pleg: pleg_health, pleg_threshold: h.pleg_health_threshold };
         // Handlers served on both the read-only port and 10250 (behind authentication there):

@@ -11,7 +11,7 @@ mod build;
 mod running;
 
 pub use build::{Built, Parts, build};
-pub use running::Running;
+pub use running::{Running, Stopped};
 
 use crate::sources::{self, SourceKind};
 use crate::{cm, eviction, gc, images, lease, logs, node_status, server, status_sync};

@@ -263,17 +263,25 @@ impl Manager {
 
 /// Runs the manager: a cycle every monitoring interval; after an eviction, the next cycle waits
 /// for the pod to be killed (up to 30 s).
-pub async fn run(cfg: Config, deps: Deps, handle: Handle) {
+pub async fn run(cfg: Config, deps: Deps, handle: Handle, token: tokio_util::sync::CancellationToken) {
     let interval = cfg.monitoring_interval;
     let mut m = Manager { cfg, deps, handle, state: state::State::default(), dedicated_image_fs: None };
     loop {
+        if token.is_cancelled() {
+            return;
+        }
         match m.synchronize().await {
             Some(done) => {
-                if tokio::time::timeout(CLEANUP_TIMEOUT, done).await.is_err() {
+                let waited = token.run_until_cancelled(tokio::time::timeout(CLEANUP_TIMEOUT, done)).await;
+                if waited.is_some_and(|w| w.is_err()) {
                     tracing::warn!("eviction manager: timed out waiting for the evicted pod to be killed");
                 }
             }
-            None => tokio::time::sleep(interval).await,
+            None => {
+                if token.run_until_cancelled(tokio::time::sleep(interval)).await.is_none() {
+                    return;
+                }
+            }
         }
     }
 }

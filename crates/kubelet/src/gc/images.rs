@@ -231,12 +231,15 @@ impl ImageGc {
     }
 
     /// Collects every `period` (the first time right away, as upstream).
-    pub async fn run(self, period: Duration) {
+    /// Until `token` is cancelled (a collection in flight completes).
+    pub async fn run(self, period: Duration, token: tokio_util::sync::CancellationToken) {
         loop {
             if let Err(e) = self.collect().await {
                 tracing::warn!(error = %e, "image GC failed");
             }
-            tokio::time::sleep(period).await;
+            if token.run_until_cancelled(tokio::time::sleep(period)).await.is_none() {
+                return;
+            }
         }
     }
 }

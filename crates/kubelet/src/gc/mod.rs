@@ -37,9 +37,12 @@ impl ContainerGc {
 
     /// Collects every `period`, the first time one period after start (workers publish the
     /// pods they adopt first).
-    pub async fn run(self, period: Duration) {
+    /// Until `token` is cancelled (a collection in flight completes).
+    pub async fn run(self, period: Duration, token: tokio_util::sync::CancellationToken) {
         loop {
-            tokio::time::sleep(period).await;
+            if token.run_until_cancelled(tokio::time::sleep(period)).await.is_none() {
+                return;
+            }
             if let Err(e) = self.collect(false).await {
                 tracing::warn!(error = %e, "container GC failed");
             }

@@ -64,7 +64,8 @@ pub struct LogManager {
 
 /// The rotation task: one pass every monitor interval. Returns at once when rotation is
 /// disabled (negative max size).
-pub async fn run(cfg: Config, runtime: DynRuntime, clock: DynClock) {
+/// Until `token` is cancelled (a pass in flight completes).
+pub async fn run(cfg: Config, runtime: DynRuntime, clock: DynClock, token: tokio_util::sync::CancellationToken) {
     if cfg.max_size < 0 {
         tracing::info!("container log rotation disabled (negative containerLogMaxSize)");
         return;
@@ -80,7 +81,9 @@ pub async fn run(cfg: Config, runtime: DynRuntime, clock: DynClock) {
     let manager = LogManager::new(cfg, runtime, clock);
     loop {
         manager.rotate_once().await;
-        tokio::time::sleep(interval).await;
+        if token.run_until_cancelled(tokio::time::sleep(interval)).await.is_none() {
+            return;
+        }
     }
 }
 

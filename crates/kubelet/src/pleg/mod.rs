@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,23 +77,36 @@ async fn relist(runtime: &DynRuntime, cache: &Cache) -> crate::cri::Result<Vec<S
 const FEED_QUEUE: usize = 4096;
 
 /// Runs the PLEG with the runtime's CRI container events, else containerd's own task exits (when
-/// `containerd_endpoint` is set), else relisting every second.
-pub async fn run(cfg: Config, runtime: DynRuntime, health: Health, cache: Cache, tx: mpsc::Sender<String>) {
+/// `containerd_endpoint` is set), else relisting every second. The event streams run in the
+/// PLEG's own task: when `token` is cancelled they are closed and the PLEG ends after the relist
+/// in flight.
+pub async fn run(
+    cfg: Config,
+    runtime: DynRuntime,
+    health: Health,
+    cache: Cache,
+    tx: mpsc::Sender<String>,
+    token: CancellationToken,
+) {
     let (feed_tx, feed_rx) = mpsc::channel(FEED_QUEUE);
     let (rt, native) = (runtime.clone(), cfg.containerd_endpoint.clone());
-    tokio::spawn(async move {
+    let streams = async move {
         if events::cri(rt.clone(), feed_tx.clone()).await
             && let Some(endpoint) = native
         {
             containerd::run(endpoint, rt, feed_tx).await;
         }
-    });
-    run_with_feed(cfg, runtime, health, cache, tx, feed_rx).await
+    };
+    // The first relist starts before the streams subscribe: until it ends the node is not ready.
+    tokio::join!(
+        run_with_feed(cfg, runtime, health, cache, tx, feed_rx, token.clone()),
+        token.run_until_cancelled(streams)
+    );
 }
 
 /// Runs the PLEG on `feed`'s events: relists into `cache` when due, when a worker asks or when
 /// the feed goes up or down (events may have been missed), applies events in between, and sends
-/// the UID of every changed pod.
+/// the UID of every changed pod. Ends when `token` is cancelled (after the relist in flight).
 pub async fn run_with_feed(
     cfg: Config,
     runtime: DynRuntime,
@@ -100,12 +114,16 @@ pub async fn run_with_feed(
     cache: Cache,
     tx: mpsc::Sender<String>,
     mut feed: mpsc::Receiver<Feed>,
+    token: CancellationToken,
 ) {
     let mut failing = false;
     let mut last_start: Option<std::time::Instant> = None;
     let mut streaming = false;
     let mut feed_open = true;
     loop {
+        if token.is_cancelled() {
+            return;
+        }
         let start = std::time::Instant::now();
         let interval = last_start.map(|l| start - l);
         last_start = Some(start);
@@ -138,6 +156,7 @@ pub async fn run_with_feed(
         let asked = now + start.elapsed();
         loop {
             let item = tokio::select! {
+                _ = token.cancelled() => return,
                 _ = tokio::time::sleep_until(due) => break,
                 _ = async {
                     tokio::time::sleep_until(asked).await;

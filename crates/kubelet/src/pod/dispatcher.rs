@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::Pod;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 pub struct Config {
     pub worker: WorkerConfig,
@@ -34,17 +36,27 @@ pub struct Hooks {
     pub evictions: Option<mpsc::Receiver<crate::eviction::Request>>,
 }
 
-pub async fn run(cfg: Config, snapshots: mpsc::Receiver<Snapshot>, pleg: mpsc::Receiver<String>) {
-    run_with(cfg, snapshots, pleg, Hooks::default()).await
+pub async fn run(
+    cfg: Config,
+    snapshots: mpsc::Receiver<Snapshot>,
+    pleg: mpsc::Receiver<String>,
+    token: CancellationToken,
+) {
+    run_with(cfg, snapshots, pleg, Hooks::default(), token).await
 }
 
+/// Runs until `token` is cancelled: then it takes no more snapshots, PLEG events or
+/// evictions, and waits for its workers (each under a child token) to stop. The workers are
+/// tasks of its own: if the node's bound runs out and the dispatcher is aborted, so are they.
 pub async fn run_with(
     cfg: Config,
     mut snapshots: mpsc::Receiver<Snapshot>,
     mut pleg: mpsc::Receiver<String>,
     mut hooks: Hooks,
+    token: CancellationToken,
 ) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    // Each worker's task returns its pod's UID when it ends.
+    let mut tasks: JoinSet<String> = JoinSet::new();
     let mut by_source: BTreeMap<SourceKind, Vec<Pod>> = BTreeMap::new();
     let mut workers: HashMap<String, Entry> = HashMap::new();
     let mut housekeeping = tokio::time::interval(cfg.housekeeping);
@@ -53,15 +65,16 @@ pub async fn run_with(
     // Pods refused at admission: they get a Failed status and never run.
     let mut rejected: HashSet<String> = HashSet::new();
 
-    let spawn =
-        |pod: Pod, terminating: bool, workers: &mut HashMap<String, Entry>, done: &mpsc::UnboundedSender<String>| {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let handle = worker::spawn(pod.clone(), terminating, cfg.worker.clone(), done.clone());
-            workers.insert(uid, Entry { handle, pod, terminating });
-        };
+    let spawn = |pod: Pod, terminating: bool, workers: &mut HashMap<String, Entry>, tasks: &mut JoinSet<String>| {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let handle = worker::spawn(pod.clone(), terminating, cfg.worker.clone(), token.child_token(), tasks);
+        workers.insert(uid, Entry { handle, pod, terminating });
+    };
 
     loop {
         tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
             Some(snap) = snapshots.recv() => {
                 by_source.insert(snap.source, snap.pods);
                 let all: HashMap<String, &Pod> = by_source
@@ -133,7 +146,7 @@ pub async fn run_with(
                     if !workers.contains_key(uid) && !rejected.contains(uid) {
                         let deleting = pod.metadata.deletion_timestamp.is_some();
                         tracing::info!(pod = %super::executor::pod_name(pod), uid = %uid, deleting, "pod added");
-                        spawn((*pod).clone(), deleting, &mut workers, &done_tx);
+                        spawn((*pod).clone(), deleting, &mut workers, &mut tasks);
                     }
                 }
                 if cfg.sources.iter().all(|s| by_source.contains_key(s)) {
@@ -153,7 +166,14 @@ pub async fn run_with(
                     None => { orphans_pending.insert(uid); }
                 }
             }
-            Some(uid) = done_rx.recv() => {
+            Some(ended) = tasks.join_next() => {
+                let uid = match ended {
+                    Ok(uid) => uid,
+                    Err(e) => {
+                        tracing::error!(error = %e, "pod worker panicked");
+                        continue;
+                    }
+                };
                 if workers.get(&uid).is_some_and(|e| e.terminating) {
                     workers.remove(&uid);
                 }
@@ -167,7 +187,7 @@ pub async fn run_with(
                 {
                     let source = pod.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/config.source"));
                     cfg.worker.deps.metrics.restarted_pod(source.is_some_and(|s| s != "api"));
-                    spawn(pod, false, &mut workers, &done_tx);
+                    spawn(pod, false, &mut workers, &mut tasks);
                 }
             }
             _ = housekeeping.tick() => {
@@ -185,7 +205,7 @@ pub async fn run_with(
                             }
                             tracing::info!(pod = %format!("{}/{}", r.namespace, r.name), uid = %r.uid, "removing pod no source wants");
                             let grace = grace_from_runtime(&cfg, &r.uid).await;
-                            spawn(orphan_pod(&r, grace), true, &mut workers, &done_tx);
+                            spawn(orphan_pod(&r, grace), true, &mut workers, &mut tasks);
                         }
                         // Volumes and directories of pods nothing runs or wants (deleted while
                         // the kubelet was down).
@@ -195,11 +215,19 @@ pub async fn run_with(
                     Err(e) => tracing::warn!(error = %e, "housekeeping: cannot list sandboxes"),
                 }
             }
-            else => return,
+            else => break,
         }
         if !orphans_pending.is_empty() && cfg.sources.iter().all(|s| by_source.contains_key(s)) {
             housekeeping.reset_immediately();
             orphans_pending.clear();
+        }
+    }
+    tracing::info!(workers = tasks.len(), "stopping pod workers; pods keep running");
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(e) = ended
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "pod worker panicked");
         }
     }
 }

@@ -203,6 +203,7 @@ pub async fn execute(
     waiting: &mut WaitingReasons,
     on_queued: crate::images::QueueObserver<'_>,
     volumes: &crate::volume::PodVolumes,
+    stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Done, String> {
     let name = pod_name(pod);
     let grace = grace_secs(pod);
@@ -238,10 +239,18 @@ pub async fn execute(
     };
     let sandbox_config = runtime_config::sandbox_config(pod, &deps.node, attempt);
     // The images are looked up (and pulled) while the sandbox is made: neither needs the other.
-    let images =
-        futures::future::join_all(plan.start.iter().map(|s| ensure_image(deps, pod, s, &sandbox_config, on_queued)));
+    // When the kubelet stops, a pull is abandoned; a sandbox being made is finished (it is
+    // labelled with its pod, so the next start adopts it).
+    let config = &sandbox_config;
+    let images = futures::future::join_all(plan.start.iter().map(|s| async move {
+        let abandoned = || StartError::from(("ContainerCreating", "the kubelet is stopping".to_string()));
+        stop.run_until_cancelled(ensure_image(deps, pod, s, config, on_queued))
+            .await
+            .unwrap_or_else(|| Err(abandoned()))
+    }));
     let make = async {
         match plan.create_sandbox {
+            Some(_) if stop.is_cancelled() => Err("the kubelet is stopping: no new sandbox".to_string()),
             Some(_) => create_sandbox(deps, pod, &sandbox_config, attempt).await.map(Some),
             None => Ok(None),
         }
@@ -259,6 +268,12 @@ pub async fn execute(
             None => return Ok(done),
         },
     };
+    // A clean point: the sandbox is made and recorded, no container is half-made. A stopping
+    // kubelet starts no container; the next start plans them again.
+    if stop.is_cancelled() {
+        tracing::info!(pod = %name, "the kubelet is stopping: containers not started");
+        return Ok(done);
+    }
     let starts = plan.start.iter().zip(images).map(|(s, image)| {
         let (sandbox_config, sandbox_id, ip) = (&sandbox_config, &sandbox_id, ip.as_deref());
         async move {

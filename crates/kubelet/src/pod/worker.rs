@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// How long a sync waits for volume set-ups or teardowns still in progress (failures return
 /// at once; the volume manager retries them with backoff).
@@ -75,8 +77,19 @@ impl Handle {
     }
 }
 
-/// Starts the worker. `done` receives the pod UID once a terminated pod is fully removed.
-pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::UnboundedSender<String>) -> Handle {
+/// Starts the worker in `set` (its owner's: aborted with it); the task returns the pod UID when
+/// the worker ends (a terminated pod fully removed, or `token` cancelled). Once `token` is
+/// cancelled the worker starts no new sync: a sync in flight finishes the CRI call it is in and
+/// stops at the next clean point (no sandbox or container half-made), then the probes stop, the
+/// probe checkpoint and the newest status are written and the worker ends. It never stops a
+/// container for that.
+pub fn spawn(
+    pod: Pod,
+    terminating: bool,
+    cfg: WorkerConfig,
+    token: CancellationToken,
+    set: &mut JoinSet<String>,
+) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     // After a restart the API's copy of the status (startTime, transition times) is the record.
@@ -97,10 +110,12 @@ pub fn spawn(pod: Pod, terminating: bool, cfg: WorkerConfig, done: mpsc::Unbound
         probe_tx,
         restored: None,
         checkpointed: Default::default(),
+        last_obs: None,
+        token,
     };
-    tokio::spawn(async move {
+    set.spawn(async move {
         worker.run(rx, probe_rx).await;
-        let _ = done.send(uid);
+        uid
     });
     Handle { tx }
 }
@@ -125,6 +140,10 @@ struct Worker {
     restored: Option<super::probe_checkpoint::States>,
     /// What the probe checkpoint file holds now.
     checkpointed: super::probe_checkpoint::States,
+    /// The last observation published, for the last status when the worker stops.
+    last_obs: Option<PodObs>,
+    /// Cancelled when the kubelet stops (a child of the dispatcher's).
+    token: CancellationToken,
 }
 
 /// The probe tasks of one container instance and what they last said.
@@ -162,10 +181,19 @@ impl Worker {
         // kubelet_pod_worker_duration_seconds{operation_type}: create, update (spec changed), sync.
         let mut op = "create";
         loop {
+            if self.token.is_cancelled() {
+                break;
+            }
             let started = std::time::Instant::now();
             let result = self.sync().await;
             self.cfg.deps.metrics.pod_worker(op, started.elapsed());
             op = "sync";
+            if self.token.is_cancelled() {
+                if let Err(e) = &result {
+                    tracing::info!(pod = %name, error = %e, "pod sync stopped with the kubelet");
+                }
+                break;
+            }
             let next = match result {
                 Ok(Outcome::Removed) => return,
                 Ok(Outcome::Next(t)) => {
@@ -185,6 +213,8 @@ impl Worker {
                 .unwrap_or(self.cfg.resync)
                 .min(self.cfg.resync);
             let msg = tokio::select! {
+                biased;
+                _ = self.token.cancelled() => break,
                 m = rx.recv() => m,
                 Some(u) = probe_rx.recv() => {
                     self.probe_update(u);
@@ -195,7 +225,7 @@ impl Worker {
                 }
                 _ = tokio::time::sleep(wait) => continue,
             };
-            let Some(msg) = msg else { return };
+            let Some(msg) = msg else { break };
             if matches!(msg, Msg::Update(_)) {
                 op = "update";
             }
@@ -208,6 +238,23 @@ impl Worker {
                 self.apply(m);
             }
         }
+        self.stop(&mut probe_rx);
+    }
+
+    /// The kubelet is stopping: the probes stop, their last results go into the probe
+    /// checkpoint and the status. Containers keep running.
+    fn stop(&mut self, probe_rx: &mut mpsc::UnboundedReceiver<prober::Update>) {
+        let mut changed = false;
+        while let Ok(u) = probe_rx.try_recv() {
+            self.probe_update(u);
+            changed = true;
+        }
+        if changed && let Some(obs) = self.last_obs.take() {
+            self.publish_status(&obs);
+        }
+        self.checkpoint_probes();
+        self.probes.clear();
+        tracing::debug!(pod = %executor::pod_name(&self.pod), "pod worker stopped");
     }
 
     fn apply(&mut self, msg: Msg) {
@@ -324,7 +371,9 @@ impl Worker {
                     now,
                     initial,
                 };
-                let task = tokio::spawn(prober::worker::run(spec, self.probe_tx.clone(), gate));
+                // Probes stop with the worker (the kubelet stopping) or when the instance is gone.
+                let probe = prober::worker::run(spec, self.probe_tx.clone(), gate);
+                let task = tokio::spawn(self.token.child_token().run_until_cancelled_owned(probe));
                 entry.tasks.push(task.abort_handle());
             }
             self.probes.insert(c.id.clone(), entry);
@@ -336,8 +385,9 @@ impl Worker {
     async fn observe(&mut self) -> Result<PodObs, String> {
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
         let runtime = &self.cfg.deps.runtime;
+        // A stopping kubelet relists no more: the pod is listed directly.
         let record = match &self.cfg.pleg {
-            Some(pleg) => pleg.get_fresh(&uid, FRESH_WAIT).await,
+            Some(pleg) => self.token.run_until_cancelled(pleg.get_fresh(&uid, FRESH_WAIT)).await.flatten(),
             None => None,
         };
         let obs = match record {
@@ -390,7 +440,15 @@ impl Worker {
     }
 
     fn publish(&mut self, obs: &PodObs) {
-        self.reconcile_probes(obs);
+        // No probe starts once the kubelet is stopping.
+        if !self.token.is_cancelled() {
+            self.reconcile_probes(obs);
+        }
+        self.publish_status(obs);
+        self.last_obs = Some(obs.clone());
+    }
+
+    fn publish_status(&mut self, obs: &PodObs) {
         self.checkpoint_probes();
         let views: HashMap<String, ProbeView> =
             self.probes.iter().map(|(id, p)| (id.clone(), p.view.clone())).collect();
@@ -464,7 +522,9 @@ impl Worker {
             }
             // Volumes come off first; the pod directory goes only once nothing is mounted in it.
             // A failure stays on the pod (message, FailedUnMount event) and is retried.
-            if let Err(e) = deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT).await {
+            let torn_down = self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await;
+            let Some(torn_down) = torn_down else { return Err("the kubelet is stopping".into()) };
+            if let Err(e) = torn_down {
                 let msg = format!("waiting for volumes to be torn down: {e}");
                 self.cfg.statuses.set_message(&uid, msg.clone());
                 return Err(msg);
@@ -501,7 +561,8 @@ impl Worker {
             }
             // A finished pod's volumes are torn down (upstream does so for terminated pods).
             if !obs.any_running()
-                && let Err(e) = deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT).await
+                && let Some(Err(e)) =
+                    self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await
             {
                 tracing::warn!(pod = %executor::pod_name(&self.pod), "{e}");
             }
@@ -556,7 +617,8 @@ impl Worker {
         // Containers start only once the pod's volumes are set up (upstream WaitForAttachAndMount);
         // until then they wait in ContainerCreating with the volumes' errors as the message.
         let volumes = if p.create_sandbox.is_some() || !p.start.is_empty() {
-            match deps.volumes.wait_ready(&self.pod, VOLUME_WAIT).await {
+            let ready = self.token.run_until_cancelled(deps.volumes.wait_ready(&self.pod, VOLUME_WAIT)).await;
+            match ready.ok_or("the kubelet is stopping: nothing started")? {
                 Ok(v) => v,
                 Err(nr) => {
                     tracing::warn!(pod = %executor::pod_name(&self.pod), "{}", nr.message);
@@ -577,9 +639,18 @@ impl Worker {
         let statuses = self.cfg.statuses.clone();
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
         let on_queued = move |msg: String| statuses.set_message(&uid, msg);
-        let result =
-            executor::execute(&deps, &self.pod, &obs, &p, &mut self.backoff, &mut self.waiting, &on_queued, &volumes)
-                .await;
+        let result = executor::execute(
+            &deps,
+            &self.pod,
+            &obs,
+            &p,
+            &mut self.backoff,
+            &mut self.waiting,
+            &on_queued,
+            &volumes,
+            &self.token,
+        )
+        .await;
         obs = match &result {
             Ok(done) if done.known => {
                 self.record_own(done);

@@ -18,6 +18,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct Health {
@@ -92,23 +93,39 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves `router` on `listener` (plain HTTP) until the server fails.
-pub async fn run(listener: tokio::net::TcpListener, router: Router) {
+/// Serves `router` on `listener` (plain HTTP) until the server fails or `token` is cancelled:
+/// then it stops accepting and waits for the requests in flight (a long stream is cut when the
+/// node's bound runs out).
+pub async fn run(listener: tokio::net::TcpListener, router: Router, token: CancellationToken) {
     let addr = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router).await {
+    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(token.cancelled_owned()).await {
         tracing::error!(?addr, error = %e, "server stopped");
     }
 }
 
 /// Serves `router` over TLS on `listener`: one task per connection, HTTP/1.1 with upgrades
 /// (exec, attach and port-forward streams), the verified client certificate's identity in every
-/// request's extensions for [`auth`].
-pub async fn run_tls(listener: tokio::net::TcpListener, tls: std::sync::Arc<rustls::ServerConfig>, router: Router) {
+/// request's extensions for [`auth`]. When `token` is cancelled it stops accepting, asks every
+/// connection to close after its request in flight, and waits for them; the connection tasks
+/// are its own, so they end with it (a long stream is cut when the node's bound runs out).
+pub async fn run_tls(
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    router: Router,
+    token: CancellationToken,
+) {
     use hyper_util::rt::TokioIo;
     use tower::ServiceExt;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => break,
+            // Ended connections are reaped as they go.
+            Some(_) = connections.join_next() => continue,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -119,8 +136,11 @@ pub async fn run_tls(listener: tokio::net::TcpListener, tls: std::sync::Arc<rust
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        let token = token.clone();
+        connections.spawn(async move {
+            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+            let Some(handshake) = token.run_until_cancelled(handshake).await else { return };
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -136,9 +156,18 @@ pub async fn run_tls(listener: tokio::net::TcpListener, tls: std::sync::Arc<rust
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = token.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     }
+    while connections.join_next().await.is_some() {}
 }

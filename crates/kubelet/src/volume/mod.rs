@@ -137,7 +137,7 @@ pub struct VolumeManager {
 impl VolumeManager {
     /// The handle and the reconciler task to spawn. What is set up on disk is reconstructed
     /// first.
-    pub fn new(cfg: Config) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
+    pub fn new(cfg: Config) -> (Self, Reconciler) {
         let mut st = State::default();
         let mounts = mount::mounts().unwrap_or_default();
         let now = cfg.clock.now();
@@ -155,13 +155,13 @@ impl VolumeManager {
             version: watch::channel(0).0,
             tokens: projected::Tokens::default(),
         });
-        (Self { inner: inner.clone() }, run(inner))
+        (Self { inner: inner.clone() }, Reconciler(inner))
     }
 
     /// [`VolumeManager::new`] with the reconciler spawned on the current runtime.
     pub fn spawn(cfg: Config) -> Self {
-        let (m, task) = Self::new(cfg);
-        tokio::spawn(task);
+        let (m, reconciler) = Self::new(cfg);
+        tokio::spawn(reconciler.run(tokio_util::sync::CancellationToken::new()));
         m
     }
 
@@ -368,11 +368,24 @@ async fn execute(inner: Arc<Inner>, op: Op) {
     inner.wake.notify_one();
 }
 
-/// The reconciler: runs what [`State::plan`] says is due, then sleeps until the next retry or
-/// refresh, or until woken.
-async fn run(inner: Arc<Inner>) {
+/// The volume manager's reconciler task.
+pub struct Reconciler(Arc<Inner>);
+
+impl Reconciler {
+    /// Runs what [`State::plan`] says is due, then sleeps until the next retry or refresh, or
+    /// until woken. Once `token` is cancelled it starts nothing new and waits for the set-ups and
+    /// teardowns in flight (aborted with it when the node's bound runs out).
+    pub async fn run(self, token: tokio_util::sync::CancellationToken) {
+        let mut ops = tokio::task::JoinSet::new();
+        token.run_until_cancelled(run(self.0, &mut ops)).await;
+        while ops.join_next().await.is_some() {}
+    }
+}
+
+async fn run(inner: Arc<Inner>, running: &mut tokio::task::JoinSet<()>) {
     let resync = inner.cfg.resync.max(Duration::from_secs(1));
     loop {
+        while running.try_join_next().is_some() {}
         let now = inner.cfg.clock.now();
         let (ops, next) = {
             let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -380,7 +393,7 @@ async fn run(inner: Arc<Inner>) {
             (ops, st.next_due(resync))
         };
         for op in ops {
-            tokio::spawn(execute(inner.clone(), op));
+            running.spawn(execute(inner.clone(), op));
         }
         let wait = next
             .map(|t| t.duration_since(now).unwrap_or_default())

@@ -152,7 +152,7 @@ async fn a_failing_teardown_is_reported_and_retried_until_it_succeeds() {
     let fake = FakeApi::new();
     let mut cfg = Config::new(dir.path().to_path_buf(), Arc::new(SystemClock));
     let (rec, events) = Recorder::new(Arc::new(fake.clone()), "n".into(), 1000.0, 1000);
-    tokio::spawn(events);
+    tokio::spawn(events.run(tokio_util::sync::CancellationToken::new()));
     cfg.events = rec;
     let csi = FlakyCsi { root: dir.path().to_path_buf(), failures: 2.into() };
     cfg.csi = Some(Arc::new(csi));

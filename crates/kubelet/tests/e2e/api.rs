@@ -351,3 +351,68 @@ async fn image_pull_secrets_open_the_authenticated_registry() {
     api.kubectl(&["delete", "pod", "with", "without", "--timeout=90s"]);
     k.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_api_pod_starts_flushes_the_final_statuses() {
+    use kubelet::cri::api::ContainerState;
+    let Some((api, mut k)) = start("apidrain").await else { return };
+    const N: usize = 8;
+    let docs: Vec<String> = (0..N)
+        .map(|i| format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: drainapi-{i}\n  namespace: default\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: {}\n    command: [\"sleep\", \"3600\"]\n",
+            image("busybox:1.36")
+        ))
+        .collect();
+    api.apply(&docs.join("---\n"));
+    let ours = |sandboxes: Vec<kubelet::cri::api::PodSandbox>| -> Vec<kubelet::cri::api::PodSandbox> {
+        sandboxes.into_iter().filter(|s| s.metadata.as_ref().is_some_and(|m| m.name.starts_with("drainapi-"))).collect()
+    };
+    // SIGTERM once the first few run.
+    eventually("a few pods Running", || {
+        (0..N).filter(|i| pod_phase(&api, &format!("drainapi-{i}")).as_deref() == Some("Running")).nth(1)
+    })
+    .await;
+    let took = k.terminate();
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(15)),
+        "exit within 15 s: {took:?}; log:\n{}",
+        tail(&k.log(), 40)
+    );
+    // Every container running now was reported to the API before the kubelet exited.
+    let sandboxes = ours(k.runtime.list_pod_sandboxes(None).await.unwrap_or_default());
+    let containers = k.runtime.list_containers(None).await.unwrap_or_default();
+    let mut checked = 0;
+    for c in containers.iter().filter(|c| c.state == ContainerState::ContainerRunning as i32) {
+        let Some(sb) = sandboxes.iter().find(|s| s.id == c.pod_sandbox_id) else { continue };
+        let name = sb.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let pod = api.get_json(&["pod", &name]).unwrap_or_default();
+        let status = &pod["status"]["containerStatuses"][0];
+        assert_eq!(status["containerID"], format!("containerd://{}", c.id), "{name}: the API has the final status");
+        assert!(status["state"]["running"].is_object(), "{name}: reported running: {status}");
+        checked += 1;
+    }
+    assert!(checked >= 2, "at least the pods Running before SIGTERM: {checked}");
+
+    k.start_again().await;
+    for i in 0..N {
+        let name = format!("drainapi-{i}");
+        eventually("Running after the restart", || {
+            (pod_phase(&api, &name).as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+    }
+    let sandboxes = ours(k.runtime.list_pod_sandboxes(None).await.unwrap_or_default());
+    assert_eq!(sandboxes.len(), N, "one sandbox per pod: {sandboxes:?}");
+    api.kubectl(&["delete", "pod", "--all", "--grace-period=1", "--wait=false"]);
+    let gone = wait_until(LONG, || async {
+        let left = ours(k.runtime.list_pod_sandboxes(None).await.unwrap_or_default());
+        (k.pods().await.is_empty() && left.is_empty()).then_some(())
+    })
+    .await;
+    k.cleanup().await;
+    for sb in ours(k.runtime.list_pod_sandboxes(None).await.unwrap_or_default()) {
+        let _ = k.runtime.stop_pod_sandbox(&sb.id).await;
+        let _ = k.runtime.remove_pod_sandbox(&sb.id).await;
+    }
+    assert!(gone.is_some(), "the API pods were removed");
+}

@@ -217,6 +217,31 @@ impl Kubelet {
         }
     }
 
+    /// Sends SIGTERM and waits (up to 20 s) for the kubelet to exit: how long it took, or None
+    /// if it had to be killed.
+    pub fn terminate(&mut self) -> Option<Duration> {
+        let mut child = self.child.take()?;
+        let start = Instant::now();
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts the kubelet again after [`Kubelet::terminate`].
+    pub async fn start_again(&mut self) {
+        self.spawn();
+        self.wait_healthy().await;
+    }
+
     /// The running kubelet's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())

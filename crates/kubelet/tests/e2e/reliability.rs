@@ -6,7 +6,7 @@ use crate::api::{TestApi, eventually};
 use crate::harness::*;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/manifests")
@@ -277,4 +277,61 @@ async fn api_server_errors_and_throttling_for_a_minute_lose_nothing() {
 
 fn phase_of(p: &k8s_openapi::api::core::v1::Pod) -> &str {
     p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_burst_of_pod_starts_drains_and_the_next_start_adopts_everything() {
+    use kubelet::cri::api::{ContainerState, PodSandboxState};
+    let Some(mut k) = Kubelet::start_with("drain", "maxPods: 200\n").await else { return };
+    const N: usize = 15;
+    for i in 0..N {
+        k.write_manifest(&format!("d{i}.yaml"), &sleeper(&format!("d{i}"), i % 2 == 0));
+    }
+    // SIGTERM once the first few run, the others still being started.
+    let running = wait_until(LONG, || async {
+        let pods = k.pods().await;
+        let ids: Vec<String> = pods.iter().filter(|p| is_running(p, "app")).filter_map(container_id).collect();
+        (ids.len() >= 3).then_some(ids)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no pod ran; log:\n{}", tail(&k.log(), 30)));
+    let took = k.terminate();
+    let log = k.log();
+    eprintln!("SIGTERM with {} of {N} pods running: exited after {took:?}", running.len());
+    assert!(took.is_some_and(|t| t < Duration::from_secs(15)), "exit within 15 s: {took:?}; log:\n{}", tail(&log, 40));
+    assert!(!log.contains("did not stop in time"), "every task stopped by itself; log:\n{}", tail(&log, 40));
+    // A kubelet stop stops no container.
+    for id in &running {
+        let raw = id.rsplit("://").next().unwrap_or(id);
+        let st = k.runtime.container_status(raw).await.expect("container still there");
+        assert_eq!(st.state, ContainerState::ContainerRunning as i32, "container {raw} still runs after SIGTERM");
+    }
+
+    k.start_again().await;
+    let pods = wait_until(LONG * 2, || async {
+        let pods = k.pods().await;
+        (pods.len() == N && pods.iter().all(|p| is_running(p, "app"))).then_some(pods)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not every pod ran after the restart; log:\n{}", tail(&k.log(), 40)));
+    // What ran before SIGTERM is the same instance.
+    let now: Vec<String> = pods.iter().filter_map(container_id).collect();
+    for id in &running {
+        assert!(now.contains(id), "container {id} replaced after the restart");
+    }
+    // One ready sandbox per pod, nothing half-made left over.
+    let sandboxes = k.our_sandboxes().await;
+    let mut per_pod: HashMap<String, usize> = HashMap::new();
+    for sb in &sandboxes {
+        assert_eq!(sb.state, PodSandboxState::SandboxReady as i32, "a sandbox left not ready: {sb:?}");
+        *per_pod.entry(sb.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default()).or_default() += 1;
+    }
+    assert_eq!(per_pod.len(), N, "a sandbox per pod: {per_pod:?}");
+    assert!(per_pod.values().all(|n| *n == 1), "duplicate sandboxes: {per_pod:?}");
+    let ours: std::collections::HashSet<String> = sandboxes.iter().map(|s| s.id.clone()).collect();
+    let containers = k.runtime.list_containers(None).await.unwrap_or_default();
+    let mine: Vec<_> = containers.iter().filter(|c| ours.contains(&c.pod_sandbox_id)).collect();
+    assert_eq!(mine.len(), N, "one container per pod, none left created and not started");
+    assert!(mine.iter().all(|c| c.state == ContainerState::ContainerRunning as i32));
+    k.cleanup().await;
 }

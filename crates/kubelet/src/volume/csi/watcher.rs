@@ -64,8 +64,8 @@ fn sockets(dir: &Path) -> BTreeMap<PathBuf, u64> {
     out
 }
 
-/// Watches the registration directory until the task is dropped.
-pub async fn run(cfg: Config, drivers: Drivers, api: Option<DynApi>) {
+/// Watches the registration directory until `token` is cancelled.
+pub async fn run(cfg: Config, drivers: Drivers, api: Option<DynApi>, token: tokio_util::sync::CancellationToken) {
     let dir = cfg.root_dir.join(REGISTRY_DIR);
     for d in [&dir, &cfg.root_dir.join("plugins")] {
         if let Err(e) = std::fs::create_dir_all(d) {
@@ -97,6 +97,7 @@ pub async fn run(cfg: Config, drivers: Drivers, api: Option<DynApi>) {
             .min();
         let wait = next_retry.map_or(cfg.rescan, |r| r.min(cfg.rescan));
         tokio::select! {
+            _ = token.cancelled() => return,
             got = ev_rx.recv() => {
                 if got.is_none() { watching = false; }
                 while ev_rx.try_recv().is_ok() {}
