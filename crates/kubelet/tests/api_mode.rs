@@ -88,7 +88,15 @@ fn phase(p: &Pod) -> Option<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_registers_reports_ready_and_renews_its_lease() {
     let c = start().await;
-    let node = eventually("node registered with status", || c.api.node(NODE).filter(|n| n.status.is_some())).await;
+    // Ready once the PLEG has relisted (before that the node is NotReady, as upstream's is while
+    // its PLEG "has yet to be successful"): wait for it rather than take the first status.
+    let node = eventually("node registered and Ready", || {
+        c.api.node(NODE).filter(|n| {
+            let conditions = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+            conditions.into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    })
+    .await;
     let labels = node.metadata.labels.clone().unwrap();
     assert_eq!(labels.get("kubernetes.io/hostname").map(String::as_str), Some(NODE));
     assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
