@@ -5,6 +5,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod api;
+pub mod backoff;
 pub mod clock;
 pub mod cm;
 pub mod composition;

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::Parser;
 use kubelet::api::DynApi;
 use kubelet::api::kube_client::KubeApi;
+use kubelet::backoff::Exponential;
 use kubelet::clock::SystemClock;
 use kubelet::composition::{self, Identity};
 use kubelet::cri::remote::RemoteRuntime;
@@ -110,9 +111,12 @@ fn init_tracing(verbosity: u32) {
         .init();
 }
 
+/// Reconnecting to the runtime: 500 ms doubling to 30 s.
+const RUNTIME_RETRY: Exponential = Exponential::new(Duration::from_millis(500), Duration::from_secs(30));
+
 async fn connect_runtime(cfg: &KubeletConfiguration, timeout: Duration) -> DynRuntime {
     let image_ep = cfg.effective_image_service_endpoint().to_string();
-    let mut delay = Duration::from_millis(500);
+    let mut delay = RUNTIME_RETRY.initial;
     loop {
         match RemoteRuntime::connect(&cfg.container_runtime_endpoint, Some(&image_ep), timeout).await {
             Ok(rt) => match rt.version().await {
@@ -139,7 +143,7 @@ async fn connect_runtime(cfg: &KubeletConfiguration, timeout: Duration) -> DynRu
             Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "container runtime not reachable"),
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = RUNTIME_RETRY.after(delay);
     }
 }
 

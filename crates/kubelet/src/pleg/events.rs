@@ -4,6 +4,7 @@
 //! (containerd 1.6) leaves it on the 1 s relist.
 
 use super::cache::{Event, EventKind};
+use crate::backoff::Exponential;
 use crate::cri::labels::POD_UID;
 use crate::cri::{DynRuntime, api};
 use futures::StreamExt;
@@ -24,7 +25,8 @@ pub enum Feed {
 
 /// Backoff between resubscriptions: 1 s doubling to 30 s.
 pub(crate) fn next_backoff(d: Duration) -> Duration {
-    (d * 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    const RESUBSCRIBE: Exponential = Exponential::new(Duration::from_secs(1), Duration::from_secs(30));
+    RESUBSCRIBE.after(d)
 }
 
 /// A CRI container event as the PLEG's cache event (`None` for an unknown event type).

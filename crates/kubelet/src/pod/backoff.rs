@@ -2,6 +2,7 @@
 //! kubelet uses it): the first failure restarts at once and arms `initial`; each further failure
 //! within the window doubles the delay up to `max`; an entry idle for `2 × max` is forgotten.
 
+use crate::backoff::Exponential;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
@@ -13,14 +14,13 @@ struct Entry {
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+    delay: Exponential,
     entries: HashMap<String, Entry>,
 }
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, entries: HashMap::new() }
+        Self { delay: Exponential::new(initial, max), entries: HashMap::new() }
     }
 
     /// Container restarts: 10 s doubling to 300 s.
@@ -34,14 +34,14 @@ impl Backoff {
     }
 
     fn expired(&self, e: &Entry, event: SystemTime) -> bool {
-        event.duration_since(e.last_update).unwrap_or_default() > self.max * 2
+        event.duration_since(e.last_update).unwrap_or_default() > self.delay.max * 2
     }
 
     /// Records a failure at `event` and arms the next delay.
     pub fn next(&mut self, key: &str, event: SystemTime) {
         let backoff = match self.entries.get(key) {
-            Some(e) if !self.expired(e, event) => (e.backoff * 2).min(self.max),
-            _ => self.initial,
+            Some(e) if !self.expired(e, event) => self.delay.after(e.backoff),
+            _ => self.delay.initial,
         };
         self.entries.insert(key.to_string(), Entry { backoff, last_update: event });
     }
@@ -69,7 +69,7 @@ impl Backoff {
 
     /// Drops entries idle for more than `2 × max` (called from time to time).
     pub fn gc(&mut self, now: SystemTime) {
-        let max2 = self.max * 2;
+        let max2 = self.delay.max * 2;
         self.entries.retain(|_, e| now.duration_since(e.last_update).unwrap_or_default() <= max2);
     }
 

@@ -6,6 +6,7 @@ use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::plan;
 use super::status::{self, ProbeView, WaitingReasons};
+use crate::backoff::Exponential;
 use crate::prober::{self, Kind};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -21,6 +22,8 @@ const VOLUME_WAIT: Duration = Duration::from_secs(10);
 
 /// How long an observation waits for a fresh PLEG relist before listing the pod itself.
 const FRESH_WAIT: Duration = Duration::from_secs(5);
+/// Failed syncs are retried after 2 s doubling to 30 s.
+const SYNC_RETRY: Exponential = Exponential::new(Duration::from_secs(2), Duration::from_secs(30));
 
 #[derive(Debug)]
 pub enum Msg {
@@ -203,8 +206,8 @@ impl Worker {
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(pod = %name, error = %e, "pod sync failed; will retry");
-                    // Retry failed syncs with a growing delay (1 s doubling to 30 s).
-                    let delay = Duration::from_secs(1 << failures.min(5)).min(Duration::from_secs(30));
+                    // Retry failed syncs with a growing delay (2 s doubling to 30 s).
+                    let delay = SYNC_RETRY.nth(failures);
                     Some(self.cfg.deps.clock.now() + delay)
                 }
             };

@@ -4,6 +4,7 @@
 //! `mod.rs` performs them and reports back through `finish_*`.
 
 use super::plugins::Kind;
+use crate::backoff::Exponential;
 use k8s_openapi::api::core::v1::{Pod, Volume};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ pub struct Failure {
 impl Failure {
     fn next(prev: Option<&Failure>, message: String, now: SystemTime) -> Failure {
         let attempts = prev.map(|f| f.attempts + 1).unwrap_or(1);
-        let delay = INITIAL_BACKOFF.saturating_mul(1 << (attempts - 1).min(16)).min(MAX_BACKOFF);
+        let delay = Exponential::new(INITIAL_BACKOFF, MAX_BACKOFF).nth(attempts);
         Failure { message, attempts, retry_at: now + delay }
     }
 }

@@ -8,6 +8,7 @@ use super::drivers::{self, Driver, Drivers};
 use super::proto::registration::registration_client::RegistrationClient;
 use super::proto::registration::{InfoRequest, PluginInfo, RegistrationStatus};
 use crate::api::DynApi;
+use crate::backoff::Exponential;
 use notify::Watcher as _;
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -20,8 +21,7 @@ pub const REGISTRY_DIR: &str = "plugins_registry";
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A socket whose registration failed is tried again after this long, doubling up to the max
 /// (a plugin's socket file exists a moment before it listens).
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(300);
+const RETRY: Exponential = Exponential::new(Duration::from_secs(1), Duration::from_secs(300));
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -146,8 +146,8 @@ async fn reconcile(
         let delay = match seen.get(&path) {
             Some(Seen::Registered { .. }) => continue,
             Some(Seen::Failed { at, delay, .. }) if at.elapsed() < *delay => continue,
-            Some(Seen::Failed { delay, .. }) => (*delay * 2).min(RETRY_MAX),
-            None => RETRY_AFTER,
+            Some(Seen::Failed { delay, .. }) => RETRY.after(*delay),
+            None => RETRY.initial,
         };
         let state = match register(cfg, &path, drivers, api).await {
             Ok(d) => {
