@@ -171,12 +171,13 @@ async fn crashing_containers_follow_each_restart_policy() {
     k.wait_pod("onfailure-bad", "restarted", LONG, |p| (container_status(p, "app")?.restart_count >= 1).then_some(()))
         .await;
 
-    // Always: the back-off doubles from 10 s. Asserted from what lasts, not from a window: every
-    // instance's startedAt/finishedAt stays in `lastState.terminated` (or `state.terminated`)
-    // for its whole back-off (>= 10 s), so polling collects each instance even on a loaded
-    // machine, and the gaps between one instance's finish and the next one's start are the
-    // back-off delays: ~10 s, ~20 s, ~40 s (API times have second precision: +-1 s). The pod is
-    // made now, so its first instance is seen too.
+    // Always: as upstream, the first exit restarts at once and arms 10 s, then the back-off
+    // doubles (0, 10, 20, 40 s). Asserted from what lasts, not from a window: every instance's
+    // startedAt/finishedAt stays in `lastState.terminated` (or `state.terminated`) for its whole
+    // back-off, so polling collects each one even on a loaded machine. API times have second
+    // precision, so the first two instances may share a second and count as one; either way the
+    // gap before the k-th restart seen is at least 0, 10, 20 s (-1 s): never early, and doubling
+    // (a constant 10 s fails the third). A late restart is not failed here (see the closing note).
     k.write_manifest("always.yaml", &busybox_pod("always", "Always", "echo crash; exit 1"));
     let instances = std::sync::Mutex::new(std::collections::BTreeMap::new());
     let messages = std::sync::Mutex::new(std::collections::BTreeSet::<String>::new());
@@ -199,10 +200,10 @@ async fn crashing_containers_follow_each_restart_policy() {
     .await;
     let instances: Vec<_> = instances.into_inner().unwrap().into_iter().take(4).collect();
     let gaps: Vec<i64> = instances.windows(2).map(|w| w[1].0 - w[0].1).collect();
-    for (gap, want) in gaps.iter().zip([10, 20, 40]) {
+    for (gap, want) in gaps.iter().zip([0, 10, 20]) {
         assert!(
-            (want - 1..2 * want).contains(gap),
-            "back-off before a restart: {gap} s, want {want} s (doubling from 10 s); gaps {gaps:?}, instances {instances:?}"
+            *gap >= want - 1,
+            "restarted too early: {gap} s, want at least {want} s (0, 10, 20, 40 s); gaps {gaps:?}, instances {instances:?}"
         );
     }
     // The waiting container says why, with upstream's message (seen for at least one step).
