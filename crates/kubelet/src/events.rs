@@ -74,7 +74,7 @@ impl Recorder {
 }
 
 fn event(r: Record, node_name: &str, seq: u64) -> Event {
-    let now = crate::pod::status::time(std::time::SystemTime::now());
+    let now = crate::meta::time(std::time::SystemTime::now());
     let mut e = Event::default();
     let name = r.object.name.clone().unwrap_or_default();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);

@@ -18,6 +18,7 @@ pub mod hollow;
 pub mod images;
 pub mod lease;
 pub mod logs;
+pub mod meta;
 pub mod metrics;
 pub mod node_status;
 pub mod pleg;

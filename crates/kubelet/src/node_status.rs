@@ -401,7 +401,7 @@ pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Heal
             let status = compute_status(&cfg, &machine, &h, images(&runtime, cfg.max_images).await);
             let changed = last_sent.as_ref().is_none_or(|prev| strip_times(prev) != status);
             if changed || last_report.elapsed() >= cfg.report_frequency {
-                let now = crate::pod::status::time(std::time::SystemTime::now());
+                let now = crate::meta::time(std::time::SystemTime::now());
                 let full = with_times(status, last_sent.as_ref(), now);
                 let patch = serde_json::json!({ "status": full });
                 match api.patch_node_status(&cfg.node_name, &patch).await {

@@ -132,7 +132,7 @@ async fn api_pods_run_report_status_and_are_deleted_gracefully() {
     assert!(p.status.as_ref().unwrap().pod_ip.is_some());
     // kubectl delete: deletionTimestamp and a grace period.
     let mut deleting = p.clone();
-    deleting.metadata.deletion_timestamp = Some(kubelet::pod::status::time(SystemTime::now()));
+    deleting.metadata.deletion_timestamp = Some(kubelet::meta::time(SystemTime::now()));
     deleting.metadata.deletion_grace_period_seconds = Some(5);
     c.api.put_pod(deleting);
     eventually("object deleted after the containers", || c.api.pod("default", "web").is_none().then_some(())).await;

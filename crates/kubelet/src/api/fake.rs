@@ -407,7 +407,7 @@ impl Api for FakeApi {
         let mut out = request.clone();
         out.status = Some(TokenRequestStatus {
             token: Some(format!("eyJhbGciOiJub25lIn0.eyJzdWIiOiJzYSJ9.{namespace}-{service_account}-{n}")),
-            expiration_timestamp: Some(crate::pod::status::time(exp)),
+            expiration_timestamp: Some(crate::meta::time(exp)),
         });
         s.token_requests.push((namespace.to_string(), service_account.to_string(), request.clone()));
         Ok(out)

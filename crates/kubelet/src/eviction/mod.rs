@@ -179,7 +179,7 @@ impl Manager {
     /// Asks the pod's worker to evict it; returns when to consider it cleaned up.
     async fn evict(&self, pod: &Pod, grace_secs: i64, message: String, signal: &str) -> Option<oneshot::Receiver<()>> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let name = crate::pod::executor::pod_name(pod);
+        let name = crate::meta::pod_name(pod);
         tracing::warn!(pod = %name, signal, grace = grace_secs, "eviction manager: evicting pod: {message}");
         self.deps.events.pod(pod, None, Type::Warning, "Evicted", message.clone());
         let (tx, rx) = oneshot::channel();

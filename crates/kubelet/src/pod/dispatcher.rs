@@ -4,6 +4,7 @@
 
 use super::worker::{self, Handle, Msg, WorkerConfig};
 use crate::cri::labels::{self, PodRef};
+use crate::meta::{pod_name, time};
 use crate::sources::{Snapshot, SourceKind};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -90,7 +91,7 @@ pub async fn run_with(
                         }
                         // Deleted through the API: kill with the requested grace period.
                         Some(p) if !e.terminating && p.metadata.deletion_timestamp.is_some() => {
-                            tracing::info!(pod = %super::executor::pod_name(p), "pod deleted through the API");
+                            tracing::info!(pod = %pod_name(p), "pod deleted through the API");
                             e.pod = (*p).clone();
                             e.terminating = true;
                             e.handle.send(Msg::Update(Box::new(e.pod.clone())));
@@ -129,12 +130,12 @@ pub async fn run_with(
                                 .map_err(|r| super::admission::Rejection { reason: r.reason, message: r.message })
                         });
                         if let Err(r) = fits {
-                            tracing::warn!(pod = %super::executor::pod_name(pod), reason = %r.reason, "{}", r.message);
+                            tracing::warn!(pod = %pod_name(pod), reason = %r.reason, "{}", r.message);
                             let status = k8s_openapi::api::core::v1::PodStatus {
                                 phase: Some("Failed".into()),
                                 reason: Some(r.reason),
                                 message: Some(r.message),
-                                start_time: Some(super::status::time(cfg.worker.deps.clock.now())),
+                                start_time: Some(time(cfg.worker.deps.clock.now())),
                                 ..Default::default()
                             };
                             cfg.worker.statuses.set(pod, status);
@@ -145,7 +146,7 @@ pub async fn run_with(
                     }
                     if !workers.contains_key(uid) && !rejected.contains(uid) {
                         let deleting = pod.metadata.deletion_timestamp.is_some();
-                        tracing::info!(pod = %super::executor::pod_name(pod), uid = %uid, deleting, "pod added");
+                        tracing::info!(pod = %pod_name(pod), uid = %uid, deleting, "pod added");
                         spawn((*pod).clone(), deleting, &mut workers, &mut tasks);
                     }
                 }

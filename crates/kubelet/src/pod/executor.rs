@@ -11,6 +11,7 @@ use crate::cri::labels::{ContainerAnnotations, ContainerType};
 use crate::cri::{DynRuntime, api};
 use crate::events::{Recorder, Type};
 use crate::images::Images;
+pub(crate) use crate::meta::pod_name;
 use crate::pleg::{ContainerRecord, OwnChange, SandboxRecord};
 use crate::prober::handlers::{self, Target};
 use k8s_openapi::api::core::v1::Pod;
@@ -185,10 +186,6 @@ pub fn restart_count_from_logs(log_dir: &str, container: &str) -> i32 {
         .map(|n| n + 1)
         .max()
         .unwrap_or(0)
-}
-
-pub fn pod_name(pod: &Pod) -> String {
-    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or(""))
 }
 
 /// Performs the plan. Failures to start a container are recorded in `waiting`; other failures

@@ -2,12 +2,12 @@
 //! container states with upstream reasons, phase, and conditions.
 
 use super::observe::{CState, ContainerObs, PodObs};
+pub(crate) use crate::meta::time;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
@@ -33,11 +33,6 @@ pub struct Context<'a> {
     /// "containerd" → container IDs are `containerd://<id>`.
     pub runtime_name: &'a str,
     pub now: SystemTime,
-}
-
-pub fn time(t: SystemTime) -> Time {
-    let nanos = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-    Time(Timestamp::from_nanosecond(nanos).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 fn nanos_time(n: i64) -> Option<Time> {

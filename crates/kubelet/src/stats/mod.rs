@@ -67,7 +67,7 @@ pub struct Provider {
 }
 
 pub(crate) fn time_of_nanos(nanos: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
-    crate::cri::nanos_to_time(nanos).map(crate::pod::status::time)
+    crate::cri::nanos_to_time(nanos).map(crate::meta::time)
 }
 
 pub(crate) fn now_nanos() -> i64 {

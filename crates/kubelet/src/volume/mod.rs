@@ -24,6 +24,7 @@ pub mod subpath;
 use crate::api::DynApi;
 use crate::clock::DynClock;
 use crate::events::{Recorder, Type};
+use crate::meta::pod_name;
 use k8s_openapi::api::core::v1::{Pod, Volume};
 use plugins::{Ctx, Kind};
 use state::{Op, Readiness, State, Teardown};
@@ -298,10 +299,6 @@ fn remove_orphan_dir(inner: &Inner, uid: &str) {
         }
         Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "cannot remove orphaned pod directory yet"),
     }
-}
-
-fn pod_name(pod: &Pod) -> String {
-    crate::pod::executor::pod_name(pod)
 }
 
 async fn execute(inner: Arc<Inner>, op: Op) {

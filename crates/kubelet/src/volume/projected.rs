@@ -237,7 +237,7 @@ mod tests {
             spec: Some(TokenRequestSpec { expiration_seconds: Some(secs), ..Default::default() }),
             status: Some(k8s_openapi::api::authentication::v1::TokenRequestStatus {
                 token: Some("t".into()),
-                expiration_timestamp: Some(crate::pod::status::time(exp)),
+                expiration_timestamp: Some(crate::meta::time(exp)),
             }),
             ..Default::default()
         };
