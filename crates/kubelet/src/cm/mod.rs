@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod fs;
+pub mod qos;
 pub mod resources;
 
 use fs::CgroupFs;
@@ -285,7 +286,7 @@ impl ContainerManager {
             return None;
         }
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        Some(self.qos_cgroup(crate::pod::qos::qos_class(pod)).child(&format!("pod{uid}")))
+        Some(self.qos_cgroup(qos::qos_class(pod)).child(&format!("pod{uid}")))
     }
 
     /// `linux.cgroup_parent` for the pod's sandbox.
@@ -362,7 +363,7 @@ impl ContainerManager {
         let Some(name) = self.pod_cgroup(pod) else { return Ok(()) };
         self.create(&name)?;
         self.apply(&name, &resources::pod_cgroup_config(pod, &self.policy))?;
-        if crate::pod::qos::qos_class(pod) == "Burstable" {
+        if qos::qos_class(pod) == "Burstable" {
             let cpu = resources::pod_requests(pod).get("cpu").copied().unwrap_or(0) as i64;
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             self.burstable.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, cpu);

@@ -2,7 +2,7 @@
 //! pkg/api/v1/resource, pkg/kubelet/qos/policy.go, kuberuntime's calculateLinuxResources): pod
 //! requests and limits, cpu shares and CFS quota, the pod cgroup's config and oom_score_adj.
 
-use crate::pod::qos::qos_class;
+use super::qos::qos_class;
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use kubelet_config::quantity::Quantity;
 use std::collections::BTreeMap;

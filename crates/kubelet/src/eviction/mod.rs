@@ -119,7 +119,7 @@ impl Handle {
             return Ok(());
         }
         if conditions == [Condition::MemoryPressure] {
-            if crate::pod::qos::qos_class(pod) != "BestEffort" {
+            if crate::cm::qos::qos_class(pod) != "BestEffort" {
                 return Ok(());
             }
             let taint = Taint {

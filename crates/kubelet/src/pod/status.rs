@@ -322,7 +322,7 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
             .and_then(|p| p.start_time.clone())
             .or_else(|| obs.sandboxes.iter().map(|s| s.created_at).filter(|t| *t > 0).min().and_then(nanos_time))
             .or_else(|| Some(time(ctx.now))),
-        qos_class: Some(super::qos::qos_class(pod).into()),
+        qos_class: Some(crate::cm::qos::qos_class(pod).into()),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),
         ..Default::default()

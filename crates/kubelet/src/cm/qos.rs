@@ -1,4 +1,5 @@
-//! QoS class as upstream computes it (pkg/apis/core/helper/qos): only cpu and memory count,
+//! QoS class as upstream computes it (pkg/apis/core/helper/qos; the container manager places pods
+//! in QoS cgroup tiers by it, eviction and status read it): only cpu and memory count,
 //! zero quantities are ignored, init containers included.
 
 use k8s_openapi::api::core::v1::Pod;
