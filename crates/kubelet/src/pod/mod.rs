@@ -2,7 +2,6 @@
 
 pub mod admission;
 pub mod backoff;
-pub mod defaults;
 pub mod dispatcher;
 pub mod env;
 pub mod executor;

@@ -25,7 +25,7 @@ pub async fn run(api: DynApi, node_name: String, tx: mpsc::Sender<Snapshot>) {
                 let ann = p.metadata.annotations.get_or_insert_with(Default::default);
                 ann.insert(CONFIG_SOURCE.into(), SourceKind::Api.as_str().into());
                 ann.entry(CONFIG_SEEN.into()).or_insert(first_seen);
-                crate::pod::defaults::apply(&mut p);
+                super::defaults::apply(&mut p);
                 p
             })
             .collect();

@@ -96,7 +96,7 @@ pub fn prepare(mut pod: Pod, origin: &Origin, node_name: &str, seen: &str) -> Re
             tolerations.push(tolerate_all);
         }
     }
-    crate::pod::defaults::apply(&mut pod);
+    super::defaults::apply(&mut pod);
     let errors = validation::validate_pod(&pod, &original_name);
     if !errors.is_empty() {
         let name = format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), original_name);

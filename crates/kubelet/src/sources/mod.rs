@@ -2,6 +2,7 @@
 //! the pod dispatcher merges them (see `pod::dispatcher`).
 
 pub mod api;
+pub mod defaults;
 pub mod file;
 pub mod http;
 pub mod manifest;
