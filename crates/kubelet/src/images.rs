@@ -5,10 +5,10 @@
 //! credentials) are one CRI PullImage whose result every waiter gets.
 
 use crate::api::rate::TokenBucket;
+use crate::backoff::Keyed;
 use crate::clock::DynClock;
 use crate::cri::api;
 use crate::cri::{CriError, DynRuntime};
-use crate::pod::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, watch};
@@ -103,7 +103,7 @@ pub struct Images {
     runtime: DynRuntime,
     clock: DynClock,
     pulls: Option<Arc<Semaphore>>,
-    backoff: Arc<Mutex<Backoff>>,
+    backoff: Arc<Mutex<Keyed>>,
     queue: Arc<Mutex<PullQueue>>,
     /// `registryPullQPS` / `registryBurst` (unlimited unless set).
     registry: Arc<TokenBucket>,
@@ -130,7 +130,7 @@ impl Images {
             runtime,
             clock,
             pulls: cfg.max_parallel_pulls.map(|n| Arc::new(Semaphore::new(n.max(1)))),
-            backoff: Arc::new(Mutex::new(Backoff::image_pull())),
+            backoff: Arc::new(Mutex::new(Keyed::image_pull())),
             queue: Arc::default(),
             registry: Arc::new(TokenBucket::new(0.0, 1)),
             inflight: Arc::default(),

@@ -1,11 +1,11 @@
 //! The thin executor: performs a [`Plan`] against the runtime, in upstream's order
 //! (kill, remove, create sandbox, start), recording per-container failures as waiting reasons.
 
-use super::backoff::Backoff;
 use super::observe::{CState, ContainerObs, PodObs};
 use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
 use super::status::WaitingReasons;
+use crate::backoff::Keyed;
 use crate::clock::DynClock;
 use crate::cri::labels::{ContainerAnnotations, ContainerType};
 use crate::cri::{DynRuntime, api};
@@ -196,7 +196,7 @@ pub async fn execute(
     pod: &Pod,
     obs: &PodObs,
     plan: &Plan,
-    backoff: &mut Backoff,
+    backoff: &mut Keyed,
     waiting: &mut WaitingReasons,
     on_queued: crate::images::QueueObserver<'_>,
     volumes: &crate::volume::PodVolumes,

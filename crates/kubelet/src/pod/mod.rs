@@ -1,7 +1,6 @@
 //! Pods: from desired spec and observed runtime state to actions and status.
 
 pub mod admission;
-pub mod backoff;
 pub mod dispatcher;
 pub mod env;
 pub mod executor;

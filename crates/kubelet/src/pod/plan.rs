@@ -1,8 +1,8 @@
 //! Pod sync as a pure plan: from the desired pod and what the runtime has, decide what to kill,
 //! create and start, and when to look again. Mirrors upstream's computePodActions.
 
-use super::backoff::Backoff;
 use super::observe::{CState, ContainerObs, PodObs};
+use crate::backoff::Keyed;
 use crate::cri::labels::container_hash;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::time::{Duration, SystemTime};
@@ -85,7 +85,7 @@ fn time_of(nanos: i64) -> SystemTime {
 }
 
 /// Computes the actions that bring the runtime to the desired pod.
-pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Backoff, now: SystemTime) -> Plan {
+pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
     let mut p = Plan::default();
     let Some(spec) = pod.spec.as_ref() else { return p };
     let policy = restart_policy(pod);
@@ -220,7 +220,7 @@ fn restart_after_failure(
     c: &Container,
     o: &ContainerObs,
     obs: &PodObs,
-    backoff: &Backoff,
+    backoff: &Keyed,
     now: SystemTime,
     init: bool,
 ) {

@@ -115,8 +115,8 @@ fn started(p: &Plan) -> Vec<(&str, bool, i32)> {
     p.start.iter().map(|s| (s.name.as_str(), s.init, s.restart_count)).collect()
 }
 
-fn no_backoff() -> Backoff {
-    Backoff::container_restart()
+fn no_backoff() -> Keyed {
+    Keyed::container_restart()
 }
 
 fn crash_loop_message(delay: &str, container: &str) -> String {
@@ -340,7 +340,7 @@ fn crashed_container_waits_out_backoff_then_restarts() {
     let k = key(&pod, "app");
     let mut backoff = no_backoff();
     // The executor's side of a start: arm the backoff it was asked to.
-    let execute = |p: &Plan, backoff: &mut Backoff| {
+    let execute = |p: &Plan, backoff: &mut Keyed| {
         for s in &p.start {
             if let Some((key, t)) = &s.arm_backoff {
                 backoff.next(key, *t);

@@ -1,12 +1,12 @@
 //! One worker per pod: a task that syncs its pod whenever the spec changes, the PLEG reports a
 //! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
 
-use super::backoff::Backoff;
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::plan;
 use super::status::{self, ProbeView, WaitingReasons};
 use crate::backoff::Exponential;
+use crate::backoff::Keyed as Backoff;
 use crate::prober::{self, Kind};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};

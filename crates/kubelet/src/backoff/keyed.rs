@@ -1,8 +1,8 @@
-//! Per-key exponential backoff, with upstream's semantics (client-go flowcontrol.Backoff as the
-//! kubelet uses it): the first failure restarts at once and arms `initial`; each further failure
+//! Per-key exponential backoff (CrashLoopBackOff per container, ImagePullBackOff per pod and
+//! image), with upstream's semantics (client-go flowcontrol.Backoff as the kubelet uses it): the first failure restarts at once and arms `initial`; each further failure
 //! within the window doubles the delay up to `max`; an entry idle for `2 × max` is forgotten.
 
-use crate::backoff::Exponential;
+use super::Exponential;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
@@ -13,12 +13,12 @@ struct Entry {
 }
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub struct Keyed {
     delay: Exponential,
     entries: HashMap<String, Entry>,
 }
 
-impl Backoff {
+impl Keyed {
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self { delay: Exponential::new(initial, max), entries: HashMap::new() }
     }
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_until_cap() {
-        let mut b = Backoff::container_restart();
+        let mut b = Keyed::container_restart();
         let mut delays = Vec::new();
         let mut at = 0;
         for _ in 0..8 {
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn first_failure_is_not_in_backoff_then_waits_the_armed_delay() {
-        let mut b = Backoff::container_restart();
+        let mut b = Keyed::container_restart();
         assert_eq!(b.in_backoff_until("k", t(0), t(0)), None);
         b.next("k", t(0));
         // Second crash at t=5: must wait 10 s from that exit.
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn backoff_resets_after_ten_minutes_without_failure() {
-        let mut b = Backoff::container_restart();
+        let mut b = Keyed::container_restart();
         b.next("k", t(0));
         b.next("k", t(20));
         assert_eq!(b.current("k").unwrap().as_secs(), 20);

@@ -1,7 +1,11 @@
 //! One exponential backoff: a delay that starts at `initial` and doubles up to `max`. The rooms
 //! that retry (pod worker, CrashLoopBackOff table, runtime connection, volume reconciler, CSI
 //! plugin watcher, PLEG event stream) each keep their own `initial`/`max` and use this to step.
+//! [`Keyed`] is the per-key table over it (container restarts, image pulls).
 
+mod keyed;
+
+pub use keyed::Keyed;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
