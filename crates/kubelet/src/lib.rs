@@ -4,6 +4,7 @@
 // names the object and field (tests may unwrap; see clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admission;
 pub mod api;
 pub mod backoff;
 pub mod clock;

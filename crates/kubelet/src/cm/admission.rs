@@ -1,17 +1,34 @@
 //! Resource-fit admission (upstream lifecycle predicate + scheduler noderesources Fits): a pod is
 //! admitted when one more pod fits under maxPods and its cpu and memory requests fit what the
 //! running pods leave of allocatable. Pure; the caller rejects the pod (phase Failed, the
-//! reason and message below) without touching the running ones.
+//! reason and message below: `OutOfcpu`, `OutOfmemory` or `OutOfpods`) without touching the
+//! running ones.
 
 use super::Allocatable;
 use super::resources::{pod_requests, units};
+use crate::admission::{Handler, Rejection};
 use k8s_openapi::api::core::v1::Pod;
 
-/// Why a pod was rejected: `reason` is `OutOfcpu`, `OutOfmemory` or `OutOfpods`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub reason: String,
-    pub message: String,
+/// The resource-fit admit handler: `allocatable` (unbounded without a container manager) and
+/// `maxPods`.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceFit {
+    pub allocatable: Allocatable,
+    pub max_pods: i64,
+}
+
+impl ResourceFit {
+    /// No container manager: only maxPods binds.
+    pub fn unbounded(max_pods: i64) -> Self {
+        let allocatable = Allocatable { cpu_milli: i64::MAX / 4, memory: i64::MAX / 4, pids: i64::MAX / 4 };
+        Self { allocatable, max_pods }
+    }
+}
+
+impl Handler for ResourceFit {
+    fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
+        admit(pod, admitted, &self.allocatable, self.max_pods)
+    }
 }
 
 fn insufficient(resource: &str, requested: i64, used: i64, capacity: i64) -> Rejection {

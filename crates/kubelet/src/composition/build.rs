@@ -4,13 +4,13 @@
 //! dispatcher → image and container GC → eviction → servers), nothing spawned.
 
 use super::{Config, Error, Result};
+use crate::admission::{self, NodeInfo};
 use crate::api::DynApi;
 use crate::clock::DynClock;
 use crate::cri::DynRuntime;
 use crate::events::Recorder;
 use crate::images::Images;
 use crate::metrics::Metrics;
-use crate::pod::admission::NodeInfo;
 use crate::pod::dispatcher;
 use crate::pod::executor::Deps;
 use crate::pod::runtime_config::NodeContext;
@@ -261,14 +261,24 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         tasks.push(task("log rotation", move |token| logs::rotate::run(rotate_cfg, rt, clk, token)));
     }
     let (evict_tx, evict_rx) = mpsc::channel(4);
+    // Admission, in upstream's order: node pressure, the node predicates, resource fit.
+    let resource_fit = match allocatable {
+        Some(allocatable) => cm::admission::ResourceFit { allocatable, max_pods: cfg.max_pods },
+        None => cm::admission::ResourceFit::unbounded(cfg.max_pods),
+    };
+    let mut admit: Vec<Arc<dyn admission::Handler>> = Vec::new();
+    if let Some(p) = &pressure {
+        admit.push(Arc::new(p.clone()));
+    }
+    admit.push(Arc::new(node_info));
+    admit.push(Arc::new(resource_fit));
     let dispatcher_cfg = dispatcher::Config {
         worker,
-        node: node_info,
-        max_pods: cfg.max_pods,
+        admission: admission::Handlers::new(admit),
         sources: wanted_sources,
         housekeeping: cfg.housekeeping,
     };
-    let hooks = dispatcher::Hooks { admit: pressure.clone(), evictions: host.map(|_| evict_rx) };
+    let hooks = dispatcher::Hooks { evictions: host.map(|_| evict_rx) };
     tasks.push(task("dispatcher", move |token| dispatcher::run_with(dispatcher_cfg, snap_rx, pleg_rx, hooks, token)));
 
     let mut servers = Servers::default();

@@ -22,13 +22,14 @@ pub mod rank;
 pub mod state;
 pub mod thresholds;
 
+use crate::admission::{Handler, Rejection};
 use crate::clock::DynClock;
 use crate::cri::DynRuntime;
 use crate::events::{Recorder, Type};
 use crate::gc::ContainerGc;
 use crate::gc::images::ImageGc;
 use crate::metrics::Metrics;
-use crate::pod::admission::Rejection;
+use crate::pod::{Eviction, EvictionRequest};
 use crate::stats::Provider;
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, Taint};
@@ -45,22 +46,6 @@ pub const MONITORING_INTERVAL: Duration = Duration::from_secs(10);
 pub const IMMEDIATE_GRACE_SECS: i64 = 1;
 /// How long to wait for an evicted pod's kill before the next cycle.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What a pod worker is told: kill with this grace period and end Failed / Evicted with this
-/// message. `done` fires once the pod's containers are stopped.
-#[derive(Debug)]
-pub struct Eviction {
-    pub grace_secs: i64,
-    pub message: String,
-    pub done: Option<oneshot::Sender<()>>,
-}
-
-/// An eviction for the dispatcher to hand to the pod's worker.
-#[derive(Debug)]
-pub struct Request {
-    pub uid: String,
-    pub eviction: Eviction,
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -111,9 +96,11 @@ impl Handle {
             *c = now;
         }
     }
+}
 
-    /// Upstream's eviction admit handler.
-    pub fn admit(&self, pod: &Pod) -> Result<(), Rejection> {
+/// Upstream's eviction admit handler.
+impl Handler for Handle {
+    fn admit(&self, pod: &Pod, _admitted: &[&Pod]) -> Result<(), Rejection> {
         let conditions = self.conditions();
         if conditions.is_empty() || rank::is_critical(pod) {
             return Ok(());
@@ -128,7 +115,7 @@ impl Handle {
                 ..Default::default()
             };
             let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
-            if tolerations.into_iter().flatten().any(|t| crate::pod::admission::tolerates(t, &taint)) {
+            if tolerations.into_iter().flatten().any(|t| crate::admission::tolerates(t, &taint)) {
                 return Ok(());
             }
         }
@@ -148,7 +135,7 @@ pub struct Deps {
     pub images: Option<ImageGc>,
     pub containers: Option<ContainerGc>,
     /// To the dispatcher, which hands each eviction to the pod's worker.
-    pub evict: mpsc::Sender<Request>,
+    pub evict: mpsc::Sender<EvictionRequest>,
 }
 
 fn is_terminal(p: &Pod) -> bool {
@@ -183,7 +170,7 @@ impl Manager {
         tracing::warn!(pod = %name, signal, grace = grace_secs, "eviction manager: evicting pod: {message}");
         self.deps.events.pod(pod, None, Type::Warning, "Evicted", message.clone());
         let (tx, rx) = oneshot::channel();
-        let req = Request { uid, eviction: Eviction { grace_secs, message, done: Some(tx) } };
+        let req = EvictionRequest { uid, eviction: Eviction { grace_secs, message, done: Some(tx) } };
         if self.deps.evict.send(req).await.is_err() {
             tracing::warn!(pod = %name, "eviction manager: the dispatcher is gone");
             return None;

@@ -3,6 +3,7 @@
 //! source wants (orphans, e.g. after a manifest was deleted while the kubelet was down).
 
 use super::worker::{self, Handle, Msg, WorkerConfig};
+use crate::admission::Handlers;
 use crate::cri::labels::{self, PodRef};
 use crate::meta::{pod_name, time};
 use crate::sources::{Snapshot, SourceKind};
@@ -15,10 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Config {
     pub worker: WorkerConfig,
-    /// This node, for admission (node name, selectors, taints).
-    pub node: super::admission::NodeInfo,
-    /// `maxPods`, for admission.
-    pub max_pods: i64,
+    /// The admit handlers a new pod must pass (node predicates, resources, node pressure).
+    pub admission: Handlers,
     /// The sources that must deliver a first snapshot before orphans may be removed.
     pub sources: HashSet<SourceKind>,
     pub housekeeping: Duration,
@@ -30,11 +29,10 @@ struct Entry {
     terminating: bool,
 }
 
-/// What the eviction manager adds: its admission check and the evictions to hand to workers.
+/// What the eviction manager adds: the evictions to hand to workers.
 #[derive(Default)]
 pub struct Hooks {
-    pub admit: Option<crate::eviction::Handle>,
-    pub evictions: Option<mpsc::Receiver<crate::eviction::Request>>,
+    pub evictions: Option<mpsc::Receiver<super::EvictionRequest>>,
 }
 
 pub async fn run(
@@ -121,15 +119,7 @@ pub async fn run_with(
                     let pod = all[uid];
                     if !workers.contains_key(uid) && !rejected.contains(uid) && pod.metadata.deletion_timestamp.is_none() {
                         let refs: Vec<&Pod> = admitted.iter().collect();
-                        let pressure = hooks.admit.as_ref().map_or(Ok(()), |h| h.admit(pod));
-                        let fits = pressure.and_then(|()| super::admission::admit(pod, &cfg.node, &refs)).and_then(|()| {
-                            let alloc = cfg.worker.deps.node.cgroups.as_ref().map(|cm| cm.allocatable()).unwrap_or(
-                                crate::cm::Allocatable { cpu_milli: i64::MAX / 4, memory: i64::MAX / 4, pids: i64::MAX / 4 },
-                            );
-                            crate::cm::admission::admit(pod, &refs, &alloc, cfg.max_pods)
-                                .map_err(|r| super::admission::Rejection { reason: r.reason, message: r.message })
-                        });
-                        if let Err(r) = fits {
+                        if let Err(r) = cfg.admission.admit(pod, &refs) {
                             tracing::warn!(pod = %pod_name(pod), reason = %r.reason, "{}", r.message);
                             let status = k8s_openapi::api::core::v1::PodStatus {
                                 phase: Some("Failed".into()),

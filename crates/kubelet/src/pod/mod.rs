@@ -1,6 +1,5 @@
 //! Pods: from desired spec and observed runtime state to actions and status.
 
-pub mod admission;
 pub mod dispatcher;
 pub mod env;
 pub mod executor;
@@ -10,3 +9,20 @@ pub mod probe_checkpoint;
 pub mod runtime_config;
 pub mod status;
 pub mod worker;
+
+/// What a pod worker is told by the eviction manager (through the dispatcher): kill with this
+/// grace period and end Failed / Evicted with this message. `done` fires once the pod's
+/// containers are stopped.
+#[derive(Debug)]
+pub struct Eviction {
+    pub grace_secs: i64,
+    pub message: String,
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// An eviction for the dispatcher to hand to the pod's worker.
+#[derive(Debug)]
+pub struct EvictionRequest {
+    pub uid: String,
+    pub eviction: Eviction,
+}

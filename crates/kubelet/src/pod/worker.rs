@@ -34,7 +34,7 @@ pub enum Msg {
     /// The pod is no longer wanted: stop and remove it.
     Terminate,
     /// Node pressure: kill with the eviction's grace period, end Failed / Evicted.
-    Evict(crate::eviction::Eviction),
+    Evict(super::Eviction),
 }
 
 /// An evicted pod's status: reason Evicted, the eviction message, and the DisruptionTarget
@@ -133,7 +133,7 @@ struct Worker {
     waiting: WaitingReasons,
     status: Option<PodStatus>,
     /// Set once the eviction manager evicted the pod: its status message and kill grace period.
-    eviction: Option<crate::eviction::Eviction>,
+    eviction: Option<super::Eviction>,
     cache: HashMap<String, ContainerObs>,
     ip_cache: HashMap<String, observe::SandboxIps>,
     /// Probes of the running container instances, by container ID.

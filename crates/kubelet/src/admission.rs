@@ -1,15 +1,47 @@
-//! Pod admission on this node, as upstream's kubelet admit handlers (predicates): node name,
-//! nodeSelector and required node affinity, NoExecute taints, host ports. Resource fit
-//! (OutOfcpu / OutOfmemory / OutOfpods) is the container manager's (`cm::admission`).
+//! Pod admission: the admit handlers (upstream's `lifecycle.PodAdmitHandler`) a new pod must pass
+//! before its worker starts. The dispatcher runs the node's [`Handlers`] in order, the first
+//! refusal wins; the composition builds the list: node pressure (`eviction::Handle`), the node
+//! predicates here ([`NodeInfo`]: node name, nodeSelector and required node affinity, NoExecute
+//! taints, host ports), resource fit (`cm::admission::ResourceFit`: OutOfpods / OutOfcpu /
+//! OutOfmemory).
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
+/// One admit handler: refuses `pod` or lets it through, next to the pods already admitted (not
+/// including `pod`).
+pub trait Handler: Send + Sync {
+    fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection>;
+}
+
+/// The node's admit handlers, run in order.
+#[derive(Clone, Default)]
+pub struct Handlers(Vec<Arc<dyn Handler>>);
+
+impl Handlers {
+    pub fn new(handlers: Vec<Arc<dyn Handler>>) -> Self {
+        Self(handlers)
+    }
+
+    /// The first handler's refusal, if any refuses.
+    pub fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
+        self.0.iter().try_for_each(|h| h.admit(pod, admitted))
+    }
+}
+
+/// This node, for the node predicates.
 #[derive(Debug, Clone, Default)]
 pub struct NodeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
+}
+
+impl Handler for NodeInfo {
+    fn admit(&self, pod: &Pod, admitted: &[&Pod]) -> Result<(), Rejection> {
+        admit(pod, self, admitted)
+    }
 }
 
 /// Why a pod was refused: becomes the pod's status reason and message (phase Failed).
@@ -94,7 +126,7 @@ fn host_ports(p: &Pod) -> impl Iterator<Item = (i32, String)> + '_ {
     })
 }
 
-/// Admits `pod` on `node` next to the pods already admitted.
+/// The node predicates: admits `pod` on `node` next to the pods already admitted.
 pub fn admit(pod: &Pod, node: &NodeInfo, admitted: &[&Pod]) -> Result<(), Rejection> {
     let spec = pod.spec.as_ref();
     if let Some(name) = spec.and_then(|s| s.node_name.as_deref())
@@ -191,6 +223,22 @@ mod tests {
             admit(&pod(serde_json::json!({"tolerations": [{"key": "dedicated", "value": "web"}]})), &n, &[]).is_err()
         );
         assert_eq!(admit(&pod(serde_json::json!({"nodeName": "n2"})), &n, &[]).unwrap_err().reason, "NodeName");
+    }
+
+    #[test]
+    fn handlers_run_in_order_and_the_first_refusal_wins() {
+        struct Refuse(&'static str);
+        impl Handler for Refuse {
+            fn admit(&self, _: &Pod, _: &[&Pod]) -> Result<(), Rejection> {
+                Err(Rejection { reason: self.0.into(), message: String::new() })
+            }
+        }
+        let p = pod(serde_json::json!({"tolerations": []}));
+        assert!(Handlers::default().admit(&p, &[]).is_ok());
+        let node_first = Handlers::new(vec![Arc::new(node()), Arc::new(Refuse("Other"))]);
+        assert_eq!(node_first.admit(&p, &[]).unwrap_err().reason, "TaintToleration");
+        let other_first = Handlers::new(vec![Arc::new(Refuse("Other")), Arc::new(node())]);
+        assert_eq!(other_first.admit(&p, &[]).unwrap_err().reason, "Other");
     }
 
     #[test]
