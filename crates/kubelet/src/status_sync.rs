@@ -7,9 +7,10 @@
 use crate::api::{ApiError, DynApi};
 use crate::sources::manifest::{CONFIG_HASH, CONFIG_MIRROR, CONFIG_SOURCE};
 use crate::status_manager::Statuses;
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -24,8 +25,25 @@ struct Sent {
     namespace: String,
     name: String,
     is_static: bool,
-    status: Option<PodStatus>,
+    /// The pod as the status manager has it now; None once it was removed there (its API
+    /// object is to be deleted).
+    pod: Option<Arc<Pod>>,
+    /// The pod whose status the API server last took.
+    sent: Option<Arc<Pod>>,
     mirror_ok: bool,
+}
+
+impl Sent {
+    fn new(pod: &Pod) -> Self {
+        Sent {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            is_static: is_static(pod),
+            pod: None,
+            sent: None,
+            mirror_ok: false,
+        }
+    }
 }
 
 fn is_static(p: &Pod) -> bool {
@@ -79,10 +97,15 @@ async fn ensure_mirror(api: &DynApi, pod: &Pod, cfg: &Config, node_uid: &mut Opt
 }
 
 /// Sends until `token` is cancelled, then makes one last round with the newest statuses (the
-/// composition cancels it once the pod workers have stopped, and bounds that round).
+/// composition cancels it once the pod workers have stopped, and bounds that round). Each round
+/// looks at the pods whose status changed since the last one and at those still owed a write
+/// (a failed call, a mirror pod to re-check), not at every pod.
 pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: CancellationToken) {
     let mut version = statuses.subscribe();
+    let mut seen = 0;
     let mut sent: HashMap<String, Sent> = HashMap::new();
+    // The pods owed a round: changed, not yet taken by the API server, or to be deleted.
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut node_uid: Option<String> = None;
     let mut failing = false;
     let mut last_round = false;
@@ -90,47 +113,64 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
         if token.is_cancelled() {
             last_round = true;
         }
-        let mut errors = 0;
-        let pods = statuses.list();
-        for pod in &pods {
+        let changes = statuses.changes(seen);
+        seen = changes.version;
+        if changes.full {
+            let present: HashSet<&str> = changes.updated.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+            for (uid, s) in sent.iter_mut().filter(|(uid, _)| !present.contains(uid.as_str())) {
+                s.pod = None;
+                dirty.insert(uid.clone());
+            }
+        }
+        for pod in changes.updated {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let entry = sent.entry(uid).or_insert_with(|| Sent {
-                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-                name: pod.metadata.name.clone().unwrap_or_default(),
-                is_static: is_static(pod),
-                status: None,
-                mirror_ok: false,
-            });
+            let entry = sent.entry(uid.clone()).or_insert_with(|| Sent::new(&pod));
+            entry.pod = Some(pod);
+            dirty.insert(uid);
+        }
+        for uid in changes.removed {
+            if let Some(s) = sent.get_mut(&uid) {
+                s.pod = None;
+                dirty.insert(uid);
+            }
+        }
+        let mut errors = 0;
+        let (present, gone): (Vec<String>, Vec<String>) =
+            std::mem::take(&mut dirty).into_iter().partition(|uid| sent.get(uid).is_some_and(|s| s.pod.is_some()));
+        for uid in present {
+            let Some(entry) = sent.get_mut(&uid) else { continue };
+            let Some(pod) = entry.pod.clone() else { continue };
             if entry.is_static && !entry.mirror_ok {
-                match ensure_mirror(&api, pod, &cfg, &mut node_uid).await {
+                match ensure_mirror(&api, &pod, &cfg, &mut node_uid).await {
                     Ok(()) => entry.mirror_ok = true,
                     Err(e) => {
                         errors += 1;
                         tracing::debug!(pod = %entry.name, error = %e, "mirror pod not ensured yet");
+                        dirty.insert(uid);
                         continue;
                     }
                 }
             }
-            if entry.status.as_ref() == pod.status.as_ref() {
+            if entry.sent.as_ref().and_then(|p| p.status.as_ref()) == pod.status.as_ref() {
                 continue;
             }
             let patch = serde_json::json!({ "status": pod.status });
             match api.patch_pod_status(&entry.namespace, &entry.name, &patch).await {
-                Ok(_) => entry.status = pod.status.clone(),
+                Ok(_) => entry.sent = Some(pod),
                 // The object is gone (a mirror deleted by someone): recreate it next round.
                 Err(ApiError::NotFound) => {
                     entry.mirror_ok = false;
-                    entry.status = None;
+                    entry.sent = None;
+                    dirty.insert(uid);
                 }
                 Err(e) => {
                     errors += 1;
                     tracing::debug!(pod = %entry.name, error = %e, "pod status update failed; will retry");
+                    dirty.insert(uid);
                 }
             }
         }
         // Pods the kubelet has finished with: their API objects go (grace 0).
-        let live: std::collections::HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        let gone: Vec<String> = sent.keys().filter(|u| !live.contains(*u)).cloned().collect();
         for uid in gone {
             let Some(s) = sent.get(&uid) else { continue };
             let precondition = if s.is_static { None } else { Some(uid.as_str()) };
@@ -142,6 +182,7 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
                 Err(e) => {
                     errors += 1;
                     tracing::debug!(pod = %s.name, error = %e, "pod delete failed; will retry");
+                    dirty.insert(uid);
                 }
             }
         }
@@ -164,8 +205,9 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
             _ = token.cancelled() => {}
             r = version.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(wait) => {
-                for s in sent.values_mut().filter(|s| s.is_static) {
+                for (uid, s) in sent.iter_mut().filter(|(_, s)| s.is_static) {
                     s.mirror_ok = false;
+                    dirty.insert(uid.clone());
                 }
             }
         }

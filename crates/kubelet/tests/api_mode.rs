@@ -193,7 +193,7 @@ async fn status_catches_up_after_an_api_outage() {
     c.rt.exit_container(&id, 0);
     // The kubelet sees the exit and restarts the container while the API is away.
     eventually("restart seen locally", || {
-        let st = c.statuses.list().into_iter().find(|p| p.metadata.name.as_deref() == Some("job"))?.status?;
+        let st = c.statuses.list().into_iter().find(|p| p.metadata.name.as_deref() == Some("job"))?.status.clone()?;
         (st.container_statuses?[0].restart_count >= 1).then_some(())
     })
     .await;

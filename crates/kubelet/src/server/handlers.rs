@@ -56,7 +56,7 @@ fn flag(pairs: &[(String, String)], names: &[&str]) -> bool {
     pairs.iter().any(|(k, v)| names.contains(&k.as_str()) && matches!(v.as_str(), "1" | "true" | "True" | ""))
 }
 
-fn find_pod(st: &ApiState, ns: &str, name: &str, uid: Option<&str>) -> Result<Pod, HttpError> {
+fn find_pod(st: &ApiState, ns: &str, name: &str, uid: Option<&str>) -> Result<Arc<Pod>, HttpError> {
     let pod = st
         .statuses
         .find(ns, name)
@@ -99,7 +99,9 @@ fn container_id(pod: &Pod, container: &str) -> Result<String, HttpError> {
 }
 
 async fn pods(State(st): State<ApiState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": st.statuses.list()}))
+    let pods = st.statuses.list();
+    let items: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    axum::Json(serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}))
 }
 
 /// `/runningpods/`: pods as the runtime sees them (sandboxes and containers that are running).

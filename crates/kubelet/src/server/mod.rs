@@ -68,7 +68,8 @@ pub fn healthz_router(h: Health) -> Router {
 }
 
 async fn pods(State(s): State<Statuses>) -> impl IntoResponse {
-    let items = s.list();
+    let pods = s.list();
+    let items: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().map(|p| &**p).collect();
     Json(serde_json::json!({
         "kind": "PodList",
         "apiVersion": "v1",
