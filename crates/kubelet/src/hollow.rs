@@ -48,7 +48,7 @@ pub struct Config {
     /// eventRecordQPS / eventBurst.
     pub event_qps: f64,
     pub event_burst: u32,
-    /// How often status_sync re-checks mirror pods and retries failed writes.
+    /// How often the status sync re-checks mirror pods and retries failed writes.
     pub status_resync: Duration,
     pub housekeeping: Duration,
 }

@@ -8,7 +8,7 @@ use crate::admission::{self, NodeInfo};
 use crate::api::DynApi;
 use crate::clock::DynClock;
 use crate::cri::DynRuntime;
-use crate::events::Recorder;
+use crate::event_recorder::Recorder;
 use crate::images::Images;
 use crate::metrics::Metrics;
 use crate::pod::dispatcher;
@@ -17,7 +17,7 @@ use crate::pod::runtime_config::NodeContext;
 use crate::pod::worker::WorkerConfig;
 use crate::sources::{self, Snapshot, SourceKind};
 use crate::status_manager::Statuses;
-use crate::{cm, eviction, gc, lease, logs, node_status, pleg, server, stats, status_sync, volume};
+use crate::{cm, eviction, gc, lease, logs, node_status, pleg, server, stats, status_manager, volume};
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -250,7 +250,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         tasks.push(task("lease", move |token| lease::run(lease_cfg, lease_api, token)));
         let (sync_cfg, sync_statuses) = (cfg.status_sync.clone(), statuses.clone());
         tasks.push(staged("status sync", Stage::Flush, move |token| {
-            status_sync::run(sync_cfg, sync_statuses, api, token)
+            status_manager::sync::run(sync_cfg, sync_statuses, api, token)
         }));
     }
     if let Some(h) = host {

@@ -14,7 +14,7 @@ pub use build::{Built, Parts, build};
 pub use running::{Running, Stopped};
 
 use crate::sources::{self, SourceKind};
-use crate::{cm, eviction, gc, images, lease, logs, node_status, server, status_sync};
+use crate::{cm, eviction, gc, images, lease, logs, node_status, server, status_manager};
 use kubelet_config::{KubeletConfiguration, NodeOptions};
 use std::collections::HashSet;
 use std::net::{AddrParseError, IpAddr, SocketAddr};
@@ -102,7 +102,7 @@ pub struct Config {
     /// also the node's for admission.
     pub node_status: node_status::Config,
     pub lease: lease::Config,
-    pub status_sync: status_sync::Config,
+    pub status_sync: status_manager::sync::Config,
     /// None: no PLEG; the caller feeds PLEG events by hand ([`Running::pleg_events`]) and
     /// workers list their pod themselves.
     pub pleg: Option<Pleg>,
@@ -241,7 +241,7 @@ impl Config {
             sources,
             node_status,
             lease: lease::Config { node_name: node_name.clone(), duration_secs: cfg.node_lease_duration_seconds },
-            status_sync: status_sync::Config { node_name: node_name.clone(), resync: Duration::from_secs(10) },
+            status_sync: status_manager::sync::Config { node_name: node_name.clone(), resync: Duration::from_secs(10) },
             pleg: Some(pleg),
             max_pods: i64::from(cfg.max_pods),
             housekeeping: Duration::from_secs(10),

@@ -25,7 +25,7 @@ pub mod thresholds;
 use crate::admission::{Handler, Rejection};
 use crate::clock::DynClock;
 use crate::cri::DynRuntime;
-use crate::events::{Recorder, Type};
+use crate::event_recorder::{Recorder, Type};
 use crate::gc::ContainerGc;
 use crate::gc::images::ImageGc;
 use crate::metrics::Metrics;

@@ -9,7 +9,7 @@ use crate::backoff::Keyed;
 use crate::clock::DynClock;
 use crate::cri::labels::{ContainerAnnotations, ContainerType};
 use crate::cri::{DynRuntime, api};
-use crate::events::{Recorder, Type};
+use crate::event_recorder::{Recorder, Type};
 use crate::images::Images;
 pub(crate) use crate::meta::pod_name;
 use crate::pleg::{ContainerRecord, OwnChange, SandboxRecord};

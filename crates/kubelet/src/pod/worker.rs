@@ -286,7 +286,13 @@ impl Worker {
                 Kind::Startup => "Startup",
             };
             let ev = format!("{probe} probe failed: {}", u.message);
-            self.cfg.deps.events.pod(&self.pod, Some(&u.container), crate::events::Type::Warning, "Unhealthy", ev);
+            self.cfg.deps.events.pod(
+                &self.pod,
+                Some(&u.container),
+                crate::event_recorder::Type::Warning,
+                "Unhealthy",
+                ev,
+            );
         }
         let Some(p) = self.probes.get_mut(&u.container_id) else { return };
         match (u.kind, u.ok) {
@@ -607,7 +613,7 @@ impl Worker {
                     m.namespace.as_deref().unwrap_or(""),
                     m.uid.as_deref().unwrap_or("")
                 );
-                deps.events.pod(&self.pod, Some(&w.name), crate::events::Type::Warning, "BackOff", msg);
+                deps.events.pod(&self.pod, Some(&w.name), crate::event_recorder::Type::Warning, "BackOff", msg);
             }
         }
         let planned: Vec<&str> =

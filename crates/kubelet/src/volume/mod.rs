@@ -23,7 +23,7 @@ pub mod subpath;
 
 use crate::api::DynApi;
 use crate::clock::DynClock;
-use crate::events::{Recorder, Type};
+use crate::event_recorder::{Recorder, Type};
 use crate::meta::pod_name;
 use k8s_openapi::api::core::v1::{Pod, Volume};
 use plugins::{Ctx, Kind};

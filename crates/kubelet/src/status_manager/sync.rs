@@ -4,9 +4,9 @@
 //! A failed call is retried on the next round with the newest status: nothing is lost while
 //! the API server is away.
 
+use super::Statuses;
 use crate::api::{ApiError, DynApi};
 use crate::sources::manifest::{CONFIG_HASH, CONFIG_MIRROR, CONFIG_SOURCE};
-use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use std::collections::{BTreeSet, HashMap, HashSet};

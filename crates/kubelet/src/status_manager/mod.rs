@@ -1,8 +1,11 @@
 //! The status manager: the newest status of every pod the kubelet runs. Pod workers write it;
-//! the server's `/pods` and (with an API server) the status sync read it. Readers get `Arc`s
+//! the server's `/pods` and (with an API server) [`sync`], which sends it to the API server,
+//! read it. Readers get `Arc`s
 //! (a status is never copied to be read), can wait for changes through a version counter, and
 //! ask for what changed since the version they last saw ([`Statuses::changes`]): a change
 //! costs a reader the changed pods, not every pod.
+
+pub mod sync;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::{BTreeMap, HashMap};
