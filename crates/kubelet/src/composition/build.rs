@@ -279,7 +279,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         housekeeping: cfg.housekeeping,
     };
     let hooks = dispatcher::Hooks { evictions: host.map(|_| evict_rx) };
-    tasks.push(task("dispatcher", move |token| dispatcher::run_with(dispatcher_cfg, snap_rx, pleg_rx, hooks, token)));
+    tasks.push(task("dispatcher", move |token| dispatcher::run(dispatcher_cfg, snap_rx, pleg_rx, hooks, token)));
 
     let mut servers = Servers::default();
     if let (Some(h), Some(stats), Some(pressure)) = (host, stats, pressure) {

@@ -35,19 +35,10 @@ pub struct Hooks {
     pub evictions: Option<mpsc::Receiver<super::EvictionRequest>>,
 }
 
-pub async fn run(
-    cfg: Config,
-    snapshots: mpsc::Receiver<Snapshot>,
-    pleg: mpsc::Receiver<String>,
-    token: CancellationToken,
-) {
-    run_with(cfg, snapshots, pleg, Hooks::default(), token).await
-}
-
 /// Runs until `token` is cancelled: then it takes no more snapshots, PLEG events or
 /// evictions, and waits for its workers (each under a child token) to stop. The workers are
 /// tasks of its own: if the node's bound runs out and the dispatcher is aborted, so are they.
-pub async fn run_with(
+pub async fn run(
     cfg: Config,
     mut snapshots: mpsc::Receiver<Snapshot>,
     mut pleg: mpsc::Receiver<String>,

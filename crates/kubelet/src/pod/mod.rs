@@ -1,14 +1,15 @@
 //! Pods: from desired spec and observed runtime state to actions and status.
 
-pub mod dispatcher;
+pub(crate) mod dispatcher;
+// Public for the bench, which builds container configs by hand.
 pub mod env;
-pub mod executor;
-pub mod observe;
-pub mod plan;
-pub mod probe_checkpoint;
+pub(crate) mod executor;
+mod observe;
+mod plan;
+mod probe_checkpoint;
 pub mod runtime_config;
-pub mod status;
-pub mod worker;
+mod status;
+pub(crate) mod worker;
 
 /// What a pod worker is told by the eviction manager (through the dispatcher): kill with this
 /// grace period and end Failed / Evicted with this message. `done` fires once the pod's
