@@ -181,8 +181,10 @@ async fn run() -> anyhow::Result<()> {
         cfg.runtime_request_timeout.to_std().context("runtimeRequestTimeout: must not be negative")?;
     let metrics = kubelet::metrics::Metrics::new();
     // Every CRI call is counted and timed (kubelet_runtime_operations_*).
-    let runtime =
-        kubelet::cri::instrumented::Instrumented::wrap(connect_runtime(&cfg, request_timeout).await, metrics.clone());
+    let runtime = kubelet::metrics::instrumented::Instrumented::wrap(
+        connect_runtime(&cfg, request_timeout).await,
+        metrics.clone(),
+    );
     let api: Option<DynApi> = match &node.kubeconfig {
         Some(path) => {
             let client = KubeApi::from_kubeconfig(path, f64::from(cfg.kube_api_qps), cfg.kube_api_burst.max(1) as u32)

@@ -4,7 +4,6 @@
 //! a real runtime (containerd) and [`fake`] keeps an in-memory runtime for unit tests.
 
 pub mod fake;
-pub mod instrumented;
 pub mod labels;
 pub mod remote;
 

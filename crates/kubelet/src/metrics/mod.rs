@@ -5,6 +5,7 @@
 //! [`routes`] encode it. Figures that describe the present (running pods and containers, resource
 //! usage) are not kept here: they are computed at scrape time from the runtime.
 
+pub mod instrumented;
 pub mod resource;
 pub mod routes;
 pub mod text;
@@ -402,6 +403,9 @@ fn probe_duration_labels(t: &ProbeTarget) -> ProbeDurationLabels {
         namespace: t.namespace.clone(),
     }
 }
+
+#[cfg(test)]
+mod stats_tests;
 
 /// Parses an exposition body (tests).
 #[cfg(test)]

@@ -407,4 +407,4 @@ impl Provider {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

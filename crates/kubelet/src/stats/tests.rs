@@ -1,12 +1,11 @@
-//! The summary and the resource/cadvisor metrics built from fake runtime data and a fake host.
+//! The summary built from fake runtime data and a fake host (helpers shared with the metrics tests).
 
 use super::*;
 use crate::cri::Runtime;
 use crate::cri::fake::{FakeRuntime, FakeStats};
 use crate::cri::labels;
-use crate::metrics::{parse, resource, text};
 
-const MI: u64 = 1 << 20;
+pub(crate) const MI: u64 = 1 << 20;
 
 fn write(root: &std::path::Path, rel: &str, text: &str) {
     let p = root.join(rel);
@@ -15,7 +14,7 @@ fn write(root: &std::path::Path, rel: &str, text: &str) {
 }
 
 /// A pod with running containers `names` in the fake runtime; returns the container IDs.
-async fn pod(rt: &FakeRuntime, name: &str, uid: &str, names: &[&str]) -> Vec<String> {
+pub(crate) async fn pod(rt: &FakeRuntime, name: &str, uid: &str, names: &[&str]) -> Vec<String> {
     let r = PodRef { name: name.into(), namespace: "default".into(), uid: uid.into() };
     let sb_config = api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
@@ -54,7 +53,7 @@ fn host(dir: &std::path::Path) -> HostPaths {
     HostPaths { proc: dir.join("proc"), cgroup: dir.join("cgroup") }
 }
 
-fn provider(rt: &FakeRuntime, dir: &std::path::Path) -> Provider {
+pub(crate) fn provider(rt: &FakeRuntime, dir: &std::path::Path) -> Provider {
     let cfg = Config {
         node_name: "node-a".into(),
         root_dir: dir.to_path_buf(),
@@ -151,82 +150,4 @@ async fn pods_fall_back_to_their_containers_without_sandbox_stats_and_gone_conta
     let c = p.collect(true).await.unwrap();
     assert_eq!(c.summary.pods[0].containers.len(), 1);
     assert_eq!(p.rates.len(), before - 1, "the stopped container's sample is dropped");
-}
-
-#[tokio::test]
-async fn resource_and_cadvisor_metrics_parse_with_upstream_names() {
-    let d = tempfile::tempdir().unwrap();
-    let rt = FakeRuntime::new();
-    let ids = pod(&rt, "web", "u1", &["app"]).await;
-    rt.set_stats(&ids[0], FakeStats { cpu_nanos: 1_500_000_000, memory_bytes: 48 * MI, writable_bytes: 8192 });
-    let p = provider(&rt, d.path());
-    let c = p.collect(false).await.unwrap();
-
-    let mut out = String::new();
-    text::encode(&mut out, &resource::resource_families(Some(&c)));
-    let s = parse(&out);
-    let find = |name: &str| s.samples.iter().find(|x| x.metric == name).unwrap_or_else(|| panic!("{name} in {out}"));
-    let ws = find("container_memory_working_set_bytes");
-    assert_eq!(ws.value, prometheus_parse::Value::Gauge((48 * MI) as f64));
-    assert_eq!(ws.labels.get("container"), Some("app"));
-    assert_eq!(ws.labels.get("pod"), Some("web"));
-    assert_eq!(ws.labels.get("namespace"), Some("default"));
-    assert!(
-        out.lines().any(|l| l.starts_with("container_memory_working_set_bytes{") && l.split(' ').count() == 3),
-        "timestamp: {out}"
-    );
-    assert_eq!(find("container_cpu_usage_seconds_total").value, prometheus_parse::Value::Counter(1.5));
-    assert_eq!(find("node_memory_working_set_bytes").value, prometheus_parse::Value::Gauge((200 * MI) as f64));
-    assert_eq!(find("node_cpu_usage_seconds_total").value, prometheus_parse::Value::Counter(5.0));
-    assert_eq!(find("pod_memory_working_set_bytes").value, prometheus_parse::Value::Gauge((48 * MI) as f64));
-    assert!(matches!(find("container_start_time_seconds").value, prometheus_parse::Value::Gauge(v) if v > 1.6e9));
-    assert_eq!(find("scrape_error").value, prometheus_parse::Value::Gauge(0.0));
-
-    let mut failed = String::new();
-    text::encode(&mut failed, &resource::resource_families(None));
-    assert!(failed.contains("\nscrape_error 1\n"), "{failed}");
-
-    let mut out = String::new();
-    text::encode(&mut out, &resource::cadvisor_families(&c));
-    let s = parse(&out);
-    let app: Vec<_> = s
-        .samples
-        .iter()
-        .filter(|x| x.metric == "container_memory_working_set_bytes" && x.labels.get("container") == Some("app"))
-        .collect();
-    assert_eq!(app.len(), 1, "{out}");
-    assert_eq!(app[0].labels.get("name"), Some(ids[0].as_str()));
-    assert_eq!(app[0].labels.get("image"), Some("busybox:1.36"));
-    assert!(
-        s.samples
-            .iter()
-            .any(|x| x.metric == "container_fs_usage_bytes" && x.value == prometheus_parse::Value::Gauge(8192.0))
-    );
-    assert!(
-        s.samples
-            .iter()
-            .any(|x| x.metric == "container_memory_working_set_bytes" && x.labels.get("container") == Some("")),
-        "pod-level series"
-    );
-}
-
-#[tokio::test]
-async fn running_pods_and_containers_are_counted_from_the_runtime() {
-    let rt = FakeRuntime::new();
-    pod(&rt, "a", "u1", &["x", "y"]).await;
-    let ids = pod(&rt, "b", "u2", &["z"]).await;
-    rt.exit_container(&ids[0], 1);
-    let dynrt: crate::cri::DynRuntime = Arc::new(rt.clone());
-    let fams = crate::metrics::routes::running_families(&dynrt).await.unwrap();
-    let m = crate::metrics::Metrics::new();
-    let s = parse(&m.encode_kubelet(&fams));
-    let v = |name: &str, state: Option<&str>| {
-        s.samples
-            .iter()
-            .find(|x| x.metric == name && state.is_none_or(|st| x.labels.get("container_state") == Some(st)))
-            .map(|x| x.value.clone())
-    };
-    assert_eq!(v("kubelet_running_pods", None), Some(prometheus_parse::Value::Gauge(2.0)));
-    assert_eq!(v("kubelet_running_containers", Some("running")), Some(prometheus_parse::Value::Gauge(2.0)));
-    assert_eq!(v("kubelet_running_containers", Some("exited")), Some(prometheus_parse::Value::Gauge(1.0)));
 }

@@ -4,9 +4,9 @@
 //! and `kubelet_started_containers_total` (each CreateContainer, by container type), the points
 //! where upstream counts them.
 
-use super::labels::CONTAINER_TYPE;
-use super::{DynRuntime, ExecOutput, Result, Runtime, api};
-use crate::metrics::Metrics;
+use super::Metrics;
+use crate::cri::labels::CONTAINER_TYPE;
+use crate::cri::{DynRuntime, ExecOutput, Result, Runtime, api};
 use async_trait::async_trait;
 use std::future::Future;
 use std::sync::Arc;
@@ -164,7 +164,7 @@ impl Runtime for Instrumented {
     }
 
     /// Counts the subscription, not the events.
-    async fn container_events(&self) -> Result<super::ContainerEvents> {
+    async fn container_events(&self) -> Result<crate::cri::ContainerEvents> {
         self.record("get_container_events", self.inner.container_events()).await
     }
 }
