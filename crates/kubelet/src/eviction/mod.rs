@@ -215,8 +215,7 @@ impl Manager {
         let step = self.state.step(&self.cfg.thresholds, &obs, self.cfg.pressure_transition_period, now);
         self.handle.set(step.conditions.clone());
         let stats = rank::stats_by_uid(&summary.pods);
-        let mut active: Vec<Pod> =
-            self.deps.statuses.list().iter().filter(|p| !is_terminal(p)).map(|p| Pod::clone(p)).collect();
+        let mut active: Vec<Arc<Pod>> = self.deps.statuses.list().into_iter().filter(|p| !is_terminal(p)).collect();
 
         // Local storage limits first, as upstream.
         for p in active.iter().filter(|p| !rank::is_critical(p)) {

@@ -5,6 +5,7 @@ use super::thresholds::{Observations, Resource, Signal, Threshold};
 use crate::cm::resources::{container_requests, pod_limits, pod_requests, units};
 use crate::stats::types::{FsStats, PodStats};
 use k8s_openapi::api::core::v1::Pod;
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 /// Pod stats by UID, from one Summary.
@@ -81,8 +82,8 @@ fn usage(p: &Pod, stats: &StatsByUid, signal: Signal, dedicated_image_fs: bool) 
 
 /// Orders `pods` for eviction under `signal`, first to evict first: memory and disk — usage
 /// above requests first, then lower priority, then larger usage above requests; pids — lower
-/// priority, then more processes. Pods without stats come first.
-pub fn rank(pods: &mut [Pod], signal: Signal, stats: &StatsByUid, dedicated_image_fs: bool) {
+/// priority, then more processes. Pods without stats come first. `pods` may be shared (`Arc`s).
+pub fn rank<P: Borrow<Pod>>(pods: &mut [P], signal: Signal, stats: &StatsByUid, dedicated_image_fs: bool) {
     let req_name = match signal.resource() {
         Resource::Memory => "memory",
         _ => "ephemeral-storage",
@@ -90,6 +91,7 @@ pub fn rank(pods: &mut [Pod], signal: Signal, stats: &StatsByUid, dedicated_imag
     // Inodes have no requests (upstream compares against a zero request).
     let req = |p: &Pod| if signal.resource() == Resource::Inodes { 0 } else { request(p, req_name) };
     pods.sort_by(|a, b| {
+        let (a, b) = (a.borrow(), b.borrow());
         let (ua, ub) = (usage(a, stats, signal, dedicated_image_fs), usage(b, stats, signal, dedicated_image_fs));
         // Pods without stats first.
         let (Some(ua), Some(ub)) = (ua, ub) else { return ua.is_some().cmp(&ub.is_some()) };
