@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod defaults;
 pub mod dispatcher;
 pub mod env;
+pub mod error;
 pub mod executor;
 pub mod observe;
 pub mod plan;

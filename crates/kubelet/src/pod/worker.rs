@@ -2,6 +2,7 @@
 //! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
 
 use super::backoff::Backoff;
+use super::error::{Error, Result};
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::plan;
@@ -385,7 +386,7 @@ impl Worker {
 
     /// The pod's runtime state: from the PLEG cache (fresh with respect to this worker's own
     /// changes), else from the pod's own list calls.
-    async fn observe(&mut self) -> Result<PodObs, String> {
+    async fn observe(&mut self) -> Result<PodObs> {
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
         let runtime = &self.cfg.deps.runtime;
         // A stopping kubelet relists no more: the pod is listed directly.
@@ -397,11 +398,11 @@ impl Worker {
             Some(r) => observe::from_record(runtime, &r, &mut self.cache, &mut self.ip_cache).await,
             None => observe::observe(runtime, &uid, &mut self.cache, &mut self.ip_cache).await,
         };
-        obs.map_err(|e| e.to_string())
+        Ok(obs?)
     }
 
     /// Observes after this worker changed the runtime: waits for a relist that saw the change.
-    async fn observe_after_change(&mut self) -> Result<PodObs, String> {
+    async fn observe_after_change(&mut self) -> Result<PodObs> {
         self.changed_runtime();
         self.observe().await
     }
@@ -504,7 +505,7 @@ impl Worker {
         [&c.liveness_probe, &c.startup_probe].into_iter().flatten().find_map(|p| p.termination_grace_period_seconds)
     }
 
-    async fn sync(&mut self) -> Result<Outcome, String> {
+    async fn sync(&mut self) -> Result<Outcome> {
         let deps = self.cfg.deps.clone();
         let mut obs = self.observe().await?;
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
@@ -526,14 +527,14 @@ impl Worker {
             // Volumes come off first; the pod directory goes only once nothing is mounted in it.
             // A failure stays on the pod (message, FailedUnMount event) and is retried.
             let torn_down = self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await;
-            let Some(torn_down) = torn_down else { return Err("the kubelet is stopping".into()) };
+            let Some(torn_down) = torn_down else { return Err(Error::Stopping) };
             if let Err(e) = torn_down {
-                let msg = format!("waiting for volumes to be torn down: {e}");
-                self.cfg.statuses.set_message(&uid, msg.clone());
-                return Err(msg);
+                let e = Error::VolumeTeardown(e);
+                self.cfg.statuses.set_message(&uid, e.to_string());
+                return Err(e);
             }
             let pod_dir = super::runtime_config::pod_dir(&deps.node, &uid);
-            crate::volume::mount::remove_unmounted(&pod_dir).map_err(|e| format!("removing the pod directory: {e}"))?;
+            crate::volume::mount::remove_unmounted(&pod_dir).map_err(Error::RemovePodDir)?;
             if let Some(cm) = &deps.node.cgroups {
                 cm.remove_pod_cgroup_eventually(&uid);
             }
@@ -621,7 +622,7 @@ impl Worker {
         // until then they wait in ContainerCreating with the volumes' errors as the message.
         let volumes = if p.create_sandbox.is_some() || !p.start.is_empty() {
             let ready = self.token.run_until_cancelled(deps.volumes.wait_ready(&self.pod, VOLUME_WAIT)).await;
-            match ready.ok_or("the kubelet is stopping: nothing started")? {
+            match ready.ok_or(Error::StoppingBefore("nothing started"))? {
                 Ok(v) => v,
                 Err(nr) => {
                     tracing::warn!(pod = %executor::pod_name(&self.pod), "{}", nr.message);
