@@ -9,7 +9,6 @@ pub mod error;
 pub mod executor;
 pub mod observe;
 pub mod plan;
-pub mod probe_checkpoint;
 pub mod qos;
 pub mod runtime_config;
 pub mod status;

@@ -6,14 +6,14 @@ use super::error::{Error, Result};
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::plan;
-use super::status::{self, ProbeView, WaitingReasons};
+use super::status::{self, WaitingReasons};
 use crate::backoff::Exponential;
-use crate::prober::{self, Kind};
+use crate::prober::{self, Kind, PodProbes};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +98,14 @@ pub fn spawn(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     // After a restart the API's copy of the status (startTime, transition times) is the record.
     let previous = cfg.statuses.get(&uid).or_else(|| pod.status.clone().filter(|s| s.phase.is_some()));
-    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    // The pod's probes run under a child of the worker's token.
+    let probes = prober::pod::Config {
+        runtime: cfg.deps.runtime.clone(),
+        metrics: cfg.deps.metrics.clone(),
+        pod: super::runtime_config::pod_ref(&pod),
+        pod_dir: super::runtime_config::pod_dir(&cfg.deps.node, &uid),
+    };
+    let probes = PodProbes::new(probes, token.child_token());
     let worker = Worker {
         seen: cfg.deps.clock.now(),
         pod,
@@ -110,15 +117,12 @@ pub fn spawn(
         eviction: None,
         cache: HashMap::new(),
         ip_cache: HashMap::new(),
-        probes: HashMap::new(),
-        probe_tx,
-        restored: None,
-        checkpointed: Default::default(),
+        probes,
         last_obs: None,
         token,
     };
     set.spawn(async move {
-        worker.run(rx, probe_rx).await;
+        worker.run(rx).await;
         uid
     });
     Handle { tx }
@@ -137,34 +141,12 @@ struct Worker {
     eviction: Option<crate::eviction::Eviction>,
     cache: HashMap<String, ContainerObs>,
     ip_cache: HashMap<String, observe::SandboxIps>,
-    /// Probes of the running container instances, by container ID.
-    probes: HashMap<String, ContainerProbes>,
-    probe_tx: mpsc::UnboundedSender<prober::Update>,
-    /// Probe results saved before a kubelet restart (read once, at the first reconcile).
-    restored: Option<super::probe_checkpoint::States>,
-    /// What the probe checkpoint file holds now.
-    checkpointed: super::probe_checkpoint::States,
+    /// The probes of the running container instances (the prober's tasks).
+    probes: PodProbes,
     /// The last observation published, for the last status when the worker stops.
     last_obs: Option<PodObs>,
     /// Cancelled when the kubelet stops (a child of the dispatcher's).
     token: CancellationToken,
-}
-
-/// The probe tasks of one container instance and what they last said.
-struct ContainerProbes {
-    tasks: Vec<tokio::task::AbortHandle>,
-    view: ProbeView,
-    started_tx: watch::Sender<bool>,
-    /// Set when liveness or startup failed: the container is to be killed.
-    kill: Option<String>,
-}
-
-impl Drop for ContainerProbes {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 enum Outcome {
@@ -175,11 +157,7 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Msg>,
-        mut probe_rx: mpsc::UnboundedReceiver<prober::Update>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let name = executor::pod_name(&self.pod);
         let mut failures = 0u32;
         // kubelet_pod_worker_duration_seconds{operation_type}: create, update (spec changed), sync.
@@ -220,9 +198,9 @@ impl Worker {
                 biased;
                 _ = self.token.cancelled() => break,
                 m = rx.recv() => m,
-                Some(u) = probe_rx.recv() => {
+                u = self.probes.changed() => {
                     self.probe_update(u);
-                    while let Ok(u) = probe_rx.try_recv() {
+                    while let Some(u) = self.probes.try_changed() {
                         self.probe_update(u);
                     }
                     continue;
@@ -242,22 +220,21 @@ impl Worker {
                 self.apply(m);
             }
         }
-        self.stop(&mut probe_rx);
+        self.stop().await;
     }
 
     /// The kubelet is stopping: the probes stop, their last results go into the probe
     /// checkpoint and the status. Containers keep running.
-    fn stop(&mut self, probe_rx: &mut mpsc::UnboundedReceiver<prober::Update>) {
+    async fn stop(&mut self) {
         let mut changed = false;
-        while let Ok(u) = probe_rx.try_recv() {
+        while let Some(u) = self.probes.try_changed() {
             self.probe_update(u);
             changed = true;
         }
         if changed && let Some(obs) = self.last_obs.take() {
             self.publish_status(&obs);
         }
-        self.checkpoint_probes();
-        self.probes.clear();
+        self.probes.stop().await;
         tracing::debug!(pod = %executor::pod_name(&self.pod), "pod worker stopped");
     }
 
@@ -279,8 +256,10 @@ impl Worker {
     }
 
     fn probe_update(&mut self, u: prober::Update) {
-        let pod = executor::pod_name(&self.pod);
-        if !u.ok && !u.message.is_empty() && self.probes.contains_key(&u.container_id) {
+        if !self.probes.record(&u) {
+            return;
+        }
+        if !u.ok && !u.message.is_empty() {
             let probe = match u.kind {
                 Kind::Liveness => "Liveness",
                 Kind::Readiness => "Readiness",
@@ -289,99 +268,26 @@ impl Worker {
             let ev = format!("{probe} probe failed: {}", u.message);
             self.cfg.deps.events.pod(&self.pod, Some(&u.container), crate::events::Type::Warning, "Unhealthy", ev);
         }
-        let Some(p) = self.probes.get_mut(&u.container_id) else { return };
-        match (u.kind, u.ok) {
-            (Kind::Readiness, ok) => {
-                p.view.ready = ok;
-                p.view.readiness_message = if ok { String::new() } else { u.message.clone() };
-            }
-            (Kind::Startup, true) => {
-                p.view.started = true;
-                let _ = p.started_tx.send(true);
-            }
-            (Kind::Liveness | Kind::Startup, false) => {
-                p.kill = Some(format!("Container {} failed {} probe, will be restarted", u.container, u.kind.as_str()));
-            }
-            (Kind::Liveness, true) => {}
-        }
+        let pod = executor::pod_name(&self.pod);
         tracing::info!(pod = %pod, container = %u.container, probe = u.kind.as_str(), ok = u.ok, "probe result changed: {}", u.message);
     }
 
-    /// Starts probes for container instances that just started running, drops those of
-    /// instances that are gone.
+    /// The instances to probe: running, not init, in the ready sandbox.
     fn reconcile_probes(&mut self, obs: &PodObs) {
         let sandbox = obs.sandbox().filter(|s| s.ready);
-        let pod_ip = sandbox.and_then(|s| s.ip.clone());
-        let running: Vec<&ContainerObs> = obs
+        let pod_ip = sandbox.and_then(|s| s.ip.as_deref());
+        let now = self.cfg.deps.clock.now();
+        let running: Vec<prober::Instance<'_>> = obs
             .containers
             .iter()
             .filter(|c| c.state == observe::CState::Running && !c.init && sandbox.is_some_and(|s| s.id == c.sandbox_id))
+            .map(|c| prober::Instance {
+                id: &c.id,
+                name: &c.name,
+                started_at: crate::cri::nanos_to_time(c.started_at).unwrap_or(now),
+            })
             .collect();
-        self.probes.retain(|id, _| running.iter().any(|c| &c.id == id));
-        let pod_dir =
-            super::runtime_config::pod_dir(&self.cfg.deps.node, self.pod.metadata.uid.as_deref().unwrap_or(""));
-        let restored = self.restored.get_or_insert_with(|| super::probe_checkpoint::load(&pod_dir)).clone();
-        let Some(spec) = self.pod.spec.as_ref() else { return };
-        let now = self.cfg.deps.clock.now();
-        for c in running {
-            if self.probes.contains_key(&c.id) {
-                continue;
-            }
-            let Some(container) = spec.containers.iter().find(|x| x.name == c.name) else { continue };
-            // After a kubelet restart, this instance's probes go on from their saved results.
-            let saved = restored.get(&c.id).copied();
-            let started = container.startup_probe.is_none() || saved.is_some_and(|s| s.started);
-            let (started_tx, started_rx) = watch::channel(started);
-            let mut entry = ContainerProbes {
-                tasks: Vec::new(),
-                view: ProbeView { ready: saved.is_some_and(|s| s.ready), started, readiness_message: String::new() },
-                started_tx,
-                kill: None,
-            };
-            let target = prober::handlers::Target {
-                runtime: self.cfg.deps.runtime.clone(),
-                container_id: c.id.clone(),
-                pod_ip: pod_ip.clone(),
-                ports: container.ports.clone().unwrap_or_default(),
-            };
-            let started_at = crate::cri::nanos_to_time(c.started_at).unwrap_or(now);
-            let probes = [
-                (Kind::Startup, &container.startup_probe),
-                (Kind::Liveness, &container.liveness_probe),
-                (Kind::Readiness, &container.readiness_probe),
-            ];
-            for (kind, probe) in probes {
-                let Some(probe) = probe.clone() else { continue };
-                if kind == Kind::Startup && saved.is_some_and(|s| s.started) {
-                    continue;
-                }
-                let initial = match (kind, saved) {
-                    (Kind::Readiness, Some(s)) => Some(s.ready),
-                    _ => None,
-                };
-                let gate = (kind != Kind::Startup && container.startup_probe.is_some()).then(|| started_rx.clone());
-                let spec = prober::worker::Spec {
-                    metrics: self.cfg.deps.metrics.clone(),
-                    pod: crate::cri::labels::PodRef {
-                        name: self.pod.metadata.name.clone().unwrap_or_default(),
-                        namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
-                        uid: self.pod.metadata.uid.clone().unwrap_or_default(),
-                    },
-                    kind,
-                    probe,
-                    container: c.name.clone(),
-                    target: target.clone(),
-                    started_at,
-                    now,
-                    initial,
-                };
-                // Probes stop with the worker (the kubelet stopping) or when the instance is gone.
-                let probe = prober::worker::run(spec, self.probe_tx.clone(), gate);
-                let task = tokio::spawn(self.token.child_token().run_until_cancelled_owned(probe));
-                entry.tasks.push(task.abort_handle());
-            }
-            self.probes.insert(c.id.clone(), entry);
-        }
+        self.probes.reconcile(self.pod.spec.as_ref(), &running, pod_ip, now);
     }
 
     /// The pod's runtime state: from the PLEG cache (fresh with respect to this worker's own
@@ -424,25 +330,6 @@ impl Worker {
         }
     }
 
-    /// Writes the probe checkpoint when a result changed.
-    fn checkpoint_probes(&mut self) {
-        let now: super::probe_checkpoint::States = self
-            .probes
-            .iter()
-            .map(|(id, p)| {
-                (id.clone(), super::probe_checkpoint::Saved { ready: p.view.ready, started: p.view.started })
-            })
-            .collect();
-        if now == self.checkpointed {
-            return;
-        }
-        let dir = super::runtime_config::pod_dir(&self.cfg.deps.node, self.pod.metadata.uid.as_deref().unwrap_or(""));
-        match super::probe_checkpoint::save(&dir, &now) {
-            Ok(()) => self.checkpointed = now,
-            Err(e) => tracing::warn!(pod = %executor::pod_name(&self.pod), error = %e, "writing the probe checkpoint"),
-        }
-    }
-
     fn publish(&mut self, obs: &PodObs) {
         // No probe starts once the kubelet is stopping.
         if !self.token.is_cancelled() {
@@ -453,9 +340,8 @@ impl Worker {
     }
 
     fn publish_status(&mut self, obs: &PodObs) {
-        self.checkpoint_probes();
-        let views: HashMap<String, ProbeView> =
-            self.probes.iter().map(|(id, p)| (id.clone(), p.view.clone())).collect();
+        self.probes.checkpoint();
+        let views = self.probes.views();
         let ctx = status::Context {
             probes: &views,
             waiting: &self.waiting,
@@ -577,12 +463,11 @@ impl Worker {
 
         // Containers whose liveness or startup probe failed are killed; the plan then restarts
         // them by their restart policy, with the usual backoff.
-        let unhealthy: Vec<(String, String)> =
-            self.probes.iter().filter_map(|(id, p)| p.kill.clone().map(|r| (id.clone(), r))).collect();
+        let unhealthy = self.probes.unhealthy();
         if !unhealthy.is_empty() {
             let ip = obs.sandbox().and_then(|s| s.ip.clone());
             for (id, reason) in unhealthy {
-                self.probes.remove(&id);
+                self.probes.forget(&id);
                 let Some(c) = obs.containers.iter().find(|c| c.id == id) else { continue };
                 let grace = self.probe_grace(&c.name).unwrap_or_else(|| executor::grace_secs(&self.pod));
                 tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, "{reason}");
