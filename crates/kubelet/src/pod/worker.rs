@@ -1,11 +1,14 @@
 //! One worker per pod: a task that syncs its pod whenever the spec changes, the PLEG reports a
 //! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
 
+mod running;
+mod terminated;
+mod terminating;
+
 use super::backoff::Backoff;
-use super::error::{Error, Result};
+use super::error::Result;
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
-use super::plan;
 use super::status::{self, WaitingReasons};
 use crate::backoff::Exponential;
 use crate::prober::{self, Kind, PodProbes};
@@ -385,176 +388,26 @@ impl Worker {
         );
     }
 
-    /// A probe-level terminationGracePeriodSeconds for a container's liveness/startup kill.
-    fn probe_grace(&self, name: &str) -> Option<i64> {
-        let c = self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name)?;
-        [&c.liveness_probe, &c.startup_probe].into_iter().flatten().find_map(|p| p.termination_grace_period_seconds)
-    }
-
+    /// One sync, in upstream's phases: a deleted pod is terminated (`terminating.rs`: every
+    /// container stopped, the pod removed from the runtime) and then cleaned up (`terminated.rs`:
+    /// volumes, pod directory, cgroup, logs, status; the worker ends); a terminal pod (Succeeded,
+    /// Failed, evicted) is only kept stopped, its volumes torn down; any other pod is synced to
+    /// its spec (`running.rs`).
     async fn sync(&mut self) -> Result<Outcome> {
-        let deps = self.cfg.deps.clone();
-        let mut obs = self.observe().await?;
-        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        let obs = self.observe().await?;
         if self.terminating {
-            if !obs.sandboxes.is_empty() || !obs.containers.is_empty() {
-                tracing::info!(pod = %executor::pod_name(&self.pod), "terminating pod");
-                let killed = executor::kill_pod(&deps, &self.pod, &obs).await;
-                self.changed_runtime();
-                killed?;
-                let after = self.observe_after_change().await?;
-                for c in &after.containers {
-                    tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, exit_code = c.exit_code, "container stopped");
-                }
-                let removed = executor::remove_pod(&deps, &self.pod, &after).await;
-                // A pod put back with the same UID must not see what was just removed.
-                self.changed_runtime();
-                removed?;
-            }
-            // Volumes come off first; the pod directory goes only once nothing is mounted in it.
-            // A failure stays on the pod (message, FailedUnMount event) and is retried.
-            let torn_down = self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await;
-            let Some(torn_down) = torn_down else { return Err(Error::Stopping) };
-            if let Err(e) = torn_down {
-                let e = Error::VolumeTeardown(e);
-                self.cfg.statuses.set_message(&uid, e.to_string());
-                return Err(e);
-            }
-            let pod_dir = super::runtime_config::pod_dir(&deps.node, &uid);
-            crate::volume::mount::remove_unmounted(&pod_dir).map_err(Error::RemovePodDir)?;
-            if let Some(cm) = &deps.node.cgroups {
-                cm.remove_pod_cgroup_eventually(&uid);
-            }
-            let _ = std::fs::remove_dir_all(super::runtime_config::pod_log_dir(&deps.node, &self.pod));
-            self.cfg.statuses.remove(&uid);
-            deps.metrics.pod_forgotten(&uid);
-            tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
-            return Ok(Outcome::Removed);
+            self.sync_terminating(&obs).await?;
+            return self.sync_terminated().await;
         }
-
-        // A terminal pod is only kept stopped.
         self.publish(&obs);
-        let phase = self.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let phase = self.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
-            // Dropped when this branch ends, after the kill: the eviction manager waits for it.
+            // Dropped when both phases end, after the kill: the eviction manager waits for it.
             let _evicted = self.eviction.as_mut().and_then(|e| e.done.take());
-            if obs.any_running() {
-                // An eviction kills with its own grace period (upstream's gracePeriodOverride).
-                let mut pod = self.pod.clone();
-                if let Some(e) = &self.eviction {
-                    pod.metadata.deletion_grace_period_seconds = Some(e.grace_secs);
-                }
-                let killed = executor::kill_pod(&deps, &pod, &obs).await;
-                self.changed_runtime();
-                killed?;
-                obs = self.observe().await?;
-                self.publish(&obs);
-            }
-            // A finished pod's volumes are torn down (upstream does so for terminated pods).
-            if !obs.any_running()
-                && let Some(Err(e)) =
-                    self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await
-            {
-                tracing::warn!(pod = %executor::pod_name(&self.pod), "{e}");
-            }
+            let obs = self.stop_terminal(obs).await?;
+            self.tear_down_terminal(&obs).await;
             return Ok(Outcome::Next(None));
         }
-        // The volume manager keeps the pod's volumes (downward API files follow its metadata).
-        deps.volumes.set_pod(&self.pod);
-
-        // Containers whose liveness or startup probe failed are killed; the plan then restarts
-        // them by their restart policy, with the usual backoff.
-        let unhealthy = self.probes.unhealthy();
-        if !unhealthy.is_empty() {
-            let ip = obs.sandbox().and_then(|s| s.ip.clone());
-            for (id, reason) in unhealthy {
-                self.probes.forget(&id);
-                let Some(c) = obs.containers.iter().find(|c| c.id == id) else { continue };
-                let grace = self.probe_grace(&c.name).unwrap_or_else(|| executor::grace_secs(&self.pod));
-                tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, "{reason}");
-                let stopped = executor::stop_container(&deps, &self.pod, c, grace, ip.as_deref()).await;
-                self.changed_runtime();
-                stopped?;
-            }
-            obs = self.observe_after_change().await?;
-        }
-
-        let now = deps.clock.now();
-        self.backoff.gc(now);
-        let p = plan::plan(&self.pod, &obs, &self.backoff, now);
-        // Reasons from the plan (back-off) replace those of containers it decided about.
-        for w in &p.waiting {
-            let before = self.waiting.insert(w.name.clone(), (w.reason.clone(), w.message.clone()));
-            if before.as_ref().map(|b| &b.1) != Some(&w.message) {
-                let m = &self.pod.metadata;
-                let msg = format!(
-                    "Back-off restarting failed container {} in pod {}_{}({})",
-                    w.name,
-                    m.name.as_deref().unwrap_or(""),
-                    m.namespace.as_deref().unwrap_or(""),
-                    m.uid.as_deref().unwrap_or("")
-                );
-                deps.events.pod(&self.pod, Some(&w.name), crate::events::Type::Warning, "BackOff", msg);
-            }
-        }
-        let planned: Vec<&str> =
-            p.waiting.iter().map(|w| w.name.as_str()).chain(p.start.iter().map(|s| s.name.as_str())).collect();
-        self.waiting.retain(|name, (reason, _)| reason != "CrashLoopBackOff" || planned.contains(&name.as_str()));
-        if p.is_noop() {
-            self.publish(&obs);
-            return Ok(Outcome::Next(p.retry_at));
-        }
-        // Containers start only once the pod's volumes are set up (upstream WaitForAttachAndMount);
-        // until then they wait in ContainerCreating with the volumes' errors as the message.
-        let volumes = if p.create_sandbox.is_some() || !p.start.is_empty() {
-            let ready = self.token.run_until_cancelled(deps.volumes.wait_ready(&self.pod, VOLUME_WAIT)).await;
-            match ready.ok_or(Error::StoppingBefore("nothing started"))? {
-                Ok(v) => v,
-                Err(nr) => {
-                    tracing::warn!(pod = %executor::pod_name(&self.pod), "{}", nr.message);
-                    for s in &p.start {
-                        self.waiting.insert(s.name.clone(), ("ContainerCreating".into(), nr.message.clone()));
-                    }
-                    self.publish(&obs);
-                    let now = deps.clock.now();
-                    let (soonest, latest) = (now + Duration::from_secs(1), now + Duration::from_secs(30));
-                    let retry = nr.retry_at.unwrap_or(now).clamp(soonest, latest);
-                    return Ok(Outcome::Next(Some(retry)));
-                }
-            }
-        } else {
-            crate::volume::PodVolumes::default()
-        };
-        // While a pull waits for a slot, the pod's status message says where it stands.
-        let statuses = self.cfg.statuses.clone();
-        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-        let on_queued = move |msg: String| statuses.set_message(&uid, msg);
-        let result = executor::execute(
-            &deps,
-            &self.pod,
-            &obs,
-            &p,
-            &mut self.backoff,
-            &mut self.waiting,
-            &on_queued,
-            &volumes,
-            &self.token,
-        )
-        .await;
-        obs = match &result {
-            Ok(done) if done.known => {
-                self.record_own(done);
-                self.observe().await?
-            }
-            _ => self.observe_after_change().await?,
-        };
-        self.publish(&obs);
-        result?;
-        // Containers that failed to start are retried soon; image pulls back off on their own.
-        let retry = (!self.waiting.is_empty()).then(|| deps.clock.now() + Duration::from_secs(2));
-        let next = match (p.retry_at, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(Outcome::Next(next))
+        self.sync_running(obs).await
     }
 }
