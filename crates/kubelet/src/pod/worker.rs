@@ -11,7 +11,7 @@ use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::status::{self, WaitingReasons};
 use crate::backoff::Exponential;
-use crate::prober::{self, Kind, PodProbes};
+use crate::prober::{self, PodProbes};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::HashMap;
@@ -263,12 +263,7 @@ impl Worker {
             return;
         }
         if !u.ok && !u.message.is_empty() {
-            let probe = match u.kind {
-                Kind::Liveness => "Liveness",
-                Kind::Readiness => "Readiness",
-                Kind::Startup => "Startup",
-            };
-            let ev = format!("{probe} probe failed: {}", u.message);
+            let ev = format!("{} probe failed: {}", u.kind.title(), u.message);
             self.cfg.deps.events.pod(&self.pod, Some(&u.container), crate::events::Type::Warning, "Unhealthy", ev);
         }
         let pod = executor::pod_name(&self.pod);

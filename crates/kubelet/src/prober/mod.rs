@@ -25,6 +25,15 @@ impl Kind {
             Self::Startup => "startup",
         }
     }
+
+    /// Capitalised, as in events ("Liveness probe failed: …") and the metrics' `probe_type`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Liveness => "Liveness",
+            Self::Readiness => "Readiness",
+            Self::Startup => "Startup",
+        }
+    }
 }
 
 /// A probe's thresholded result changed (or, for a failing readiness probe, its reason did).

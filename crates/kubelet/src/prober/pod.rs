@@ -369,6 +369,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_tasks_results_come_through_changed_and_land_in_the_views() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = probes(dir.path());
+        // The fake runtime has no such container: every exec fails.
+        p.reconcile(Some(&spec(&["app"])), &[instance("c1", "app")], None, SystemTime::UNIX_EPOCH);
+        let u = p.changed().await;
+        assert_eq!((u.container_id.as_str(), u.kind, u.ok), ("c1", Kind::Readiness, false));
+        assert!(u.message.contains("not running"), "{}", u.message);
+        assert!(p.record(&u));
+        assert_eq!(p.views()["c1"].readiness_message, u.message);
+        // Liveness fails after its failureThreshold (3) periods: the instance is to be killed.
+        let u = p.changed().await;
+        assert_eq!((u.kind, u.ok), (Kind::Liveness, false));
+        p.record(&u);
+        assert_eq!(p.unhealthy().len(), 1);
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_liveness_probe_marks_the_instance_for_a_kill() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = probes(dir.path());
