@@ -1,17 +1,18 @@
 //! The thin executor: performs a [`Plan`] against the runtime, in upstream's order
 //! (kill, remove, create sandbox, start), recording per-container failures as waiting reasons.
 
+use crate::backoff::Keyed as Backoff;
+use super::error::{Error, Result};
 use super::observe::{CState, ContainerObs, PodObs};
 use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
 use super::status::WaitingReasons;
-use crate::backoff::Keyed;
 use crate::clock::DynClock;
 use crate::cri::labels::{ContainerAnnotations, ContainerType};
 use crate::cri::{DynRuntime, api};
 use crate::event_recorder::{Recorder, Type};
-use crate::images::Images;
 pub(crate) use crate::meta::pod_name;
+use crate::images::Images;
 use crate::pleg::{ContainerRecord, OwnChange, SandboxRecord};
 use crate::prober::handlers::{self, Target};
 use k8s_openapi::api::core::v1::Pod;
@@ -67,13 +68,7 @@ fn log_symlink(dir: &Path, pod: &Pod, container: &str, id: &str) -> PathBuf {
 
 /// Stops one container: its preStop hook first, inside the grace period it cannot extend, then
 /// StopContainer (SIGTERM, SIGKILL when the rest of the grace period is over).
-pub async fn stop_container(
-    deps: &Deps,
-    pod: &Pod,
-    c: &ContainerObs,
-    grace: i64,
-    pod_ip: Option<&str>,
-) -> Result<(), String> {
+pub async fn stop_container(deps: &Deps, pod: &Pod, c: &ContainerObs, grace: i64, pod_ip: Option<&str>) -> Result<()> {
     let started = std::time::Instant::now();
     let spec = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|x| x.name == c.name));
     let pre_stop = spec.and_then(|x| x.lifecycle.as_ref()).and_then(|l| l.pre_stop.as_ref());
@@ -99,31 +94,31 @@ pub async fn stop_container(
         deps.events.pod(pod, Some(&c.name), Type::Normal, "Killing", format!("Stopping container {}", c.name));
     }
     match deps.runtime.stop_container(&c.id, remaining).await {
-        Err(e) if !e.is_not_found() => Err(e.to_string()),
+        Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
     }
 }
 
 /// Stops every running container (in parallel, each with the grace period) and every ready
 /// sandbox of the pod.
-pub async fn kill_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<(), String> {
+pub async fn kill_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<()> {
     let grace = grace_secs(pod);
     let ip = obs.sandbox().and_then(|s| s.ip.clone());
     let running = obs.containers.iter().filter(|c| matches!(c.state, CState::Running | CState::Unknown));
     let stops = running.map(|c| stop_container(deps, pod, c, grace, ip.as_deref()));
-    let mut errors: Vec<String> = futures::future::join_all(stops).await.into_iter().filter_map(Result::err).collect();
+    let mut errors: Vec<Error> = futures::future::join_all(stops).await.into_iter().filter_map(Result::err).collect();
     for s in obs.sandboxes.iter().filter(|s| s.ready) {
         if let Err(e) = deps.runtime.stop_pod_sandbox(&s.id).await
             && !e.is_not_found()
         {
-            errors.push(e.to_string());
+            errors.push(e.into());
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    Error::all(errors)
 }
 
 /// Removes everything the runtime holds for the pod (after [`kill_pod`]).
-pub async fn remove_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<(), String> {
+pub async fn remove_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<()> {
     let mut errors = Vec::new();
     for c in &obs.containers {
         remove_container(deps, pod, &c.name, &c.id).await.unwrap_or_else(|e| errors.push(e));
@@ -132,16 +127,16 @@ pub async fn remove_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<(), Stri
         if let Err(e) = deps.runtime.remove_pod_sandbox(&s.id).await
             && !e.is_not_found()
         {
-            errors.push(e.to_string());
+            errors.push(e.into());
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    Error::all(errors)
 }
 
-async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Result<(), String> {
+async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Result<()> {
     let _ = std::fs::remove_file(log_symlink(&deps.container_logs_dir, pod, name, id));
     match deps.runtime.remove_container(id).await {
-        Err(e) if !e.is_not_found() => Err(e.to_string()),
+        Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
     }
 }
@@ -196,12 +191,12 @@ pub async fn execute(
     pod: &Pod,
     obs: &PodObs,
     plan: &Plan,
-    backoff: &mut Keyed,
+    backoff: &mut Backoff,
     waiting: &mut WaitingReasons,
     on_queued: crate::images::QueueObserver<'_>,
     volumes: &crate::volume::PodVolumes,
     stop: &tokio_util::sync::CancellationToken,
-) -> Result<Done, String> {
+) -> Result<Done> {
     let name = pod_name(pod);
     let grace = grace_secs(pod);
     // A stop's outcome (exit code, time) is the runtime's to tell: then the worker relists.
@@ -225,7 +220,7 @@ pub async fn execute(
         if let Err(e) = deps.runtime.remove_pod_sandbox(id).await
             && !e.is_not_found()
         {
-            return Err(e.to_string());
+            return Err(e.into());
         }
         done.change.removed.push(id.clone());
     }
@@ -247,7 +242,7 @@ pub async fn execute(
     }));
     let make = async {
         match plan.create_sandbox {
-            Some(_) if stop.is_cancelled() => Err("the kubelet is stopping: no new sandbox".to_string()),
+            Some(_) if stop.is_cancelled() => Err(Error::StoppingBefore("no new sandbox")),
             Some(_) => create_sandbox(deps, pod, &sandbox_config, attempt).await.map(Some),
             None => Ok(None),
         }
@@ -335,15 +330,14 @@ async fn create_sandbox(
     pod: &Pod,
     config: &api::PodSandboxConfig,
     attempt: u32,
-) -> Result<(SandboxRecord, super::observe::SandboxIps), String> {
+) -> Result<(SandboxRecord, super::observe::SandboxIps)> {
     std::fs::create_dir_all(&config.log_directory)
-        .map_err(|e| format!("pod log directory {}: {e}", config.log_directory))?;
+        .map_err(|source| Error::LogDirectory { path: config.log_directory.clone(), source })?;
     if let Some(cm) = &deps.node.cgroups {
-        cm.ensure_pod_cgroup(pod).map_err(|e| format!("failed to create pod cgroup: {e}"))?;
+        cm.ensure_pod_cgroup(pod).map_err(Error::PodCgroup)?;
     }
     tracing::info!(pod = %pod_name(pod), attempt, "creating pod sandbox");
-    let id =
-        deps.runtime.run_pod_sandbox(config.clone()).await.map_err(|e| format!("failed to create pod sandbox: {e}"))?;
+    let id = deps.runtime.run_pod_sandbox(config.clone()).await.map_err(Error::CreateSandbox)?;
     let status = deps.runtime.pod_sandbox_status(&id).await.ok();
     let ips = status.as_ref().map(super::observe::sandbox_ips).unwrap_or_default();
     let created_at = status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos);

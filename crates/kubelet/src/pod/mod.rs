@@ -6,7 +6,7 @@ pub mod env;
 pub(crate) mod executor;
 mod observe;
 mod plan;
-mod probe_checkpoint;
+pub(crate) mod error;
 pub mod runtime_config;
 mod status;
 pub(crate) mod worker;

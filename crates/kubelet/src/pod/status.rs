@@ -14,14 +14,7 @@ use std::time::SystemTime;
 /// Why a container is waiting, from the last sync (image errors, backoff, config errors).
 pub type WaitingReasons = HashMap<String, (String, String)>;
 
-/// What the probes of one running container instance say.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProbeView {
-    pub ready: bool,
-    pub started: bool,
-    /// Why the readiness probe fails, when it does.
-    pub readiness_message: String,
-}
+pub use crate::prober::ProbeView;
 
 /// Inputs besides the pod and the runtime state.
 pub struct Context<'a> {

@@ -1,18 +1,22 @@
 //! One worker per pod: a task that syncs its pod whenever the spec changes, the PLEG reports a
 //! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
 
+mod running;
+mod terminated;
+mod terminating;
+
+use crate::backoff::Keyed as Backoff;
+use super::error::Result;
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
-use super::plan;
-use super::status::{self, ProbeView, WaitingReasons};
+use super::status::{self, WaitingReasons};
 use crate::backoff::Exponential;
-use crate::backoff::Keyed as Backoff;
-use crate::prober::{self, Kind};
+use crate::prober::{self, PodProbes};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -97,7 +101,14 @@ pub fn spawn(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     // After a restart the API's copy of the status (startTime, transition times) is the record.
     let previous = cfg.statuses.get(&uid).or_else(|| pod.status.clone().filter(|s| s.phase.is_some()));
-    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    // The pod's probes run under a child of the worker's token.
+    let probes = prober::pod::Config {
+        runtime: cfg.deps.runtime.clone(),
+        metrics: cfg.deps.metrics.clone(),
+        pod: super::runtime_config::pod_ref(&pod),
+        pod_dir: super::runtime_config::pod_dir(&cfg.deps.node, &uid),
+    };
+    let probes = PodProbes::new(probes, token.child_token());
     let worker = Worker {
         seen: cfg.deps.clock.now(),
         pod,
@@ -109,15 +120,12 @@ pub fn spawn(
         eviction: None,
         cache: HashMap::new(),
         ip_cache: HashMap::new(),
-        probes: HashMap::new(),
-        probe_tx,
-        restored: None,
-        checkpointed: Default::default(),
+        probes,
         last_obs: None,
         token,
     };
     set.spawn(async move {
-        worker.run(rx, probe_rx).await;
+        worker.run(rx).await;
         uid
     });
     Handle { tx }
@@ -136,34 +144,12 @@ struct Worker {
     eviction: Option<super::Eviction>,
     cache: HashMap<String, ContainerObs>,
     ip_cache: HashMap<String, observe::SandboxIps>,
-    /// Probes of the running container instances, by container ID.
-    probes: HashMap<String, ContainerProbes>,
-    probe_tx: mpsc::UnboundedSender<prober::Update>,
-    /// Probe results saved before a kubelet restart (read once, at the first reconcile).
-    restored: Option<super::probe_checkpoint::States>,
-    /// What the probe checkpoint file holds now.
-    checkpointed: super::probe_checkpoint::States,
+    /// The probes of the running container instances (the prober's tasks).
+    probes: PodProbes,
     /// The last observation published, for the last status when the worker stops.
     last_obs: Option<PodObs>,
     /// Cancelled when the kubelet stops (a child of the dispatcher's).
     token: CancellationToken,
-}
-
-/// The probe tasks of one container instance and what they last said.
-struct ContainerProbes {
-    tasks: Vec<tokio::task::AbortHandle>,
-    view: ProbeView,
-    started_tx: watch::Sender<bool>,
-    /// Set when liveness or startup failed: the container is to be killed.
-    kill: Option<String>,
-}
-
-impl Drop for ContainerProbes {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 enum Outcome {
@@ -174,11 +160,7 @@ enum Outcome {
 }
 
 impl Worker {
-    async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Msg>,
-        mut probe_rx: mpsc::UnboundedReceiver<prober::Update>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let name = executor::pod_name(&self.pod);
         let mut failures = 0u32;
         // kubelet_pod_worker_duration_seconds{operation_type}: create, update (spec changed), sync.
@@ -219,9 +201,9 @@ impl Worker {
                 biased;
                 _ = self.token.cancelled() => break,
                 m = rx.recv() => m,
-                Some(u) = probe_rx.recv() => {
+                u = self.probes.changed() => {
                     self.probe_update(u);
-                    while let Ok(u) = probe_rx.try_recv() {
+                    while let Some(u) = self.probes.try_changed() {
                         self.probe_update(u);
                     }
                     continue;
@@ -241,22 +223,21 @@ impl Worker {
                 self.apply(m);
             }
         }
-        self.stop(&mut probe_rx);
+        self.stop().await;
     }
 
     /// The kubelet is stopping: the probes stop, their last results go into the probe
     /// checkpoint and the status. Containers keep running.
-    fn stop(&mut self, probe_rx: &mut mpsc::UnboundedReceiver<prober::Update>) {
+    async fn stop(&mut self) {
         let mut changed = false;
-        while let Ok(u) = probe_rx.try_recv() {
+        while let Some(u) = self.probes.try_changed() {
             self.probe_update(u);
             changed = true;
         }
         if changed && let Some(obs) = self.last_obs.take() {
             self.publish_status(&obs);
         }
-        self.checkpoint_probes();
-        self.probes.clear();
+        self.probes.stop().await;
         tracing::debug!(pod = %executor::pod_name(&self.pod), "pod worker stopped");
     }
 
@@ -278,120 +259,38 @@ impl Worker {
     }
 
     fn probe_update(&mut self, u: prober::Update) {
+        if !self.probes.record(&u) {
+            return;
+        }
+        if !u.ok && !u.message.is_empty() {
+            let ev = format!("{} probe failed: {}", u.kind.title(), u.message);
+            self.cfg.deps.events.pod(&self.pod, Some(&u.container), crate::event_recorder::Type::Warning, "Unhealthy", ev);
+        }
         let pod = executor::pod_name(&self.pod);
-        if !u.ok && !u.message.is_empty() && self.probes.contains_key(&u.container_id) {
-            let probe = match u.kind {
-                Kind::Liveness => "Liveness",
-                Kind::Readiness => "Readiness",
-                Kind::Startup => "Startup",
-            };
-            let ev = format!("{probe} probe failed: {}", u.message);
-            self.cfg.deps.events.pod(
-                &self.pod,
-                Some(&u.container),
-                crate::event_recorder::Type::Warning,
-                "Unhealthy",
-                ev,
-            );
-        }
-        let Some(p) = self.probes.get_mut(&u.container_id) else { return };
-        match (u.kind, u.ok) {
-            (Kind::Readiness, ok) => {
-                p.view.ready = ok;
-                p.view.readiness_message = if ok { String::new() } else { u.message.clone() };
-            }
-            (Kind::Startup, true) => {
-                p.view.started = true;
-                let _ = p.started_tx.send(true);
-            }
-            (Kind::Liveness | Kind::Startup, false) => {
-                p.kill = Some(format!("Container {} failed {} probe, will be restarted", u.container, u.kind.as_str()));
-            }
-            (Kind::Liveness, true) => {}
-        }
         tracing::info!(pod = %pod, container = %u.container, probe = u.kind.as_str(), ok = u.ok, "probe result changed: {}", u.message);
     }
 
-    /// Starts probes for container instances that just started running, drops those of
-    /// instances that are gone.
+    /// The instances to probe: running, not init, in the ready sandbox.
     fn reconcile_probes(&mut self, obs: &PodObs) {
         let sandbox = obs.sandbox().filter(|s| s.ready);
-        let pod_ip = sandbox.and_then(|s| s.ip.clone());
-        let running: Vec<&ContainerObs> = obs
+        let pod_ip = sandbox.and_then(|s| s.ip.as_deref());
+        let now = self.cfg.deps.clock.now();
+        let running: Vec<prober::Instance<'_>> = obs
             .containers
             .iter()
             .filter(|c| c.state == observe::CState::Running && !c.init && sandbox.is_some_and(|s| s.id == c.sandbox_id))
+            .map(|c| prober::Instance {
+                id: &c.id,
+                name: &c.name,
+                started_at: crate::cri::nanos_to_time(c.started_at).unwrap_or(now),
+            })
             .collect();
-        self.probes.retain(|id, _| running.iter().any(|c| &c.id == id));
-        let pod_dir =
-            super::runtime_config::pod_dir(&self.cfg.deps.node, self.pod.metadata.uid.as_deref().unwrap_or(""));
-        let restored = self.restored.get_or_insert_with(|| super::probe_checkpoint::load(&pod_dir)).clone();
-        let Some(spec) = self.pod.spec.as_ref() else { return };
-        let now = self.cfg.deps.clock.now();
-        for c in running {
-            if self.probes.contains_key(&c.id) {
-                continue;
-            }
-            let Some(container) = spec.containers.iter().find(|x| x.name == c.name) else { continue };
-            // After a kubelet restart, this instance's probes go on from their saved results.
-            let saved = restored.get(&c.id).copied();
-            let started = container.startup_probe.is_none() || saved.is_some_and(|s| s.started);
-            let (started_tx, started_rx) = watch::channel(started);
-            let mut entry = ContainerProbes {
-                tasks: Vec::new(),
-                view: ProbeView { ready: saved.is_some_and(|s| s.ready), started, readiness_message: String::new() },
-                started_tx,
-                kill: None,
-            };
-            let target = prober::handlers::Target {
-                runtime: self.cfg.deps.runtime.clone(),
-                container_id: c.id.clone(),
-                pod_ip: pod_ip.clone(),
-                ports: container.ports.clone().unwrap_or_default(),
-            };
-            let started_at = crate::cri::nanos_to_time(c.started_at).unwrap_or(now);
-            let probes = [
-                (Kind::Startup, &container.startup_probe),
-                (Kind::Liveness, &container.liveness_probe),
-                (Kind::Readiness, &container.readiness_probe),
-            ];
-            for (kind, probe) in probes {
-                let Some(probe) = probe.clone() else { continue };
-                if kind == Kind::Startup && saved.is_some_and(|s| s.started) {
-                    continue;
-                }
-                let initial = match (kind, saved) {
-                    (Kind::Readiness, Some(s)) => Some(s.ready),
-                    _ => None,
-                };
-                let gate = (kind != Kind::Startup && container.startup_probe.is_some()).then(|| started_rx.clone());
-                let spec = prober::worker::Spec {
-                    metrics: self.cfg.deps.metrics.clone(),
-                    pod: crate::cri::labels::PodRef {
-                        name: self.pod.metadata.name.clone().unwrap_or_default(),
-                        namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
-                        uid: self.pod.metadata.uid.clone().unwrap_or_default(),
-                    },
-                    kind,
-                    probe,
-                    container: c.name.clone(),
-                    target: target.clone(),
-                    started_at,
-                    now,
-                    initial,
-                };
-                // Probes stop with the worker (the kubelet stopping) or when the instance is gone.
-                let probe = prober::worker::run(spec, self.probe_tx.clone(), gate);
-                let task = tokio::spawn(self.token.child_token().run_until_cancelled_owned(probe));
-                entry.tasks.push(task.abort_handle());
-            }
-            self.probes.insert(c.id.clone(), entry);
-        }
+        self.probes.reconcile(self.pod.spec.as_ref(), &running, pod_ip, now);
     }
 
     /// The pod's runtime state: from the PLEG cache (fresh with respect to this worker's own
     /// changes), else from the pod's own list calls.
-    async fn observe(&mut self) -> Result<PodObs, String> {
+    async fn observe(&mut self) -> Result<PodObs> {
         let uid = self.pod.metadata.uid.clone().unwrap_or_default();
         let runtime = &self.cfg.deps.runtime;
         // A stopping kubelet relists no more: the pod is listed directly.
@@ -403,11 +302,11 @@ impl Worker {
             Some(r) => observe::from_record(runtime, &r, &mut self.cache, &mut self.ip_cache).await,
             None => observe::observe(runtime, &uid, &mut self.cache, &mut self.ip_cache).await,
         };
-        obs.map_err(|e| e.to_string())
+        Ok(obs?)
     }
 
     /// Observes after this worker changed the runtime: waits for a relist that saw the change.
-    async fn observe_after_change(&mut self) -> Result<PodObs, String> {
+    async fn observe_after_change(&mut self) -> Result<PodObs> {
         self.changed_runtime();
         self.observe().await
     }
@@ -429,25 +328,6 @@ impl Worker {
         }
     }
 
-    /// Writes the probe checkpoint when a result changed.
-    fn checkpoint_probes(&mut self) {
-        let now: super::probe_checkpoint::States = self
-            .probes
-            .iter()
-            .map(|(id, p)| {
-                (id.clone(), super::probe_checkpoint::Saved { ready: p.view.ready, started: p.view.started })
-            })
-            .collect();
-        if now == self.checkpointed {
-            return;
-        }
-        let dir = super::runtime_config::pod_dir(&self.cfg.deps.node, self.pod.metadata.uid.as_deref().unwrap_or(""));
-        match super::probe_checkpoint::save(&dir, &now) {
-            Ok(()) => self.checkpointed = now,
-            Err(e) => tracing::warn!(pod = %executor::pod_name(&self.pod), error = %e, "writing the probe checkpoint"),
-        }
-    }
-
     fn publish(&mut self, obs: &PodObs) {
         // No probe starts once the kubelet is stopping.
         if !self.token.is_cancelled() {
@@ -458,9 +338,8 @@ impl Worker {
     }
 
     fn publish_status(&mut self, obs: &PodObs) {
-        self.checkpoint_probes();
-        let views: HashMap<String, ProbeView> =
-            self.probes.iter().map(|(id, p)| (id.clone(), p.view.clone())).collect();
+        self.probes.checkpoint();
+        let views = self.probes.views();
         let ctx = status::Context {
             probes: &views,
             waiting: &self.waiting,
@@ -504,177 +383,26 @@ impl Worker {
         );
     }
 
-    /// A probe-level terminationGracePeriodSeconds for a container's liveness/startup kill.
-    fn probe_grace(&self, name: &str) -> Option<i64> {
-        let c = self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name)?;
-        [&c.liveness_probe, &c.startup_probe].into_iter().flatten().find_map(|p| p.termination_grace_period_seconds)
-    }
-
-    async fn sync(&mut self) -> Result<Outcome, String> {
-        let deps = self.cfg.deps.clone();
-        let mut obs = self.observe().await?;
-        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+    /// One sync, in upstream's phases: a deleted pod is terminated (`terminating.rs`: every
+    /// container stopped, the pod removed from the runtime) and then cleaned up (`terminated.rs`:
+    /// volumes, pod directory, cgroup, logs, status; the worker ends); a terminal pod (Succeeded,
+    /// Failed, evicted) is only kept stopped, its volumes torn down; any other pod is synced to
+    /// its spec (`running.rs`).
+    async fn sync(&mut self) -> Result<Outcome> {
+        let obs = self.observe().await?;
         if self.terminating {
-            if !obs.sandboxes.is_empty() || !obs.containers.is_empty() {
-                tracing::info!(pod = %executor::pod_name(&self.pod), "terminating pod");
-                let killed = executor::kill_pod(&deps, &self.pod, &obs).await;
-                self.changed_runtime();
-                killed?;
-                let after = self.observe_after_change().await?;
-                for c in &after.containers {
-                    tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, exit_code = c.exit_code, "container stopped");
-                }
-                let removed = executor::remove_pod(&deps, &self.pod, &after).await;
-                // A pod put back with the same UID must not see what was just removed.
-                self.changed_runtime();
-                removed?;
-            }
-            // Volumes come off first; the pod directory goes only once nothing is mounted in it.
-            // A failure stays on the pod (message, FailedUnMount event) and is retried.
-            let torn_down = self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await;
-            let Some(torn_down) = torn_down else { return Err("the kubelet is stopping".into()) };
-            if let Err(e) = torn_down {
-                let msg = format!("waiting for volumes to be torn down: {e}");
-                self.cfg.statuses.set_message(&uid, msg.clone());
-                return Err(msg);
-            }
-            let pod_dir = super::runtime_config::pod_dir(&deps.node, &uid);
-            crate::volume::mount::remove_unmounted(&pod_dir).map_err(|e| format!("removing the pod directory: {e}"))?;
-            if let Some(cm) = &deps.node.cgroups {
-                cm.remove_pod_cgroup_eventually(&uid);
-            }
-            let _ = std::fs::remove_dir_all(super::runtime_config::pod_log_dir(&deps.node, &self.pod));
-            self.cfg.statuses.remove(&uid);
-            deps.metrics.pod_forgotten(&uid);
-            tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
-            return Ok(Outcome::Removed);
+            self.sync_terminating(&obs).await?;
+            return self.sync_terminated().await;
         }
-
-        // A terminal pod is only kept stopped.
         self.publish(&obs);
-        let phase = self.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        let phase = self.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
-            // Dropped when this branch ends, after the kill: the eviction manager waits for it.
+            // Dropped when both phases end, after the kill: the eviction manager waits for it.
             let _evicted = self.eviction.as_mut().and_then(|e| e.done.take());
-            if obs.any_running() {
-                // An eviction kills with its own grace period (upstream's gracePeriodOverride).
-                let mut pod = self.pod.clone();
-                if let Some(e) = &self.eviction {
-                    pod.metadata.deletion_grace_period_seconds = Some(e.grace_secs);
-                }
-                let killed = executor::kill_pod(&deps, &pod, &obs).await;
-                self.changed_runtime();
-                killed?;
-                obs = self.observe().await?;
-                self.publish(&obs);
-            }
-            // A finished pod's volumes are torn down (upstream does so for terminated pods).
-            if !obs.any_running()
-                && let Some(Err(e)) =
-                    self.token.run_until_cancelled(deps.volumes.tear_down_pod(&self.pod, VOLUME_WAIT)).await
-            {
-                tracing::warn!(pod = %executor::pod_name(&self.pod), "{e}");
-            }
+            let obs = self.stop_terminal(obs).await?;
+            self.tear_down_terminal(&obs).await;
             return Ok(Outcome::Next(None));
         }
-        // The volume manager keeps the pod's volumes (downward API files follow its metadata).
-        deps.volumes.set_pod(&self.pod);
-
-        // Containers whose liveness or startup probe failed are killed; the plan then restarts
-        // them by their restart policy, with the usual backoff.
-        let unhealthy: Vec<(String, String)> =
-            self.probes.iter().filter_map(|(id, p)| p.kill.clone().map(|r| (id.clone(), r))).collect();
-        if !unhealthy.is_empty() {
-            let ip = obs.sandbox().and_then(|s| s.ip.clone());
-            for (id, reason) in unhealthy {
-                self.probes.remove(&id);
-                let Some(c) = obs.containers.iter().find(|c| c.id == id) else { continue };
-                let grace = self.probe_grace(&c.name).unwrap_or_else(|| executor::grace_secs(&self.pod));
-                tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, "{reason}");
-                let stopped = executor::stop_container(&deps, &self.pod, c, grace, ip.as_deref()).await;
-                self.changed_runtime();
-                stopped?;
-            }
-            obs = self.observe_after_change().await?;
-        }
-
-        let now = deps.clock.now();
-        self.backoff.gc(now);
-        let p = plan::plan(&self.pod, &obs, &self.backoff, now);
-        // Reasons from the plan (back-off) replace those of containers it decided about.
-        for w in &p.waiting {
-            let before = self.waiting.insert(w.name.clone(), (w.reason.clone(), w.message.clone()));
-            if before.as_ref().map(|b| &b.1) != Some(&w.message) {
-                let m = &self.pod.metadata;
-                let msg = format!(
-                    "Back-off restarting failed container {} in pod {}_{}({})",
-                    w.name,
-                    m.name.as_deref().unwrap_or(""),
-                    m.namespace.as_deref().unwrap_or(""),
-                    m.uid.as_deref().unwrap_or("")
-                );
-                deps.events.pod(&self.pod, Some(&w.name), crate::event_recorder::Type::Warning, "BackOff", msg);
-            }
-        }
-        let planned: Vec<&str> =
-            p.waiting.iter().map(|w| w.name.as_str()).chain(p.start.iter().map(|s| s.name.as_str())).collect();
-        self.waiting.retain(|name, (reason, _)| reason != "CrashLoopBackOff" || planned.contains(&name.as_str()));
-        if p.is_noop() {
-            self.publish(&obs);
-            return Ok(Outcome::Next(p.retry_at));
-        }
-        // Containers start only once the pod's volumes are set up (upstream WaitForAttachAndMount);
-        // until then they wait in ContainerCreating with the volumes' errors as the message.
-        let volumes = if p.create_sandbox.is_some() || !p.start.is_empty() {
-            let ready = self.token.run_until_cancelled(deps.volumes.wait_ready(&self.pod, VOLUME_WAIT)).await;
-            match ready.ok_or("the kubelet is stopping: nothing started")? {
-                Ok(v) => v,
-                Err(nr) => {
-                    tracing::warn!(pod = %executor::pod_name(&self.pod), "{}", nr.message);
-                    for s in &p.start {
-                        self.waiting.insert(s.name.clone(), ("ContainerCreating".into(), nr.message.clone()));
-                    }
-                    self.publish(&obs);
-                    let now = deps.clock.now();
-                    let (soonest, latest) = (now + Duration::from_secs(1), now + Duration::from_secs(30));
-                    let retry = nr.retry_at.unwrap_or(now).clamp(soonest, latest);
-                    return Ok(Outcome::Next(Some(retry)));
-                }
-            }
-        } else {
-            crate::volume::PodVolumes::default()
-        };
-        // While a pull waits for a slot, the pod's status message says where it stands.
-        let statuses = self.cfg.statuses.clone();
-        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-        let on_queued = move |msg: String| statuses.set_message(&uid, msg);
-        let result = executor::execute(
-            &deps,
-            &self.pod,
-            &obs,
-            &p,
-            &mut self.backoff,
-            &mut self.waiting,
-            &on_queued,
-            &volumes,
-            &self.token,
-        )
-        .await;
-        obs = match &result {
-            Ok(done) if done.known => {
-                self.record_own(done);
-                self.observe().await?
-            }
-            _ => self.observe_after_change().await?,
-        };
-        self.publish(&obs);
-        result?;
-        // Containers that failed to start are retried soon; image pulls back off on their own.
-        let retry = (!self.waiting.is_empty()).then(|| deps.clock.now() + Duration::from_secs(2));
-        let next = match (p.retry_at, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(Outcome::Next(next))
+        self.sync_running(obs).await
     }
 }

@@ -32,8 +32,17 @@ pub struct Target {
     pub ports: Vec<ContainerPort>,
 }
 
+/// Why a probe's or handler's port does not resolve (the probe's failure message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("port {0:?} not found among the container's ports")]
+    UnknownName(String),
+    #[error("invalid port {0}")]
+    Invalid(i32),
+}
+
 /// A port by number or by the name of one of the container's ports.
-pub fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, String> {
+pub fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, PortError> {
     let n = match port {
         IntOrString::Int(n) => *n,
         IntOrString::String(s) => match s.parse::<i32>() {
@@ -42,10 +51,10 @@ pub fn resolve_port(port: &IntOrString, ports: &[ContainerPort]) -> Result<u16, 
                 .iter()
                 .find(|p| p.name.as_deref() == Some(s.as_str()))
                 .map(|p| p.container_port)
-                .ok_or_else(|| format!("port {s:?} not found among the container's ports"))?,
+                .ok_or_else(|| PortError::UnknownName(s.clone()))?,
         },
     };
-    u16::try_from(n).ok().filter(|p| *p > 0).ok_or_else(|| format!("invalid port {n}"))
+    u16::try_from(n).ok().filter(|p| *p > 0).ok_or(PortError::Invalid(n))
 }
 
 const MAX_OUTPUT: usize = 10 * 1024;
@@ -74,7 +83,7 @@ pub async fn exec(t: &Target, command: &[String], timeout: Duration) -> Outcome 
 pub async fn http_get(t: &Target, action: &HTTPGetAction, timeout: Duration) -> Outcome {
     let port = match resolve_port(&action.port, &t.ports) {
         Ok(p) => p,
-        Err(e) => return Outcome::fail(e),
+        Err(e) => return Outcome::fail(e.to_string()),
     };
     let host = action
         .host
@@ -132,7 +141,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 pub async fn tcp(t: &Target, host: Option<&str>, port: &IntOrString, timeout: Duration) -> Outcome {
     let port = match resolve_port(port, &t.ports) {
         Ok(p) => p,
-        Err(e) => return Outcome::fail(e),
+        Err(e) => return Outcome::fail(e.to_string()),
     };
     let host = host
         .filter(|h| !h.is_empty())
@@ -233,8 +242,9 @@ mod tests {
         assert_eq!(resolve_port(&IntOrString::Int(80), &ports), Ok(80));
         assert_eq!(resolve_port(&IntOrString::String("http".into()), &ports), Ok(8080));
         assert_eq!(resolve_port(&IntOrString::String("9090".into()), &ports), Ok(9090));
-        assert!(resolve_port(&IntOrString::String("grpc".into()), &ports).is_err());
-        assert!(resolve_port(&IntOrString::Int(0), &ports).is_err());
+        let unknown = resolve_port(&IntOrString::String("grpc".into()), &ports).unwrap_err();
+        assert_eq!(unknown.to_string(), "port \"grpc\" not found among the container's ports");
+        assert_eq!(resolve_port(&IntOrString::Int(0), &ports).unwrap_err().to_string(), "invalid port 0");
     }
 
     #[tokio::test]

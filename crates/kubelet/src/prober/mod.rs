@@ -1,9 +1,14 @@
-//! Probes (liveness, readiness, startup): handlers, threshold counting, and the per-container
-//! probe tasks the pod workers start. Results flow back to the pod worker as [`Update`]s.
+//! Probes (liveness, readiness, startup): handlers, threshold counting, the per-container probe
+//! tasks, and [`PodProbes`], the per-pod handle a pod worker holds (its probe set, reconciled
+//! with the running instances, their results as [`Update`]s, and the probe checkpoint).
 
+pub mod checkpoint;
 pub mod counter;
 pub mod handlers;
+pub mod pod;
 pub mod worker;
+
+pub use pod::{Instance, PodProbes, ProbeView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -18,6 +23,15 @@ impl Kind {
             Self::Liveness => "liveness",
             Self::Readiness => "readiness",
             Self::Startup => "startup",
+        }
+    }
+
+    /// Capitalised, as in events ("Liveness probe failed: …") and the metrics' `probe_type`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Liveness => "Liveness",
+            Self::Readiness => "Readiness",
+            Self::Startup => "Startup",
         }
     }
 }

@@ -47,11 +47,7 @@ pub async fn run(spec: Spec, tx: mpsc::UnboundedSender<Update>, gate: Option<wat
     let mut counter = Counter::new(success_threshold, failure_threshold, initial);
     let mut last_message = String::new();
     let target = crate::metrics::ProbeTarget {
-        probe_type: match spec.kind {
-            Kind::Liveness => "Liveness",
-            Kind::Readiness => "Readiness",
-            Kind::Startup => "Startup",
-        },
+        probe_type: spec.kind.title(),
         container: spec.container.clone(),
         pod: spec.pod.name.clone(),
         namespace: spec.pod.namespace.clone(),

@@ -1,6 +1,6 @@
 //! Probe results that survive a kubelet restart: per pod, which container instances were ready
 //! and had passed their startup probe, in `<root>/pods/<uid>/probe-state.json` (written atomically
-//! when a result flips). After a restart the pod worker starts each instance's probes from these
+//! when a result flips). After a restart [`super::PodProbes`] starts each instance's probes from these
 //! results instead of "not ready", so a restart does not flip Ready pods to NotReady (upstream
 //! starts every readiness probe over, taking ready pods out of their Services until it passes).
 
