@@ -195,6 +195,10 @@ pub async fn run_with(
                     continue;
                 }
                 orphans_pending.clear();
+                // ConfigMaps, Secrets and Services only pods without a worker read are dropped.
+                if let Some(objects) = &cfg.worker.deps.objects {
+                    objects.retain_pods(&workers.keys().cloned().collect());
+                }
                 match cfg.worker.deps.runtime.list_pod_sandboxes(None).await {
                     Ok(sandboxes) => {
                         let mut seen = HashSet::new();

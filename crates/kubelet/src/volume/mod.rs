@@ -22,6 +22,7 @@ pub mod state;
 pub mod subpath;
 
 use crate::api::DynApi;
+use crate::api::objects::Objects;
 use crate::clock::DynClock;
 use crate::events::{Recorder, Type};
 use k8s_openapi::api::core::v1::{Pod, Volume};
@@ -62,7 +63,10 @@ impl NodeFacts {
 pub struct Config {
     pub root_dir: PathBuf,
     pub node: NodeFacts,
+    /// The API server, for serviceAccountToken projections.
     pub api: Option<DynApi>,
+    /// The node's reader of ConfigMaps and Secrets (shared with env and imagePullSecrets).
+    pub objects: Option<Objects>,
     pub events: Recorder,
     pub clock: DynClock,
     /// How often API-backed volumes are rewritten (syncFrequency).
@@ -77,6 +81,7 @@ impl Config {
             root_dir,
             node: NodeFacts::default(),
             api: None,
+            objects: None,
             events: Recorder::disabled(),
             clock,
             resync: Duration::from_secs(60),
@@ -309,6 +314,7 @@ async fn execute(inner: Arc<Inner>, op: Op) {
     let ctx = Ctx {
         root: &cfg.root_dir,
         api: cfg.api.as_ref(),
+        objects: cfg.objects.as_ref(),
         tokens: &inner.tokens,
         node: &cfg.node,
         csi: cfg.csi.as_ref(),
