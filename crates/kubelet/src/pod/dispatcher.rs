@@ -195,7 +195,7 @@ pub async fn run_with(
                     continue;
                 }
                 orphans_pending.clear();
-                // ConfigMaps, Secrets and Services only pods without a worker read are dropped.
+                // The node's object reader forgets pods without a worker, and what only they read.
                 if let Some(objects) = &cfg.worker.deps.objects {
                     objects.retain_pods(&workers.keys().cloned().collect());
                 }
