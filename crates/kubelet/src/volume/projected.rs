@@ -196,8 +196,9 @@ mod tests {
         let objects = Objects::new(api.clone());
         let tokens = Tokens::default();
         let now = SystemTime::now();
-        let p =
-            payload(Some(&api), Some(&objects), &tokens, &pod(), &source(), &NodeFacts::default(), now).await.unwrap();
+        let (node, pod, source) = (NodeFacts::default(), pod(), source());
+        let at = |now| payload(Some(&api), Some(&objects), &tokens, &pod, &source, &node, now);
+        let p = at(now).await.unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["cfg/color", "labels", "pw", "token"]);
         assert!(p.values().all(|f| f.mode == 0o440));
         assert_eq!(p["labels"].data, b"app=\"web\"");
@@ -213,29 +214,9 @@ mod tests {
         let bound = spec.bound_object_ref.as_ref().unwrap();
         assert_eq!((bound.kind.as_deref(), bound.uid.as_deref()), (Some("Pod"), Some("u1")));
         // Within its lifetime the cached token is used; near the end a new one is requested.
-        payload(
-            Some(&api),
-            Some(&objects),
-            &tokens,
-            &pod(),
-            &source(),
-            &NodeFacts::default(),
-            now + Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+        at(now + Duration::from_secs(60)).await.unwrap();
         assert_eq!(fake.token_requests().len(), 1);
-        payload(
-            Some(&api),
-            Some(&objects),
-            &tokens,
-            &pod(),
-            &source(),
-            &NodeFacts::default(),
-            now + Duration::from_secs(500),
-        )
-        .await
-        .unwrap();
+        at(now + Duration::from_secs(500)).await.unwrap();
         assert_eq!(fake.token_requests().len(), 2);
         tokens.forget_pod("u1");
         assert!(tokens.lock().is_empty());
