@@ -1,8 +1,8 @@
 //! imagePullSecrets: `kubernetes.io/dockerconfigjson` (and legacy `dockercfg`) secrets turned into
 //! CRI AuthConfigs for the image's registry, tried in order as upstream's keyring does.
 
+use crate::api::objects::Data;
 use crate::cri::api::AuthConfig;
-use k8s_openapi::api::core::v1::Secret;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,16 +50,15 @@ fn decode_basic(auth: &str) -> Option<(String, String)> {
 }
 
 impl Keyring {
-    /// Adds the credentials of one secret; a malformed secret is an error naming it.
-    pub fn add_secret(&mut self, secret: &Secret) -> Result<(), String> {
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        let data = secret.data.clone().unwrap_or_default();
+    /// Adds the credentials of one secret (its decoded data); a malformed secret is an error
+    /// naming it.
+    pub fn add_secret(&mut self, name: &str, data: &Data) -> Result<(), String> {
         let auths: BTreeMap<String, DockerAuth> = if let Some(j) = data.get(".dockerconfigjson") {
-            serde_json::from_slice::<DockerConfigJson>(&j.0)
+            serde_json::from_slice::<DockerConfigJson>(j)
                 .map_err(|e| format!("secret {name}: .dockerconfigjson: {e}"))?
                 .auths
         } else if let Some(j) = data.get(".dockercfg") {
-            serde_json::from_slice(&j.0).map_err(|e| format!("secret {name}: .dockercfg: {e}"))?
+            serde_json::from_slice(j).map_err(|e| format!("secret {name}: .dockercfg: {e}"))?
         } else {
             return Err(format!("secret {name}: no .dockerconfigjson or .dockercfg"));
         };
@@ -93,20 +92,16 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
 
-    fn secret(key: &str, json: &str) -> Secret {
-        let mut s = Secret::default();
-        s.metadata.name = Some("regcred".into());
-        s.data = Some(BTreeMap::from([(key.to_string(), ByteString(json.as_bytes().to_vec()))]));
-        s
+    fn secret(key: &str, json: &str) -> Data {
+        Data::from([(key.to_string(), json.as_bytes().to_vec())])
     }
 
     #[test]
     fn docker_config_json_matches_the_image_registry() {
         let mut k = Keyring::default();
         // "dXNlcjpwYXNz" is base64 of "user:pass".
-        k.add_secret(&secret(".dockerconfigjson", r#"{"auths":{"127.0.0.1:5001":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"username":"a","password":"b"}}}"#))
+        k.add_secret("regcred", &secret(".dockerconfigjson", r#"{"auths":{"127.0.0.1:5001":{"auth":"dXNlcjpwYXNz"},"https://index.docker.io/v1/":{"username":"a","password":"b"}}}"#))
             .unwrap();
         let local = k.for_image("127.0.0.1:5001/private:1");
         assert_eq!(local.len(), 1);
@@ -118,7 +113,7 @@ mod tests {
     #[test]
     fn a_malformed_secret_is_named() {
         let mut k = Keyring::default();
-        let err = k.add_secret(&secret(".dockerconfigjson", "{nope")).unwrap_err();
+        let err = k.add_secret("regcred", &secret(".dockerconfigjson", "{nope")).unwrap_err();
         assert!(err.starts_with("secret regcred: .dockerconfigjson:"), "{err}");
     }
 }

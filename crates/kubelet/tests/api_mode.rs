@@ -291,6 +291,54 @@ async fn env_comes_from_config_maps_secrets_and_service_links() {
     assert_eq!(envs["WEB_API_PORT_443_TCP"], "tcp://10.96.0.20:443");
 }
 
+/// A static pod whose container takes `PASSWORD` from the Secret `creds`.
+fn secret_env_pod(name: &str) -> Pod {
+    let v = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": name, "image": "img:1", "env": [
+            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}}]}]}});
+    let origin = Origin { kind: SourceKind::File, location: format!("/m/{name}.yaml") };
+    manifest::prepare(serde_json::from_value(v).unwrap(), &origin, NODE, "t").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_serves_secrets_live_pods_read_and_forgets_those_of_gone_pods() {
+    let c = start().await;
+    let mut secret = k8s_openapi::api::core::v1::Secret::default();
+    secret.metadata.name = Some("creds".into());
+    secret.metadata.namespace = Some("default".into());
+    secret.data = Some(BTreeMap::from([("password".to_string(), k8s_openapi::ByteString(b"hunter2".to_vec()))]));
+    c.api.put_secret(secret);
+    let password = |container: &str| {
+        let id = c.rt.containers_named(container).first().cloned()?;
+        c.rt.config(&id)?.envs.into_iter().find(|kv| kv.key == "PASSWORD").map(|kv| kv.value)
+    };
+    let (a, b, late) = (secret_env_pod("a"), secret_env_pod("b"), secret_env_pod("late"));
+    c.files.send(Snapshot { source: SourceKind::File, pods: vec![a.clone()] }).await.unwrap();
+    assert_eq!(eventually("a created", || password("a")).await, "hunter2");
+
+    // The API goes away: a new pod gets the Secret a live pod read.
+    c.api.set_down(true);
+    c.files.send(Snapshot { source: SourceKind::File, pods: vec![a.clone(), b.clone()] }).await.unwrap();
+    assert_eq!(eventually("b created from the last answer", || password("b")).await, "hunter2");
+
+    // Both pods go: after the dispatcher's housekeeping the node keeps nothing of the Secret.
+    c.files.send(Snapshot { source: SourceKind::File, pods: vec![] }).await.unwrap();
+    for p in [&a, &b] {
+        let uid = p.metadata.uid.clone().unwrap();
+        eventually("pod removed", || c.statuses.get(&uid).is_none().then_some(())).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.files.send(Snapshot { source: SourceKind::File, pods: vec![late.clone()] }).await.unwrap();
+    let uid = late.metadata.uid.clone().unwrap();
+    let waiting = eventually("late waits for the API", || {
+        let w = c.statuses.get(&uid)?.container_statuses?.into_iter().next()?.state?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError")).then_some(w)
+    })
+    .await;
+    assert_eq!(waiting.message.as_deref(), Some("secret default/creds: connection refused"));
+    assert!(c.rt.containers_named("late").is_empty());
+}
+
 /// The runtime calls that stop or remove something.
 fn destructive(calls: &[String]) -> Vec<&String> {
     calls

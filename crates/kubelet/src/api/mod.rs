@@ -1,8 +1,10 @@
 //! The Kubernetes API, seen through the calls the kubelet makes. [`kube_client`] speaks the real
-//! API through kube-rs; [`fake`] is an in-memory API for unit tests.
+//! API through kube-rs; [`fake`] is an in-memory API for unit tests; [`objects`] is the node's one
+//! reader of ConfigMaps, Secrets and Services.
 
 pub mod fake;
 pub mod kube_client;
+pub mod objects;
 pub mod rate;
 
 use async_trait::async_trait;

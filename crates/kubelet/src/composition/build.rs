@@ -147,6 +147,9 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         }
         None => None,
     };
+    // The node's one reader of ConfigMaps, Secrets and Services: env, volumes and
+    // imagePullSecrets read through it; the dispatcher's housekeeping prunes it.
+    let objects = api.clone().map(crate::api::objects::Objects::new);
     // Volumes: set up before containers start, refreshed every syncFrequency, torn down with
     // their pod; what is on disk after a restart is reconstructed first.
     let allocatable = cgroups.as_ref().map(|c| c.allocatable());
@@ -158,6 +161,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             allocatable_memory: allocatable.map(|a| a.memory),
         },
         api: api.clone(),
+        objects: objects.clone(),
         events: events.clone(),
         clock: clock.clone(),
         resync: cfg.sync_frequency,
@@ -177,7 +181,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     // What the PLEG's relist found, per pod: the workers observe from it.
     let pleg_cache = cfg.pleg.as_ref().map(|_| pleg::Cache::new());
     let deps = Deps {
-        api: api.clone(),
+        objects,
         events: events.clone(),
         runtime: runtime.clone(),
         images,

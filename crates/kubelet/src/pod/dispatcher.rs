@@ -177,6 +177,10 @@ pub async fn run(
                     continue;
                 }
                 orphans_pending.clear();
+                // The node's object reader forgets pods without a worker, and what only they read.
+                if let Some(objects) = &cfg.worker.deps.objects {
+                    objects.retain_pods(&workers.keys().cloned().collect());
+                }
                 match cfg.worker.deps.runtime.list_pod_sandboxes(None).await {
                     Ok(sandboxes) => {
                         let mut seen = HashSet::new();

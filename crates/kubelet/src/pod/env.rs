@@ -1,9 +1,9 @@
 //! A container's environment: `value` with `$(VAR)` expansion, `fieldRef`, `resourceFieldRef`,
 //! `configMapKeyRef` / `secretKeyRef` and `envFrom` (with prefix) from ConfigMaps and Secrets the
-//! executor read from the API server beforehand.
+//! executor read beforehand through the node's reader ([`crate::api::objects`]).
 
 use super::runtime_config::{ConfigError, NodeContext};
-use crate::api::DynApi;
+use crate::api::objects::{Data, Objects};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use std::collections::{BTreeMap, HashMap};
 
@@ -53,100 +53,45 @@ fn referenced(c: &Container) -> Vec<(Kind, String)> {
     out
 }
 
-/// The last answers the API gave, used while it cannot be reached: upstream reads these through
-/// informer caches that outlive an outage. Process-wide because every pod worker shares it.
-fn last_good() -> std::sync::MutexGuard<'static, HashMap<String, LastGood>> {
-    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, LastGood>>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[derive(Clone)]
-enum LastGood {
-    Data(Option<BTreeMap<String, String>>),
-    Services(Vec<(String, String)>),
-}
-
-/// Reads what the container's env refers to. API errors (other than not found) fail the start
-/// unless an earlier answer is cached.
-pub async fn fetch(api: Option<&DynApi>, pod: &Pod, c: &Container) -> Result<EnvSources, ConfigError> {
+/// Reads what the container's env refers to through the node's reader. API errors (other than
+/// not found) fail the start unless the reader kept an earlier answer.
+pub async fn fetch(objects: Option<&Objects>, pod: &Pod, c: &Container) -> Result<EnvSources, ConfigError> {
     let mut out = EnvSources::default();
-    let Some(api) = api else { return Ok(out) };
+    let Some(objects) = objects else { return Ok(out) };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let services_key =
-        format!("services/{ns}/{}", pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true));
-    out.1 = match service_env(api, pod).await {
-        Ok(v) => {
-            last_good().insert(services_key, LastGood::Services(v.clone()));
-            v
-        }
-        Err(e) => match last_good().get(&services_key) {
-            Some(LastGood::Services(v)) => v.clone(),
-            // Service links are best effort: a pod must not stay down because the API is.
-            _ => {
-                tracing::warn!(pod = %ns, "service link variables unavailable: {}", e.0);
-                Vec::new()
-            }
-        },
-    };
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    out.1 = service_env(objects, pod).await.unwrap_or_else(|e| {
+        // Service links are best effort: a pod must not stay down because the API is.
+        tracing::warn!(pod = %ns, "service link variables unavailable: {}", e.0);
+        Vec::new()
+    });
     for (kind, name) in referenced(c) {
-        let fetched: Result<Option<BTreeMap<String, String>>, ConfigError> = match kind {
-            Kind::ConfigMap => {
-                api.get_config_map(ns, &name).await.map_err(|e| ConfigError(format!("configmap {ns}/{name}: {e}"))).map(
-                    |cm| {
-                        cm.map(|cm| {
-                            let mut d = cm.data.unwrap_or_default();
-                            for (k, v) in cm.binary_data.unwrap_or_default() {
-                                d.insert(k, String::from_utf8_lossy(&v.0).into_owned());
-                            }
-                            d
-                        })
-                    },
-                )
-            }
-            Kind::Secret => {
-                api.get_secret(ns, &name).await.map_err(|e| ConfigError(format!("secret {ns}/{name}: {e}"))).map(|s| {
-                    s.map(|s| {
-                        let mut d: BTreeMap<String, String> = s
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                            .collect();
-                        d.extend(s.string_data.unwrap_or_default());
-                        d
-                    })
-                })
-            }
+        let data = match kind {
+            Kind::ConfigMap => objects.config_map(uid, ns, &name).await,
+            Kind::Secret => objects.secret(uid, ns, &name).await,
         };
-        let key = format!("{}/{ns}/{name}", kind.as_str());
-        let data = match fetched {
-            Ok(d) => {
-                last_good().insert(key, LastGood::Data(d.clone()));
-                d
-            }
-            Err(e) => match last_good().get(&key) {
-                Some(LastGood::Data(d)) => d.clone(),
-                _ => return Err(e),
-            },
-        };
-        out.0.insert((kind, name), data);
+        let data = data.map_err(|e| ConfigError(format!("{} {ns}/{name}: {e}", kind.as_str())))?;
+        let text = |d: &Data| d.iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
+        out.0.insert((kind, name), data.as_deref().map(text));
     }
     Ok(out)
 }
 
 /// Service link variables as upstream makes them: the `kubernetes` service in `default` always,
 /// the pod's namespace's services when `enableServiceLinks` (the default).
-async fn service_env(api: &DynApi, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
+async fn service_env(objects: &Objects, pod: &Pod) -> Result<Vec<(String, String)>, ConfigError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
     let mut services = Vec::new();
     if links {
-        services = api.list_services(ns).await.map_err(|e| ConfigError(format!("services in {ns}: {e}")))?;
+        let listed = objects.services(uid, ns).await.map_err(|e| ConfigError(format!("services in {ns}: {e}")))?;
+        services.extend(listed.iter().cloned());
     }
     if ns != "default" || !links {
         let defaults =
-            api.list_services("default").await.map_err(|e| ConfigError(format!("services in default: {e}")))?;
-        services.extend(defaults.into_iter().filter(|s| s.metadata.name.as_deref() == Some("kubernetes")));
+            objects.services(uid, "default").await.map_err(|e| ConfigError(format!("services in default: {e}")))?;
+        services.extend(defaults.iter().filter(|s| s.metadata.name.as_deref() == Some("kubernetes")).cloned());
     }
     services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     Ok(services.iter().flat_map(service_vars).collect())
@@ -227,10 +172,6 @@ fn downward_value(
         let host_ips: Vec<String> = node.node_ip.iter().cloned().collect();
         let pod_ips: Vec<String> = pod_ip.iter().map(|ip| ip.to_string()).collect();
         let addresses = crate::downward::Addresses { host_ips: &host_ips, pod_ips: &pod_ips };
-        // Pods from the API and static pods carry spec.nodeName; a pod without one is this node's.
-        if f.field_path == "spec.nodeName" && pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
-            return Some(Ok(node.node_name.clone()));
-        }
         return Some(crate::downward::env_field(pod, &f.field_path, addresses).map_err(error));
     }
     let r = from.resource_field_ref.as_ref()?;
@@ -402,7 +343,6 @@ mod tests {
                 {"name": "CPU_M", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
                 {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
                 {"name": "LABELS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels"}}},
-                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                 {"name": "IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}},
                 {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
             ]),
@@ -423,7 +363,6 @@ mod tests {
         assert_eq!(got["CPU_M"], "1500");
         assert_eq!(got["MEM_MI"], "96");
         assert_eq!(got["LABELS"], "app=\"web\"");
-        assert_eq!(got["NODE"], "n1");
         assert_eq!(got["IPS"], "10.88.0.9");
         assert_eq!(got["HOST"], "192.0.2.1");
         let (pod, c) = pod_and_container(

@@ -32,8 +32,9 @@ const MIN_GRACE_SECS: i64 = 2;
 #[derive(Clone)]
 pub struct Deps {
     pub runtime: DynRuntime,
-    /// The API server, when there is one (ConfigMaps and Secrets for env).
-    pub api: Option<crate::api::DynApi>,
+    /// The node's reader of ConfigMaps, Secrets and Services (env, imagePullSecrets), when there
+    /// is an API server.
+    pub objects: Option<crate::api::objects::Objects>,
     pub events: Recorder,
     pub images: Images,
     pub node: Arc<NodeContext>,
@@ -141,19 +142,21 @@ async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Resul
     }
 }
 
-/// Registry credentials for `image` from the pod's imagePullSecrets (read from the API).
+/// Registry credentials for `image` from the pod's imagePullSecrets (read through the node's
+/// reader).
 async fn pull_credentials(deps: &Deps, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
-    let Some(apic) = deps.api.as_ref() else { return Vec::new() };
+    let Some(objects) = deps.objects.as_ref() else { return Vec::new() };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let mut keyring = crate::pull_secrets::Keyring::default();
     for r in pod.spec.as_ref().and_then(|s| s.image_pull_secrets.as_ref()).into_iter().flatten() {
         let warn = |msg: String| {
             tracing::warn!(pod = %pod_name(pod), "{msg}");
             deps.events.pod(pod, None, Type::Warning, "FailedToRetrieveImagePullSecret", msg);
         };
-        match apic.get_secret(ns, &r.name).await {
-            Ok(Some(secret)) => {
-                if let Err(e) = keyring.add_secret(&secret) {
+        match objects.secret(uid, ns, &r.name).await {
+            Ok(Some(data)) => {
+                if let Err(e) = keyring.add_secret(&r.name, &data) {
                     warn(e);
                 }
             }
@@ -414,7 +417,7 @@ async fn start_container(
         ev(Type::Warning, "Failed", format!("Error: {}", e.0));
         ("CreateContainerConfigError", e.0)
     };
-    let env_sources = super::env::fetch(deps.api.as_ref(), pod, c).await.map_err(config_error)?;
+    let env_sources = super::env::fetch(deps.objects.as_ref(), pod, c).await.map_err(config_error)?;
     let input = ContainerInput {
         env_sources: &env_sources,
         pod,

@@ -2,44 +2,41 @@
 //! only `items` (key → path, per-item mode), `defaultMode` (0644), `optional`.
 
 use super::atomic_writer::{FileProjection, Payload};
-use crate::api::DynApi;
+use crate::api::objects::Objects;
 use k8s_openapi::api::core::v1::KeyToPath;
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The default file mode of configMap, secret, downwardAPI and projected volumes (0644).
 pub const DEFAULT_MODE: i32 = 0o644;
 
 /// Key → content of a ConfigMap or Secret.
-pub type Data = BTreeMap<String, Vec<u8>>;
+pub use crate::api::objects::Data;
 
-/// A ConfigMap's `data` and `binaryData`; None when it does not exist.
-pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<Data>, String> {
-    let cm = api.get_config_map(namespace, name).await.map_err(|e| format!("configmap \"{name}\": {e}"))?;
-    Ok(cm.map(|cm| {
-        let mut d: Data = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-        d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-        d
-    }))
+/// A ConfigMap's `data` and `binaryData` (through the node's reader, for the pod `pod_uid`);
+/// None when it does not exist.
+pub async fn fetch(objects: &Objects, pod_uid: &str, namespace: &str, name: &str) -> Result<Option<Arc<Data>>, String> {
+    objects.config_map(pod_uid, namespace, name).await.map_err(|e| format!("configmap \"{name}\": {e}"))
 }
 
-/// Reads an object for a volume: a missing one is an error unless `optional` (then empty).
-/// `kind` is "configmap" or "secret", as upstream's messages say.
+/// Reads an object for a volume of the pod `pod_uid`: a missing one is an error unless
+/// `optional` (then empty). `kind` is "configmap" or "secret", as upstream's messages say.
 pub async fn read(
-    api: Option<&DynApi>,
+    objects: Option<&Objects>,
+    pod_uid: &str,
     kind: &str,
     namespace: &str,
     name: &str,
     optional: bool,
-) -> Result<Data, String> {
-    let found = match api {
-        Some(api) if kind == "secret" => super::secret::fetch(api, namespace, name).await?,
-        Some(api) => fetch(api, namespace, name).await?,
+) -> Result<Arc<Data>, String> {
+    let found = match objects {
+        Some(objects) if kind == "secret" => super::secret::fetch(objects, pod_uid, namespace, name).await?,
+        Some(objects) => fetch(objects, pod_uid, namespace, name).await?,
         None if optional => None,
         None => return Err(format!("{kind} \"{name}\" not found: no API server to read it from")),
     };
     match found {
         Some(d) => Ok(d),
-        None if optional => Ok(Data::new()),
+        None if optional => Ok(Arc::default()),
         None => Err(format!("{kind} \"{name}\" not found")),
     }
 }
@@ -85,7 +82,7 @@ mod tests {
     use super::*;
     use crate::api::fake::FakeApi;
     use k8s_openapi::api::core::v1::ConfigMap;
-    use std::sync::Arc;
+    use std::collections::BTreeMap;
 
     fn data() -> Data {
         Data::from([("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
@@ -129,14 +126,12 @@ mod tests {
         cm.metadata.namespace = Some("ns".into());
         cm.data = Some(BTreeMap::from([("k".into(), "v".into())]));
         fake.put_config_map(cm);
-        let api: DynApi = Arc::new(fake);
-        assert_eq!(read(Some(&api), "configmap", "ns", "cfg", false).await.unwrap()["k"], b"v");
-        assert_eq!(
-            read(Some(&api), "configmap", "ns", "gone", false).await.unwrap_err(),
-            "configmap \"gone\" not found"
-        );
-        assert!(read(Some(&api), "configmap", "ns", "gone", true).await.unwrap().is_empty());
-        assert_eq!(read(Some(&api), "secret", "ns", "gone", false).await.unwrap_err(), "secret \"gone\" not found");
-        assert!(read(None, "secret", "ns", "gone", false).await.unwrap_err().contains("no API server"));
+        let objects = Objects::new(Arc::new(fake));
+        let read = |kind, name, optional| read(Some(&objects), "u1", kind, "ns", name, optional);
+        assert_eq!(read("configmap", "cfg", false).await.unwrap()["k"], b"v");
+        assert_eq!(read("configmap", "gone", false).await.unwrap_err(), "configmap \"gone\" not found");
+        assert!(read("configmap", "gone", true).await.unwrap().is_empty());
+        assert_eq!(read("secret", "gone", false).await.unwrap_err(), "secret \"gone\" not found");
+        assert!(super::read(None, "u1", "secret", "ns", "gone", false).await.unwrap_err().contains("no API server"));
     }
 }

@@ -22,6 +22,7 @@ pub mod state;
 pub mod subpath;
 
 use crate::api::DynApi;
+use crate::api::objects::Objects;
 use crate::clock::DynClock;
 use crate::event_recorder::{Recorder, Type};
 use crate::meta::pod_name;
@@ -63,7 +64,10 @@ impl NodeFacts {
 pub struct Config {
     pub root_dir: PathBuf,
     pub node: NodeFacts,
+    /// The API server, for serviceAccountToken projections.
     pub api: Option<DynApi>,
+    /// The node's reader of ConfigMaps and Secrets (shared with env and imagePullSecrets).
+    pub objects: Option<Objects>,
     pub events: Recorder,
     pub clock: DynClock,
     /// How often API-backed volumes are rewritten (syncFrequency).
@@ -78,6 +82,7 @@ impl Config {
             root_dir,
             node: NodeFacts::default(),
             api: None,
+            objects: None,
             events: Recorder::disabled(),
             clock,
             resync: Duration::from_secs(60),
@@ -306,6 +311,7 @@ async fn execute(inner: Arc<Inner>, op: Op) {
     let ctx = Ctx {
         root: &cfg.root_dir,
         api: cfg.api.as_ref(),
+        objects: cfg.objects.as_ref(),
         tokens: &inner.tokens,
         node: &cfg.node,
         csi: cfg.csi.as_ref(),

@@ -5,6 +5,7 @@
 use super::projected::Tokens;
 use super::{CsiPlugin, NodeFacts, atomic_writer, configmap, downward_api, empty_dir, host_path, projected};
 use crate::api::DynApi;
+use crate::api::objects::Objects;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, Volume};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -78,7 +79,10 @@ impl Kind {
 /// What set-up and teardown need besides the pod.
 pub struct Ctx<'a> {
     pub root: &'a Path,
+    /// The API server, for serviceAccountToken projections.
     pub api: Option<&'a DynApi>,
+    /// The node's reader of ConfigMaps and Secrets.
+    pub objects: Option<&'a Objects>,
     pub tokens: &'a Tokens,
     pub node: &'a NodeFacts,
     pub csi: Option<&'a Arc<dyn CsiPlugin>>,
@@ -152,7 +156,7 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, Str
                 _ => return Err("no source".into()),
             };
             let optional = optional.unwrap_or(false);
-            let data = configmap::read(ctx.api, what, &ns, &name, optional).await?;
+            let data = configmap::read(ctx.objects, &uid, what, &ns, &name, optional).await?;
             let mode = mode.unwrap_or(configmap::DEFAULT_MODE);
             let payload = configmap::payload(items.as_deref(), &data, mode, optional, what)?;
             // Secrets only ever live in memory.
@@ -166,7 +170,7 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, Str
         }
         Kind::Projected => {
             let src = v.projected.as_ref().ok_or("no source")?;
-            let payload = projected::payload(ctx.api, ctx.tokens, pod, src, ctx.node, ctx.now).await?;
+            let payload = projected::payload(ctx.api, ctx.objects, ctx.tokens, pod, src, ctx.node, ctx.now).await?;
             write_files(ctx, pod, &dir, true, &payload)?;
         }
         Kind::HostPath => {
@@ -231,10 +235,18 @@ mod tests {
         cm.data = Some(BTreeMap::from([("color".into(), "blue".into())]));
         fake.put_config_map(cm);
         let api: DynApi = Arc::new(fake);
+        let objects = Objects::new(api.clone());
         let tokens = Tokens::default();
         let node = NodeFacts::default();
-        let ctx =
-            Ctx { root: dir.path(), api: Some(&api), tokens: &tokens, node: &node, csi: None, now: SystemTime::now() };
+        let ctx = Ctx {
+            root: dir.path(),
+            api: Some(&api),
+            objects: Some(&objects),
+            tokens: &tokens,
+            node: &node,
+            csi: None,
+            now: SystemTime::now(),
+        };
         let p = pod(serde_json::json!([{"name": "config", "configMap": {"name": "cfg"}},
             {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
             {"name": "nfs", "nfs": {"server": "x", "path": "/"}},

@@ -7,6 +7,7 @@ use super::NodeFacts;
 use super::atomic_writer::{FileProjection, Payload};
 use super::{configmap, downward_api};
 use crate::api::DynApi;
+use crate::api::objects::Objects;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource, ServiceAccountTokenProjection};
 use std::collections::HashMap;
@@ -100,6 +101,7 @@ async fn token(
 /// failures reported together.
 pub async fn payload(
     api: Option<&DynApi>,
+    objects: Option<&Objects>,
     tokens: &Tokens,
     pod: &Pod,
     src: &ProjectedVolumeSource,
@@ -107,19 +109,20 @@ pub async fn payload(
     now: SystemTime,
 ) -> Result<Payload, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let default_mode = src.default_mode.unwrap_or(configmap::DEFAULT_MODE);
     let mut out = Payload::new();
     let mut errors = Vec::new();
     for s in src.sources.iter().flatten() {
         let part = if let Some(c) = &s.config_map {
             let optional = c.optional.unwrap_or(false);
-            match configmap::read(api, "configmap", &ns, &c.name, optional).await {
+            match configmap::read(objects, uid, "configmap", &ns, &c.name, optional).await {
                 Ok(d) => configmap::payload(c.items.as_deref(), &d, default_mode, optional, "configmap"),
                 Err(e) => Err(e),
             }
         } else if let Some(c) = &s.secret {
             let optional = c.optional.unwrap_or(false);
-            match configmap::read(api, "secret", &ns, &c.name, optional).await {
+            match configmap::read(objects, uid, "secret", &ns, &c.name, optional).await {
                 Ok(d) => configmap::payload(c.items.as_deref(), &d, default_mode, optional, "secret"),
                 Err(e) => Err(e),
             }
@@ -190,9 +193,12 @@ mod tests {
     async fn all_sources_are_merged_with_the_default_mode_and_tokens_are_cached() {
         let fake = fake();
         let api: DynApi = Arc::new(fake.clone());
+        let objects = Objects::new(api.clone());
         let tokens = Tokens::default();
         let now = SystemTime::now();
-        let p = payload(Some(&api), &tokens, &pod(), &source(), &NodeFacts::default(), now).await.unwrap();
+        let (node, pod, source) = (NodeFacts::default(), pod(), source());
+        let at = |now| payload(Some(&api), Some(&objects), &tokens, &pod, &source, &node, now);
+        let p = at(now).await.unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["cfg/color", "labels", "pw", "token"]);
         assert!(p.values().all(|f| f.mode == 0o440));
         assert_eq!(p["labels"].data, b"app=\"web\"");
@@ -208,13 +214,9 @@ mod tests {
         let bound = spec.bound_object_ref.as_ref().unwrap();
         assert_eq!((bound.kind.as_deref(), bound.uid.as_deref()), (Some("Pod"), Some("u1")));
         // Within its lifetime the cached token is used; near the end a new one is requested.
-        payload(Some(&api), &tokens, &pod(), &source(), &NodeFacts::default(), now + Duration::from_secs(60))
-            .await
-            .unwrap();
+        at(now + Duration::from_secs(60)).await.unwrap();
         assert_eq!(fake.token_requests().len(), 1);
-        payload(Some(&api), &tokens, &pod(), &source(), &NodeFacts::default(), now + Duration::from_secs(500))
-            .await
-            .unwrap();
+        at(now + Duration::from_secs(500)).await.unwrap();
         assert_eq!(fake.token_requests().len(), 2);
         tokens.forget_pod("u1");
         assert!(tokens.lock().is_empty());
@@ -223,9 +225,18 @@ mod tests {
     #[tokio::test]
     async fn failures_of_every_source_are_reported() {
         let api: DynApi = Arc::new(FakeApi::new());
-        let e = payload(Some(&api), &Tokens::default(), &pod(), &source(), &NodeFacts::default(), SystemTime::now())
-            .await
-            .unwrap_err();
+        let objects = Objects::new(api.clone());
+        let e = payload(
+            Some(&api),
+            Some(&objects),
+            &Tokens::default(),
+            &pod(),
+            &source(),
+            &NodeFacts::default(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap_err();
         assert!(e.contains("configmap \"cfg\" not found") && e.contains("secret \"creds\" not found"), "{e}");
     }
 

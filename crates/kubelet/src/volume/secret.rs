@@ -2,16 +2,13 @@
 //! Secret's decoded `data`, always on a tmpfs so secrets never reach the node's disk.
 
 use super::configmap::Data;
-use crate::api::DynApi;
+use crate::api::objects::Objects;
+use std::sync::Arc;
 
-/// A Secret's `data` (and `stringData`, should a stored object carry it); None when missing.
-pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<Data>, String> {
-    let s = api.get_secret(namespace, name).await.map_err(|e| format!("secret \"{name}\": {e}"))?;
-    Ok(s.map(|s| {
-        let mut d: Data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        d.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
-        d
-    }))
+/// A Secret's `data` (and `stringData`, should a stored object carry it), through the node's
+/// reader for the pod `pod_uid`; None when missing.
+pub async fn fetch(objects: &Objects, pod_uid: &str, namespace: &str, name: &str) -> Result<Option<Arc<Data>>, String> {
+    objects.secret(pod_uid, namespace, name).await.map_err(|e| format!("secret \"{name}\": {e}"))
 }
 
 #[cfg(test)]
@@ -21,7 +18,6 @@ mod tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn secret_data_is_decoded_bytes() {
@@ -31,9 +27,9 @@ mod tests {
         s.metadata.namespace = Some("ns".into());
         s.data = Some(BTreeMap::from([("password".into(), ByteString(b"hunter2".to_vec()))]));
         fake.put_secret(s);
-        let api: DynApi = Arc::new(fake);
-        let d = fetch(&api, "ns", "creds").await.unwrap().unwrap();
+        let objects = Objects::new(Arc::new(fake));
+        let d = fetch(&objects, "u1", "ns", "creds").await.unwrap().unwrap();
         assert_eq!(d["password"], b"hunter2");
-        assert!(fetch(&api, "ns", "other").await.unwrap().is_none());
+        assert!(fetch(&objects, "u1", "ns", "other").await.unwrap().is_none());
     }
 }

@@ -29,6 +29,7 @@ fn pod(uid: &str) -> Pod {
 fn manager(root: &Path, fake: &FakeApi) -> VolumeManager {
     let mut cfg = Config::new(root.to_path_buf(), Arc::new(SystemClock));
     cfg.api = Some(Arc::new(fake.clone()));
+    cfg.objects = Some(crate::api::objects::Objects::new(Arc::new(fake.clone())));
     cfg.resync = Duration::from_secs(1);
     VolumeManager::spawn(cfg)
 }
