@@ -162,6 +162,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         clock: clock.clone(),
         resync: cfg.sync_frequency,
         csi,
+        mounter: volume::mount::host(),
     });
     tasks.push(task("volume reconciler", move |token| volume_reconciler.run(token)));
     let node_ctx = Arc::new(NodeContext {

@@ -12,9 +12,30 @@ pub const DEFAULT_MODE: i32 = 0o644;
 /// Key → content of a ConfigMap or Secret.
 pub type Data = BTreeMap<String, Vec<u8>>;
 
+/// Why a configMap or secret volume (or projection) has no content. `kind` is "configmap" or
+/// "secret", as upstream's messages say.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{kind} \"{name}\": {source}")]
+    Api { kind: &'static str, name: String, source: crate::api::ApiError },
+    #[error("{kind} \"{name}\" not found: no API server to read it from")]
+    NoApi { kind: String, name: String },
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { kind: String, name: String },
+    /// `noun` is "config" or "secret".
+    #[error("{kind} references non-existent {noun} key: {key}")]
+    MissingKey { kind: &'static str, noun: &'static str, key: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// A ConfigMap's `data` and `binaryData`; None when it does not exist.
-pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<Data>, String> {
-    let cm = api.get_config_map(namespace, name).await.map_err(|e| format!("configmap \"{name}\": {e}"))?;
+pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<Data>> {
+    let cm = api.get_config_map(namespace, name).await.map_err(|source| Error::Api {
+        kind: "configmap",
+        name: name.to_string(),
+        source,
+    })?;
     Ok(cm.map(|cm| {
         let mut d: Data = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
         d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
@@ -24,23 +45,17 @@ pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<D
 
 /// Reads an object for a volume: a missing one is an error unless `optional` (then empty).
 /// `kind` is "configmap" or "secret", as upstream's messages say.
-pub async fn read(
-    api: Option<&DynApi>,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-    optional: bool,
-) -> Result<Data, String> {
+pub async fn read(api: Option<&DynApi>, kind: &str, namespace: &str, name: &str, optional: bool) -> Result<Data> {
     let found = match api {
         Some(api) if kind == "secret" => super::secret::fetch(api, namespace, name).await?,
         Some(api) => fetch(api, namespace, name).await?,
         None if optional => None,
-        None => return Err(format!("{kind} \"{name}\" not found: no API server to read it from")),
+        None => return Err(Error::NoApi { kind: kind.to_string(), name: name.to_string() }),
     };
     match found {
         Some(d) => Ok(d),
         None if optional => Ok(Data::new()),
-        None => Err(format!("{kind} \"{name}\" not found")),
+        None => Err(Error::NotFound { kind: kind.to_string(), name: name.to_string() }),
     }
 }
 
@@ -52,7 +67,7 @@ pub fn payload(
     default_mode: i32,
     optional: bool,
     kind: &str,
-) -> Result<Payload, String> {
+) -> Result<Payload> {
     let mode = |m: Option<i32>| (m.unwrap_or(default_mode) & 0o7777) as u32;
     let mut out = Payload::new();
     match items.filter(|i| !i.is_empty()) {
@@ -71,7 +86,7 @@ pub fn payload(
                     None => {
                         let what = if kind == "secret" { "secret" } else { "configmap" };
                         let noun = if kind == "secret" { "secret" } else { "config" };
-                        return Err(format!("{what} references non-existent {noun} key: {}", item.key));
+                        return Err(Error::MissingKey { kind: what, noun, key: item.key.clone() });
                     }
                 }
             }
@@ -111,11 +126,11 @@ mod tests {
         assert_eq!((p["dir/x"].mode, p["y"].mode), (0o400, 0o644));
         let missing = [item("nope", "z", None)];
         assert_eq!(
-            payload(Some(&missing), &data(), DEFAULT_MODE, false, "configmap").unwrap_err(),
+            payload(Some(&missing), &data(), DEFAULT_MODE, false, "configmap").unwrap_err().to_string(),
             "configmap references non-existent config key: nope"
         );
         assert_eq!(
-            payload(Some(&missing), &data(), DEFAULT_MODE, false, "secret").unwrap_err(),
+            payload(Some(&missing), &data(), DEFAULT_MODE, false, "secret").unwrap_err().to_string(),
             "secret references non-existent secret key: nope"
         );
         assert!(payload(Some(&missing), &data(), DEFAULT_MODE, true, "secret").unwrap().is_empty());
@@ -132,11 +147,14 @@ mod tests {
         let api: DynApi = Arc::new(fake);
         assert_eq!(read(Some(&api), "configmap", "ns", "cfg", false).await.unwrap()["k"], b"v");
         assert_eq!(
-            read(Some(&api), "configmap", "ns", "gone", false).await.unwrap_err(),
+            read(Some(&api), "configmap", "ns", "gone", false).await.unwrap_err().to_string(),
             "configmap \"gone\" not found"
         );
         assert!(read(Some(&api), "configmap", "ns", "gone", true).await.unwrap().is_empty());
-        assert_eq!(read(Some(&api), "secret", "ns", "gone", false).await.unwrap_err(), "secret \"gone\" not found");
-        assert!(read(None, "secret", "ns", "gone", false).await.unwrap_err().contains("no API server"));
+        assert_eq!(
+            read(Some(&api), "secret", "ns", "gone", false).await.unwrap_err().to_string(),
+            "secret \"gone\" not found"
+        );
+        assert!(read(None, "secret", "ns", "gone", false).await.unwrap_err().to_string().contains("no API server"));
     }
 }

@@ -1,12 +1,16 @@
 //! secret volumes (pkg/volume/secret): the configMap rules (see [`super::configmap`]) over a
 //! Secret's decoded `data`, always on a tmpfs so secrets never reach the node's disk.
 
-use super::configmap::Data;
+use super::configmap::{self, Data};
 use crate::api::DynApi;
 
 /// A Secret's `data` (and `stringData`, should a stored object carry it); None when missing.
-pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> Result<Option<Data>, String> {
-    let s = api.get_secret(namespace, name).await.map_err(|e| format!("secret \"{name}\": {e}"))?;
+pub async fn fetch(api: &DynApi, namespace: &str, name: &str) -> configmap::Result<Option<Data>> {
+    let s = api.get_secret(namespace, name).await.map_err(|source| configmap::Error::Api {
+        kind: "secret",
+        name: name.to_string(),
+        source,
+    })?;
     Ok(s.map(|s| {
         let mut d: Data = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         d.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
