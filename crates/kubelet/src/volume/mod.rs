@@ -433,4 +433,6 @@ async fn run(inner: Arc<Inner>, running: &mut tokio::task::JoinSet<()>) {
 }
 
 #[cfg(test)]
+mod mount_tests;
+#[cfg(test)]
 mod tests;
