@@ -14,7 +14,7 @@ use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -40,15 +40,26 @@ fn opt<T>(r: std::result::Result<T, kube::Error>) -> Result<Option<T>> {
     }
 }
 
+/// A kubeconfig that cannot be read or used. The cause is the source (not in the message), as
+/// the binary prints the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    #[error("--kubeconfig {}", path.display())]
+    Read { path: PathBuf, source: kube::config::KubeconfigError },
+    #[error("--kubeconfig {}", path.display())]
+    Client { path: PathBuf, source: kube::Error },
+}
+
 impl KubeApi {
     /// A client from a kubeconfig file (as `--kubeconfig`).
-    pub async fn from_kubeconfig(path: &Path, qps: f64, burst: u32) -> std::result::Result<Self, String> {
-        let kubeconfig =
-            kube::config::Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+    pub async fn from_kubeconfig(path: &Path, qps: f64, burst: u32) -> std::result::Result<Self, KubeconfigError> {
+        let read = |source| KubeconfigError::Read { path: path.to_path_buf(), source };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(read)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-        let client = kube::Client::try_from(config).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            .map_err(read)?;
+        let client = kube::Client::try_from(config)
+            .map_err(|source| KubeconfigError::Client { path: path.to_path_buf(), source })?;
         Ok(Self { client, bucket: Arc::new(TokenBucket::new(qps, burst)) })
     }
 
