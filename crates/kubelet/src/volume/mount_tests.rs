@@ -77,7 +77,7 @@ async fn a_memory_empty_dir_is_a_tmpfs_of_its_size_limit_and_teardown_unmounts_a
     let dir = env.volume_dir("kubernetes.io~empty-dir", "cache");
     assert_eq!(path, dir);
     assert_eq!(env.fake.calls(), [Call::Tmpfs { target: dir.clone(), size: Some(64 * MI) }]);
-    assert_eq!(env.fake.mounted(), [dir.clone()]);
+    assert_eq!(env.fake.mounted(), std::slice::from_ref(&dir));
     // Set up again (a restarted kubelet, a refresh): the tmpfs is kept, not stacked.
     plugins::set_up(&env.ctx(), &p, v).await.unwrap();
     assert_eq!(env.fake.calls().len(), 1);
@@ -161,7 +161,7 @@ fn a_sub_path_is_bind_mounted_from_inside_the_volume_once_and_cleaned_up() {
     // A container restart prepares again: the earlier bind comes off first, nothing stacks.
     subpath::prepare_with(&*env.fake, &sub_request(&pod_dir, &vol, 2)).unwrap();
     assert_eq!(env.fake.calls()[1], Call::Unmount(target.clone()));
-    assert_eq!(env.fake.mounted(), [target.clone()]);
+    assert_eq!(env.fake.mounted(), std::slice::from_ref(&target));
 
     subpath::clean(&*env.fake, &pod_dir, Some("v")).unwrap();
     assert_eq!(env.fake.calls().last(), Some(&Call::Unmount(target.clone())));
