@@ -16,6 +16,7 @@ pub mod watcher;
 pub use client::VolumeStats;
 pub use drivers::{Driver, Drivers};
 
+use super::mount::DynMounter;
 use crate::api::DynApi;
 use client::Node;
 use k8s_openapi::api::core::v1::{Pod, Volume};
@@ -88,11 +89,25 @@ pub struct CsiVolumes {
     drivers: Drivers,
     /// One lock per volume (driver + handle): stage/unstage decisions see a stable set of users.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Tells whether the driver's targets are mounted (the driver mounts them, not the kubelet).
+    mounter: DynMounter,
 }
 
 impl CsiVolumes {
     pub fn new(cfg: Config, api: Option<DynApi>, drivers: Drivers) -> Self {
-        Self { cfg: Arc::new(cfg), api, drivers, locks: Default::default() }
+        Self { cfg: Arc::new(cfg), api, drivers, locks: Default::default(), mounter: super::mount::host() }
+    }
+
+    /// Reads mount points through `mounter` (the volume manager's) instead of the host's.
+    pub fn with_mounter(mut self, mounter: DynMounter) -> Self {
+        self.mounter = mounter;
+        self
+    }
+
+    /// Whether `path` is a mount point (a path behind a symlink is resolved first).
+    fn is_mount_point(&self, path: &Path) -> bool {
+        let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        self.mounter.mounts().is_ok_and(|all| super::mount::mount_at(&all, &real).is_some())
     }
 
     pub fn drivers(&self) -> &Drivers {
@@ -136,7 +151,7 @@ impl CsiVolumes {
         };
         let _guard = self.lock(&r.driver, &r.request.volume_id).await;
         // Published before (a restarted kubelet, a repeated call): nothing to do.
-        if paths::is_mount_point(&target)
+        if self.is_mount_point(&target)
             && VolData::load(&vol_dir).ok().flatten().is_some_and(|d| same_volume(&d, &record))
         {
             return Ok(target);
@@ -149,7 +164,7 @@ impl CsiVolumes {
         let staging = if !record.is_ephemeral() && caps.stage_unstage {
             let global = paths::global_dir(&self.cfg.root_dir, &r.driver, &r.request.volume_id);
             let staging = global.join(paths::GLOBAL_MOUNT_DIR);
-            if !paths::is_mount_point(&staging) {
+            if !self.is_mount_point(&staging) {
                 std::fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
                 VolData {
                     driver_name: r.driver.clone(),
@@ -183,7 +198,7 @@ impl CsiVolumes {
         };
         let target = dir.join(paths::MOUNT_DIR);
         let Some(data) = VolData::load(dir)? else {
-            if paths::is_mount_point(&target) {
+            if self.is_mount_point(&target) {
                 return Err(Error::NoRecord(target));
             }
             remove_dir(&target)?;
@@ -194,7 +209,7 @@ impl CsiVolumes {
         let node =
             self.node(&data.driver_name).await.map_err(|e| e.context(format!("unmounting {}", target.display())))?;
         node.unpublish(&handle, &target).await?;
-        if paths::is_mount_point(&target) {
+        if self.is_mount_point(&target) {
             return Err(Error::StillMounted { path: target, after: "NodeUnpublishVolume" });
         }
         remove_dir(&target)?;
@@ -205,7 +220,7 @@ impl CsiVolumes {
                 let staging = global.join(paths::GLOBAL_MOUNT_DIR);
                 if node.capabilities().await?.stage_unstage {
                     node.unstage(&handle, &staging).await?;
-                    if paths::is_mount_point(&staging) {
+                    if self.is_mount_point(&staging) {
                         return Err(Error::StillMounted { path: staging, after: "NodeUnstageVolume" });
                     }
                 }
@@ -281,5 +296,34 @@ fn remove_file(p: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("removing", p)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::mount::{FakeMounter, Mounter};
+
+    #[tokio::test]
+    async fn a_target_the_mounter_shows_mounted_is_not_removed_without_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let vol_dir = paths::pod_volume_dir(&root, "u1", "pv1");
+        let target = vol_dir.join(paths::MOUNT_DIR);
+        std::fs::create_dir_all(&target).unwrap();
+        let fake = FakeMounter::new();
+        fake.mount_tmpfs(&target, None).unwrap();
+        let cfg = Config { root_dir: root.clone(), node_name: "n".into() };
+        let vols = CsiVolumes::new(cfg, None, Drivers::new()).with_mounter(fake.clone());
+
+        let e = vols.tear_down("u1", &vol_dir).await.unwrap_err();
+        let want =
+            format!("{} is mounted but has no vol_data.json: cannot tell which CSI driver to ask", target.display());
+        assert_eq!(e.to_string(), want);
+        assert!(target.is_dir(), "nothing removed while mounted");
+
+        fake.unmount(&target).unwrap();
+        vols.tear_down("u1", &vol_dir).await.unwrap();
+        assert!(!vol_dir.exists());
     }
 }
