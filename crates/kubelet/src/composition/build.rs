@@ -132,8 +132,12 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             runtime.clone(),
         )
     });
-    // Mounts (tmpfs, subPath binds) and mount points, for the volume plugins and CSI.
-    let mounter = volume::mount::host();
+    // Mounts (tmpfs, subPath binds) and mount points, for the volume plugins and CSI. A hollow
+    // node (no host) mounts nothing on the machine: its tmpfs volumes are plain directories.
+    let mounter: volume::mount::DynMounter = match host {
+        Some(_) => volume::mount::host(),
+        None => volume::mount::FakeMounter::new(),
+    };
     // CSI: drivers register through <root-dir>/plugins_registry; the volume manager stages and
     // publishes CSI volumes through them.
     let csi: Option<Arc<dyn volume::CsiPlugin>> = match host {
