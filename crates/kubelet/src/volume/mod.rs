@@ -183,6 +183,12 @@ impl VolumeManager {
         m
     }
 
+    /// The mounter the manager's plugins use, for the subPath binds the pod side prepares
+    /// ([`subpath::prepare_with`]) and the pod directory's removal.
+    pub fn mounter(&self) -> &DynMounter {
+        &self.inner.cfg.mounter
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
