@@ -306,7 +306,7 @@ async fn tear_down_waits_for_the_driver_and_inline_volumes_publish_only() {
     };
     tokio::time::timeout(Duration::from_secs(10), gone).await.expect("driver deregistered");
     assert!(fake.csi_node(NODE).unwrap().spec.drivers.is_empty());
-    let e = vols.tear_down("uid-c", &target).await.unwrap_err();
+    let e = vols.tear_down("uid-c", &target).await.unwrap_err().to_string();
     assert!(e.contains("not found in the list of registered CSI drivers"), "{e}");
     assert!(paths::is_mount_point(&target), "still mounted until the driver is back");
     // Back again: the retried tear-down finishes.
@@ -328,7 +328,7 @@ async fn set_up_names_the_missing_driver() {
     );
     let e = vols.set_up(&pod("a"), &claim_volume()).await.unwrap_err();
     assert_eq!(
-        e,
+        e.to_string(),
         "PVC default/claim (PV pv1, CSI driver hostpath.test.csi): \
          driver name hostpath.test.csi not found in the list of registered CSI drivers"
     );

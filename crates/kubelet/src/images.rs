@@ -33,10 +33,15 @@ pub fn split_reference(image: &str) -> (&str, Tag<'_>) {
     }
 }
 
+/// An image reference that does not parse (the reference as given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("couldn't parse image name {0:?}: invalid reference format")]
+pub struct InvalidReference(pub String);
+
 /// Checks a reference against the distribution reference grammar (simplified but strict on the
 /// parts that matter: lower-case path components, tag and digest characters).
-pub fn validate_reference(image: &str) -> Result<(), String> {
-    let invalid = || Err(format!("couldn't parse image name {image:?}: invalid reference format"));
+pub fn validate_reference(image: &str) -> Result<(), InvalidReference> {
+    let invalid = || Err(InvalidReference(image.to_string()));
     let (name, tag) = split_reference(image);
     if name.is_empty() {
         return invalid();

@@ -14,7 +14,7 @@ use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -40,15 +40,27 @@ fn opt<T>(r: std::result::Result<T, kube::Error>) -> Result<Option<T>> {
     }
 }
 
+/// A kubeconfig that cannot be read or used. kube's errors repeat their own cause in their
+/// message, so the binary's `{:#}` would print it twice: the kube error is kept as data (`cause`)
+/// and in this message, not as the source, and the message stays what it always was.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeconfigError {
+    #[error("--kubeconfig {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: kube::config::KubeconfigError },
+    #[error("--kubeconfig {}: {cause}", path.display())]
+    Client { path: PathBuf, cause: kube::Error },
+}
+
 impl KubeApi {
     /// A client from a kubeconfig file (as `--kubeconfig`).
-    pub async fn from_kubeconfig(path: &Path, qps: f64, burst: u32) -> std::result::Result<Self, String> {
-        let kubeconfig =
-            kube::config::Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+    pub async fn from_kubeconfig(path: &Path, qps: f64, burst: u32) -> std::result::Result<Self, KubeconfigError> {
+        let read = |cause| KubeconfigError::Read { path: path.to_path_buf(), cause };
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(read)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
-        let client = kube::Client::try_from(config).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            .map_err(read)?;
+        let client = kube::Client::try_from(config)
+            .map_err(|cause| KubeconfigError::Client { path: path.to_path_buf(), cause })?;
         Ok(Self { client, bucket: Arc::new(TokenBucket::new(qps, burst)) })
     }
 

@@ -132,6 +132,12 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             runtime.clone(),
         )
     });
+    // Mounts (tmpfs, subPath binds) and mount points, for the volume plugins and CSI. A hollow
+    // node (no host) mounts nothing on the machine: its tmpfs volumes are plain directories.
+    let mounter: volume::mount::DynMounter = match host {
+        Some(_) => volume::mount::host(),
+        None => volume::mount::FakeMounter::new(),
+    };
     // CSI: drivers register through <root-dir>/plugins_registry; the volume manager stages and
     // publishes CSI volumes through them.
     let csi: Option<Arc<dyn volume::CsiPlugin>> = match host {
@@ -143,7 +149,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
                 volume::csi::watcher::run(watcher_cfg, watcher_drivers, watcher_api, token)
             }));
             let csi_cfg = volume::csi::Config { root_dir: root_dir.clone(), node_name: node_name.clone() };
-            Some(Arc::new(volume::csi::CsiVolumes::new(csi_cfg, api.clone(), drivers)))
+            Some(Arc::new(volume::csi::CsiVolumes::new(csi_cfg, api.clone(), drivers).with_mounter(mounter.clone())))
         }
         None => None,
     };
@@ -166,6 +172,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         clock: clock.clone(),
         resync: cfg.sync_frequency,
         csi,
+        mounter,
     });
     tasks.push(task("volume reconciler", move |token| volume_reconciler.run(token)));
     let node_ctx = Arc::new(NodeContext {

@@ -39,8 +39,8 @@ pub enum Error {
     Address { field: &'static str, value: String, source: AddrParseError },
     #[error(transparent)]
     NodeStatus(#[from] node_status::ConfigError),
-    #[error("{0}")]
-    Eviction(String),
+    #[error(transparent)]
+    Eviction(#[from] eviction::ConfigError),
     #[error(transparent)]
     KubeletServer(#[from] server::kubelet_port::Error),
     #[error("container manager")]

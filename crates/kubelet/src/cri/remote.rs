@@ -20,19 +20,20 @@ pub struct RemoteRuntime {
 }
 
 /// Parses `unix:///path` (or a bare absolute path) into a socket path.
-pub fn socket_path(endpoint: &str) -> Result<PathBuf, String> {
+pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
         return Ok(PathBuf::from(path));
     }
     if endpoint.starts_with('/') {
         return Ok(PathBuf::from(endpoint));
     }
-    Err(format!("unsupported endpoint {endpoint:?}: only unix:// sockets are supported"))
+    let message = format!("unsupported endpoint {endpoint:?}: only unix:// sockets are supported");
+    Err(CriError::new("connect", tonic::Code::InvalidArgument, message))
 }
 
 /// A gRPC channel to a unix socket endpoint (also used for containerd's own services).
 pub(crate) async fn channel(endpoint: &str) -> Result<Channel> {
-    let path = socket_path(endpoint).map_err(|m| CriError::new("connect", tonic::Code::InvalidArgument, m))?;
+    let path = socket_path(endpoint)?;
     // The URI is a placeholder: the connector below always dials the unix socket.
     Endpoint::from_static("http://[::]:50051")
         .connect_timeout(Duration::from_secs(5))

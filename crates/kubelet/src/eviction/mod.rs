@@ -37,6 +37,7 @@ use kubelet_config::KubeletConfiguration;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+pub use thresholds::ConfigError;
 use thresholds::{Condition, Signal, Threshold};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,7 +59,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_kubelet_config(cfg: &KubeletConfiguration, root_dir: PathBuf) -> Result<Config, String> {
+    pub fn from_kubelet_config(cfg: &KubeletConfiguration, root_dir: PathBuf) -> Result<Config, ConfigError> {
         Ok(Config {
             thresholds: thresholds::from_config(cfg)?,
             pressure_transition_period: cfg.eviction_pressure_transition_period.to_std().unwrap_or_default(),

@@ -158,13 +158,27 @@ impl Threshold {
     }
 }
 
+/// A bad eviction setting: `field` names it with its signal (`evictionHard[memory.available]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every bad eviction setting at once, joined by "; ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError(pub Vec<FieldError>);
+
 /// Parses evictionHard (merged with the defaults as the config says), evictionSoft with
 /// evictionSoftGracePeriod, and evictionMinimumReclaim. Unobserved signals are skipped with a
 /// warning; every error is reported at once.
-pub fn from_config(cfg: &KubeletConfiguration) -> Result<Vec<Threshold>, String> {
+pub fn from_config(cfg: &KubeletConfiguration) -> Result<Vec<Threshold>, ConfigError> {
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    let parse_map = |field: &str, map: &BTreeMap<String, String>, errors: &mut Vec<String>| {
+    let bad = |field: String, message: String| FieldError { field, message };
+    let parse_map = |field: &str, map: &BTreeMap<String, String>, errors: &mut Vec<FieldError>| {
         let mut v = Vec::new();
         for (signal, value) in map {
             match syntax::parse_threshold(signal, value) {
@@ -173,7 +187,7 @@ pub fn from_config(cfg: &KubeletConfiguration) -> Result<Vec<Threshold>, String>
                     None => tracing::warn!(field, signal, "eviction signal is not observed by this kubelet; ignored"),
                 },
                 Ok(None) => {}
-                Err(e) => errors.push(format!("{field}[{signal}]: {e}")),
+                Err(e) => errors.push(bad(format!("{field}[{signal}]"), e.to_string())),
             }
         }
         v
@@ -188,10 +202,10 @@ pub fn from_config(cfg: &KubeletConfiguration) -> Result<Vec<Threshold>, String>
                 let grace_period = d.to_std().unwrap_or_default().max(Duration::from_nanos(1));
                 out.push(Threshold { signal, value, grace_period, min_reclaim: None });
             }
-            Some(Err(e)) => errors.push(format!("evictionSoftGracePeriod[{}]: {e}", signal.as_str())),
-            None => errors.push(format!(
-                "evictionSoft[{}]: grace period must be specified for the soft eviction threshold",
-                signal.as_str()
+            Some(Err(e)) => errors.push(bad(format!("evictionSoftGracePeriod[{}]", signal.as_str()), e.to_string())),
+            None => errors.push(bad(
+                format!("evictionSoft[{}]", signal.as_str()),
+                "grace period must be specified for the soft eviction threshold".into(),
             )),
         }
     }
@@ -203,10 +217,10 @@ pub fn from_config(cfg: &KubeletConfiguration) -> Result<Vec<Threshold>, String>
                 }
             }
             (Ok(_), None) => {}
-            (Err(e), _) => errors.push(format!("evictionMinimumReclaim[{signal}]: {e}")),
+            (Err(e), _) => errors.push(bad(format!("evictionMinimumReclaim[{signal}]"), e.to_string())),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors.join("; ")) }
+    if errors.is_empty() { Ok(out) } else { Err(ConfigError(errors)) }
 }
 
 /// What the node has of one signal's resource.
@@ -352,7 +366,7 @@ mod tests {
     #[test]
     fn a_soft_threshold_without_grace_period_and_bad_values_are_errors() {
         let c = cfg("{evictionSoft: {memory.available: 1Gi}, evictionHard: {memory.available: lots}}");
-        let e = from_config(&c).unwrap_err();
+        let e = from_config(&c).unwrap_err().to_string();
         assert!(e.contains("evictionHard[memory.available]: must be a percentage or a quantity"), "{e}");
         assert!(e.contains("grace period must be specified"), "{e}");
     }

@@ -21,9 +21,9 @@ pub enum Error {
     PodCgroup(#[source] crate::cm::Error),
     /// The pod's volumes are not torn down yet (the volume manager's reason).
     #[error("waiting for volumes to be torn down: {0}")]
-    VolumeTeardown(String),
+    VolumeTeardown(#[source] crate::volume::Error),
     #[error("removing the pod directory: {0}")]
-    RemovePodDir(String),
+    RemovePodDir(#[source] crate::volume::mount::Error),
     /// The kubelet is stopping: the sync ends at a clean point.
     #[error("the kubelet is stopping")]
     Stopping,
@@ -68,7 +68,7 @@ mod tests {
         assert_eq!(one.to_string(), "the kubelet is stopping");
         let two = Error::all(vec![cri().into(), Error::StoppingBefore("nothing started")]).unwrap_err();
         assert_eq!(two.to_string(), "StopContainer: connection refused; the kubelet is stopping: nothing started");
-        let teardown = Error::VolumeTeardown("volume \"data\" is busy".into());
+        let teardown = Error::VolumeTeardown(crate::volume::Error::TearDown(vec!["volume \"data\" is busy".into()]));
         assert_eq!(teardown.to_string(), "waiting for volumes to be torn down: volume \"data\" is busy");
     }
 }

@@ -1,18 +1,18 @@
 //! The thin executor: performs a [`Plan`] against the runtime, in upstream's order
 //! (kill, remove, create sandbox, start), recording per-container failures as waiting reasons.
 
-use crate::backoff::Keyed as Backoff;
 use super::error::{Error, Result};
 use super::observe::{CState, ContainerObs, PodObs};
 use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
 use super::status::WaitingReasons;
+use crate::backoff::Keyed as Backoff;
 use crate::clock::DynClock;
 use crate::cri::labels::{ContainerAnnotations, ContainerType};
 use crate::cri::{DynRuntime, api};
 use crate::event_recorder::{Recorder, Type};
-pub(crate) use crate::meta::pod_name;
 use crate::images::Images;
+pub(crate) use crate::meta::pod_name;
 use crate::pleg::{ContainerRecord, OwnChange, SandboxRecord};
 use crate::prober::handlers::{self, Target};
 use k8s_openapi::api::core::v1::Pod;

@@ -3,10 +3,10 @@
 pub(crate) mod dispatcher;
 // Public for the bench, which builds container configs by hand.
 pub mod env;
+pub(crate) mod error;
 pub(crate) mod executor;
 mod observe;
 mod plan;
-pub(crate) mod error;
 pub mod runtime_config;
 mod status;
 pub(crate) mod worker;

@@ -272,7 +272,7 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
                     container: &c.name,
                     index,
                 };
-                crate::volume::subpath::prepare(&req).map_err(ConfigError)?
+                crate::volume::subpath::prepare(&req).map_err(|e| ConfigError(e.to_string()))?
             }
             None => volume.to_path_buf(),
         };

@@ -5,12 +5,12 @@ mod running;
 mod terminated;
 mod terminating;
 
-use crate::backoff::Keyed as Backoff;
 use super::error::Result;
 use super::executor::{self, Deps};
 use super::observe::{self, ContainerObs, PodObs};
 use super::status::{self, WaitingReasons};
 use crate::backoff::Exponential;
+use crate::backoff::Keyed as Backoff;
 use crate::prober::{self, PodProbes};
 use crate::status_manager::Statuses;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -264,7 +264,13 @@ impl Worker {
         }
         if !u.ok && !u.message.is_empty() {
             let ev = format!("{} probe failed: {}", u.kind.title(), u.message);
-            self.cfg.deps.events.pod(&self.pod, Some(&u.container), crate::event_recorder::Type::Warning, "Unhealthy", ev);
+            self.cfg.deps.events.pod(
+                &self.pod,
+                Some(&u.container),
+                crate::event_recorder::Type::Warning,
+                "Unhealthy",
+                ev,
+            );
         }
         let pod = executor::pod_name(&self.pod);
         tracing::info!(pod = %pod, container = %u.container, probe = u.kind.as_str(), ok = u.ok, "probe result changed: {}", u.message);

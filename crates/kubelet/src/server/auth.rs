@@ -120,14 +120,14 @@ impl TokenWebhook {
         Self { api, ttl, cache: Mutex::new(TtlCache::new(4096)) }
     }
 
-    async fn review(&self, token: &str) -> Result<Option<User>, String> {
+    async fn review(&self, token: &str) -> crate::api::Result<Option<User>> {
         let now = Instant::now();
         if let Some(hit) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&token.to_string(), now) {
             return Ok(hit);
         }
         let review =
             TokenReview { spec: TokenReviewSpec { token: token.to_string(), audiences: None }, ..Default::default() };
-        let out = self.api.create_token_review(&review).await.map_err(|e| e.to_string())?;
+        let out = self.api.create_token_review(&review).await?;
         let st = out.status.unwrap_or_default();
         let user = if st.authenticated == Some(true) {
             let u = st.user.unwrap_or_default();
@@ -162,7 +162,7 @@ impl Authorizer {
         Authorizer::Webhook { api, authorized_ttl, unauthorized_ttl, cache: Mutex::new(TtlCache::new(4096)) }
     }
 
-    async fn allowed(&self, user: &User, attrs: &Attributes, node: &str) -> Result<bool, String> {
+    async fn allowed(&self, user: &User, attrs: &Attributes, node: &str) -> crate::api::Result<bool> {
         match self {
             Authorizer::AlwaysAllow => Ok(true),
             Authorizer::DenyAll(_) => Ok(false),
@@ -190,7 +190,7 @@ impl Authorizer {
                     },
                     ..Default::default()
                 };
-                let out = api.create_subject_access_review(&review).await.map_err(|e| e.to_string())?;
+                let out = api.create_subject_access_review(&review).await?;
                 let allowed = out.status.is_some_and(|s| s.allowed && s.denied != Some(true));
                 let ttl = if allowed { *authorized_ttl } else { *unauthorized_ttl };
                 cache.lock().unwrap_or_else(|p| p.into_inner()).put(key, allowed, ttl, now);
@@ -216,7 +216,7 @@ fn unauthorized() -> Response {
 
 impl Auth {
     /// Who is asking, or None for 401.
-    async fn authenticate(&self, headers: &HeaderMap, peer: Option<&PeerCert>) -> Result<Option<User>, String> {
+    async fn authenticate(&self, headers: &HeaderMap, peer: Option<&PeerCert>) -> crate::api::Result<Option<User>> {
         if self.x509
             && let Some(PeerCert(Some((cn, groups)))) = peer
         {

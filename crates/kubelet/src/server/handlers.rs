@@ -355,7 +355,7 @@ async fn container_logs(
 ) -> Response {
     let query: crate::logs::PodLogQuery = match log_query(q.as_deref()) {
         Ok(q) => q,
-        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let opts = match query.to_options(std::time::SystemTime::now()) {
         Ok(o) => o,
@@ -421,14 +421,24 @@ fn status_named(pod: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::Con
     all.into_iter().find(|c| c.name == name).cloned()
 }
 
+/// A query parameter of the wrong type (`kind` is "an integer" or "a boolean").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {value:?} is not {kind}")]
+pub struct BadParam {
+    key: String,
+    value: String,
+    kind: &'static str,
+}
+
 /// The query string as a [`crate::logs::PodLogQuery`] (upstream parameter names).
-fn log_query(q: Option<&str>) -> Result<crate::logs::PodLogQuery, String> {
+fn log_query(q: Option<&str>) -> Result<crate::logs::PodLogQuery, BadParam> {
     let mut out = crate::logs::PodLogQuery::default();
-    let int = |k: &str, v: &str| v.parse::<i64>().map_err(|_| format!("{k}: {v:?} is not an integer"));
+    let bad = |k: &str, v: &str, kind| BadParam { key: k.to_string(), value: v.to_string(), kind };
+    let int = |k: &str, v: &str| v.parse::<i64>().map_err(|_| bad(k, v, "an integer"));
     let boolean = |k: &str, v: &str| match v {
         "" | "1" | "true" | "True" | "TRUE" => Ok(true),
         "0" | "false" | "False" | "FALSE" => Ok(false),
-        _ => Err(format!("{k}: {v:?} is not a boolean")),
+        _ => Err(bad(k, v, "a boolean")),
     };
     for (k, v) in query_pairs(q) {
         match k.as_str() {
@@ -602,8 +612,8 @@ mod tests {
             .unwrap();
         assert!(q.follow && q.previous && !q.timestamps);
         assert_eq!((q.tail_lines, q.since_seconds, q.limit_bytes), (Some(5), Some(10), Some(7)));
-        assert!(log_query(Some("tailLines=x")).unwrap_err().contains("tailLines"));
-        assert!(log_query(Some("follow=maybe")).unwrap_err().contains("follow"));
+        assert_eq!(log_query(Some("tailLines=x")).unwrap_err().to_string(), "tailLines: \"x\" is not an integer");
+        assert_eq!(log_query(Some("follow=maybe")).unwrap_err().to_string(), "follow: \"maybe\" is not a boolean");
     }
 
     #[test]

@@ -27,16 +27,20 @@ pub struct Health {
     pub pleg_threshold: Duration,
 }
 
+/// Why `/healthz` fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("pleg was last seen active {ago_secs}s ago; threshold is {threshold:?}")]
+    Pleg { ago_secs: i64, threshold: Duration },
+}
+
 impl Health {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), Unhealthy> {
         if self.pleg.healthy(self.pleg_threshold) {
             Ok(())
         } else {
-            Err(format!(
-                "pleg was last seen active {}s ago; threshold is {:?}",
-                chrono::Utc::now().timestamp() - self.pleg.last_relist_secs(),
-                self.pleg_threshold
-            ))
+            let ago_secs = chrono::Utc::now().timestamp() - self.pleg.last_relist_secs();
+            Err(Unhealthy::Pleg { ago_secs, threshold: self.pleg_threshold })
         }
     }
 }
@@ -51,7 +55,7 @@ async fn healthz(State(h): State<Health>) -> impl IntoResponse {
 async fn healthz_syncloop(State(h): State<Health>) -> impl IntoResponse {
     match h.check() {
         Ok(()) => (StatusCode::OK, "ok".to_string()),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The static pod directory (`staticPodPath`): watched with inotify and rescanned every
 //! `fileCheckFrequency` as a backstop. One Pod per file, YAML or JSON; hidden files are skipped.
 
-use super::manifest::{self, Origin};
+use super::manifest::{self, ManifestError, Origin};
 use super::{Snapshot, SourceKind};
 use k8s_openapi::api::core::v1::Pod;
 use notify::Watcher;
@@ -52,15 +52,12 @@ impl Scanner {
                         pods.push(pod);
                     } else {
                         let name = pod.metadata.name.unwrap_or_default();
-                        let msg = format!(
-                            "file {}: pod {name} is already defined by another manifest; ignored",
-                            path_str(&path)
-                        );
-                        errors.insert(path, msg);
+                        let origin = Origin { kind: SourceKind::File, location: path_str(&path) }.to_string();
+                        errors.insert(path, ManifestError::Duplicate { origin, name }.to_string());
                     }
                 }
                 Err(e) => {
-                    errors.insert(path, e);
+                    errors.insert(path, e.to_string());
                 }
             }
         }
@@ -75,22 +72,19 @@ impl Scanner {
         pods
     }
 
-    fn read_one(&mut self, path: &Path, node_name: &str) -> Result<Pod, String> {
+    fn read_one(&mut self, path: &Path, node_name: &str) -> Result<Pod, ManifestError> {
         let origin = Origin { kind: SourceKind::File, location: path_str(path) };
-        let meta = std::fs::metadata(path).map_err(|e| format!("{origin}: {e}"))?;
+        let read = |source| ManifestError::Read { origin: origin.to_string(), source };
+        let meta = std::fs::metadata(path).map_err(read)?;
         if meta.len() as usize > manifest::MAX_MANIFEST_BYTES {
-            return Err(format!(
-                "{origin}: manifest is {} bytes, more than the {} allowed",
-                meta.len(),
-                manifest::MAX_MANIFEST_BYTES
-            ));
+            return Err(ManifestError::TooLarge { origin: origin.to_string(), bytes: meta.len() });
         }
-        let bytes = std::fs::read(path).map_err(|e| format!("{origin}: {e}"))?;
-        let mut pods = manifest::decode(&bytes, &origin).map_err(|e| e.to_string())?;
-        let pod = pods.pop().ok_or_else(|| format!("{origin}: no pod"))?;
+        let bytes = std::fs::read(path).map_err(read)?;
+        let mut pods = manifest::decode(&bytes, &origin)?;
+        let pod = pods.pop().ok_or_else(|| ManifestError::NoPod { origin: origin.to_string() })?;
         let uid = manifest::manifest_uid(&pod, &origin, node_name);
         let seen = self.seen.entry(uid).or_insert_with(now_rfc3339).clone();
-        manifest::prepare(pod, &origin, node_name, &seen).map_err(|e| e.to_string())
+        manifest::prepare(pod, &origin, node_name, &seen)
     }
 }
 

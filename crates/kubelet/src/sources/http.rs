@@ -1,6 +1,6 @@
 //! `staticPodURL`: a Pod or PodList fetched every `httpCheckFrequency`.
 
-use super::manifest::{self, Origin};
+use super::manifest::{self, ManifestError, Origin};
 use super::{Snapshot, SourceKind};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashMap;
@@ -33,11 +33,13 @@ pub async fn run(cfg: Config, tx: mpsc::Sender<Snapshot>) {
                 }
             }
             // As upstream: a failed fetch keeps the pods we have.
-            Err(e) if e != last_error => {
-                tracing::error!(url = %cfg.url, "static pod URL: {e}");
-                last_error = e;
+            Err(e) => {
+                let e = e.to_string();
+                if e != last_error {
+                    tracing::error!(url = %cfg.url, "static pod URL: {e}");
+                    last_error = e;
+                }
             }
-            Err(_) => {}
         }
         tokio::time::sleep(cfg.period).await;
     }
@@ -48,26 +50,27 @@ async fn fetch(
     cfg: &Config,
     origin: &Origin,
     seen: &mut HashMap<String, String>,
-) -> Result<Vec<Pod>, String> {
+) -> Result<Vec<Pod>, ManifestError> {
     let mut req = client.get(&cfg.url);
     for (k, vs) in &cfg.headers {
         for v in vs {
             req = req.header(k, v);
         }
     }
-    let resp = req.send().await.map_err(|e| format!("{origin}: {e}"))?;
+    let fetch_err = |source| ManifestError::Fetch { origin: origin.to_string(), source };
+    let resp = req.send().await.map_err(fetch_err)?;
     if !resp.status().is_success() {
-        return Err(format!("{origin}: HTTP {}", resp.status()));
+        return Err(ManifestError::Status { origin: origin.to_string(), status: resp.status() });
     }
-    let body = resp.bytes().await.map_err(|e| format!("{origin}: {e}"))?;
+    let body = resp.bytes().await.map_err(fetch_err)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for pod in manifest::decode(&body, origin).map_err(|e| e.to_string())? {
+    for pod in manifest::decode(&body, origin)? {
         let uid = manifest::manifest_uid(&pod, origin, &cfg.node_name);
         let first_seen = seen.entry(uid).or_insert_with(super::file::now_rfc3339).clone();
-        out.push(manifest::prepare(pod, origin, &cfg.node_name, &first_seen).map_err(|e| e.to_string())?);
+        out.push(manifest::prepare(pod, origin, &cfg.node_name, &first_seen)?);
     }
     Ok(out)
 }

@@ -19,6 +19,18 @@ pub enum ManifestError {
     Decode { origin: String, message: String },
     #[error("{origin}: pod {pod}: {errors}")]
     Invalid { origin: String, pod: String, errors: validation::Errors },
+    #[error("{origin}: {source}")]
+    Read { origin: String, source: std::io::Error },
+    #[error("{origin}: manifest is {bytes} bytes, more than the {MAX_MANIFEST_BYTES} allowed")]
+    TooLarge { origin: String, bytes: u64 },
+    #[error("{origin}: no pod")]
+    NoPod { origin: String },
+    #[error("{origin}: pod {name} is already defined by another manifest; ignored")]
+    Duplicate { origin: String, name: String },
+    #[error("{origin}: {source}")]
+    Fetch { origin: String, source: reqwest::Error },
+    #[error("{origin}: HTTP {status}")]
+    Status { origin: String, status: reqwest::StatusCode },
 }
 
 /// Where a manifest came from: a file path or a URL.
@@ -49,24 +61,26 @@ pub fn decode(bytes: &[u8], origin: &Origin) -> Result<Vec<Pod>, ManifestError> 
         return Err(err(format!("apiVersion: {api_version:?}: must be \"v1\"")));
     }
     match kind.as_str() {
-        "Pod" => Ok(vec![decode_pod(value).map_err(err)?]),
+        "Pod" => Ok(vec![decode_pod(value).map_err(|e| err(field_error(&e)))?]),
         "PodList" if origin.kind == SourceKind::Http => {
             let items = value.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| decode_pod(item).map_err(|m| err(format!("items[{i}].{m}"))))
+                .map(|(i, item)| decode_pod(item).map_err(|e| err(format!("items[{i}].{}", field_error(&e)))))
                 .collect()
         }
         other => Err(err(format!("kind: {other:?}: must be \"Pod\""))),
     }
 }
 
-fn decode_pod(value: serde_json::Value) -> Result<Pod, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        format!("{path}: {}", e.into_inner())
-    })
+fn decode_pod(value: serde_json::Value) -> Result<Pod, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(value)
+}
+
+/// `spec.containers[0].ports: invalid type ...`
+fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    format!("{}: {}", e.path(), e.inner())
 }
 
 /// Applies upstream static-pod defaulting and validates the result.

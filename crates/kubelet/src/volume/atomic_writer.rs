@@ -29,28 +29,42 @@ pub struct FileProjection {
 /// Relative path → file.
 pub type Payload = BTreeMap<String, FileProjection>;
 
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reason follows "invalid path: ".
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot create a timestamped directory in {}", .0.display())]
+    NoTimestampDir(PathBuf),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Upstream's validatePath: relative, no `..` element, not starting with `..`, length limits.
-pub fn validate_path(p: &str) -> Result<(), String> {
+pub fn validate_path(p: &str) -> Result<()> {
+    let invalid = |why: String| Err(Error::InvalidPath(why));
     if p.is_empty() {
-        return Err("invalid path: must not be empty".into());
+        return invalid("must not be empty".into());
     }
     if p.starts_with('/') {
-        return Err(format!("invalid path: must be relative path: {p}"));
+        return invalid(format!("must be relative path: {p}"));
     }
     if p.len() > MAX_PATH {
-        return Err(format!("invalid path: must be less than or equal to {MAX_PATH} characters"));
+        return invalid(format!("must be less than or equal to {MAX_PATH} characters"));
     }
     let items: Vec<&str> = p.split('/').collect();
     for item in &items {
         if *item == ".." {
-            return Err(format!("invalid path: must not contain '..': {p}"));
+            return invalid(format!("must not contain '..': {p}"));
         }
         if item.len() > MAX_NAME {
-            return Err(format!("invalid path: filenames must be less than or equal to {MAX_NAME} characters"));
+            return invalid(format!("filenames must be less than or equal to {MAX_NAME} characters"));
         }
     }
     if items[0].starts_with("..") && items[0].len() > 2 {
-        return Err(format!("invalid path: must not start with '..': {p}"));
+        return invalid(format!("must not start with '..': {p}"));
     }
     Ok(())
 }
@@ -60,12 +74,12 @@ fn clean(p: &str) -> String {
     p.split('/').filter(|s| !s.is_empty() && *s != ".").collect::<Vec<_>>().join("/")
 }
 
-fn err(what: &str, path: &Path, e: io::Error) -> String {
-    format!("{what} {}: {e}", path.display())
+fn err(what: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Io { what, path: path.to_path_buf(), source }
 }
 
 /// Writes `payload` into `target` (which must exist). Returns whether anything changed.
-pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool, String> {
+pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool> {
     let mut clean_payload = Payload::new();
     for (k, v) in payload {
         validate_path(k)?;
@@ -124,7 +138,7 @@ pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool, 
     Ok(true)
 }
 
-fn should_write(payload: &Payload, old_dir: &Path) -> Result<bool, String> {
+fn should_write(payload: &Payload, old_dir: &Path) -> Result<bool> {
     for (path, f) in payload {
         let full = old_dir.join(path);
         let meta = match std::fs::symlink_metadata(&full) {
@@ -145,7 +159,7 @@ fn should_write(payload: &Payload, old_dir: &Path) -> Result<bool, String> {
 
 /// Paths of the old data directory that the new payload no longer has (parents of new files
 /// are kept).
-fn paths_to_remove(payload: &Payload, old_dir: &Path) -> Result<BTreeSet<String>, String> {
+fn paths_to_remove(payload: &Payload, old_dir: &Path) -> Result<BTreeSet<String>> {
     let mut existing = BTreeSet::new();
     fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> io::Result<()> {
         for e in std::fs::read_dir(dir)? {
@@ -179,7 +193,7 @@ fn paths_to_remove(payload: &Payload, old_dir: &Path) -> Result<BTreeSet<String>
     Ok(existing.difference(&keep).cloned().collect())
 }
 
-fn new_timestamp_dir(target: &Path, now: SystemTime) -> Result<PathBuf, String> {
+fn new_timestamp_dir(target: &Path, now: SystemTime) -> Result<PathBuf> {
     let t: chrono::DateTime<chrono::Utc> = now.into();
     let prefix = t.format("..%Y_%m_%d_%H_%M_%S.").to_string();
     // os.MkdirTemp's random suffix, decimal digits.
@@ -199,10 +213,10 @@ fn new_timestamp_dir(target: &Path, now: SystemTime) -> Result<PathBuf, String> 
             Err(e) => return Err(err("creating", &dir, e)),
         }
     }
-    Err(format!("cannot create a timestamped directory in {}", target.display()))
+    Err(Error::NoTimestampDir(target.to_path_buf()))
 }
 
-fn write_payload(payload: &Payload, dir: &Path) -> Result<(), String> {
+fn write_payload(payload: &Payload, dir: &Path) -> Result<()> {
     for (path, f) in payload {
         let full = dir.join(path);
         if let Some(parent) = full.parent() {
@@ -216,7 +230,7 @@ fn write_payload(payload: &Payload, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn create_user_visible(target: &Path, payload: &Payload) -> Result<(), String> {
+fn create_user_visible(target: &Path, payload: &Payload) -> Result<()> {
     for path in payload.keys() {
         let top = path.split('/').next().unwrap_or(path);
         let visible = target.join(top);

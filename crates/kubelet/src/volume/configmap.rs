@@ -12,10 +12,31 @@ pub const DEFAULT_MODE: i32 = 0o644;
 /// Key → content of a ConfigMap or Secret.
 pub use crate::api::objects::Data;
 
+/// Why a configMap or secret volume (or projection) has no content. `kind` is "configmap" or
+/// "secret", as upstream's messages say.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{kind} \"{name}\": {source}")]
+    Api { kind: &'static str, name: String, source: crate::api::ApiError },
+    #[error("{kind} \"{name}\" not found: no API server to read it from")]
+    NoApi { kind: String, name: String },
+    #[error("{kind} \"{name}\" not found")]
+    NotFound { kind: String, name: String },
+    /// `noun` is "config" or "secret".
+    #[error("{kind} references non-existent {noun} key: {key}")]
+    MissingKey { kind: &'static str, noun: &'static str, key: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// A ConfigMap's `data` and `binaryData` (through the node's reader, for the pod `pod_uid`);
 /// None when it does not exist.
-pub async fn fetch(objects: &Objects, pod_uid: &str, namespace: &str, name: &str) -> Result<Option<Arc<Data>>, String> {
-    objects.config_map(pod_uid, namespace, name).await.map_err(|e| format!("configmap \"{name}\": {e}"))
+pub async fn fetch(objects: &Objects, pod_uid: &str, namespace: &str, name: &str) -> Result<Option<Arc<Data>>> {
+    objects.config_map(pod_uid, namespace, name).await.map_err(|source| Error::Api {
+        kind: "configmap",
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Reads an object for a volume of the pod `pod_uid`: a missing one is an error unless
@@ -27,17 +48,17 @@ pub async fn read(
     namespace: &str,
     name: &str,
     optional: bool,
-) -> Result<Arc<Data>, String> {
+) -> Result<Arc<Data>> {
     let found = match objects {
         Some(objects) if kind == "secret" => super::secret::fetch(objects, pod_uid, namespace, name).await?,
         Some(objects) => fetch(objects, pod_uid, namespace, name).await?,
         None if optional => None,
-        None => return Err(format!("{kind} \"{name}\" not found: no API server to read it from")),
+        None => return Err(Error::NoApi { kind: kind.to_string(), name: name.to_string() }),
     };
     match found {
         Some(d) => Ok(d),
         None if optional => Ok(Arc::default()),
-        None => Err(format!("{kind} \"{name}\" not found")),
+        None => Err(Error::NotFound { kind: kind.to_string(), name: name.to_string() }),
     }
 }
 
@@ -49,7 +70,7 @@ pub fn payload(
     default_mode: i32,
     optional: bool,
     kind: &str,
-) -> Result<Payload, String> {
+) -> Result<Payload> {
     let mode = |m: Option<i32>| (m.unwrap_or(default_mode) & 0o7777) as u32;
     let mut out = Payload::new();
     match items.filter(|i| !i.is_empty()) {
@@ -68,7 +89,7 @@ pub fn payload(
                     None => {
                         let what = if kind == "secret" { "secret" } else { "configmap" };
                         let noun = if kind == "secret" { "secret" } else { "config" };
-                        return Err(format!("{what} references non-existent {noun} key: {}", item.key));
+                        return Err(Error::MissingKey { kind: what, noun, key: item.key.clone() });
                     }
                 }
             }
@@ -108,11 +129,11 @@ mod tests {
         assert_eq!((p["dir/x"].mode, p["y"].mode), (0o400, 0o644));
         let missing = [item("nope", "z", None)];
         assert_eq!(
-            payload(Some(&missing), &data(), DEFAULT_MODE, false, "configmap").unwrap_err(),
+            payload(Some(&missing), &data(), DEFAULT_MODE, false, "configmap").unwrap_err().to_string(),
             "configmap references non-existent config key: nope"
         );
         assert_eq!(
-            payload(Some(&missing), &data(), DEFAULT_MODE, false, "secret").unwrap_err(),
+            payload(Some(&missing), &data(), DEFAULT_MODE, false, "secret").unwrap_err().to_string(),
             "secret references non-existent secret key: nope"
         );
         assert!(payload(Some(&missing), &data(), DEFAULT_MODE, true, "secret").unwrap().is_empty());
@@ -129,9 +150,15 @@ mod tests {
         let objects = Objects::new(Arc::new(fake));
         let read = |kind, name, optional| read(Some(&objects), "u1", kind, "ns", name, optional);
         assert_eq!(read("configmap", "cfg", false).await.unwrap()["k"], b"v");
-        assert_eq!(read("configmap", "gone", false).await.unwrap_err(), "configmap \"gone\" not found");
+        assert_eq!(read("configmap", "gone", false).await.unwrap_err().to_string(), "configmap \"gone\" not found");
         assert!(read("configmap", "gone", true).await.unwrap().is_empty());
-        assert_eq!(read("secret", "gone", false).await.unwrap_err(), "secret \"gone\" not found");
-        assert!(super::read(None, "u1", "secret", "ns", "gone", false).await.unwrap_err().contains("no API server"));
+        assert_eq!(read("secret", "gone", false).await.unwrap_err().to_string(), "secret \"gone\" not found");
+        assert!(
+            super::read(None, "u1", "secret", "ns", "gone", false)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("no API server")
+        );
     }
 }

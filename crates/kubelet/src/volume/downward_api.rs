@@ -8,20 +8,29 @@ use super::atomic_writer::{FileProjection, Payload};
 use crate::downward;
 use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, Pod};
 
+/// The selectors a downwardAPI volume could not resolve (all of them, joined by ", ").
+#[derive(Debug, thiserror::Error)]
+#[error("{}", join(.0, ", "))]
+pub struct Error(pub Vec<downward::Error>);
+
+pub(super) fn join<T: std::fmt::Display>(items: &[T], sep: &str) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
+}
+
 /// Upstream's CollectData: every item with its mode; all failures reported together.
 pub fn payload(
     pod: &Pod,
     items: &[DownwardAPIVolumeFile],
     default_mode: i32,
     node: &NodeFacts,
-) -> Result<Payload, String> {
+) -> Result<Payload, Error> {
     let mut out = Payload::new();
     let mut errors = Vec::new();
     for item in items {
         let mode = (item.mode.unwrap_or(default_mode) & 0o7777) as u32;
         let value = match (&item.field_ref, &item.resource_field_ref) {
-            (Some(f), _) => downward::metadata_field(pod, &f.field_path).map_err(|e| e.to_string()),
-            (None, Some(r)) => downward::resource_field(pod, None, r, node.allocatable()).map_err(|e| e.to_string()),
+            (Some(f), _) => downward::metadata_field(pod, &f.field_path),
+            (None, Some(r)) => downward::resource_field(pod, None, r, node.allocatable()),
             (None, None) => Ok(String::new()),
         };
         match value {
@@ -31,7 +40,7 @@ pub fn payload(
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors.join(", ")) }
+    if errors.is_empty() { Ok(out) } else { Err(Error(errors)) }
 }
 
 #[cfg(test)]
@@ -68,7 +77,7 @@ mod tests {
             {"path": "b", "fieldRef": {"fieldPath": "spec.nodeName"}}
         ]))
         .unwrap();
-        let e = payload(&pod(), &bad, 0o644, &node()).unwrap_err();
+        let e = payload(&pod(), &bad, 0o644, &node()).unwrap_err().to_string();
         assert!(e.contains("status.podIP") && e.contains("spec.nodeName"), "{e}");
     }
 }

@@ -3,11 +3,12 @@
 //! configMap a disk one (upstream's "wrapped" volumes). Set-up is idempotent: a tmpfs already
 //! mounted there is kept, so a restarted kubelet never mounts twice.
 
-use super::mount;
+use super::mount::{self, Mounter};
 use crate::cm::resources;
 use k8s_openapi::api::core::v1::{Pod, Volume};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const PERM: u32 = 0o777;
 
@@ -40,46 +41,71 @@ pub fn memory_size(pod: &Pod, size_limit: Option<i64>, allocatable_memory: Optio
     size
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating {}: {source}", dir.display())]
+    Create { dir: PathBuf, source: io::Error },
+    #[error("{}: {source}", dir.display())]
+    Stat { dir: PathBuf, source: io::Error },
+    #[error("setting the mode of {}: {source}", dir.display())]
+    Chmod { dir: PathBuf, source: io::Error },
+    #[error("mounting tmpfs on {}: {source}", dir.display())]
+    MountTmpfs { dir: PathBuf, source: io::Error },
+    #[error("unmounting {}: {source}", dir.display())]
+    Unmount { dir: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Mount(#[from] mount::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Creates the directory with mode 0777 (whatever the umask), as upstream's setupDir.
-pub fn setup_dir(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn setup_dir(dir: &Path) -> Result<()> {
+    let at = || dir.to_path_buf();
+    std::fs::create_dir_all(dir).map_err(|source| Error::Create { dir: at(), source })?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| Error::Stat { dir: at(), source })?;
     if meta.permissions().mode() & 0o777 != PERM {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PERM))
-            .map_err(|e| format!("setting the mode of {}: {e}", dir.display()))?;
+            .map_err(|source| Error::Chmod { dir: at(), source })?;
     }
     Ok(())
 }
 
 /// Sets up the directory, mounting a tmpfs of `size` bytes on it for memory media unless one is
-/// already mounted there.
-pub fn set_up(dir: &Path, memory: bool, size: Option<i64>) -> Result<(), String> {
+/// already mounted there. A directory this call created is removed again when the mount fails.
+pub fn set_up(m: &dyn Mounter, dir: &Path, memory: bool, size: Option<i64>) -> Result<()> {
+    let existed = std::fs::symlink_metadata(dir).is_ok();
     setup_dir(dir)?;
     if !memory {
         return Ok(());
     }
-    let all = mount::mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
-    let real = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let all = mount::mounts(m)?;
+    let real = dir.canonicalize().map_err(|source| Error::Stat { dir: dir.to_path_buf(), source })?;
     if mount::mount_at(&all, &real).is_some_and(|m| m.fs_type == "tmpfs") {
         return Ok(());
     }
     tracing::debug!(dir = %dir.display(), size, "mounting tmpfs");
-    mount::mount_tmpfs(&real, size).map_err(|e| format!("mounting tmpfs on {}: {e}", dir.display()))
+    m.mount_tmpfs(&real, size).map_err(|source| {
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Error::MountTmpfs { dir: dir.to_path_buf(), source }
+    })
 }
 
 /// Tears a volume directory down: unmounts what is mounted on it (a tmpfs), then removes it,
 /// refusing while anything else is mounted below.
-pub fn tear_down(dir: &Path) -> Result<(), String> {
+pub fn tear_down(m: &dyn Mounter, dir: &Path) -> Result<()> {
     if std::fs::symlink_metadata(dir).is_err() {
         return Ok(());
     }
     let real = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let all = mount::mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let all = mount::mounts(m)?;
     // Stacked mounts come off one at a time.
     for _ in 0..mount::mounts_under(&all, &real).iter().filter(|m| m.mount_point == real).count() {
-        mount::unmount(&real).map_err(|e| format!("unmounting {}: {e}", dir.display()))?;
+        m.unmount(&real).map_err(|source| Error::Unmount { dir: dir.to_path_buf(), source })?;
     }
-    mount::remove_unmounted(dir)
+    Ok(mount::remove_unmounted_with(m, dir)?)
 }
 
 #[cfg(test)]
@@ -112,12 +138,12 @@ mod tests {
     fn a_disk_empty_dir_is_world_writable_and_torn_down() {
         let dir = tempfile::tempdir().unwrap();
         let v = dir.path().join("pods/u/volumes/kubernetes.io~empty-dir/cache");
-        set_up(&v, false, None).unwrap();
+        set_up(&mount::HostMounter, &v, false, None).unwrap();
         assert_eq!(std::fs::metadata(&v).unwrap().permissions().mode() & 0o777, 0o777);
         std::fs::write(v.join("f"), "x").unwrap();
-        set_up(&v, false, None).unwrap();
+        set_up(&mount::HostMounter, &v, false, None).unwrap();
         assert!(v.join("f").exists(), "set-up again keeps the content");
-        tear_down(&v).unwrap();
+        tear_down(&mount::HostMounter, &v).unwrap();
         assert!(!v.exists());
     }
 

@@ -2,13 +2,29 @@
 //! the runtime as is, after the `type` check upstream makes (checkTypeInternal).
 
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("hostPath {0:?} must not contain '..'")]
+    DotDot(String),
+    /// `what` is "a directory", "a file", "a socket file", ...
+    #[error("hostPath type check failed: {path} is not {what}")]
+    WrongType { path: String, what: &'static str },
+    #[error("{0} is an invalid volume type")]
+    InvalidType(String),
+    #[error("hostPath: creating {what} {}: {source}", path.display())]
+    Create { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Checks (and for the *OrCreate types, creates) `path` per `type_`; unset/empty checks nothing.
-pub fn check(path: &str, type_: Option<&str>) -> Result<(), String> {
+pub fn check(path: &str, type_: Option<&str>) -> Result<()> {
     if path.split('/').any(|c| c == "..") {
-        return Err(format!("hostPath {path:?} must not contain '..'"));
+        return Err(Error::DotDot(path.to_string()));
     }
+    let not = |what| Err(Error::WrongType { path: path.to_string(), what });
     let p = Path::new(path);
     // Stat follows symlinks, as upstream's GetFileType does.
     let meta = std::fs::metadata(p).ok();
@@ -17,45 +33,37 @@ pub fn check(path: &str, type_: Option<&str>) -> Result<(), String> {
     match type_.unwrap_or("") {
         "" => Ok(()),
         "DirectoryOrCreate" if meta.is_none() => make_dir(p),
-        "DirectoryOrCreate" | "Directory" if !is(|f| f.is_dir()) => {
-            Err(format!("hostPath type check failed: {path} is not a directory"))
-        }
+        "DirectoryOrCreate" | "Directory" if !is(|f| f.is_dir()) => not("a directory"),
         "DirectoryOrCreate" | "Directory" => Ok(()),
         "FileOrCreate" if meta.is_none() => make_file(p),
-        "FileOrCreate" | "File" if !is(|f| f.is_file()) => {
-            Err(format!("hostPath type check failed: {path} is not a file"))
-        }
+        "FileOrCreate" | "File" if !is(|f| f.is_file()) => not("a file"),
         "FileOrCreate" | "File" => Ok(()),
-        "Socket" if !is(|f| f.is_socket()) => Err(format!("hostPath type check failed: {path} is not a socket file")),
-        "CharDevice" if !is(|f| f.is_char_device()) => {
-            Err(format!("hostPath type check failed: {path} is not a character device"))
-        }
-        "BlockDevice" if !is(|f| f.is_block_device()) => {
-            Err(format!("hostPath type check failed: {path} is not a block device"))
-        }
+        "Socket" if !is(|f| f.is_socket()) => not("a socket file"),
+        "CharDevice" if !is(|f| f.is_char_device()) => not("a character device"),
+        "BlockDevice" if !is(|f| f.is_block_device()) => not("a block device"),
         "Socket" | "CharDevice" | "BlockDevice" => Ok(()),
-        other => Err(format!("{other} is an invalid volume type")),
+        other => Err(Error::InvalidType(other.to_string())),
     }
 }
 
 /// DirectoryOrCreate: `mkdir -p` with 0755.
-fn make_dir(p: &Path) -> Result<(), String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(p)
-        .map_err(|e| format!("hostPath: creating directory {}: {e}", p.display()))
+fn make_dir(p: &Path) -> Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p).map_err(|source| Error::Create {
+        what: "directory",
+        path: p.to_path_buf(),
+        source,
+    })
 }
 
 /// FileOrCreate: an empty 0644 file; the parent directory must exist.
-fn make_file(p: &Path) -> Result<(), String> {
+fn make_file(p: &Path) -> Result<()> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o644)
         .open(p)
-        .map_err(|e| format!("hostPath: creating file {}: {e}", p.display()))?;
+        .map_err(|source| Error::Create { what: "file", path: p.to_path_buf(), source })?;
     // The exact mode whatever the umask.
     let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
     Ok(())
@@ -79,21 +87,21 @@ mod tests {
         assert!(check("/nonexistent/whatever", Some("")).is_ok());
         assert!(check(&dirp, Some("Directory")).is_ok());
         assert_eq!(
-            check(&file, Some("Directory")).unwrap_err(),
+            check(&file, Some("Directory")).unwrap_err().to_string(),
             format!("hostPath type check failed: {file} is not a directory")
         );
         assert!(check(&s(&d.join("missing")), Some("Directory")).is_err());
         assert!(check(&file, Some("File")).is_ok());
         assert_eq!(
-            check(&dirp, Some("File")).unwrap_err(),
+            check(&dirp, Some("File")).unwrap_err().to_string(),
             format!("hostPath type check failed: {dirp} is not a file")
         );
         assert!(check(&sock, Some("Socket")).is_ok());
-        assert!(check(&file, Some("Socket")).unwrap_err().ends_with("is not a socket file"));
+        assert!(check(&file, Some("Socket")).unwrap_err().to_string().ends_with("is not a socket file"));
         assert!(check("/dev/null", Some("CharDevice")).is_ok());
-        assert!(check(&file, Some("CharDevice")).unwrap_err().ends_with("is not a character device"));
-        assert!(check("/dev/null", Some("BlockDevice")).unwrap_err().ends_with("is not a block device"));
-        assert_eq!(check(&file, Some("Bogus")).unwrap_err(), "Bogus is an invalid volume type");
+        assert!(check(&file, Some("CharDevice")).unwrap_err().to_string().ends_with("is not a character device"));
+        assert!(check("/dev/null", Some("BlockDevice")).unwrap_err().to_string().ends_with("is not a block device"));
+        assert_eq!(check(&file, Some("Bogus")).unwrap_err().to_string(), "Bogus is an invalid volume type");
         assert!(check("/a/../etc", Some("Directory")).is_err());
     }
 
@@ -109,8 +117,15 @@ mod tests {
         let m = std::fs::metadata(&f).unwrap();
         assert!(m.is_file() && m.len() == 0);
         assert_eq!(m.permissions().mode() & 0o777, 0o644);
-        assert!(check(f.to_str().unwrap(), Some("DirectoryOrCreate")).unwrap_err().ends_with("is not a directory"));
-        assert!(check(newdir.to_str().unwrap(), Some("FileOrCreate")).unwrap_err().ends_with("is not a file"));
+        assert!(
+            check(f.to_str().unwrap(), Some("DirectoryOrCreate"))
+                .unwrap_err()
+                .to_string()
+                .ends_with("is not a directory")
+        );
+        assert!(
+            check(newdir.to_str().unwrap(), Some("FileOrCreate")).unwrap_err().to_string().ends_with("is not a file")
+        );
         // FileOrCreate does not create parents.
         let deep = dir.path().join("missing/parent/f");
         assert!(check(deep.to_str().unwrap(), Some("FileOrCreate")).is_err());

@@ -27,6 +27,7 @@ use crate::clock::DynClock;
 use crate::event_recorder::{Recorder, Type};
 use crate::meta::pod_name;
 use k8s_openapi::api::core::v1::{Pod, Volume};
+use mount::DynMounter;
 use plugins::{Ctx, Kind};
 use state::{Op, Readiness, State, Teardown};
 use std::collections::{HashMap, HashSet};
@@ -40,9 +41,23 @@ use tokio::sync::{Notify, watch};
 /// Errors are the user-facing FailedMount / FailedUnMount messages.
 #[async_trait::async_trait]
 pub trait CsiPlugin: Send + Sync + 'static {
-    async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf, String>;
-    async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<(), String>;
+    async fn set_up(&self, pod: &Pod, volume: &Volume) -> csi::Result<PathBuf>;
+    async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> csi::Result<()>;
 }
+
+/// Why a pod's volumes could not be torn down.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The FailedUnMount message of each volume, joined by "; ".
+    #[error("{}", .0.join("; "))]
+    TearDown(Vec<String>),
+    #[error("timed out waiting for the volumes to be torn down")]
+    TearDownTimedOut,
+    #[error(transparent)]
+    SubPath(#[from] subpath::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Node facts the downward API and memory-backed volumes need.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +88,8 @@ pub struct Config {
     /// How often API-backed volumes are rewritten (syncFrequency).
     pub resync: Duration,
     pub csi: Option<Arc<dyn CsiPlugin>>,
+    /// Mounts tmpfs and subPath binds ([`mount::HostMounter`] on a node).
+    pub mounter: DynMounter,
 }
 
 impl Config {
@@ -87,6 +104,7 @@ impl Config {
             clock,
             resync: Duration::from_secs(60),
             csi: None,
+            mounter: mount::host(),
         }
     }
 }
@@ -145,7 +163,7 @@ impl VolumeManager {
     /// first.
     pub fn new(cfg: Config) -> (Self, Reconciler) {
         let mut st = State::default();
-        let mounts = mount::mounts().unwrap_or_default();
+        let mounts = cfg.mounter.mounts().unwrap_or_default();
         let now = cfg.clock.now();
         for f in reconstruct::scan(&cfg.root_dir, &mounts) {
             let kind = Kind::from_plugin_dir(&f.plugin_dir);
@@ -169,6 +187,12 @@ impl VolumeManager {
         let (m, reconciler) = Self::new(cfg);
         tokio::spawn(reconciler.run(tokio_util::sync::CancellationToken::new()));
         m
+    }
+
+    /// The mounter the manager's plugins use, for the subPath binds the pod side prepares
+    /// ([`subpath::prepare_with`]) and the pod directory's removal.
+    pub fn mounter(&self) -> &DynMounter {
+        &self.inner.cfg.mounter
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -214,7 +238,7 @@ impl VolumeManager {
     /// Tears the pod's volumes down (after its containers are gone) and waits at most
     /// `timeout`. An error names each volume that could not be torn down; the manager keeps
     /// retrying with backoff, and calling again waits again.
-    pub async fn tear_down_pod(&self, pod: &Pod, timeout: Duration) -> Result<(), String> {
+    pub async fn tear_down_pod(&self, pod: &Pod, timeout: Duration) -> Result<()> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut rx = self.inner.version.subscribe();
         {
@@ -229,16 +253,17 @@ impl VolumeManager {
             match status {
                 Teardown::Done => {
                     // hostPath volumes have no directory but may have subPath binds.
-                    subpath::clean(&plugins::pod_dir(&self.inner.cfg.root_dir, &uid), None)?;
+                    let pod_dir = plugins::pod_dir(&self.inner.cfg.root_dir, &uid);
+                    subpath::clean(&*self.inner.cfg.mounter, &pod_dir, None)?;
                     self.inner.tokens.forget_pod(&uid);
                     self.lock().forget(&uid);
                     return Ok(());
                 }
-                Teardown::Failed(errors) => return Err(errors.join("; ")),
+                Teardown::Failed(errors) => return Err(Error::TearDown(errors)),
                 Teardown::Pending => {}
             }
             if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                return Err("timed out waiting for the volumes to be torn down".into());
+                return Err(Error::TearDownTimedOut);
             }
         }
     }
@@ -296,7 +321,8 @@ impl VolumeManager {
 
 fn remove_orphan_dir(inner: &Inner, uid: &str) {
     let dir = plugins::pod_dir(&inner.cfg.root_dir, uid);
-    let result = subpath::clean(&dir, None).and_then(|()| mount::remove_unmounted(&dir));
+    let m = &*inner.cfg.mounter;
+    let result = subpath::clean(m, &dir, None).and_then(|()| Ok(mount::remove_unmounted_with(m, &dir)?));
     match result {
         Ok(()) => {
             inner.tokens.forget_pod(uid);
@@ -315,6 +341,7 @@ async fn execute(inner: Arc<Inner>, op: Op) {
         tokens: &inner.tokens,
         node: &cfg.node,
         csi: cfg.csi.as_ref(),
+        mounter: &*cfg.mounter,
         now: cfg.clock.now(),
     };
     match op {
@@ -338,17 +365,22 @@ async fn execute(inner: Arc<Inner>, op: Op) {
                     cfg.events.pod(&pod, None, Type::Warning, "FailedMount", msg);
                 }
             }
+            let result = result.as_ref().map(Clone::clone).map_err(|e| e as &dyn std::fmt::Display);
             inner.state.lock().unwrap_or_else(|p| p.into_inner()).finish_set_up(&key, kind, result, cfg.clock.now());
         }
         Op::TearDown { key, kind, dir } => {
             let pod_dir = plugins::pod_dir(&cfg.root_dir, &key.0);
-            let result = match subpath::clean(&pod_dir, Some(&key.1)) {
+            let result = match subpath::clean(ctx.mounter, &pod_dir, Some(&key.1)) {
                 Ok(()) => plugins::tear_down(&ctx, &key.0, kind, &dir).await,
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             };
             let (pod, orphan_done) = {
                 let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.finish_tear_down(&key, result.clone(), cfg.clock.now());
+                st.finish_tear_down(
+                    &key,
+                    result.as_ref().copied().map_err(|e| e as &dyn std::fmt::Display),
+                    cfg.clock.now(),
+                );
                 let done = st.removing.get(&key.0) == Some(&true) && st.teardown(&key.0) == Teardown::Done;
                 (st.known.get(&key.0).cloned(), done)
             };
@@ -409,5 +441,7 @@ async fn run(inner: Arc<Inner>, running: &mut tokio::task::JoinSet<()>) {
     }
 }
 
+#[cfg(test)]
+mod mount_tests;
 #[cfg(test)]
 mod tests;

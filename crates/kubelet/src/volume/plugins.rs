@@ -2,8 +2,9 @@
 //! its own file; this is the dispatch and the on-disk layout
 //! (`<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`).
 
+use super::mount::Mounter;
 use super::projected::Tokens;
-use super::{CsiPlugin, NodeFacts, atomic_writer, configmap, downward_api, empty_dir, host_path, projected};
+use super::{CsiPlugin, NodeFacts, atomic_writer, configmap, csi, downward_api, empty_dir, host_path, projected};
 use crate::api::DynApi;
 use crate::api::objects::Objects;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod, Volume};
@@ -11,6 +12,39 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// Why a volume could not be set up or torn down: the text of FailedMount / FailedUnMount.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("no source")]
+    NoSource,
+    #[error("persistentVolumeClaim, csi and ephemeral volumes need CSI support, which is not enabled")]
+    CsiNotEnabled,
+    #[error("{0} (a CSI volume, and CSI support is not enabled)")]
+    CsiLeftover(#[source] empty_dir::Error),
+    #[error("this volume type is not supported")]
+    Unsupported,
+    #[error(transparent)]
+    EmptyDir(#[from] empty_dir::Error),
+    #[error(transparent)]
+    Files(#[from] atomic_writer::Error),
+    #[error(transparent)]
+    ConfigMap(#[from] configmap::Error),
+    #[error(transparent)]
+    DownwardApi(#[from] downward_api::Error),
+    #[error(transparent)]
+    Projected(#[from] projected::Error),
+    #[error(transparent)]
+    HostPath(#[from] host_path::Error),
+    #[error(transparent)]
+    Csi(#[from] csi::Error),
+    #[error(transparent)]
+    SubPath(#[from] super::subpath::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A volume's plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +120,7 @@ pub struct Ctx<'a> {
     pub tokens: &'a Tokens,
     pub node: &'a NodeFacts,
     pub csi: Option<&'a Arc<dyn CsiPlugin>>,
+    pub mounter: &'a dyn Mounter,
     pub now: SystemTime,
 }
 
@@ -101,11 +136,11 @@ pub fn volume_dir(root: &Path, uid: &str, plugin_dir: &str, name: &str) -> PathB
 
 /// The pod's directories with upstream's restrictive modes: `pods/<uid>` and `volumes` 0750
 /// (makePodDataDirs), so other users of the node cannot reach a pod's volumes.
-pub fn make_pod_dirs(root: &Path, uid: &str) -> Result<(), String> {
+pub fn make_pod_dirs(root: &Path, uid: &str) -> Result<()> {
     let dir = pod_dir(root, uid);
     for d in [dir.clone(), dir.join("volumes")] {
         let created = std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&d);
-        created.map_err(|e| format!("creating {}: {e}", d.display()))?;
+        created.map_err(|source| Error::CreateDir { path: d.clone(), source })?;
         let mode = std::fs::metadata(&d).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
         if mode != 0o750 {
             let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750));
@@ -114,25 +149,26 @@ pub fn make_pod_dirs(root: &Path, uid: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn make_plugin_dir(root: &Path, uid: &str, plugin_dir: &str) -> Result<(), String> {
+fn make_plugin_dir(root: &Path, uid: &str, plugin_dir: &str) -> Result<()> {
     make_pod_dirs(root, uid)?;
     let d = pod_dir(root, uid).join("volumes").join(plugin_dir);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(&d)
-        .map_err(|e| format!("creating {}: {e}", d.display()))
+        .map_err(|source| Error::CreateDir { path: d.clone(), source })
 }
 
 /// A pod's volume written with the AtomicWriter on a wrapped emptyDir.
-fn write_files(ctx: &Ctx, pod: &Pod, dir: &Path, memory: bool, payload: &atomic_writer::Payload) -> Result<(), String> {
+fn write_files(ctx: &Ctx, pod: &Pod, dir: &Path, memory: bool, payload: &atomic_writer::Payload) -> Result<()> {
     let size = if memory { empty_dir::memory_size(pod, None, ctx.node.allocatable_memory) } else { None };
-    empty_dir::set_up(dir, memory, size)?;
-    atomic_writer::write(dir, payload, ctx.now).map(drop)
+    empty_dir::set_up(ctx.mounter, dir, memory, size)?;
+    atomic_writer::write(dir, payload, ctx.now)?;
+    Ok(())
 }
 
 /// Sets the volume up (or refreshes it) and returns the host path containers bind.
-pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, String> {
+pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let kind = Kind::of(v);
@@ -145,7 +181,7 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, Str
             let memory = empty_dir::is_memory(v);
             let limit = empty_dir::size_limit(v);
             let size = if memory { empty_dir::memory_size(pod, limit, ctx.node.allocatable_memory) } else { None };
-            empty_dir::set_up(&dir, memory, size)?;
+            empty_dir::set_up(ctx.mounter, &dir, memory, size)?;
         }
         Kind::ConfigMap | Kind::Secret => {
             let (name, items, mode, optional, what) = match (&v.config_map, &v.secret) {
@@ -153,7 +189,7 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, Str
                 (None, Some(s)) => {
                     (s.secret_name.clone().unwrap_or_default(), s.items.clone(), s.default_mode, s.optional, "secret")
                 }
-                _ => return Err("no source".into()),
+                _ => return Err(Error::NoSource),
             };
             let optional = optional.unwrap_or(false);
             let data = configmap::read(ctx.objects, &uid, what, &ns, &name, optional).await?;
@@ -163,25 +199,23 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, Str
             write_files(ctx, pod, &dir, kind == Kind::Secret, &payload)?;
         }
         Kind::DownwardApi => {
-            let src = v.downward_api.as_ref().ok_or("no source")?;
+            let src = v.downward_api.as_ref().ok_or(Error::NoSource)?;
             let mode = src.default_mode.unwrap_or(configmap::DEFAULT_MODE);
             let payload = downward_api::payload(pod, src.items.as_deref().unwrap_or_default(), mode, ctx.node)?;
             write_files(ctx, pod, &dir, true, &payload)?;
         }
         Kind::Projected => {
-            let src = v.projected.as_ref().ok_or("no source")?;
+            let src = v.projected.as_ref().ok_or(Error::NoSource)?;
             let payload = projected::payload(ctx.api, ctx.objects, ctx.tokens, pod, src, ctx.node, ctx.now).await?;
             write_files(ctx, pod, &dir, true, &payload)?;
         }
         Kind::HostPath => {
-            let hp = v.host_path.as_ref().ok_or("no source")?;
+            let hp = v.host_path.as_ref().ok_or(Error::NoSource)?;
             host_path::check(&hp.path, hp.type_.as_deref())?;
             return Ok(PathBuf::from(&hp.path));
         }
         Kind::Csi => {
-            let csi = ctx
-                .csi
-                .ok_or("persistentVolumeClaim, csi and ephemeral volumes need CSI support, which is not enabled")?;
+            let csi = ctx.csi.ok_or(Error::CsiNotEnabled)?;
             let mut vol = v.clone();
             if vol.ephemeral.take().is_some() {
                 // A generic ephemeral volume is the claim `<pod>-<volume>` its controller made.
@@ -189,24 +223,22 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf, Str
                 vol.persistent_volume_claim =
                     Some(PersistentVolumeClaimVolumeSource { claim_name: claim, read_only: None });
             }
-            return csi.set_up(pod, &vol).await;
+            return Ok(csi.set_up(pod, &vol).await?);
         }
-        Kind::Unsupported => return Err("this volume type is not supported".into()),
+        Kind::Unsupported => return Err(Error::Unsupported),
     }
     Ok(dir)
 }
 
 /// Tears a volume directory down (its subPath binds were cleaned before).
-pub async fn tear_down(ctx: &Ctx<'_>, uid: &str, kind: Kind, dir: &Path) -> Result<(), String> {
+pub async fn tear_down(ctx: &Ctx<'_>, uid: &str, kind: Kind, dir: &Path) -> Result<()> {
     match kind {
         Kind::HostPath => Ok(()),
         Kind::Csi => match ctx.csi {
-            Some(csi) => csi.tear_down(uid, dir).await,
-            None => {
-                empty_dir::tear_down(dir).map_err(|e| format!("{e} (a CSI volume, and CSI support is not enabled)"))
-            }
+            Some(csi) => Ok(csi.tear_down(uid, dir).await?),
+            None => empty_dir::tear_down(ctx.mounter, dir).map_err(Error::CsiLeftover),
         },
-        _ => empty_dir::tear_down(dir),
+        _ => Ok(empty_dir::tear_down(ctx.mounter, dir)?),
     }
 }
 
@@ -238,6 +270,7 @@ mod tests {
         let objects = Objects::new(api.clone());
         let tokens = Tokens::default();
         let node = NodeFacts::default();
+        let mounter = super::super::mount::HostMounter;
         let ctx = Ctx {
             root: dir.path(),
             api: Some(&api),
@@ -245,6 +278,7 @@ mod tests {
             tokens: &tokens,
             node: &node,
             csi: None,
+            mounter: &mounter,
             now: SystemTime::now(),
         };
         let p = pod(serde_json::json!([{"name": "config", "configMap": {"name": "cfg"}},
@@ -260,8 +294,8 @@ mod tests {
         assert_eq!(mode(dir.path().join("pods/u1/volumes")), 0o750);
         assert_eq!(mode(path.clone()), 0o777);
         assert_eq!(mode(path.join("color")), 0o644);
-        assert_eq!(set_up(&ctx, &p, &vols[2]).await.unwrap_err(), "this volume type is not supported");
-        assert!(set_up(&ctx, &p, &vols[3]).await.unwrap_err().contains("CSI support"));
+        assert_eq!(set_up(&ctx, &p, &vols[2]).await.unwrap_err().to_string(), "this volume type is not supported");
+        assert!(set_up(&ctx, &p, &vols[3]).await.unwrap_err().to_string().contains("CSI support"));
         tear_down(&ctx, "u1", Kind::ConfigMap, &path).await.unwrap();
         assert!(!path.exists());
         assert_eq!(Kind::from_plugin_dir("kubernetes.io~downward-api"), Kind::DownwardApi);

@@ -19,6 +19,27 @@ const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The API's default `expirationSeconds`.
 const DEFAULT_EXPIRATION: i64 = 3600;
 
+/// Why a projected volume has no content; every failing source is reported ([`Error::Sources`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("serviceAccountToken: no API server to request a token from")]
+    NoApi,
+    #[error("failed to fetch token: serviceaccounts \"{service_account}\": {source}")]
+    Token { service_account: String, source: crate::api::ApiError },
+    #[error("failed to fetch token: serviceaccounts \"{0}\": empty token")]
+    EmptyToken(String),
+    #[error("clusterTrustBundle projections are not supported yet")]
+    ClusterTrustBundle,
+    #[error(transparent)]
+    Object(#[from] configmap::Error),
+    #[error(transparent)]
+    DownwardApi(#[from] downward_api::Error),
+    #[error("{}", downward_api::join(.0, ", "))]
+    Sources(Vec<Error>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Cached tokens by pod UID and request.
 #[derive(Clone, Default)]
 pub struct Tokens(Arc<Mutex<HashMap<String, (String, TokenRequest)>>>);
@@ -51,8 +72,8 @@ async fn token(
     pod: &Pod,
     src: &ServiceAccountTokenProjection,
     now: SystemTime,
-) -> Result<String, String> {
-    let api = api.ok_or("serviceAccountToken: no API server to request a token from")?;
+) -> Result<String> {
+    let api = api.ok_or(Error::NoApi)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let sa = pod
         .spec
@@ -87,12 +108,12 @@ async fn token(
     let mut tr = api
         .create_token(&ns, &sa, &req)
         .await
-        .map_err(|e| format!("failed to fetch token: serviceaccounts \"{sa}\": {e}"))?;
+        .map_err(|source| Error::Token { service_account: sa.clone(), source })?;
     // The answer's spec may omit what was asked; the cache needs the lifetime.
     let spec = tr.spec.get_or_insert_with(Default::default);
     spec.expiration_seconds = spec.expiration_seconds.or(Some(expiration));
     let value = tr.status.as_ref().and_then(|s| s.token.clone()).filter(|t| !t.is_empty());
-    let value = value.ok_or_else(|| format!("failed to fetch token: serviceaccounts \"{sa}\": empty token"))?;
+    let value = value.ok_or_else(|| Error::EmptyToken(sa.clone()))?;
     tokens.lock().insert(key, (uid, tr));
     Ok(value)
 }
@@ -107,7 +128,7 @@ pub async fn payload(
     src: &ProjectedVolumeSource,
     node: &NodeFacts,
     now: SystemTime,
-) -> Result<Payload, String> {
+) -> Result<Payload> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let default_mode = src.default_mode.unwrap_or(configmap::DEFAULT_MODE);
@@ -117,24 +138,28 @@ pub async fn payload(
         let part = if let Some(c) = &s.config_map {
             let optional = c.optional.unwrap_or(false);
             match configmap::read(objects, uid, "configmap", &ns, &c.name, optional).await {
-                Ok(d) => configmap::payload(c.items.as_deref(), &d, default_mode, optional, "configmap"),
-                Err(e) => Err(e),
+                Ok(d) => {
+                    configmap::payload(c.items.as_deref(), &d, default_mode, optional, "configmap").map_err(Error::from)
+                }
+                Err(e) => Err(e.into()),
             }
         } else if let Some(c) = &s.secret {
             let optional = c.optional.unwrap_or(false);
             match configmap::read(objects, uid, "secret", &ns, &c.name, optional).await {
-                Ok(d) => configmap::payload(c.items.as_deref(), &d, default_mode, optional, "secret"),
-                Err(e) => Err(e),
+                Ok(d) => {
+                    configmap::payload(c.items.as_deref(), &d, default_mode, optional, "secret").map_err(Error::from)
+                }
+                Err(e) => Err(e.into()),
             }
         } else if let Some(d) = &s.downward_api {
-            downward_api::payload(pod, d.items.as_deref().unwrap_or_default(), default_mode, node)
+            downward_api::payload(pod, d.items.as_deref().unwrap_or_default(), default_mode, node).map_err(Error::from)
         } else if let Some(t) = &s.service_account_token {
             token(api, tokens, pod, t, now).await.map(|tok| {
                 let file = FileProjection { data: tok.into_bytes(), mode: (default_mode & 0o7777) as u32 };
                 Payload::from([(t.path.clone(), file)])
             })
         } else if s.cluster_trust_bundle.is_some() {
-            Err("clusterTrustBundle projections are not supported yet".into())
+            Err(Error::ClusterTrustBundle)
         } else {
             Ok(Payload::new())
         };
@@ -143,7 +168,11 @@ pub async fn payload(
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors.join(", ")) }
+    match errors.len() {
+        0 => Ok(out),
+        1 => Err(errors.remove(0)),
+        _ => Err(Error::Sources(errors)),
+    }
 }
 
 #[cfg(test)]
@@ -236,7 +265,8 @@ mod tests {
             SystemTime::now(),
         )
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("configmap \"cfg\" not found") && e.contains("secret \"creds\" not found"), "{e}");
     }
 

@@ -1,14 +1,23 @@
 //! secret volumes (pkg/volume/secret): the configMap rules (see [`super::configmap`]) over a
 //! Secret's decoded `data`, always on a tmpfs so secrets never reach the node's disk.
 
-use super::configmap::Data;
+use super::configmap::{self, Data};
 use crate::api::objects::Objects;
 use std::sync::Arc;
 
 /// A Secret's `data` (and `stringData`, should a stored object carry it), through the node's
 /// reader for the pod `pod_uid`; None when missing.
-pub async fn fetch(objects: &Objects, pod_uid: &str, namespace: &str, name: &str) -> Result<Option<Arc<Data>>, String> {
-    objects.secret(pod_uid, namespace, name).await.map_err(|e| format!("secret \"{name}\": {e}"))
+pub async fn fetch(
+    objects: &Objects,
+    pod_uid: &str,
+    namespace: &str,
+    name: &str,
+) -> configmap::Result<Option<Arc<Data>>> {
+    objects.secret(pod_uid, namespace, name).await.map_err(|source| configmap::Error::Api {
+        kind: "secret",
+        name: name.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -169,12 +169,13 @@ impl State {
         retries.chain(refreshes).min()
     }
 
-    /// Records a set-up's result. A failure of a volume already set up (a refresh) keeps it.
+    /// Records a set-up's result (a failure by its message, which readiness reports). A failure
+    /// of a volume already set up (a refresh) keeps it.
     pub fn finish_set_up(
         &mut self,
         key: &Key,
         kind: Kind,
-        result: Result<(PathBuf, PathBuf), String>,
+        result: Result<(PathBuf, PathBuf), &dyn std::fmt::Display>,
         now: SystemTime,
     ) {
         self.running.remove(key);
@@ -187,23 +188,23 @@ impl State {
                 });
                 self.actual.insert(key.clone(), Mounted { kind, dir, path, synced_at: now, reconstructed: false });
             }
-            Err(message) => {
-                let f = Failure::next(self.mount_failures.get(key), message, now);
+            Err(e) => {
+                let f = Failure::next(self.mount_failures.get(key), e.to_string(), now);
                 self.mount_failures.insert(key.clone(), f);
             }
         }
     }
 
     /// Records a teardown's result.
-    pub fn finish_tear_down(&mut self, key: &Key, result: Result<(), String>, now: SystemTime) {
+    pub fn finish_tear_down(&mut self, key: &Key, result: Result<(), &dyn std::fmt::Display>, now: SystemTime) {
         self.running.remove(key);
         match result {
             Ok(()) => {
                 self.actual.remove(key);
                 self.unmount_failures.remove(key);
             }
-            Err(message) => {
-                let f = Failure::next(self.unmount_failures.get(key), message, now);
+            Err(e) => {
+                let f = Failure::next(self.unmount_failures.get(key), e.to_string(), now);
                 self.unmount_failures.insert(key.clone(), f);
             }
         }
@@ -328,7 +329,7 @@ mod tests {
         s.set_pod(&p);
         let a = ("u1".to_string(), "a".to_string());
         s.plan(t(0), RESYNC);
-        s.finish_set_up(&a, Kind::ConfigMap, Err("configmap \"a\" not found".into()), t(0));
+        s.finish_set_up(&a, Kind::ConfigMap, Err(&"configmap \"a\" not found"), t(0));
         match s.readiness(&p) {
             Readiness::Waiting { unmounted, errors, failed, retry_at } => {
                 assert_eq!(unmounted, ["a"]);
@@ -343,7 +344,7 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..8 {
             assert_eq!(s.plan(now, RESYNC).len(), 1);
-            s.finish_set_up(&a, Kind::ConfigMap, Err("still".into()), now);
+            s.finish_set_up(&a, Kind::ConfigMap, Err(&"still"), now);
             let next = s.mount_failures[&a].retry_at;
             delays.push(next.duration_since(now).unwrap().as_millis());
             now = next;
@@ -354,7 +355,7 @@ mod tests {
         assert!(matches!(s.readiness(&p), Readiness::Ready(_)));
         // A failing refresh keeps the volume.
         s.plan(now + RESYNC, RESYNC);
-        s.finish_set_up(&a, Kind::ConfigMap, Err("api down".into()), now + RESYNC);
+        s.finish_set_up(&a, Kind::ConfigMap, Err(&"api down"), now + RESYNC);
         assert!(matches!(s.readiness(&p), Readiness::Ready(_)));
     }
 
@@ -370,7 +371,7 @@ mod tests {
         s.remove_pod("u1", false);
         assert_eq!(keys(&s.plan(t(1), RESYNC)), [("down", "a".into())]);
         assert_eq!(s.teardown("u1"), Teardown::Pending);
-        s.finish_tear_down(&a, Err("device or resource busy".into()), t(1));
+        s.finish_tear_down(&a, Err(&"device or resource busy"), t(1));
         assert_eq!(
             s.teardown("u1"),
             Teardown::Failed(vec!["UnmountVolume.TearDown failed for volume \"a\" : device or resource busy".into()])

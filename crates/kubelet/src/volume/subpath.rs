@@ -6,7 +6,7 @@
 //! container can therefore not make the kubelet mount anything outside the volume, even by
 //! racing it.
 
-use super::mount;
+use super::mount::{self, HostMounter, Mounter};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -29,9 +29,42 @@ pub struct Request<'a> {
 
 pub const SUBPATHS_DIR: &str = "volume-subpaths";
 
-fn components(sub: &str) -> Result<Vec<&str>, String> {
+/// `what` names the subPath and its volume (`subPath "a" of volume "v"`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("subPath {0:?} must be a relative path without '..'")]
+    NotRelative(String),
+    #[error("{what}: opening {}: {source}", path.display())]
+    Open { what: String, path: PathBuf, source: std::io::Error },
+    #[error("{what}: {}: {source}", path.display())]
+    Resolve { what: String, path: PathBuf, source: std::io::Error },
+    #[error("{what}: {} is a symlink, refusing to follow it", path.display())]
+    Symlink { what: String, path: PathBuf },
+    #[error("{what} resolves outside the volume ({})", path.display())]
+    Outside { what: String, path: PathBuf },
+    #[error("{what} resolves outside the volume (to {}), refusing to mount it", path.display())]
+    OutsideTarget { what: String, path: PathBuf },
+    #[error("{what}: bad name {name:?}")]
+    BadName { what: String, name: String },
+    #[error("{what}: creating {}: {source}", path.display())]
+    Create { what: String, path: PathBuf, source: std::io::Error },
+    #[error("{what}: {source}")]
+    Stat { what: String, source: std::io::Error },
+    #[error("{what}: unmounting {}: {source}", path.display())]
+    UnmountTarget { what: String, path: PathBuf, source: std::io::Error },
+    #[error("{what}: bind-mounting onto {}: {source}", path.display())]
+    Bind { what: String, path: PathBuf, source: std::io::Error },
+    #[error("unmounting {}: {source}", path.display())]
+    Unmount { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Mount(#[from] mount::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn components(sub: &str) -> Result<Vec<&str>> {
     if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-        return Err(format!("subPath {sub:?} must be a relative path without '..'"));
+        return Err(Error::NotRelative(sub.to_string()));
     }
     Ok(sub.split('/').filter(|c| !c.is_empty() && *c != ".").collect())
 }
@@ -59,17 +92,16 @@ fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
 }
 
 /// Opens `base/rel` without following any symlink on the way (upstream doSafeOpen).
-fn safe_open(base: &Path, rel: &[&str], what: &str) -> Result<OwnedFd, String> {
-    let mut fd =
-        open_path(None, base, libc::O_DIRECTORY).map_err(|e| format!("{what}: opening {}: {e}", base.display()))?;
+fn safe_open(base: &Path, rel: &[&str], what: &str) -> Result<OwnedFd> {
+    let open_err = |path: &Path, source| Error::Open { what: what.to_string(), path: path.to_path_buf(), source };
+    let mut fd = open_path(None, base, libc::O_DIRECTORY).map_err(|e| open_err(base, e))?;
     let mut at = base.to_path_buf();
     for c in rel {
         at.push(c);
-        let next =
-            open_path(Some(&fd), Path::new(c), 0).map_err(|e| format!("{what}: opening {}: {e}", at.display()))?;
-        let st = fstat(&next).map_err(|e| format!("{what}: {}: {e}", at.display()))?;
+        let next = open_path(Some(&fd), Path::new(c), 0).map_err(|e| open_err(&at, e))?;
+        let st = fstat(&next).map_err(|source| resolve_err(what, &at, source))?;
         if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-            return Err(format!("{what}: {} is a symlink, refusing to follow it", at.display()));
+            return Err(Error::Symlink { what: what.to_string(), path: at });
         }
         fd = next;
     }
@@ -78,7 +110,11 @@ fn safe_open(base: &Path, rel: &[&str], what: &str) -> Result<OwnedFd, String> {
 
 /// Creates the missing directories of `sub` below `base` without following symlinks (upstream
 /// doSafeMakeDir), with the volume's mode.
-fn safe_make_dir(base: &Path, comps: &[&str], perm: u32, what: &str) -> Result<(), String> {
+fn resolve_err(what: &str, path: &Path, source: std::io::Error) -> Error {
+    Error::Resolve { what: what.to_string(), path: path.to_path_buf(), source }
+}
+
+fn safe_make_dir(base: &Path, comps: &[&str], perm: u32, what: &str) -> Result<()> {
     // The longest prefix that exists (symlinks followed) must lie inside the volume.
     let mut existing = 0;
     while existing < comps.len() && base.join(comps[..=existing].join("/")).exists() {
@@ -88,26 +124,29 @@ fn safe_make_dir(base: &Path, comps: &[&str], perm: u32, what: &str) -> Result<(
         return Ok(());
     }
     let prefix = base.join(comps[..existing].join("/"));
-    let resolved = prefix.canonicalize().map_err(|e| format!("{what}: {}: {e}", prefix.display()))?;
-    let rel = resolved
-        .strip_prefix(base)
-        .map_err(|_| format!("{what} resolves outside the volume ({})", resolved.display()))?;
+    let resolved = prefix.canonicalize().map_err(|e| resolve_err(what, &prefix, e))?;
+    let Ok(rel) = resolved.strip_prefix(base) else {
+        return Err(Error::Outside { what: what.to_string(), path: resolved });
+    };
     let rel: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
     let rel: Vec<&str> = rel.iter().map(String::as_str).collect();
     let mut fd = safe_open(base, &rel, what)?;
     let mut at = resolved;
     for c in &comps[existing..] {
         at.push(c);
-        let name = CString::new(*c).map_err(|_| format!("{what}: bad name {c:?}"))?;
+        let name = CString::new(*c).map_err(|_| Error::BadName { what: what.to_string(), name: c.to_string() })?;
         // SAFETY: fd is an open directory, name a valid NUL-terminated string.
         if unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), perm) } != 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(format!("{what}: creating {}: {e}", at.display()));
+                return Err(Error::Create { what: what.to_string(), path: at, source: e });
             }
         }
-        let next = open_path(Some(&fd), Path::new(c), libc::O_DIRECTORY)
-            .map_err(|e| format!("{what}: opening {}: {e}", at.display()))?;
+        let next = open_path(Some(&fd), Path::new(c), libc::O_DIRECTORY).map_err(|source| Error::Open {
+            what: what.to_string(),
+            path: at.clone(),
+            source,
+        })?;
         // The exact mode whatever the umask (fchmod does not work on O_PATH descriptors).
         let _ = std::fs::set_permissions(
             format!("/proc/self/fd/{}", next.as_raw_fd()),
@@ -118,11 +157,17 @@ fn safe_make_dir(base: &Path, comps: &[&str], perm: u32, what: &str) -> Result<(
     Ok(())
 }
 
-/// Prepares the subPath and returns the host path to hand to the runtime.
-pub fn prepare(r: &Request) -> Result<PathBuf, String> {
+/// Prepares the subPath with the host's mounts; see [`prepare_with`].
+pub fn prepare(r: &Request) -> Result<PathBuf> {
+    prepare_with(&HostMounter, r)
+}
+
+/// Prepares the subPath and returns the host path to hand to the runtime. A failed bind leaves
+/// no target behind.
+pub fn prepare_with(m: &dyn Mounter, r: &Request) -> Result<PathBuf> {
     let what = format!("subPath {:?} of volume {:?}", r.sub_path, r.volume);
     let comps = components(r.sub_path)?;
-    let base = r.volume_path.canonicalize().map_err(|e| format!("{what}: {}: {e}", r.volume_path.display()))?;
+    let base = r.volume_path.canonicalize().map_err(|e| resolve_err(&what, r.volume_path, e))?;
     if comps.is_empty() {
         return Ok(base);
     }
@@ -131,27 +176,30 @@ pub fn prepare(r: &Request) -> Result<PathBuf, String> {
         safe_make_dir(&base, &comps, perm, &what)?;
     }
     let joined = base.join(comps.join("/"));
-    let resolved = joined.canonicalize().map_err(|e| format!("{what}: {}: {e}", joined.display()))?;
+    let resolved = joined.canonicalize().map_err(|e| resolve_err(&what, &joined, e))?;
     let Ok(rel) = resolved.strip_prefix(&base) else {
-        return Err(format!("{what} resolves outside the volume (to {}), refusing to mount it", resolved.display()));
+        return Err(Error::OutsideTarget { what, path: resolved });
     };
     let rel: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
     let rel: Vec<&str> = rel.iter().map(String::as_str).collect();
     let fd = safe_open(&base, &rel, &what)?;
-    let is_dir = fstat(&fd).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).map_err(|e| format!("{what}: {e}"))?;
+    let is_dir = match fstat(&fd) {
+        Ok(st) => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        Err(source) => return Err(Error::Stat { what, source }),
+    };
 
     let dir = r.pod_dir.join(SUBPATHS_DIR).join(r.volume).join(r.container);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(&dir)
-        .map_err(|e| format!("{what}: creating {}: {e}", dir.display()))?;
+    if let Err(source) = std::fs::DirBuilder::new().recursive(true).mode(0o750).create(&dir) {
+        return Err(Error::Create { what, path: dir, source });
+    }
     let target = dir.join(r.index.to_string());
     let real_target = dir.canonicalize().unwrap_or(dir.clone()).join(r.index.to_string());
     // A container restart prepares again: take the earlier bind off first.
-    let all = mount::mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let all = mount::mounts(m)?;
     for _ in all.iter().filter(|m| m.mount_point == real_target) {
-        mount::unmount(&target).map_err(|e| format!("{what}: unmounting {}: {e}", target.display()))?;
+        if let Err(source) = m.unmount(&target) {
+            return Err(Error::UnmountTarget { what, path: target, source });
+        }
     }
     let kind_ok = match std::fs::symlink_metadata(&target) {
         Ok(m) => m.is_dir() == is_dir,
@@ -160,15 +208,24 @@ pub fn prepare(r: &Request) -> Result<PathBuf, String> {
     if !kind_ok {
         let _ = std::fs::remove_dir(&target).or_else(|_| std::fs::remove_file(&target));
         let made = if is_dir { std::fs::create_dir(&target) } else { std::fs::write(&target, b"") };
-        made.map_err(|e| format!("{what}: creating {}: {e}", target.display()))?;
+        if let Err(source) = made {
+            return Err(Error::Create { what, path: target, source });
+        }
     }
     let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    mount::bind(&source, &target).map_err(|e| format!("{what}: bind-mounting onto {}: {e}", target.display()))?;
+    if let Err(e) = m.bind(&source, &target) {
+        // As upstream's doBindSubPath: the target goes, and the directories above it when empty.
+        let _ = std::fs::remove_dir(&target).or_else(|_| std::fs::remove_file(&target));
+        for d in dir.ancestors().take(3) {
+            let _ = std::fs::remove_dir(d);
+        }
+        return Err(Error::Bind { what, path: target, source: e });
+    }
     Ok(target)
 }
 
 /// Unmounts and removes the subPath binds of one volume (all volumes with `volume` None).
-pub fn clean(pod_dir: &Path, volume: Option<&str>) -> Result<(), String> {
+pub fn clean(m: &dyn Mounter, pod_dir: &Path, volume: Option<&str>) -> Result<()> {
     let mut dir = pod_dir.join(SUBPATHS_DIR);
     if let Some(v) = volume {
         dir.push(v);
@@ -177,12 +234,12 @@ pub fn clean(pod_dir: &Path, volume: Option<&str>) -> Result<(), String> {
         return Ok(());
     }
     let real = dir.canonicalize().unwrap_or(dir.clone());
-    let all = mount::mounts().map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let all = mount::mounts(m)?;
     // Deepest (and latest) first.
-    for m in mount::mounts_under(&all, &real).into_iter().rev() {
-        mount::unmount(&m.mount_point).map_err(|e| format!("unmounting {}: {e}", m.mount_point.display()))?;
+    for mp in mount::mounts_under(&all, &real).into_iter().rev() {
+        m.unmount(&mp.mount_point).map_err(|source| Error::Unmount { path: mp.mount_point.clone(), source })?;
     }
-    mount::remove_unmounted(&dir)
+    Ok(mount::remove_unmounted_with(m, &dir)?)
 }
 
 #[cfg(test)]
@@ -213,7 +270,7 @@ mod tests {
             index: 0,
         };
         for sub in ["evil", "evil/passwd", "up/etc", "evil/newdir"] {
-            let e = prepare(&req(sub)).unwrap_err();
+            let e = prepare(&req(sub)).unwrap_err().to_string();
             assert!(e.contains("resolves outside the volume"), "{sub}: {e}");
         }
         assert!(!pod.join(SUBPATHS_DIR).exists(), "nothing prepared");
@@ -226,7 +283,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("real")).unwrap();
         std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
         assert!(safe_open(dir.path(), &["real"], "t").is_ok());
-        assert!(safe_open(dir.path(), &["link"], "t").unwrap_err().contains("is a symlink"));
+        assert!(safe_open(dir.path(), &["link"], "t").unwrap_err().to_string().contains("is a symlink"));
     }
 
     #[test]
@@ -254,17 +311,17 @@ mod tests {
         let target = match prepare(&req) {
             Ok(t) => t,
             // No mount privilege here (a rootless sandbox).
-            Err(e) if e.contains("Operation not permitted") => return,
+            Err(e) if e.to_string().contains("Operation not permitted") => return,
             Err(e) => panic!("{e}"),
         };
         assert_eq!(target, pod.join("volume-subpaths/v/c/2"));
         assert_eq!(std::fs::read_to_string(target.join("f")).unwrap(), "hello");
         // Preparing again (a container restart) does not stack binds.
         prepare(&req).unwrap();
-        let all = mount::mounts().unwrap();
+        let all = mount::mounts(&HostMounter).unwrap();
         let real = target.canonicalize().unwrap();
         assert_eq!(all.iter().filter(|m| m.mount_point == real).count(), 1);
-        clean(&pod, Some("v")).unwrap();
+        clean(&HostMounter, &pod, Some("v")).unwrap();
         assert!(!pod.join("volume-subpaths/v").exists());
         assert_eq!(std::fs::read_to_string(vol.join("data/f")).unwrap(), "hello", "the volume is untouched");
     }

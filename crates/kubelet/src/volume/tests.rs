@@ -130,20 +130,26 @@ struct FlakyCsi {
 
 #[async_trait::async_trait]
 impl CsiPlugin for FlakyCsi {
-    async fn set_up(&self, pod: &Pod, _volume: &Volume) -> Result<PathBuf, String> {
+    async fn set_up(&self, pod: &Pod, _volume: &Volume) -> csi::Result<PathBuf> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let dir = plugins::volume_dir(&self.root, &uid, plugins::CSI_DIR, "pv-1").join("mount");
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir).map_err(|source| csi::Error::Io {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
         Ok(dir)
     }
 
-    async fn tear_down(&self, _pod_uid: &str, volume_dir: &Path) -> Result<(), String> {
+    async fn tear_down(&self, _pod_uid: &str, volume_dir: &Path) -> csi::Result<()> {
         use std::sync::atomic::Ordering;
         if self.failures.load(Ordering::SeqCst) > 0 {
             self.failures.fetch_sub(1, Ordering::SeqCst);
-            return Err("rpc error: NodeUnpublishVolume: device or resource busy".into());
+            let status = tonic::Status::unavailable("device or resource busy");
+            return Err(csi::client::Error::Rpc { op: "NodeUnpublishVolume".into(), status }.into());
         }
-        std::fs::remove_dir_all(volume_dir).map_err(|e| e.to_string())
+        let removed = std::fs::remove_dir_all(volume_dir);
+        removed.map_err(|source| csi::Error::Io { what: "removing", path: volume_dir.to_path_buf(), source })
     }
 }
 
@@ -168,8 +174,8 @@ async fn a_failing_teardown_is_reported_and_retried_until_it_succeeds() {
     assert_eq!(vols.host_path("data").unwrap(), dir.path().join("pods/u1/volumes/kubernetes.io~csi/pv-1/mount"));
     let e = m.tear_down_pod(&p, WAIT).await.unwrap_err();
     assert_eq!(
-        e,
-        "UnmountVolume.TearDown failed for volume \"data\" : rpc error: NodeUnpublishVolume: device or resource busy"
+        e.to_string(),
+        "UnmountVolume.TearDown failed for volume \"data\" : NodeUnpublishVolume failed: rpc error: code = Unavailable desc = device or resource busy"
     );
     // The worker calls again after its own backoff; the manager has been retrying meanwhile.
     let done = tokio::time::timeout(Duration::from_secs(10), async {

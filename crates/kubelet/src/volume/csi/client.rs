@@ -14,18 +14,31 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A failed call to a CSI driver or plugin registration socket.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("endpoint {0:?}: only unix sockets with an absolute path are supported")]
+    Endpoint(String),
+    #[error("connecting to {}: {source}", socket.display())]
+    Connect { socket: PathBuf, source: tonic::transport::Error },
+    #[error("CSI driver {driver}: {source}")]
+    Driver { driver: String, source: Box<Error> },
+    #[error("{op}: timed out after {timeout:?}")]
+    TimedOut { op: String, timeout: Duration },
+    #[error("{op} failed: rpc error: code = {:?} desc = {}", status.code(), status.message())]
+    Rpc { op: String, status: tonic::Status },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Parses a CSI or registration endpoint: `unix:///path`, `unix:/path` or a bare absolute path.
-pub fn endpoint_path(endpoint: &str) -> Result<PathBuf, String> {
+pub fn endpoint_path(endpoint: &str) -> Result<PathBuf> {
     let path = endpoint.strip_prefix("unix://").or_else(|| endpoint.strip_prefix("unix:")).unwrap_or(endpoint);
-    if path.starts_with('/') {
-        Ok(PathBuf::from(path))
-    } else {
-        Err(format!("endpoint {endpoint:?}: only unix sockets with an absolute path are supported"))
-    }
+    if path.starts_with('/') { Ok(PathBuf::from(path)) } else { Err(Error::Endpoint(endpoint.to_string())) }
 }
 
 /// A channel to a unix socket (the URI is a placeholder: the connector always dials the socket).
-pub async fn channel(socket: &Path) -> Result<Channel, String> {
+pub async fn channel(socket: &Path) -> Result<Channel> {
     let path = socket.to_path_buf();
     Endpoint::from_static("http://[::]:50051")
         .connect_timeout(CONNECT_TIMEOUT)
@@ -34,17 +47,17 @@ pub async fn channel(socket: &Path) -> Result<Channel, String> {
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
         }))
         .await
-        .map_err(|e| format!("connecting to {}: {e}", socket.display()))
+        .map_err(|source| Error::Connect { socket: socket.to_path_buf(), source })
 }
 
 /// Bounds a gRPC call by `timeout` and turns its status into a message naming the call.
-pub async fn call<T, F>(op: &str, timeout: Duration, fut: F) -> Result<T, String>
+pub async fn call<T, F>(op: &str, timeout: Duration, fut: F) -> Result<T>
 where
     F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     match tokio::time::timeout(timeout, fut).await {
-        Err(_) => Err(format!("{op}: timed out after {timeout:?}")),
-        Ok(Err(s)) => Err(format!("{op} failed: rpc error: code = {:?} desc = {}", s.code(), s.message())),
+        Err(_) => Err(Error::TimedOut { op: op.to_string(), timeout }),
+        Ok(Err(status)) => Err(Error::Rpc { op: op.to_string(), status }),
         Ok(Ok(r)) => Ok(r.into_inner()),
     }
 }
@@ -85,8 +98,8 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn connect(driver: &str, endpoint: &Path) -> Result<Self, String> {
-        let ch = channel(endpoint).await.map_err(|e| format!("CSI driver {driver}: {e}"))?;
+    pub async fn connect(driver: &str, endpoint: &Path) -> Result<Self> {
+        let ch = channel(endpoint).await.map_err(|e| Error::Driver { driver: driver.to_string(), source: e.into() })?;
         Ok(Self { client: NodeClient::new(ch), driver: driver.to_string() })
     }
 
@@ -94,12 +107,12 @@ impl Node {
         format!("CSI driver {}: {name}", self.driver)
     }
 
-    pub async fn get_info(&self) -> Result<csi::NodeGetInfoResponse, String> {
+    pub async fn get_info(&self) -> Result<csi::NodeGetInfoResponse> {
         let mut c = self.client.clone();
         call(&self.op("NodeGetInfo"), CALL_TIMEOUT, c.node_get_info(csi::NodeGetInfoRequest {})).await
     }
 
-    pub async fn capabilities(&self) -> Result<NodeCapabilities, String> {
+    pub async fn capabilities(&self) -> Result<NodeCapabilities> {
         let mut c = self.client.clone();
         let r = call(
             &self.op("NodeGetCapabilities"),
@@ -119,7 +132,7 @@ impl Node {
         Ok(caps)
     }
 
-    pub async fn stage(&self, req: &VolumeRequest, staging: &Path) -> Result<(), String> {
+    pub async fn stage(&self, req: &VolumeRequest, staging: &Path) -> Result<()> {
         let mut c = self.client.clone();
         let r = csi::NodeStageVolumeRequest {
             volume_id: req.volume_id.clone(),
@@ -132,7 +145,7 @@ impl Node {
         call(&self.op("NodeStageVolume"), CALL_TIMEOUT, c.node_stage_volume(r)).await.map(|_| ())
     }
 
-    pub async fn unstage(&self, volume_id: &str, staging: &Path) -> Result<(), String> {
+    pub async fn unstage(&self, volume_id: &str, staging: &Path) -> Result<()> {
         let mut c = self.client.clone();
         let r = csi::NodeUnstageVolumeRequest {
             volume_id: volume_id.to_string(),
@@ -147,7 +160,7 @@ impl Node {
         staging: Option<&Path>,
         target: &Path,
         readonly: bool,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let mut c = self.client.clone();
         let r = csi::NodePublishVolumeRequest {
             volume_id: req.volume_id.clone(),
@@ -162,7 +175,7 @@ impl Node {
         call(&self.op("NodePublishVolume"), CALL_TIMEOUT, c.node_publish_volume(r)).await.map(|_| ())
     }
 
-    pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<(), String> {
+    pub async fn unpublish(&self, volume_id: &str, target: &Path) -> Result<()> {
         let mut c = self.client.clone();
         let r = csi::NodeUnpublishVolumeRequest {
             volume_id: volume_id.to_string(),
@@ -171,12 +184,7 @@ impl Node {
         call(&self.op("NodeUnpublishVolume"), CALL_TIMEOUT, c.node_unpublish_volume(r)).await.map(|_| ())
     }
 
-    pub async fn volume_stats(
-        &self,
-        volume_id: &str,
-        path: &Path,
-        staging: Option<&Path>,
-    ) -> Result<VolumeStats, String> {
+    pub async fn volume_stats(&self, volume_id: &str, path: &Path, staging: Option<&Path>) -> Result<VolumeStats> {
         let mut c = self.client.clone();
         let r = csi::NodeGetVolumeStatsRequest {
             volume_id: volume_id.to_string(),

@@ -3,6 +3,7 @@
 //! plugin's registration info and the CSINode object that advertises the drivers.
 
 use super::proto::registration::PluginInfo;
+use super::{Error, Result};
 use crate::api::{ApiError, DynApi};
 use k8s_openapi::api::storage::v1::{CSINode, CSINodeDriver, CSINodeSpec, VolumeNodeResources};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -77,20 +78,21 @@ impl Drivers {
 
 /// Checks a plugin's GetInfo answer as the CSI registration handler does: the CSIPlugin type, a
 /// name, a unix socket endpoint and a supported (1.x) CSI version.
-pub fn validate(info: &PluginInfo) -> Result<PathBuf, String> {
+pub fn validate(info: &PluginInfo) -> Result<PathBuf> {
     if info.r#type != CSI_PLUGIN_TYPE {
-        return Err(format!("no handler registered for plugin type: {:?}", info.r#type));
+        return Err(Error::Registration(format!("no handler registered for plugin type: {:?}", info.r#type)));
     }
     if info.name.is_empty() {
-        return Err("plugin name is empty".into());
+        return Err(Error::Registration("plugin name is empty".into()));
     }
     if !info.supported_versions.iter().any(|v| major_version(v) == Some(1)) {
-        return Err(format!(
+        return Err(Error::Registration(format!(
             "none of the CSI versions reported by this driver are supported: {:?} (supported: 1.x)",
             info.supported_versions
-        ));
+        )));
     }
-    super::client::endpoint_path(&info.endpoint).map_err(|e| format!("CSI driver {}: {e}", info.name))
+    super::client::endpoint_path(&info.endpoint)
+        .map_err(|e| Error::from(e).context(format!("CSI driver {}", info.name)))
 }
 
 /// The major number of a version like `1.0.0`, `v1.2` or `1`.
@@ -100,7 +102,7 @@ fn major_version(v: &str) -> Option<u64> {
 
 /// Adds (or updates) the driver in this node's CSINode, creating the object when missing (owned
 /// by the Node, as upstream). Retries on conflicts.
-pub async fn add_to_csi_node(api: &DynApi, node_name: &str, d: &Driver) -> Result<(), String> {
+pub async fn add_to_csi_node(api: &DynApi, node_name: &str, d: &Driver) -> Result<()> {
     let entry = CSINodeDriver {
         name: d.name.clone(),
         node_id: d.node_id.clone(),
@@ -115,16 +117,12 @@ pub async fn add_to_csi_node(api: &DynApi, node_name: &str, d: &Driver) -> Resul
 }
 
 /// Removes the driver from this node's CSINode (nothing to do when the object is missing).
-pub async fn remove_from_csi_node(api: &DynApi, node_name: &str, driver: &str) -> Result<(), String> {
+pub async fn remove_from_csi_node(api: &DynApi, node_name: &str, driver: &str) -> Result<()> {
     update_csi_node(api, node_name, |drivers| drivers.retain(|x| x.name != driver)).await
 }
 
-async fn update_csi_node(
-    api: &DynApi,
-    node_name: &str,
-    change: impl Fn(&mut Vec<CSINodeDriver>),
-) -> Result<(), String> {
-    let err = |e: ApiError| format!("CSINode {node_name}: {e}");
+async fn update_csi_node(api: &DynApi, node_name: &str, change: impl Fn(&mut Vec<CSINodeDriver>)) -> Result<()> {
+    let err = |source: ApiError| Error::Api { what: format!("CSINode {node_name}"), source };
     for _ in 0..5 {
         match api.get_csi_node(node_name).await.map_err(err)? {
             Some(mut n) => {
@@ -166,7 +164,7 @@ async fn update_csi_node(
             }
         }
     }
-    Err(format!("CSINode {node_name}: still conflicting after 5 attempts"))
+    Err(Error::Conflicting(node_name.to_string()))
 }
 
 /// The Node's UID, waiting a few seconds for a kubelet that is registering it right now (the
@@ -204,10 +202,12 @@ mod tests {
         let ok = info("CSIPlugin", "d.example.com", "/plugins/d/csi.sock", &["1.0.0"]);
         assert_eq!(validate(&ok).unwrap(), PathBuf::from("/plugins/d/csi.sock"));
         assert!(validate(&info("CSIPlugin", "d", "unix:///p/csi.sock", &["0.3.0", "v1.2"])).is_ok());
-        let e = validate(&info("DevicePlugin", "d", "/p.sock", &["1.0.0"])).unwrap_err();
+        let e = validate(&info("DevicePlugin", "d", "/p.sock", &["1.0.0"])).unwrap_err().to_string();
         assert!(e.contains("no handler registered for plugin type"), "{e}");
-        assert!(validate(&info("CSIPlugin", "", "/p.sock", &["1.0.0"])).unwrap_err().contains("name is empty"));
-        let e = validate(&info("CSIPlugin", "d", "/p.sock", &["0.3.0", "2.0.0"])).unwrap_err();
+        assert!(
+            validate(&info("CSIPlugin", "", "/p.sock", &["1.0.0"])).unwrap_err().to_string().contains("name is empty")
+        );
+        let e = validate(&info("CSIPlugin", "d", "/p.sock", &["0.3.0", "2.0.0"])).unwrap_err().to_string();
         assert!(e.contains("none of the CSI versions"), "{e}");
         assert!(validate(&info("CSIPlugin", "d", "tcp://1.2.3.4:5", &["1.0.0"])).is_err());
         assert!(validate(&info("CSIPlugin", "d", "", &["1.0.0"])).is_err());

@@ -16,6 +16,7 @@ pub mod watcher;
 pub use client::VolumeStats;
 pub use drivers::{Driver, Drivers};
 
+use super::mount::DynMounter;
 use crate::api::DynApi;
 use client::Node;
 use k8s_openapi::api::core::v1::{Pod, Volume};
@@ -23,6 +24,56 @@ use paths::VolData;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// Why a CSI volume could not be set up or torn down, or a driver registered: the FailedMount /
+/// FailedUnMount message, naming the claim, volume and driver.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] client::Error),
+    /// `what` says what was asked ("getting PVC ns/claim").
+    #[error("{what}: {source}")]
+    Api { what: String, source: crate::api::ApiError },
+    /// A claim, PV, CSIDriver or VolumeAttachment that does not allow the volume (yet); the
+    /// message names the object and why.
+    #[error("{0}")]
+    Resolve(String),
+    /// A plugin that cannot be registered; the message names the plugin and why.
+    #[error("{0}")]
+    Registration(String),
+    #[error("{what}: {source}")]
+    Context { what: String, source: Box<Error> },
+    #[error("driver name {0} not found in the list of registered CSI drivers")]
+    NoDriver(String),
+    #[error("pod has no UID")]
+    NoUid,
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("encoding vol_data.json: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("{}: {source}", path.display())]
+    Decode { path: PathBuf, source: serde_json::Error },
+    #[error("{}: driverName and volumeHandle must be set", .0.display())]
+    IncompleteRecord(PathBuf),
+    #[error("{} is mounted but has no {}: cannot tell which CSI driver to ask", .0.display(), paths::VOL_DATA_FILE)]
+    NoRecord(PathBuf),
+    #[error("{} is still mounted after {after}", path.display())]
+    StillMounted { path: PathBuf, after: &'static str },
+    #[error("CSINode {0}: still conflicting after 5 attempts")]
+    Conflicting(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn context(self, what: impl std::fmt::Display) -> Error {
+        Error::Context { what: what.to_string(), source: Box::new(self) }
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { what, path: path.to_path_buf(), source }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,11 +89,25 @@ pub struct CsiVolumes {
     drivers: Drivers,
     /// One lock per volume (driver + handle): stage/unstage decisions see a stable set of users.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Tells whether the driver's targets are mounted (the driver mounts them, not the kubelet).
+    mounter: DynMounter,
 }
 
 impl CsiVolumes {
     pub fn new(cfg: Config, api: Option<DynApi>, drivers: Drivers) -> Self {
-        Self { cfg: Arc::new(cfg), api, drivers, locks: Default::default() }
+        Self { cfg: Arc::new(cfg), api, drivers, locks: Default::default(), mounter: super::mount::host() }
+    }
+
+    /// Reads mount points through `mounter` (the volume manager's) instead of the host's.
+    pub fn with_mounter(mut self, mounter: DynMounter) -> Self {
+        self.mounter = mounter;
+        self
+    }
+
+    /// Whether `path` is a mount point (a path behind a symlink is resolved first).
+    fn is_mount_point(&self, path: &Path) -> bool {
+        let real = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        self.mounter.mounts().is_ok_and(|all| super::mount::mount_at(&all, &real).is_some())
     }
 
     pub fn drivers(&self) -> &Drivers {
@@ -62,21 +127,18 @@ impl CsiVolumes {
         m.lock_owned().await
     }
 
-    async fn node(&self, driver: &str) -> Result<Node, String> {
-        let d = self
-            .drivers
-            .get(driver)
-            .ok_or_else(|| format!("driver name {driver} not found in the list of registered CSI drivers"))?;
-        Node::connect(driver, &d.endpoint).await
+    async fn node(&self, driver: &str) -> Result<Node> {
+        let d = self.drivers.get(driver).ok_or_else(|| Error::NoDriver(driver.to_string()))?;
+        Ok(Node::connect(driver, &d.endpoint).await?)
     }
 
     /// Sets up a pod's `persistentVolumeClaim` (bound to a CSI PV) or inline `csi` volume and
     /// returns the directory to bind into containers (`.../kubernetes.io~csi/<name>/mount`).
     /// Errors are FailedMount messages naming the claim, volume and driver; a volume waiting for
     /// its VolumeAttachment is an error too (the caller retries).
-    pub async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf, String> {
+    pub async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf> {
         let r = resolve::resolve(self.api.as_ref(), &self.cfg.node_name, pod, volume).await?;
-        let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()).ok_or("pod has no UID")?;
+        let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty()).ok_or(Error::NoUid)?;
         let target = paths::target_path(&self.cfg.root_dir, uid, &r.spec_name);
         let vol_dir = paths::pod_volume_dir(&self.cfg.root_dir, uid, &r.spec_name);
         let record = VolData {
@@ -89,28 +151,28 @@ impl CsiVolumes {
         };
         let _guard = self.lock(&r.driver, &r.request.volume_id).await;
         // Published before (a restarted kubelet, a repeated call): nothing to do.
-        if paths::is_mount_point(&target)
+        if self.is_mount_point(&target)
             && VolData::load(&vol_dir).ok().flatten().is_some_and(|d| same_volume(&d, &record))
         {
             return Ok(target);
         }
-        let node = self.node(&r.driver).await.map_err(|e| format!("{}: {e}", r.what))?;
+        let node = self.node(&r.driver).await.map_err(|e| e.context(&r.what))?;
         let caps = node.capabilities().await?;
         // The record first: whatever the driver does next can be undone by tear_down.
-        std::fs::create_dir_all(&vol_dir).map_err(|e| format!("creating {}: {e}", vol_dir.display()))?;
+        std::fs::create_dir_all(&vol_dir).map_err(io_err("creating", &vol_dir))?;
         record.save(&vol_dir)?;
         let staging = if !record.is_ephemeral() && caps.stage_unstage {
             let global = paths::global_dir(&self.cfg.root_dir, &r.driver, &r.request.volume_id);
             let staging = global.join(paths::GLOBAL_MOUNT_DIR);
-            if !paths::is_mount_point(&staging) {
-                std::fs::create_dir_all(&staging).map_err(|e| format!("creating {}: {e}", staging.display()))?;
+            if !self.is_mount_point(&staging) {
+                std::fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
                 VolData {
                     driver_name: r.driver.clone(),
                     volume_handle: r.request.volume_id.clone(),
                     ..Default::default()
                 }
                 .save(&global)?;
-                node.stage(&r.request, &staging).await.map_err(|e| format!("{}: {e}", r.what))?;
+                node.stage(&r.request, &staging).await.map_err(|e| Error::from(e).context(&r.what))?;
             }
             Some(staging)
         } else {
@@ -118,7 +180,7 @@ impl CsiVolumes {
         };
         node.publish(&r.request, staging.as_deref(), &target, r.readonly)
             .await
-            .map_err(|e| format!("{}: {e}", r.what))?;
+            .map_err(|e| Error::from(e).context(&r.what))?;
         tracing::info!(volume = %r.spec_name, pod_uid = %uid, driver = %r.driver, target = %target.display(), "CSI volume published");
         Ok(target)
     }
@@ -127,7 +189,7 @@ impl CsiVolumes {
     /// NodeUnstageVolume once no other pod on the node publishes the volume, then the
     /// directories. `volume_dir` is `pods/<uid>/volumes/kubernetes.io~csi/<name>` or its `mount`.
     /// Idempotent; after an error (or a restart) calling it again finishes the job.
-    pub async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<(), String> {
+    pub async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<()> {
         let dir = match volume_dir.file_name() {
             Some(n) if n == paths::MOUNT_DIR && !volume_dir.join(paths::VOL_DATA_FILE).exists() => {
                 volume_dir.parent().unwrap_or(volume_dir)
@@ -136,22 +198,19 @@ impl CsiVolumes {
         };
         let target = dir.join(paths::MOUNT_DIR);
         let Some(data) = VolData::load(dir)? else {
-            if paths::is_mount_point(&target) {
-                return Err(format!(
-                    "{} is mounted but has no {}: cannot tell which CSI driver to ask",
-                    target.display(),
-                    paths::VOL_DATA_FILE
-                ));
+            if self.is_mount_point(&target) {
+                return Err(Error::NoRecord(target));
             }
             remove_dir(&target)?;
             return remove_dir(dir);
         };
         let handle = data.volume_handle.clone();
         let _guard = self.lock(&data.driver_name, &handle).await;
-        let node = self.node(&data.driver_name).await.map_err(|e| format!("unmounting {}: {e}", target.display()))?;
+        let node =
+            self.node(&data.driver_name).await.map_err(|e| e.context(format!("unmounting {}", target.display())))?;
         node.unpublish(&handle, &target).await?;
-        if paths::is_mount_point(&target) {
-            return Err(format!("{} is still mounted after NodeUnpublishVolume", target.display()));
+        if self.is_mount_point(&target) {
+            return Err(Error::StillMounted { path: target, after: "NodeUnpublishVolume" });
         }
         remove_dir(&target)?;
         tracing::info!(pod_uid, driver = %data.driver_name, target = %target.display(), "CSI volume unpublished");
@@ -161,8 +220,8 @@ impl CsiVolumes {
                 let staging = global.join(paths::GLOBAL_MOUNT_DIR);
                 if node.capabilities().await?.stage_unstage {
                     node.unstage(&handle, &staging).await?;
-                    if paths::is_mount_point(&staging) {
-                        return Err(format!("{} is still mounted after NodeUnstageVolume", staging.display()));
+                    if self.is_mount_point(&staging) {
+                        return Err(Error::StillMounted { path: staging, after: "NodeUnstageVolume" });
                     }
                 }
                 remove_dir(&staging)?;
@@ -177,7 +236,7 @@ impl CsiVolumes {
 
     /// NodeGetVolumeStats of a published volume, when the driver has GET_VOLUME_STATS
     /// (`Ok(None)` otherwise). `volume_dir` as for [`CsiVolumes::tear_down`].
-    pub async fn volume_stats(&self, volume_dir: &Path) -> Result<Option<VolumeStats>, String> {
+    pub async fn volume_stats(&self, volume_dir: &Path) -> Result<Option<VolumeStats>> {
         let dir =
             if volume_dir.ends_with(paths::MOUNT_DIR) { volume_dir.parent().unwrap_or(volume_dir) } else { volume_dir };
         let Some(data) = VolData::load(dir)? else { return Ok(None) };
@@ -188,7 +247,7 @@ impl CsiVolumes {
         }
         let staging = paths::staging_path(&self.cfg.root_dir, &data.driver_name, &data.volume_handle);
         let staging = (caps.stage_unstage && !data.is_ephemeral()).then_some(staging.as_path());
-        node.volume_stats(&data.volume_handle, &dir.join(paths::MOUNT_DIR), staging).await.map(Some)
+        Ok(node.volume_stats(&data.volume_handle, &dir.join(paths::MOUNT_DIR), staging).await.map(Some)?)
     }
 
     /// Whether another pod volume directory on this node records the same volume.
@@ -209,11 +268,11 @@ impl CsiVolumes {
 
 #[async_trait::async_trait]
 impl super::CsiPlugin for CsiVolumes {
-    async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf, String> {
+    async fn set_up(&self, pod: &Pod, volume: &Volume) -> Result<PathBuf> {
         CsiVolumes::set_up(self, pod, volume).await
     }
 
-    async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<(), String> {
+    async fn tear_down(&self, pod_uid: &str, volume_dir: &Path) -> Result<()> {
         CsiVolumes::tear_down(self, pod_uid, volume_dir).await
     }
 }
@@ -224,18 +283,47 @@ fn same_volume(a: &VolData, b: &VolData) -> bool {
 
 /// Removes an empty directory; a missing one is fine. Never recursive: a volume directory that
 /// is not empty may still hold the user's data.
-fn remove_dir(p: &Path) -> Result<(), String> {
+fn remove_dir(p: &Path) -> Result<()> {
     match std::fs::remove_dir(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", p.display())),
+        Err(e) => Err(io_err("removing", p)(e)),
     }
 }
 
-fn remove_file(p: &Path) -> Result<(), String> {
+fn remove_file(p: &Path) -> Result<()> {
     match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("removing {}: {e}", p.display())),
+        Err(e) => Err(io_err("removing", p)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::mount::{FakeMounter, Mounter};
+
+    #[tokio::test]
+    async fn a_target_the_mounter_shows_mounted_is_not_removed_without_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let vol_dir = paths::pod_volume_dir(&root, "u1", "pv1");
+        let target = vol_dir.join(paths::MOUNT_DIR);
+        std::fs::create_dir_all(&target).unwrap();
+        let fake = FakeMounter::new();
+        fake.mount_tmpfs(&target, None).unwrap();
+        let cfg = Config { root_dir: root.clone(), node_name: "n".into() };
+        let vols = CsiVolumes::new(cfg, None, Drivers::new()).with_mounter(fake.clone());
+
+        let e = vols.tear_down("u1", &vol_dir).await.unwrap_err();
+        let want =
+            format!("{} is mounted but has no vol_data.json: cannot tell which CSI driver to ask", target.display());
+        assert_eq!(e.to_string(), want);
+        assert!(target.is_dir(), "nothing removed while mounted");
+
+        fake.unmount(&target).unwrap();
+        vols.tear_down("u1", &vol_dir).await.unwrap();
+        assert!(!vol_dir.exists());
     }
 }

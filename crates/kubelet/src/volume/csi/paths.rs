@@ -2,6 +2,7 @@
 //! path, the VolumeAttachment name, the ephemeral volume handle, and `vol_data.json`, the record a
 //! restarted kubelet tears a volume down from.
 
+use super::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -88,26 +89,31 @@ impl VolData {
 
     /// Writes `<dir>/vol_data.json` (through a temporary file, so a crash leaves the old or the
     /// new record, never half of one).
-    pub fn save(&self, dir: &Path) -> Result<(), String> {
-        let data = serde_json::to_vec(self).map_err(|e| format!("encoding {VOL_DATA_FILE}: {e}"))?;
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let data = serde_json::to_vec(self).map_err(Error::Encode)?;
         let tmp = dir.join(format!(".{VOL_DATA_FILE}.tmp"));
         let path = dir.join(VOL_DATA_FILE);
-        std::fs::write(&tmp, data)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("writing {}: {e}", path.display()))
+        std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|source| Error::Io {
+            what: "writing",
+            path,
+            source,
+        })
     }
 
     /// Reads `<dir>/vol_data.json`: `Ok(None)` when there is none.
-    pub fn load(dir: &Path) -> Result<Option<Self>, String> {
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(VOL_DATA_FILE);
         let data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+            Err(source) => return Err(Error::Io { what: "reading", path, source }),
         };
-        let v: Self = serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v: Self = match serde_json::from_slice(&data) {
+            Ok(v) => v,
+            Err(source) => return Err(Error::Decode { path, source }),
+        };
         if v.driver_name.is_empty() || v.volume_handle.is_empty() {
-            return Err(format!("{}: driverName and volumeHandle must be set", path.display()));
+            return Err(Error::IncompleteRecord(path));
         }
         Ok(Some(v))
     }

@@ -5,6 +5,7 @@
 use super::client::VolumeRequest;
 use super::paths::{self, LIFECYCLE_EPHEMERAL, LIFECYCLE_PERSISTENT};
 use super::proto::csi;
+use super::{Error, Result};
 use crate::api::DynApi;
 use csi::volume_capability::access_mode::Mode;
 use k8s_openapi::api::core::v1::{Pod, Volume};
@@ -67,12 +68,12 @@ fn to_hash(m: Option<&BTreeMap<String, String>>) -> HashMap<String, String> {
     m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
 }
 
-async fn secret_data(api: &DynApi, ns: &str, name: &str, what: &str) -> Result<HashMap<String, String>, String> {
+async fn secret_data(api: &DynApi, ns: &str, name: &str, what: &str) -> Result<HashMap<String, String>> {
     let s = api
         .get_secret(ns, name)
         .await
-        .map_err(|e| format!("{what}: getting secret {ns}/{name}: {e}"))?
-        .ok_or_else(|| format!("{what}: secret {ns}/{name} not found"))?;
+        .map_err(|source| Error::Api { what: format!("{what}: getting secret {ns}/{name}"), source })?
+        .ok_or_else(|| Error::Resolve(format!("{what}: secret {ns}/{name} not found")))?;
     let mut out: HashMap<String, String> = to_hash(s.string_data.as_ref());
     for (k, v) in s.data.unwrap_or_default() {
         out.insert(k, String::from_utf8_lossy(&v.0).into_owned());
@@ -80,48 +81,58 @@ async fn secret_data(api: &DynApi, ns: &str, name: &str, what: &str) -> Result<H
     Ok(out)
 }
 
-async fn csi_driver(api: Option<&DynApi>, driver: &str) -> Result<Option<CSIDriver>, String> {
+async fn csi_driver(api: Option<&DynApi>, driver: &str) -> Result<Option<CSIDriver>> {
     match api {
-        Some(api) => api.get_csi_driver(driver).await.map_err(|e| format!("getting CSIDriver {driver}: {e}")),
+        Some(api) => api
+            .get_csi_driver(driver)
+            .await
+            .map_err(|source| Error::Api { what: format!("getting CSIDriver {driver}"), source }),
         None => Ok(None),
     }
 }
 
-pub async fn resolve(api: Option<&DynApi>, node_name: &str, pod: &Pod, volume: &Volume) -> Result<Resolved, String> {
+pub async fn resolve(api: Option<&DynApi>, node_name: &str, pod: &Pod, volume: &Volume) -> Result<Resolved> {
     if let Some(src) = &volume.persistent_volume_claim {
         let api = api.ok_or_else(|| {
-            format!("persistentVolumeClaim {:?}: claims need the API server (--kubeconfig)", src.claim_name)
+            Error::Resolve(format!(
+                "persistentVolumeClaim {:?}: claims need the API server (--kubeconfig)",
+                src.claim_name
+            ))
         })?;
         return claim(api, node_name, pod, &src.claim_name, src.read_only.unwrap_or(false)).await;
     }
     if let Some(src) = &volume.csi {
         return inline(api, pod, volume, src).await;
     }
-    Err(format!("volume {:?} is neither a persistentVolumeClaim nor a csi volume", volume.name))
+    Err(Error::Resolve(format!("volume {:?} is neither a persistentVolumeClaim nor a csi volume", volume.name)))
 }
 
-async fn claim(api: &DynApi, node_name: &str, pod: &Pod, claim: &str, read_only: bool) -> Result<Resolved, String> {
+async fn claim(api: &DynApi, node_name: &str, pod: &Pod, claim: &str, read_only: bool) -> Result<Resolved> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let pvc = api
         .get_persistent_volume_claim(ns, claim)
         .await
-        .map_err(|e| format!("getting PVC {ns}/{claim}: {e}"))?
-        .ok_or_else(|| format!("persistentvolumeclaim {claim:?} not found"))?;
+        .map_err(|source| Error::Api { what: format!("getting PVC {ns}/{claim}"), source })?
+        .ok_or_else(|| Error::Resolve(format!("persistentvolumeclaim {claim:?} not found")))?;
     let phase = pvc.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
     let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
     if phase != "Bound" || pv_name.is_empty() {
-        return Err(format!(
+        return Err(Error::Resolve(format!(
             "PVC {ns}/{claim} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({pv_name:?})"
-        ));
+        )));
     }
     let pv = api
         .get_persistent_volume(&pv_name)
         .await
-        .map_err(|e| format!("getting PV {pv_name} (PVC {ns}/{claim}): {e}"))?
-        .ok_or_else(|| format!("persistentvolume {pv_name:?} (bound to PVC {ns}/{claim}) not found"))?;
+        .map_err(|source| Error::Api { what: format!("getting PV {pv_name} (PVC {ns}/{claim})"), source })?
+        .ok_or_else(|| Error::Resolve(format!("persistentvolume {pv_name:?} (bound to PVC {ns}/{claim}) not found")))?;
     let spec = pv.spec.unwrap_or_default();
     match &spec.claim_ref {
-        None => return Err(format!("PV {pv_name} has no spec.claimRef: it is not bound to PVC {ns}/{claim}")),
+        None => {
+            return Err(Error::Resolve(format!(
+                "PV {pv_name} has no spec.claimRef: it is not bound to PVC {ns}/{claim}"
+            )));
+        }
         Some(r) => {
             let names_claim = r.name.as_deref() == Some(claim) && r.namespace.as_deref().unwrap_or(ns) == ns;
             let uid_ok = match (&r.uid, &pvc.metadata.uid) {
@@ -129,18 +140,20 @@ async fn claim(api: &DynApi, node_name: &str, pod: &Pod, claim: &str, read_only:
                 _ => true,
             };
             if !names_claim || !uid_ok {
-                return Err(format!("PV {pv_name}: spec.claimRef does not point to PVC {ns}/{claim}"));
+                return Err(Error::Resolve(format!("PV {pv_name}: spec.claimRef does not point to PVC {ns}/{claim}")));
             }
         }
     }
     if spec.volume_mode.as_deref() == Some("Block") {
-        return Err(format!("PV {pv_name} (PVC {ns}/{claim}): raw block volumes (volumeMode Block) are not supported"));
+        return Err(Error::Resolve(format!(
+            "PV {pv_name} (PVC {ns}/{claim}): raw block volumes (volumeMode Block) are not supported"
+        )));
     }
-    let src = spec.csi.ok_or_else(|| format!("PV {pv_name} (PVC {ns}/{claim}) is not a CSI volume"))?;
+    let src = spec.csi.ok_or_else(|| Error::Resolve(format!("PV {pv_name} (PVC {ns}/{claim}) is not a CSI volume")))?;
     let driver = src.driver.clone();
     let handle = src.volume_handle.clone();
     let what = format!("PVC {ns}/{claim} (PV {pv_name}, CSI driver {driver})");
-    let obj = csi_driver(Some(api), &driver).await.map_err(|e| format!("{what}: {e}"))?;
+    let obj = csi_driver(Some(api), &driver).await.map_err(|e| e.context(&what))?;
     // A driver without a CSIDriver object needs attaching (upstream's default).
     let attach_required = obj.as_ref().and_then(|d| d.spec.attach_required).unwrap_or(true);
     let pod_info_on_mount = obj.as_ref().and_then(|d| d.spec.pod_info_on_mount).unwrap_or(false);
@@ -187,30 +200,27 @@ async fn claim(api: &DynApi, node_name: &str, pod: &Pod, claim: &str, read_only:
 }
 
 /// The VolumeAttachment's publish context once attached; an error (retried) until then.
-async fn attached(
-    api: &DynApi,
-    name: &str,
-    handle: &str,
-    driver: &str,
-    node: &str,
-) -> Result<HashMap<String, String>, String> {
+async fn attached(api: &DynApi, name: &str, handle: &str, driver: &str, node: &str) -> Result<HashMap<String, String>> {
     let waiting = || {
         format!(
             "waiting for VolumeAttachment {name} (volume handle {handle:?}, CSI driver {driver}, node {node}) to be attached"
         )
     };
-    let va = api.get_volume_attachment(name).await.map_err(|e| format!("getting VolumeAttachment {name}: {e}"))?;
-    let Some(va) = va else { return Err(waiting()) };
+    let va = api
+        .get_volume_attachment(name)
+        .await
+        .map_err(|source| Error::Api { what: format!("getting VolumeAttachment {name}"), source })?;
+    let Some(va) = va else { return Err(Error::Resolve(waiting())) };
     if va.metadata.deletion_timestamp.is_some() {
-        return Err(format!("VolumeAttachment {name} is being deleted"));
+        return Err(Error::Resolve(format!("VolumeAttachment {name} is being deleted")));
     }
     let status = va.status.unwrap_or_default();
     if status.attached {
         return Ok(to_hash(status.attachment_metadata.as_ref()));
     }
     match status.attach_error.and_then(|e| e.message) {
-        Some(msg) => Err(format!("VolumeAttachment {name}: attach failed: {msg}")),
-        None => Err(waiting()),
+        Some(msg) => Err(Error::Resolve(format!("VolumeAttachment {name}: attach failed: {msg}"))),
+        None => Err(Error::Resolve(waiting())),
     }
 }
 
@@ -219,20 +229,24 @@ async fn inline(
     pod: &Pod,
     volume: &Volume,
     src: &k8s_openapi::api::core::v1::CSIVolumeSource,
-) -> Result<Resolved, String> {
+) -> Result<Resolved> {
     let driver = src.driver.clone();
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let what = format!("inline CSI volume {:?} (CSI driver {driver})", volume.name);
-    let obj = csi_driver(api, &driver).await.map_err(|e| format!("{what}: {e}"))?;
+    let obj = csi_driver(api, &driver).await.map_err(|e| e.context(&what))?;
     if api.is_some() {
         let modes = obj.as_ref().map(|d| d.spec.volume_lifecycle_modes.clone().unwrap_or_default());
         match modes {
-            None => return Err(format!("{what}: no CSIDriver object, so inline (Ephemeral) volumes are not allowed")),
+            None => {
+                return Err(Error::Resolve(format!(
+                    "{what}: no CSIDriver object, so inline (Ephemeral) volumes are not allowed"
+                )));
+            }
             Some(m) if !m.iter().any(|x| x == LIFECYCLE_EPHEMERAL) => {
-                return Err(format!(
+                return Err(Error::Resolve(format!(
                     "{what}: volume mode \"Ephemeral\" not supported by driver {driver} (only supports {m:?})"
-                ));
+                )));
             }
             _ => {}
         }
@@ -371,19 +385,19 @@ mod tests {
     #[tokio::test]
     async fn an_unbound_or_missing_claim_is_a_user_facing_error() {
         let api: DynApi = Arc::new(fake(false, Some(false)));
-        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err();
+        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err().to_string();
         assert!(e.contains("PVC ns/claim has non-bound phase (\"Pending\")"), "{e}");
         let api: DynApi = Arc::new(FakeApi::new());
-        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err();
+        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err().to_string();
         assert_eq!(e, "persistentvolumeclaim \"claim\" not found");
         let f = fake(true, Some(false));
         let mut pv = crate::api::Api::get_persistent_volume(&f, "pv1").await.unwrap().unwrap();
         pv.spec.as_mut().unwrap().volume_mode = Some("Block".into());
         f.put_persistent_volume(pv);
         let api: DynApi = Arc::new(f);
-        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err();
+        let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err().to_string();
         assert!(e.contains("volumeMode Block"), "{e}");
-        let e = resolve(None, "n", &pod(), &claim_volume()).await.unwrap_err();
+        let e = resolve(None, "n", &pod(), &claim_volume()).await.unwrap_err().to_string();
         assert!(e.contains("need the API server"), "{e}");
     }
 
@@ -393,7 +407,7 @@ mod tests {
         for f in [fake(true, None), fake(true, Some(true))] {
             let api: DynApi = Arc::new(f.clone());
             let name = paths::attachment_name("vol-1", "d.example.com", "n");
-            let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err();
+            let e = resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err().to_string();
             assert!(e.starts_with(&format!("waiting for VolumeAttachment {name}")), "{e}");
             let mut va = VolumeAttachment {
                 metadata: meta(None, &name),
@@ -405,7 +419,13 @@ mod tests {
                 status: Some(VolumeAttachmentStatus { attached: false, ..Default::default() }),
             };
             f.put_volume_attachment(va.clone());
-            assert!(resolve(Some(&api), "n", &pod(), &claim_volume()).await.unwrap_err().contains("waiting for"));
+            assert!(
+                resolve(Some(&api), "n", &pod(), &claim_volume())
+                    .await
+                    .unwrap_err()
+                    .to_string()
+                    .contains("waiting for")
+            );
             va.status = Some(VolumeAttachmentStatus {
                 attached: true,
                 attachment_metadata: Some(BTreeMap::from([("dev".to_string(), "/dev/x".to_string())])),
@@ -430,7 +450,7 @@ mod tests {
         };
         let f = FakeApi::new();
         let api: DynApi = Arc::new(f.clone());
-        assert!(resolve(Some(&api), "n", &pod(), &vol).await.unwrap_err().contains("no CSIDriver object"));
+        assert!(resolve(Some(&api), "n", &pod(), &vol).await.unwrap_err().to_string().contains("no CSIDriver object"));
         f.put_csi_driver(CSIDriver {
             metadata: meta(None, "d.example.com"),
             spec: CSIDriverSpec {

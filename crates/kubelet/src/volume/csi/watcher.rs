@@ -164,7 +164,7 @@ async fn reconcile(
 }
 
 /// GetInfo → validate → NodeGetInfo → record (+ CSINode) → NotifyRegistrationStatus.
-async fn register(cfg: &Config, socket: &Path, drivers: &Drivers, api: Option<&DynApi>) -> Result<Driver, String> {
+async fn register(cfg: &Config, socket: &Path, drivers: &Drivers, api: Option<&DynApi>) -> super::Result<Driver> {
     let ch = client::channel(socket).await?;
     let mut reg = RegistrationClient::new(ch);
     let info: PluginInfo = client::call("GetInfo", REGISTRATION_TIMEOUT, reg.get_info(InfoRequest {})).await?;
@@ -173,7 +173,8 @@ async fn register(cfg: &Config, socket: &Path, drivers: &Drivers, api: Option<&D
         let node = Node::connect(&info.name, &endpoint).await?;
         let ni = node.get_info().await?;
         if ni.node_id.is_empty() {
-            return Err(format!("CSI driver {}: NodeGetInfo returned an empty node ID", info.name));
+            let empty = format!("CSI driver {}: NodeGetInfo returned an empty node ID", info.name);
+            return Err(super::Error::Registration(empty));
         }
         let topology_keys = ni.accessible_topology.map(|t| t.segments.into_keys().collect()).unwrap_or_default();
         let d = Driver {
@@ -193,7 +194,7 @@ async fn register(cfg: &Config, socket: &Path, drivers: &Drivers, api: Option<&D
     .await;
     let status = RegistrationStatus {
         plugin_registered: result.is_ok(),
-        error: result.as_ref().err().cloned().unwrap_or_default(),
+        error: result.as_ref().err().map(ToString::to_string).unwrap_or_default(),
     };
     if let Ok(d) = &result {
         drivers.insert(d.clone());
