@@ -195,6 +195,16 @@ async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result
     })
 }
 
+/// The etcd key kube-apiserver would use (`/registry/pods/<ns>/<name>`), for messages that show it.
+fn storage_key(t: &Target) -> String {
+    let resource =
+        if t.def.group.is_empty() { t.def.plural.to_string() } else { format!("{}/{}", t.def.group, t.def.plural) };
+    match &t.namespace {
+        Some(ns) => format!("/registry/{resource}/{ns}/{}", t.name.as_deref().unwrap_or("")),
+        None => format!("/registry/{resource}/{}", t.name.as_deref().unwrap_or("")),
+    }
+}
+
 fn key(t: &Target) -> Key {
     Key {
         resource: t.def.key(),
@@ -447,6 +457,27 @@ fn patch_one(app: &App, t: &Target, ct: &str, body: &[u8], q: &HashMap<String, S
     }
     if let Err(e) = patch::apply(pt, &mut doc, &p) {
         return error(422, "Invalid", &e.to_string());
+    }
+    // A patch that sets metadata.uid is a precondition on the object's identity (the kubelet puts
+    // the pod's UID in every status patch so a pod deleted and recreated under the same name is
+    // not patched): kube-apiserver's storage answers 409 with this message.
+    let (want, have) = (doc.pointer("/metadata/uid"), old.pointer("/metadata/uid"));
+    if want != have {
+        let msg = format!(
+            "Operation cannot be fulfilled on {} \"{}\": StorageError: invalid object, Code: 4, Key: {}, \
+             ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {}, UID in object meta: {}",
+            t.def.plural,
+            k.name,
+            storage_key(t),
+            want.and_then(Value::as_str).unwrap_or(""),
+            have.and_then(Value::as_str).unwrap_or("")
+        );
+        let mut s = crate::respond::store_error_status(&StoreError::Conflict {
+            resource: t.def.plural.into(),
+            name: k.name.clone(),
+        });
+        s["message"] = json!(msg);
+        return crate::respond::json_response(StatusCode::CONFLICT, &s);
     }
     finish_write(app, t, &k, restrict(t, &old, doc))
 }

@@ -1,7 +1,7 @@
 //! PATCH bodies: JSON merge patch (RFC 7386), JSON patch (RFC 6902), strategic merge patch (lists merged by
 //! their Kubernetes merge keys), and server-side apply (treated as a merge of the applied YAML/JSON).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
@@ -55,93 +55,9 @@ pub fn apply(pt: PatchType, doc: &mut Value, patch: &Value) -> Result<(), PatchE
             json_patch::patch(doc, &ops).map_err(|e| PatchError::Apply(e.to_string()))
         }
         PatchType::Strategic | PatchType::Apply => {
-            strategic_merge(doc, patch, "");
+            strategic_patch::apply(doc, patch);
             Ok(())
         }
-    }
-}
-
-/// The merge key of a list field (by the field's name), as in the Kubernetes API's patchMergeKey tags.
-fn merge_key(field: &str) -> Option<&'static str> {
-    Some(match field {
-        "conditions" | "addresses" => "type",
-        "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" => "name",
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => "name",
-        "volumeDevices" | "resourceClaims" | "readinessGates" => "name",
-        "ports" => "containerPort",
-        "volumeMounts" => "mountPath",
-        "podIPs" | "hostIPs" => "ip",
-        "taints" => "key",
-        "tolerations" => "key",
-        "ownerReferences" => "uid",
-        _ => return None,
-    })
-}
-
-/// Strategic merge: maps merge recursively (null deletes a key), lists with a known merge key merge
-/// element-wise (`$patch: delete` removes an element), other lists replace. `$`-directives are dropped.
-pub fn strategic_merge(doc: &mut Value, patch: &Value, field: &str) {
-    match patch {
-        Value::Object(p) => {
-            if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-                *doc = strip_directives(patch);
-                return;
-            }
-            if !doc.is_object() {
-                *doc = Value::Object(Map::new());
-            }
-            let d = doc.as_object_mut().unwrap();
-            for (k, v) in p {
-                if k.starts_with('$') {
-                    continue;
-                }
-                if v.is_null() {
-                    d.remove(k);
-                    continue;
-                }
-                match (d.get_mut(k), v) {
-                    (Some(existing), Value::Object(_)) if existing.is_object() => strategic_merge(existing, v, k),
-                    (Some(existing @ Value::Array(_)), Value::Array(items)) => match merge_key(k) {
-                        Some(mk) => merge_list(existing, items, mk),
-                        None => *existing = strip_directives(v),
-                    },
-                    _ => {
-                        d.insert(k.clone(), strip_directives(v));
-                    }
-                }
-            }
-        }
-        _ => {
-            let _ = field;
-            *doc = strip_directives(patch);
-        }
-    }
-}
-
-fn merge_list(existing: &mut Value, items: &[Value], mk: &str) {
-    let list = existing.as_array_mut().unwrap();
-    for item in items {
-        let key = item.get(mk);
-        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-        let pos = key.and_then(|k| list.iter().position(|e| e.get(mk) == Some(k)));
-        match (pos, delete) {
-            (Some(i), true) => {
-                list.remove(i);
-            }
-            (None, true) => {}
-            (Some(i), false) => strategic_merge(&mut list[i], item, ""),
-            (None, false) => list.push(strip_directives(item)),
-        }
-    }
-}
-
-fn strip_directives(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
-        other => other.clone(),
     }
 }
 
@@ -184,7 +100,7 @@ mod tests {
             "$setElementOrder/conditions": [{"type": "PodScheduled"}, {"type": "Ready"}, {"type": "Initialized"}],
             "phase": "Running",
             "conditions": [{"type": "Ready", "status": "True"}, {"type": "Initialized", "status": "True"}],
-            "containerStatuses": [{"name": "b", "ready": true}, {"name": "a", "$patch": "delete"}],
+            "containerStatuses": [{"name": "b", "ready": true}],
             "hostIPs": [{"ip": "10.0.0.1"}]
         }});
         apply(PatchType::Strategic, &mut d, &p).unwrap();
