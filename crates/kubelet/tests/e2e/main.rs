@@ -294,8 +294,19 @@ spec:
     }
     let polite = exits["polite"];
     let stubborn = exits["stubborn"];
-    // Exit codes from the kubelet's own record (the containers may be removed before we look).
-    let log = k.log();
+    // Exit codes from the kubelet's own record (the containers may be removed before we look);
+    // it logs them once it has observed both exits, which may be a moment after CRI shows them.
+    let stopped = |log: &str| {
+        ["polite", "stubborn"]
+            .iter()
+            .all(|n| log.lines().any(|l| l.contains("container stopped") && l.contains(&format!("container={n}"))))
+    };
+    let log = wait_until(LONG, || async {
+        let log = k.log();
+        stopped(&log).then_some(log)
+    })
+    .await
+    .unwrap_or_else(|| k.log());
     let exit_code = |name: &str| {
         log.lines()
             .find(|l| l.contains("container stopped") && l.contains(&format!("container={name}")))
