@@ -275,7 +275,22 @@ impl Api for FakeApi {
         let rv = s.rv;
         let p = s.pods.get_mut(&(namespace.to_string(), name.to_string())).ok_or(ApiError::NotFound)?;
         let mut v = serde_json::to_value(&*p).map_err(|e| ApiError::Other(e.to_string()))?;
-        json_merge(&mut v, patch);
+        // As kube-apiserver: a strategic merge patch, the UID in it a precondition, only the status kept.
+        let (want, have) = (patch.pointer("/metadata/uid"), v.pointer("/metadata/uid"));
+        if let Some(want) = want
+            && Some(want) != have
+        {
+            return Err(ApiError::Conflict(format!(
+                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                want.as_str().unwrap_or_default(),
+                have.and_then(|h| h.as_str()).unwrap_or_default()
+            )));
+        }
+        if let Some(p) = patch.get("status") {
+            let mut status = v.get("status").cloned().unwrap_or(serde_json::Value::Null);
+            strategic_patch::apply(&mut status, p);
+            v["status"] = status;
+        }
         let mut merged: Pod = serde_json::from_value(v).map_err(|e| ApiError::Other(e.to_string()))?;
         merged.metadata.resource_version = Some(rv.to_string());
         *p = merged.clone();

@@ -170,7 +170,10 @@ impl Api for KubeApi {
 
     async fn patch_pod_status(&self, namespace: &str, name: &str, patch: &serde_json::Value) -> Result<Pod> {
         self.bucket.acquire().await;
-        self.pods(namespace).patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await.map_err(map_err)
+        self.pods(namespace)
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+            .map_err(map_err)
     }
 
     async fn delete_pod(&self, namespace: &str, name: &str, grace_secs: i64, uid: Option<&str>) -> Result<()> {

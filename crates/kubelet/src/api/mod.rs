@@ -49,7 +49,8 @@ pub trait Api: Send + Sync + 'static {
     fn watch_node_pods(&self, node: &str) -> mpsc::Receiver<Vec<Pod>>;
     async fn get_pod(&self, namespace: &str, name: &str) -> Result<Option<Pod>>;
     async fn create_pod(&self, pod: &Pod) -> Result<Pod>;
-    /// Merge patch of the pod's status subresource.
+    /// Strategic merge patch of the pod's status subresource (`metadata.uid` in the patch is a
+    /// precondition: a different pod under the name answers Conflict).
     async fn patch_pod_status(&self, namespace: &str, name: &str, patch: &serde_json::Value) -> Result<Pod>;
     /// Deletes with the grace period; `uid` is a precondition when given.
     async fn delete_pod(&self, namespace: &str, name: &str, grace_secs: i64, uid: Option<&str>) -> Result<()>;

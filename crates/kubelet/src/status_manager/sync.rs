@@ -7,8 +7,9 @@
 use super::Statuses;
 use crate::api::{ApiError, DynApi};
 use crate::sources::manifest::{CONFIG_HASH, CONFIG_MIRROR, CONFIG_SOURCE};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,11 @@ struct Sent {
     pod: Option<Arc<Pod>>,
     /// The pod whose status the API server last took.
     sent: Option<Arc<Pod>>,
+    /// The pod's status as the API server holds it (the last patch's answer, or read once), the
+    /// base of the next patch; None until read.
+    api_status: Option<Value>,
+    /// The UID of the API object the status goes to (a static pod's is its mirror pod's).
+    api_uid: Option<String>,
     mirror_ok: bool,
 }
 
@@ -41,6 +47,8 @@ impl Sent {
             is_static: is_static(pod),
             pod: None,
             sent: None,
+            api_status: None,
+            api_uid: None,
             mirror_ok: false,
         }
     }
@@ -93,6 +101,103 @@ async fn ensure_mirror(api: &DynApi, pod: &Pod, cfg: &Config, node_uid: &mut Opt
     };
     api.create_pod(&mirror_pod(pod, &cfg.node_name, &uid)).await?;
     tracing::info!(pod = %format!("{ns}/{name}"), "created mirror pod");
+    Ok(())
+}
+
+/// Pod condition types the kubelet owns (upstream's PodConditionsByKubelet); others (readiness
+/// gates, DisruptionTarget, …) belong to other actors and are kept as the API server has them.
+const KUBELET_CONDITIONS: [&str; 7] = [
+    "PodScheduled",
+    "Ready",
+    "Initialized",
+    "ContainersReady",
+    "PodReadyToStartContainers",
+    "PodResizePending",
+    "PodResizeInProgress",
+];
+
+/// Status fields the kubelet never writes; kept as the API server has them.
+const NOT_KUBELET_FIELDS: [&str; 3] = ["nominatedNodeName", "resourceClaimStatuses", "extendedResourceClaimStatus"];
+
+/// The status to send: the kubelet's, with the conditions and fields other actors own taken from
+/// the API's copy (upstream's mergePodStatus: others' conditions first, then the kubelet's).
+fn merged_status(api: &Value, ours: &Value) -> Value {
+    let mut out = ours.clone();
+    let Some(o) = out.as_object_mut() else { return out };
+    let owned_by_kubelet =
+        |c: &&Value| c.get("type").and_then(Value::as_str).is_some_and(|t| KUBELET_CONDITIONS.contains(&t));
+    let mut conditions: Vec<Value> = api
+        .get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| !owned_by_kubelet(c))
+        .cloned()
+        .collect();
+    if let Some(Value::Array(own)) = o.get("conditions") {
+        conditions.extend(own.iter().cloned());
+    }
+    if conditions.is_empty() {
+        o.remove("conditions");
+    } else {
+        o.insert("conditions".into(), Value::Array(conditions));
+    }
+    for f in NOT_KUBELET_FIELDS {
+        match api.get(f) {
+            Some(v) => o.insert(f.into(), v.clone()),
+            None => o.remove(f),
+        };
+    }
+    out
+}
+
+/// The strategic merge patch from the API's status to ours, with the API object's UID as a
+/// precondition (upstream's PatchPodStatus); None when it would change nothing.
+fn status_patch(api_uid: &str, api: &Value, ours: &Value) -> Option<Value> {
+    let diff = strategic_patch::diff(api, &merged_status(api, ours));
+    if diff.as_object().is_some_and(|d| d.is_empty()) {
+        return None;
+    }
+    Some(serde_json::json!({ "metadata": { "uid": api_uid }, "status": diff }))
+}
+
+/// A status as a JSON map (an absent status is an empty one).
+fn status_value(status: Option<&PodStatus>) -> Value {
+    match status.map(serde_json::to_value) {
+        Some(Ok(v @ Value::Object(_))) => v,
+        _ => Value::Object(Default::default()),
+    }
+}
+
+/// Sends a pod's status as a strategic merge patch against what the API server holds (read once
+/// per pod, then taken from each patch's answer): fields that became empty are deleted, the
+/// conditions merge by type, a write that would change nothing is not made.
+async fn patch_status(api: &DynApi, entry: &mut Sent, pod: &Pod) -> Result<(), ApiError> {
+    let base = match &entry.api_status {
+        Some(base) => base.clone(),
+        None => {
+            let Some(current) = api.get_pod(&entry.namespace, &entry.name).await? else {
+                return Err(ApiError::NotFound);
+            };
+            let api_uid = current.metadata.uid.clone().unwrap_or_default();
+            // Upstream: "Pod was deleted and then recreated, skipping status update".
+            if !entry.is_static && pod.metadata.uid.as_deref() != Some(api_uid.as_str()) {
+                tracing::info!(pod = %entry.name, "pod was deleted and then recreated, skipping status update");
+                return Ok(());
+            }
+            entry.api_uid = Some(api_uid);
+            let base = status_value(current.status.as_ref());
+            entry.api_status = Some(base.clone());
+            base
+        }
+    };
+    let Some(patch) =
+        status_patch(entry.api_uid.as_deref().unwrap_or_default(), &base, &status_value(pod.status.as_ref()))
+    else {
+        return Ok(());
+    };
+    let answer = api.patch_pod_status(&entry.namespace, &entry.name, &patch).await?;
+    entry.api_status = Some(status_value(answer.status.as_ref()));
     Ok(())
 }
 
@@ -154,13 +259,20 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
             if entry.sent.as_ref().and_then(|p| p.status.as_ref()) == pod.status.as_ref() {
                 continue;
             }
-            let patch = serde_json::json!({ "status": pod.status });
-            match api.patch_pod_status(&entry.namespace, &entry.name, &patch).await {
-                Ok(_) => entry.sent = Some(pod),
+            match patch_status(&api, entry, &pod).await {
+                Ok(()) => entry.sent = Some(pod),
                 // The object is gone (a mirror deleted by someone): recreate it next round.
                 Err(ApiError::NotFound) => {
                     entry.mirror_ok = false;
                     entry.sent = None;
+                    entry.api_status = None;
+                    dirty.insert(uid);
+                }
+                // Another pod under the name (the UID precondition failed): read it again.
+                Err(ApiError::Conflict(e)) => {
+                    entry.api_status = None;
+                    errors += 1;
+                    tracing::debug!(pod = %entry.name, error = %e, "pod status patch conflicted; will re-read");
                     dirty.insert(uid);
                 }
                 Err(e) => {
@@ -211,5 +323,167 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fake::FakeApi;
+    use k8s_openapi::api::core::v1::PodCondition;
+    use serde_json::json;
+
+    fn pod(uid: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": uid,
+                         "annotations": {CONFIG_SOURCE: "api"}},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}]}
+        }))
+        .unwrap()
+    }
+
+    fn status(v: Value) -> PodStatus {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn cond(t: &str, s: &str) -> PodCondition {
+        PodCondition { type_: t.into(), status: s.into(), ..Default::default() }
+    }
+
+    struct Node {
+        api: Arc<FakeApi>,
+        statuses: Statuses,
+        token: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn start(api: Arc<FakeApi>) -> Node {
+        let statuses = Statuses::new();
+        let token = CancellationToken::new();
+        let cfg = Config { node_name: "n1".into(), resync: Duration::from_secs(3600) };
+        let task = tokio::spawn(run(cfg, statuses.clone(), api.clone(), token.clone()));
+        Node { api, statuses, token, task }
+    }
+
+    impl Node {
+        async fn wait(&self, what: &str, ok: impl Fn(&Pod) -> bool) -> Pod {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(p) = self.api.pod("default", "web")
+                    && ok(&p)
+                {
+                    return p;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        async fn stop(self) {
+            self.token.cancel();
+            self.task.await.unwrap();
+        }
+
+        fn patches(&self) -> usize {
+            self.api.calls().iter().filter(|c| *c == "patch_pod_status").count()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_field_that_became_empty_is_cleared_in_the_api() {
+        let api = Arc::new(FakeApi::new());
+        api.put_pod(pod("u1"));
+        let n = start(api);
+        let p = pod("u1");
+        n.statuses.set(&p, status(json!({"phase": "Pending", "message": "creating pod sandbox", "reason": "X"})));
+        n.wait("the pending status", |p| {
+            p.status.as_ref().and_then(|s| s.message.as_deref()) == Some("creating pod sandbox")
+        })
+        .await;
+        n.statuses.set(&p, status(json!({"phase": "Running"})));
+        let got = n.wait("running", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).await;
+        let s = got.status.unwrap();
+        assert_eq!((s.message, s.reason), (None, None));
+        n.stop().await;
+    }
+
+    #[tokio::test]
+    async fn conditions_other_actors_own_survive_and_unchanged_statuses_are_not_written() {
+        let api = Arc::new(FakeApi::new());
+        let mut p = pod("u1");
+        // The scheduler's and a readiness gate's conditions, already in the API.
+        p.status = Some(PodStatus {
+            conditions: Some(vec![cond("PodScheduled", "True"), cond("example.com/gate", "True")]),
+            ..Default::default()
+        });
+        api.put_pod(p.clone());
+        let n = start(api);
+        n.statuses.set(
+            &p,
+            PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![cond("PodScheduled", "True"), cond("Ready", "True")]),
+                ..Default::default()
+            },
+        );
+        let got = n.wait("running", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).await;
+        let types: Vec<String> = got.status.unwrap().conditions.unwrap().into_iter().map(|c| c.type_).collect();
+        assert_eq!(types, ["example.com/gate", "PodScheduled", "Ready"]);
+        let writes = n.patches();
+        assert_eq!(writes, 1);
+        // A new status equal to what the API holds (the gate condition included) sends nothing.
+        n.statuses.set(
+            &p,
+            PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![
+                    cond("PodScheduled", "True"),
+                    cond("Ready", "True"),
+                    cond("Initialized", "True"),
+                ]),
+                ..Default::default()
+            },
+        );
+        n.wait("initialized", |p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.len() == 4))
+            .await;
+        assert_eq!(n.patches(), 2);
+        n.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_pod_recreated_under_the_name_is_not_patched() {
+        let api = Arc::new(FakeApi::new());
+        api.put_pod(pod("other-uid"));
+        let n = start(api);
+        n.statuses.set(&pod("u1"), status(json!({"phase": "Running"})));
+        // The sync reads the API pod once, sees another UID and skips the write.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !n.api.calls().iter().any(|c| c == "get_pod") {
+            assert!(tokio::time::Instant::now() < deadline, "the sync never read the pod");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let api = n.api.clone();
+        n.stop().await;
+        assert!(!api.calls().iter().any(|c| c == "patch_pod_status"), "{:?}", api.calls());
+        assert_eq!(api.pod("default", "web").unwrap().status, None);
+    }
+
+    #[test]
+    fn the_patch_carries_the_uid_and_only_what_changed() {
+        let api =
+            json!({"phase": "Pending", "message": "m", "conditions": [{"type": "DisruptionTarget", "status": "True"}]});
+        let ours = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        let p = status_patch("u1", &api, &ours).unwrap();
+        assert_eq!(
+            p,
+            json!({"metadata": {"uid": "u1"}, "status": {
+                "phase": "Running",
+                "message": null,
+                "$setElementOrder/conditions": [{"type": "DisruptionTarget"}, {"type": "Ready"}],
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }})
+        );
+        let same = json!({"phase": "Running", "conditions": [{"type": "DisruptionTarget", "status": "True"}, {"type": "Ready", "status": "True"}]});
+        assert_eq!(status_patch("u1", &same, &ours), None);
     }
 }

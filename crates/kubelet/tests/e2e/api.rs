@@ -282,6 +282,53 @@ async fn a_static_pod_is_mirrored_and_its_mirror_comes_back() {
     k.cleanup().await;
 }
 
+/// Pod status goes to the API as upstream sends it: a strategic merge patch against the API's
+/// copy, so fields that became empty are cleared (no stale "creating pod sandbox" message on a
+/// Running pod) and conditions merge by type (one another actor owns survives the kubelet's
+/// later writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_patches_clear_stale_fields_and_keep_conditions_other_actors_own() {
+    let Some((api, mut k)) = start("apistatus").await else { return };
+    // A finalizer keeps the object after the kubelet deletes it, so its last status can be read.
+    api.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  finalizers: [example.com/keep]\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: app\n    image: {}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 0.2; done\"]\n",
+        image("busybox:1.36")
+    ));
+    let running = eventually("Running and Ready", || {
+        let p = api.get_json(&["pod", "web"])?;
+        (p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true).then_some(p)
+    })
+    .await;
+    assert!(running["status"]["message"].is_null() && running["status"]["reason"].is_null(), "{}", running["status"]);
+    // Another actor's condition (as a disruption controller or a readiness-gate controller writes it).
+    api.kubectl(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"example.com/Gate","status":"True","reason":"Checked"}]}}"#,
+    ]);
+    api.kubectl(&["delete", "pod", "web", "--wait=false"]);
+    // The kubelet stops the container and writes the final status (then deletes the object,
+    // which the finalizer keeps).
+    let last = eventually("the terminated container in the API", || {
+        let p = api.get_json(&["pod", "web"])?;
+        p["status"]["containerStatuses"][0]["state"]["terminated"].is_object().then_some(p)
+    })
+    .await;
+    let conditions = last["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let find = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned();
+    let gate = find("example.com/Gate").unwrap_or_else(|| panic!("the gate condition was wiped: {}", last["status"]));
+    assert_eq!((gate["status"].as_str(), gate["reason"].as_str()), (Some("True"), Some("Checked")));
+    assert_eq!(find("Ready").map(|c| c["status"].clone()), Some(serde_json::json!("False")), "{}", last["status"]);
+    assert!(find("PodScheduled").is_some(), "{}", last["status"]);
+    api.kubectl(&["patch", "pod", "web", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    eventually("the pod object gone", || api.get_json(&["pod", "web"]).is_none().then_some(())).await;
+    k.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_outage_keeps_pods_running_and_status_catches_up() {
     let Some((mut api, mut k)) = start("apioutage").await else { return };
