@@ -26,6 +26,9 @@ pub struct Context<'a> {
     /// "containerd" → container IDs are `containerd://<id>`.
     pub runtime_name: &'a str,
     pub now: SystemTime,
+    /// The pod was deleted and nothing of it runs any more (upstream's podIsTerminal): its
+    /// stopped containers will not restart, so the phase is Succeeded or Failed.
+    pub pod_is_terminal: bool,
 }
 
 fn nanos_time(n: i64) -> Option<Time> {
@@ -143,8 +146,14 @@ fn last_terminated(s: &ContainerStatus) -> Option<&ContainerStateTerminated> {
     s.last_state.as_ref().and_then(|s| s.terminated.as_ref())
 }
 
-/// Upstream's getPhase.
-pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[ContainerStatus]) -> &'static str {
+/// Upstream's getPhase; `pod_is_terminal` as upstream's podIsTerminal (a deleted pod whose
+/// containers are all stopped ends Succeeded when every one succeeded, else Failed).
+pub fn phase(
+    restart_policy: &str,
+    init: &[ContainerStatus],
+    regular: &[ContainerStatus],
+    pod_is_terminal: bool,
+) -> &'static str {
     let mut pending_init = 0;
     let mut failed_init = 0;
     for s in init {
@@ -196,9 +205,10 @@ pub fn phase(restart_policy: &str, init: &[ContainerStatus], regular: &[Containe
     }
     if stopped > 0 {
         return match restart_policy {
-            "Always" => "Running",
+            "Always" if !pod_is_terminal => "Running",
             _ if stopped == succeeded => "Succeeded",
             "Never" => "Failed",
+            _ if pod_is_terminal => "Failed",
             _ => "Running",
         };
     }
@@ -243,7 +253,7 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     let prev_phase = ctx.previous.and_then(|p| p.phase.as_deref());
     let phase = match prev_phase {
         Some(p @ ("Succeeded" | "Failed")) => p.to_string(),
-        _ => phase(policy, &init_statuses, &statuses).to_string(),
+        _ => phase(policy, &init_statuses, &statuses, ctx.pod_is_terminal).to_string(),
     };
 
     let sandbox_ready = obs.sandbox().is_some_and(|s| s.ready);

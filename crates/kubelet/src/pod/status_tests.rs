@@ -120,6 +120,7 @@ fn compute_at(pod: &Pod, obs: &PodObs, waiting: &WaitingReasons, previous: Optio
         runtime_name: "containerd",
         now: at(now),
         probes: &HashMap::new(),
+        pod_is_terminal: false,
     };
     compute(pod, obs, &ctx)
 }
@@ -244,7 +245,7 @@ fn phase_table_for_every_restart_policy() {
     ];
     for (what, init, regular, want) in rows {
         for (policy, want) in ["Always", "OnFailure", "Never"].into_iter().zip(want) {
-            assert_eq!(phase(policy, &init, &regular), want, "{what} under {policy}");
+            assert_eq!(phase(policy, &init, &regular, false), want, "{what} under {policy}");
         }
     }
 }
@@ -740,13 +741,19 @@ fn init_containers_rerunning_in_a_new_sandbox_keep_the_pod_running_and_initializ
     assert_eq!(cond(&st, "Initialized").status, "True");
 
     // The same, straight through phase(): pending / failed init after app containers have run.
-    assert_eq!(phase("Always", &[s_running()], &[s_terminated(137)]), "Running");
-    assert_eq!(phase("OnFailure", &[s_terminated(1)], &[s_terminated(1)]), "Running");
+    assert_eq!(phase("Always", &[s_running()], &[s_terminated(137)], false), "Running");
+    assert_eq!(phase("OnFailure", &[s_terminated(1)], &[s_terminated(1)], false), "Running");
 }
 
 #[test]
 fn init_container_waiting_after_success_is_not_pending() {
-    assert_eq!(phase("Always", &[s_restarting(0)], &[s_running()]), "Running");
+    assert_eq!(phase("Always", &[s_restarting(0)], &[s_running()], false), "Running");
+    // A deleted pod whose containers are all stopped is terminal (upstream's podIsTerminal):
+    // Succeeded when every container succeeded, else Failed, whatever the restart policy.
+    assert_eq!(phase("Always", &[], &[s_terminated(0)], true), "Succeeded");
+    assert_eq!(phase("Always", &[], &[s_terminated(0), s_terminated(137)], true), "Failed");
+    assert_eq!(phase("OnFailure", &[], &[s_terminated(1)], true), "Failed");
+    assert_eq!(phase("Always", &[], &[s_terminated(0), s_running()], true), "Running");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -790,6 +797,7 @@ fn blocker_reports_the_failing_readiness_probe() {
         runtime_name: "containerd",
         now: at(5),
         probes: &probes,
+        pod_is_terminal: false,
     };
     let st = compute(&p, &o, &ctx);
     assert!(!container(&st, "app").ready);

@@ -353,6 +353,7 @@ impl Worker {
             host_ip: self.cfg.deps.node.node_ip.as_deref(),
             runtime_name: &self.cfg.runtime_name,
             now: self.cfg.deps.clock.now(),
+            pod_is_terminal: self.terminating && !obs.any_running(),
         };
         let mut st = status::compute(&self.pod, obs, &ctx);
         if let Some(e) = &self.eviction {

@@ -36,6 +36,8 @@ struct Inner {
     /// Pods removed, by the version that removed them, and the other way round.
     removals: BTreeMap<u64, String>,
     removed: HashMap<String, u64>,
+    /// The last pod (and status) of each remembered removal.
+    removed_pods: HashMap<String, Arc<Pod>>,
     /// The current version: bumped by every change.
     seq: u64,
     /// Removals up to this version have been forgotten.
@@ -51,6 +53,8 @@ pub struct Changes {
     pub updated: Vec<Arc<Pod>>,
     /// The UIDs of the pods removed.
     pub removed: Vec<String>,
+    /// The removed pods as they were last set (their final statuses), in `removed`'s order.
+    pub removed_pods: Vec<Arc<Pod>>,
     /// `since` is older than the removals remembered: `updated` holds every pod, and any pod
     /// the reader knows that is not among them was removed.
     pub full: bool,
@@ -73,6 +77,7 @@ impl Inner {
         }
         if let Some(old) = self.removed.remove(uid) {
             self.removals.remove(&old);
+            self.removed_pods.remove(uid);
         }
         self.changed.insert(seq, uid.to_string());
         seq
@@ -138,9 +143,11 @@ impl Statuses {
         let seq = inner.seq;
         inner.removals.insert(seq, uid.to_string());
         inner.removed.insert(uid.to_string(), seq);
+        inner.removed_pods.insert(uid.to_string(), e.pod);
         while inner.removals.len() > REMOVALS_KEPT {
             let Some((old, gone)) = inner.removals.pop_first() else { break };
             inner.removed.remove(&gone);
+            inner.removed_pods.remove(&gone);
             inner.floor = old;
         }
         self.version.send_replace(seq);
@@ -183,7 +190,8 @@ impl Statuses {
         let mut removed: Vec<String> =
             if full { Vec::new() } else { inner.removals.range(since + 1..).map(|(_, uid)| uid.clone()).collect() };
         removed.sort();
-        Changes { version: inner.seq, updated, removed, full }
+        let removed_pods = removed.iter().filter_map(|uid| inner.removed_pods.get(uid).cloned()).collect();
+        Changes { version: inner.seq, updated, removed, removed_pods, full }
     }
 
     /// The pod named `name` in `namespace`, with its status.

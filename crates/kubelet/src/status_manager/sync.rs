@@ -29,6 +29,9 @@ struct Sent {
     /// The pod as the status manager has it now; None once it was removed there (its API
     /// object is to be deleted).
     pod: Option<Arc<Pod>>,
+    /// The pod as the status manager last had it (kept after its removal: the final status goes
+    /// to the API before the object is deleted, as upstream's status manager does).
+    last: Option<Arc<Pod>>,
     /// The pod whose status the API server last took.
     sent: Option<Arc<Pod>>,
     /// The pod's status as the API server holds it (the last patch's answer, or read once), the
@@ -46,6 +49,7 @@ impl Sent {
             name: pod.metadata.name.clone().unwrap_or_default(),
             is_static: is_static(pod),
             pod: None,
+            last: None,
             sent: None,
             api_status: None,
             api_uid: None,
@@ -230,8 +234,14 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
         for pod in changes.updated {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let entry = sent.entry(uid.clone()).or_insert_with(|| Sent::new(&pod));
+            entry.last = Some(pod.clone());
             entry.pod = Some(pod);
             dirty.insert(uid);
+        }
+        for final_pod in changes.removed_pods {
+            if let Some(s) = final_pod.metadata.uid.as_deref().and_then(|uid| sent.get_mut(uid)) {
+                s.last = Some(final_pod);
+            }
         }
         for uid in changes.removed {
             if let Some(s) = sent.get_mut(&uid) {
@@ -284,7 +294,24 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
         }
         // Pods the kubelet has finished with: their API objects go (grace 0).
         for uid in gone {
-            let Some(s) = sent.get(&uid) else { continue };
+            let Some(s) = sent.get_mut(&uid) else { continue };
+            // An API pod's final status (its stopped containers, its terminal phase) first.
+            if !s.is_static
+                && let Some(last) = s.last.clone()
+                && s.sent.as_ref().and_then(|p| p.status.as_ref()) != last.status.as_ref()
+            {
+                match patch_status(&api, s, &last).await {
+                    Ok(()) => s.sent = Some(last),
+                    // Gone, or another pod under the name: nothing of ours to finish.
+                    Err(ApiError::NotFound | ApiError::Conflict(_)) => {}
+                    Err(e) => {
+                        errors += 1;
+                        tracing::debug!(pod = %s.name, error = %e, "final pod status not sent; will retry");
+                        dirty.insert(uid);
+                        continue;
+                    }
+                }
+            }
             let precondition = if s.is_static { None } else { Some(uid.as_str()) };
             match api.delete_pod(&s.namespace, &s.name, 0, precondition).await {
                 Ok(()) | Err(ApiError::NotFound) => {
@@ -447,6 +474,30 @@ mod tests {
         n.wait("initialized", |p| p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.len() == 4))
             .await;
         assert_eq!(n.patches(), 2);
+        n.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_final_status_reaches_the_api_before_the_object_is_deleted() {
+        let api = Arc::new(FakeApi::new());
+        api.put_pod(pod("u1"));
+        let n = start(api);
+        let p = pod("u1");
+        n.statuses.set(&p, status(json!({"phase": "Running"})));
+        n.wait("running", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).await;
+        // The worker publishes the terminal status and removes the pod at once.
+        n.statuses.set(&p, status(json!({"phase": "Succeeded"})));
+        n.statuses.remove("u1");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while n.api.pod("default", "web").is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "the pod object was never deleted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let calls = n.api.calls();
+        let last_patch = calls.iter().rposition(|c| c == "patch_pod_status").unwrap();
+        let delete = calls.iter().position(|c| c == "delete_pod").unwrap();
+        assert!(last_patch < delete, "{calls:?}");
+        assert_eq!(n.patches(), 2, "{calls:?}");
         n.stop().await;
     }
 

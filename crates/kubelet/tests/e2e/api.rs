@@ -318,6 +318,9 @@ async fn status_patches_clear_stale_fields_and_keep_conditions_other_actors_own(
         p["status"]["containerStatuses"][0]["state"]["terminated"].is_object().then_some(p)
     })
     .await;
+    // A deleted pod's last status is terminal (upstream's podIsTerminal): the container
+    // trapped SIGTERM and exited 0.
+    assert_eq!(last["status"]["phase"], "Succeeded", "{}", last["status"]);
     let conditions = last["status"]["conditions"].as_array().cloned().unwrap_or_default();
     let find = |t: &str| conditions.iter().find(|c| c["type"] == t).cloned();
     let gate = find("example.com/Gate").unwrap_or_else(|| panic!("the gate condition was wiped: {}", last["status"]));

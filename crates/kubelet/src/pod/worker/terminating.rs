@@ -22,6 +22,9 @@ impl Worker {
         for c in &after.containers {
             tracing::info!(pod = %executor::pod_name(&self.pod), container = %c.name, exit_code = c.exit_code, "container stopped");
         }
+        // The deleted pod's last status: its stopped containers and a terminal phase (upstream's
+        // SyncTerminatingPod), sent to the API before the object is deleted.
+        self.publish_status(&after);
         let removed = executor::remove_pod(&deps, &self.pod, &after).await;
         // A pod put back with the same UID must not see what was just removed.
         self.changed_runtime();
