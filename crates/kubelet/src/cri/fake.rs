@@ -330,7 +330,7 @@ impl Runtime for FakeRuntime {
         &self,
         sandbox_id: &str,
         config: api::ContainerConfig,
-        _sandbox_config: api::PodSandboxConfig,
+        sandbox_config: api::PodSandboxConfig,
     ) -> Result<String> {
         let mut s = self.enter("CreateContainer")?;
         if !s.sandboxes.contains_key(sandbox_id) {
@@ -347,7 +347,12 @@ impl Runtime for FakeRuntime {
             image_ref: config.image.as_ref().map(|i| format!("sha256:{}", i.image)).unwrap_or_default(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
-            log_path: config.log_path.clone(),
+            // As containerd: the log path under the sandbox's log directory, and the mounts.
+            log_path: match sandbox_config.log_directory.as_str() {
+                "" => config.log_path.clone(),
+                dir => std::path::Path::new(dir).join(&config.log_path).display().to_string(),
+            },
+            mounts: config.mounts.clone(),
             ..Default::default()
         };
         s.containers.insert(id.clone(), status);

@@ -80,6 +80,10 @@ pub struct ContainerAnnotations {
     pub restart_count: i32,
     pub termination_grace: Option<i64>,
     pub init: bool,
+    /// The container's `terminationMessagePath` and `terminationMessagePolicy`, so the message
+    /// is found after a kubelet restart too (upstream's getContainerInfoFromAnnotations).
+    pub termination_message_path: String,
+    pub termination_message_policy: String,
 }
 
 impl ContainerAnnotations {
@@ -90,6 +94,8 @@ impl ContainerAnnotations {
             restart_count: annotations.get(CONTAINER_RESTART_COUNT).and_then(|c| c.parse().ok()).unwrap_or(0),
             termination_grace: annotations.get(POD_TERMINATION_GRACE).and_then(|g| g.parse().ok()),
             init: annotations.get(CONTAINER_TYPE).is_some_and(|t| t == "init"),
+            termination_message_path: annotations.get(TERMINATION_MESSAGE_PATH).cloned().unwrap_or_default(),
+            termination_message_policy: annotations.get(TERMINATION_MESSAGE_POLICY).cloned().unwrap_or_default(),
         }
     }
 }
@@ -138,5 +144,10 @@ mod tests {
         assert!(parsed.init);
         a.insert(CONTAINER_RESTART_COUNT.to_string(), "4".to_string());
         assert_eq!(ContainerAnnotations::parse(&a).restart_count, 4);
+        a.insert(TERMINATION_MESSAGE_PATH.to_string(), "/dev/termination-log".to_string());
+        a.insert(TERMINATION_MESSAGE_POLICY.to_string(), "FallbackToLogsOnError".to_string());
+        let parsed = ContainerAnnotations::parse(&a);
+        assert_eq!(parsed.termination_message_path, "/dev/termination-log");
+        assert_eq!(parsed.termination_message_policy, "FallbackToLogsOnError");
     }
 }

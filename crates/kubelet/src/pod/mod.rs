@@ -9,6 +9,7 @@ mod observe;
 mod plan;
 pub mod runtime_config;
 mod status;
+pub(crate) mod termination_message;
 pub(crate) mod worker;
 
 /// What a pod worker is told by the eviction manager (through the dispatcher): kill with this

@@ -168,8 +168,13 @@ pub async fn from_record(
             started_at: st.started_at,
             finished_at: st.finished_at,
             exit_code: st.exit_code,
+            // An exited container's message includes its termination message (upstream's
+            // convertToKubeContainerStatus), read once: the result is cached by state.
+            message: match cstate(st.state) {
+                CState::Exited => super::termination_message::enrich(&st, &c.annotations).await,
+                _ => st.message.clone(),
+            },
             reason: st.reason,
-            message: st.message,
             image: st.image.map(|i| i.image).unwrap_or_default(),
             image_ref: st.image_ref,
         };

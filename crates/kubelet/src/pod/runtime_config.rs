@@ -289,18 +289,8 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
             ..Default::default()
         });
     }
-    // The termination message file, as upstream: <pod dir>/containers/<name>/<random>.
-    if let Some(path) = c.termination_message_path.as_deref().filter(|p| !p.is_empty()) {
-        let dir = pod_dir(node, &r.uid).join("containers").join(&c.name);
-        std::fs::create_dir_all(&dir).map_err(|e| ConfigError(format!("termination message dir: {e}")))?;
-        let file = dir.join(format!("{:08x}", rand_u32()));
-        std::fs::write(&file, b"").map_err(|e| ConfigError(format!("termination message file: {e}")))?;
-        mounts.push(api::Mount {
-            container_path: path.into(),
-            host_path: file.display().to_string(),
-            ..Default::default()
-        });
-    }
+    let termination_path = c.termination_message_path.as_deref().unwrap_or("");
+    mounts.extend(super::termination_message::mount(&volumes_pod_dir, &c.name, termination_path));
 
     let mut annotations = HashMap::from([
         (labels::CONTAINER_HASH.to_string(), format!("{:x}", labels::container_hash(c))),
@@ -370,15 +360,6 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         }),
         ..Default::default()
     })
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0),
-    );
-    h.finish() as u32
 }
 
 #[cfg(test)]

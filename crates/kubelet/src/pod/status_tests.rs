@@ -527,6 +527,26 @@ fn empty_termination_message_is_left_out() {
 }
 
 #[test]
+fn termination_messages_reach_state_and_last_state() {
+    let pod = pod("Always", &[], &["app"]);
+    let mut newest = exited("app", "a1", 1, 0, 10, 15);
+    newest.message = "DONE".into();
+    let mut older = exited("app", "a0", 0, 1, 1, 5);
+    older.message = "first".into();
+    let cs_of = |o: &PodObs| {
+        let st = status(&pod, o);
+        container(&st, "app").clone()
+    };
+    let cs = cs_of(&obs(ready(), vec![newest.clone(), older]));
+    assert_eq!(state_of(&cs).terminated.as_ref().unwrap().message.as_deref(), Some("DONE"));
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(last.message.as_deref(), Some("first"));
+    let cs = cs_of(&obs(ready(), vec![running("app", "a2", 2, 20), newest]));
+    let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+    assert_eq!(last.message.as_deref(), Some("DONE"));
+}
+
+#[test]
 fn waiting_reason_is_container_creating_without_init_containers_and_pod_initializing_with() {
     let plain = pod("Always", &[], &["app"]);
     let st = status(&plain, &obs(ready(), vec![]));

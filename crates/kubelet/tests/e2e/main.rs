@@ -11,6 +11,7 @@ mod probes;
 mod reliability;
 mod resources;
 mod server;
+mod termination;
 mod volumes;
 
 use harness::*;
