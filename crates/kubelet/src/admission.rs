@@ -217,10 +217,7 @@ mod tests {
         assert!(admit(&pod(serde_json::json!({"nodeSelector": {"disk": "ssd"}})), &n, &[]).is_ok());
         let r = admit(&pod(serde_json::json!({"nodeSelector": {"disk": "hdd"}})), &n, &[]).unwrap_err();
         assert_eq!(r.reason, "NodeAffinity");
-        assert_eq!(
-            r.message,
-            "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
-        );
+        assert_eq!(r.message, "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector");
         let aff = |op: &str, values: serde_json::Value| {
             pod(serde_json::json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [{"matchExpressions": [{"key": "cores", "operator": op, "values": values}]}]}}}}))

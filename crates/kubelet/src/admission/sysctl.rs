@@ -30,9 +30,14 @@ pub fn namespaced_by(name: &str) -> Option<Namespace> {
     if name == "kernel.sem" {
         return Some(Namespace::Ipc);
     }
-    [("kernel.shm", Namespace::Ipc), ("kernel.msg", Namespace::Ipc), ("fs.mqueue.", Namespace::Ipc), ("net.", Namespace::Net)]
-        .into_iter()
-        .find_map(|(prefix, ns)| name.starts_with(prefix).then_some(ns))
+    [
+        ("kernel.shm", Namespace::Ipc),
+        ("kernel.msg", Namespace::Ipc),
+        ("fs.mqueue.", Namespace::Ipc),
+        ("net.", Namespace::Net),
+    ]
+    .into_iter()
+    .find_map(|(prefix, ns)| name.starts_with(prefix).then_some(ns))
 }
 
 /// `kernel/msgmax` as `kernel.msgmax` (component-helpers' NormalizeName): when the first separator
@@ -122,9 +127,10 @@ impl Allowlist {
     /// if it may not.
     pub fn check(&self, sysctl: &str, host_network: bool, host_ipc: bool) -> Result<(), String> {
         let sysctl = normalize(sysctl);
-        let ns = self.sysctls.get(&sysctl).or_else(|| {
-            self.prefixes.iter().find_map(|(p, ns)| sysctl.starts_with(p.as_str()).then_some(ns))
-        });
+        let ns = self
+            .sysctls
+            .get(&sysctl)
+            .or_else(|| self.prefixes.iter().find_map(|(p, ns)| sysctl.starts_with(p.as_str()).then_some(ns)));
         match ns {
             None => Err(format!("{sysctl:?} not allowlisted")),
             Some(ns @ Namespace::Ipc) if host_ipc => Err(format!("{sysctl:?} not allowed with host {ns} enabled")),
@@ -177,7 +183,10 @@ mod tests {
         assert_eq!(w.check("kernel.msgmnb", false, false), Ok(()));
         assert_eq!(w.check("net.core.somaxconn", false, false), Ok(()));
         assert_eq!(w.check("kernel.shmmax", false, false), Err(r#""kernel.shmmax" not allowlisted"#.into()));
-        assert_eq!(w.check("net.core.somaxconn2", false, false), Err(r#""net.core.somaxconn2" not allowlisted"#.into()));
+        assert_eq!(
+            w.check("net.core.somaxconn2", false, false),
+            Err(r#""net.core.somaxconn2" not allowlisted"#.into())
+        );
         // Slash-separated names are normalised first.
         assert_eq!(w.check("kernel/msgmax", false, false), Ok(()));
         assert_eq!(normalize("net/ipv4/conf/eno2.100/rp_filter"), "net.ipv4.conf.eno2/100.rp_filter");
@@ -218,10 +227,7 @@ mod tests {
         assert!(w.admit(&pod(ok.clone(), false), &[]).is_ok());
         let r = w.admit(&pod(ok, true), &[]).unwrap_err();
         assert_eq!(r.reason, "SysctlForbidden");
-        assert_eq!(
-            r.message,
-            r#"forbidden sysctl: "net.ipv4.ip_local_port_range" not allowed with host net enabled"#
-        );
+        assert_eq!(r.message, r#"forbidden sysctl: "net.ipv4.ip_local_port_range" not allowed with host net enabled"#);
         let bad = serde_json::json!([{"name": "kernel.msgmax", "value": "1"}, {"name": "kernel.shmmax", "value": "1"}]);
         let r = w.admit(&pod(bad, false), &[]).unwrap_err();
         assert_eq!(r.message, r#"forbidden sysctl: "kernel.msgmax" not allowlisted"#);

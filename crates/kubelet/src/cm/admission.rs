@@ -127,10 +127,7 @@ mod tests {
         let running = vec![pod("a", "1500m", "")];
         let r = admit(&pod("big", "600m", "2Gi"), &refs(&running), &ALLOC, 110).unwrap_err();
         assert_eq!(r.reason, "OutOfcpu");
-        assert_eq!(
-            r.message,
-            "Node didn't have enough resource: cpu, requested: 600, used: 1500, capacity: 2000"
-        );
+        assert_eq!(r.message, "Node didn't have enough resource: cpu, requested: 600, used: 1500, capacity: 2000");
     }
 
     #[test]
@@ -138,10 +135,7 @@ mod tests {
         let running = vec![pod("a", "", ""), pod("b", "", "")];
         let r = admit(&pod("c", "", ""), &refs(&running), &ALLOC, 2).unwrap_err();
         assert_eq!(r.reason, "OutOfpods");
-        assert_eq!(
-            r.message,
-            "Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
-        );
+        assert_eq!(r.message, "Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2");
     }
 
     #[test]
