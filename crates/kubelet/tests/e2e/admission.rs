@@ -1,4 +1,4 @@
-//! Admission end to end: pods refused before they run (sysctls, pod OS) on a kubelet with
+//! Admission end to end: pods refused before they run (sysctls, host namespaces, pod OS) on a kubelet with
 //! `allowedUnsafeSysctls: [kernel.msg*]`, through testapi and kubectl; the allowed sysctls reach
 //! the container.
 
@@ -50,6 +50,7 @@ async fn forbidden_sysctls_and_foreign_os_pods_are_rejected_and_allowed_sysctls_
         pod("forbidden", &sysctl("kernel.shmmax", "100000"), "", "sleep 3600"),
         pod("unsafe", &sysctl("kernel.msgmax", "10000"), "", &run.replace("{}", "kernel/msgmax")),
         pod("safe", &sysctl("net.ipv4.tcp_syncookies", "0"), "", &run.replace("{}", "net/ipv4/tcp_syncookies")),
+        pod("hostnet", &format!("  hostNetwork: true\n{}", sysctl("net.ipv4.tcp_syncookies", "0")), "", "sleep 3600"),
         pod("windows", "  os: {name: windows}\n", "", "sleep 3600"),
         pod("oslabel", "", "kubernetes.io/os: windows", "sleep 3600"),
         pod("osselector", "  nodeSelector: {kubernetes.io/os: windows}\n", "", "sleep 3600"),
@@ -60,6 +61,11 @@ async fn forbidden_sysctls_and_foreign_os_pods_are_rejected_and_allowed_sysctls_
     // prefixed in the status and bare in a Warning event.
     let refused = [
         ("forbidden", "SysctlForbidden", r#"forbidden sysctl: "kernel.shmmax" not allowlisted"#),
+        (
+            "hostnet",
+            "SysctlForbidden",
+            r#"forbidden sysctl: "net.ipv4.tcp_syncookies" not allowed with host net enabled"#,
+        ),
         ("windows", "PodOSNotSupported", "Failed to admit pod as the OS field doesn't match node OS"),
         (
             "oslabel",
