@@ -1,9 +1,11 @@
 //! Pod admission: the admit handlers (upstream's `lifecycle.PodAdmitHandler`) a new pod must pass
 //! before its worker starts. The dispatcher runs the node's [`Handlers`] in order, the first
-//! refusal wins; the composition builds the list: node pressure (`eviction::Handle`), the node
-//! predicates here ([`NodeInfo`]: node name, nodeSelector and required node affinity, NoExecute
-//! taints, host ports), resource fit (`cm::admission::ResourceFit`: OutOfpods / OutOfcpu /
-//! OutOfmemory).
+//! refusal wins; the composition builds the list: node pressure (`eviction::Handle`), sysctls
+//! ([`sysctl::Allowlist`]: SysctlForbidden), the node predicates here ([`NodeInfo`]: pod OS,
+//! node name, nodeSelector and required node affinity, NoExecute taints, host ports), resource
+//! fit (`cm::admission::ResourceFit`: OutOfpods / OutOfcpu / OutOfmemory).
+
+pub mod sysctl;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
 use std::collections::{BTreeMap, HashSet};
@@ -44,7 +46,9 @@ impl Handler for NodeInfo {
     }
 }
 
-/// Why a pod was refused: becomes the pod's status reason and message (phase Failed).
+/// Why a pod was refused (upstream's PodAdmitResult): the dispatcher records it as a Warning event
+/// and sets the pod Failed with this reason and `Pod was rejected: <message>` (upstream's
+/// rejectPod).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub reason: String,
@@ -52,7 +56,7 @@ pub struct Rejection {
 }
 
 fn reject(predicate: &str, why: &str) -> Rejection {
-    Rejection { reason: predicate.into(), message: format!("Pod was rejected: Predicate {predicate} failed: {why}") }
+    Rejection { reason: predicate.into(), message: format!("Predicate {predicate} failed: {why}") }
 }
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
@@ -126,8 +130,30 @@ fn host_ports(p: &Pod) -> impl Iterator<Item = (i32, String)> + '_ {
     })
 }
 
+/// The OS checks upstream's predicate handler runs first (rejectPodAdmissionBasedOnOSSelector,
+/// then rejectPodAdmissionBasedOnOSField). Upstream compares the pod's own `kubernetes.io/os`
+/// *label* (not its nodeSelector, which the NodeAffinity predicate covers) with the node's OS,
+/// always its GOOS whatever the node's label says; and `spec.os.name`, when set, with the same.
+fn admit_os(pod: &Pod) -> Result<(), Rejection> {
+    const NODE_OS: &str = "linux";
+    if pod.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/os")).is_some_and(|os| os != NODE_OS) {
+        return Err(Rejection {
+            reason: "PodOSSelectorNodeLabelDoesNotMatch".into(),
+            message: "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
+        });
+    }
+    if pod.spec.as_ref().and_then(|s| s.os.as_ref()).is_some_and(|os| os.name != NODE_OS) {
+        return Err(Rejection {
+            reason: "PodOSNotSupported".into(),
+            message: "Failed to admit pod as the OS field doesn't match node OS".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The node predicates: admits `pod` on `node` next to the pods already admitted.
 pub fn admit(pod: &Pod, node: &NodeInfo, admitted: &[&Pod]) -> Result<(), Rejection> {
+    admit_os(pod)?;
     let spec = pod.spec.as_ref();
     if let Some(name) = spec.and_then(|s| s.node_name.as_deref())
         && name != node.name
@@ -191,10 +217,7 @@ mod tests {
         assert!(admit(&pod(serde_json::json!({"nodeSelector": {"disk": "ssd"}})), &n, &[]).is_ok());
         let r = admit(&pod(serde_json::json!({"nodeSelector": {"disk": "hdd"}})), &n, &[]).unwrap_err();
         assert_eq!(r.reason, "NodeAffinity");
-        assert_eq!(
-            r.message,
-            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
-        );
+        assert_eq!(r.message, "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector");
         let aff = |op: &str, values: serde_json::Value| {
             pod(serde_json::json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [{"matchExpressions": [{"key": "cores", "operator": op, "values": values}]}]}}}}))
@@ -239,6 +262,30 @@ mod tests {
         assert_eq!(node_first.admit(&p, &[]).unwrap_err().reason, "TaintToleration");
         let other_first = Handlers::new(vec![Arc::new(Refuse("Other")), Arc::new(node())]);
         assert_eq!(other_first.admit(&p, &[]).unwrap_err().reason, "Other");
+    }
+
+    #[test]
+    fn a_pod_for_another_os_is_refused_before_the_other_predicates() {
+        let n = node();
+        let windows = pod(serde_json::json!({"os": {"name": "windows"}, "nodeName": "n2"}));
+        let r = admit(&windows, &n, &[]).unwrap_err();
+        assert_eq!(r.reason, "PodOSNotSupported");
+        assert_eq!(r.message, "Failed to admit pod as the OS field doesn't match node OS");
+        assert!(admit(&pod(serde_json::json!({"os": {"name": "linux"}})), &n, &[]).is_ok());
+        let mut labelled = pod(serde_json::json!({"os": {"name": "windows"}}));
+        labelled.metadata.labels = Some(BTreeMap::from([("kubernetes.io/os".into(), "windows".into())]));
+        let r = admit(&labelled, &n, &[]).unwrap_err();
+        assert_eq!(r.reason, "PodOSSelectorNodeLabelDoesNotMatch");
+        assert_eq!(r.message, "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label");
+        labelled.metadata.labels = Some(BTreeMap::from([("kubernetes.io/os".into(), "linux".into())]));
+        labelled.spec.as_mut().unwrap().os = None;
+        assert!(admit(&labelled, &n, &[]).is_ok());
+        // A nodeSelector on the OS label is the NodeAffinity predicate's (the node is labelled
+        // kubernetes.io/os=linux).
+        let mut linux = node();
+        linux.labels.insert("kubernetes.io/os".into(), "linux".into());
+        let selector = pod(serde_json::json!({"nodeSelector": {"kubernetes.io/os": "windows"}}));
+        assert_eq!(admit(&selector, &linux, &[]).unwrap_err().reason, "NodeAffinity");
     }
 
     #[test]

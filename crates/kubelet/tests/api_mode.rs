@@ -218,7 +218,21 @@ async fn a_pod_that_does_not_fit_the_node_is_rejected_and_others_run() {
     })
     .await;
     assert_eq!(st.reason.as_deref(), Some("NodeAffinity"));
-    assert!(st.message.unwrap().starts_with("Pod was rejected: Predicate NodeAffinity failed"));
+    assert_eq!(
+        st.message.as_deref(),
+        Some("Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector")
+    );
+    // As upstream's rejectPod: a Warning event with the handler's message, unprefixed.
+    let event = eventually("rejection event", || {
+        c.api.events().into_iter().find(|e| e.reason.as_deref() == Some("NodeAffinity"))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.involved_object.name.as_deref(), Some("picky"));
+    assert_eq!(
+        event.message.as_deref(),
+        Some("Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector")
+    );
     eventually("the other pod runs", || (phase(&c.api.pod("default", "easy")?)? == "Running").then_some(())).await;
     assert_eq!(c.rt.sandbox_count(), 1, "the rejected pod never ran");
 }

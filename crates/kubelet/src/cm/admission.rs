@@ -35,7 +35,7 @@ fn insufficient(resource: &str, requested: i64, used: i64, capacity: i64) -> Rej
     Rejection {
         reason: format!("OutOf{resource}"),
         message: format!(
-            "Pod was rejected: Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
+            "Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
         ),
     }
 }
@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(
             r.message,
             format!(
-                "Pod was rejected: Node didn't have enough resource: memory, requested: {}, used: {}, capacity: {}",
+                "Node didn't have enough resource: memory, requested: {}, used: {}, capacity: {}",
                 512 << 20,
                 768 << 20,
                 1 << 30
@@ -127,10 +127,7 @@ mod tests {
         let running = vec![pod("a", "1500m", "")];
         let r = admit(&pod("big", "600m", "2Gi"), &refs(&running), &ALLOC, 110).unwrap_err();
         assert_eq!(r.reason, "OutOfcpu");
-        assert_eq!(
-            r.message,
-            "Pod was rejected: Node didn't have enough resource: cpu, requested: 600, used: 1500, capacity: 2000"
-        );
+        assert_eq!(r.message, "Node didn't have enough resource: cpu, requested: 600, used: 1500, capacity: 2000");
     }
 
     #[test]
@@ -138,10 +135,7 @@ mod tests {
         let running = vec![pod("a", "", ""), pod("b", "", "")];
         let r = admit(&pod("c", "", ""), &refs(&running), &ALLOC, 2).unwrap_err();
         assert_eq!(r.reason, "OutOfpods");
-        assert_eq!(
-            r.message,
-            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
-        );
+        assert_eq!(r.message, "Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2");
     }
 
     #[test]

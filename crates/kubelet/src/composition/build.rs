@@ -272,7 +272,15 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         tasks.push(task("log rotation", move |token| logs::rotate::run(rotate_cfg, rt, clk, token)));
     }
     let (evict_tx, evict_rx) = mpsc::channel(4);
-    // Admission, in upstream's order: node pressure, the node predicates, resource fit.
+    // Admission, in upstream's order: node pressure, sysctls, the node predicates (pod OS
+    // first), resource fit. As upstream, a safe sysctl may also be listed as unsafe, and an
+    // allowedUnsafeSysctls entry not known to be namespaced stops the kubelet.
+    let sysctls = admission::sysctl::Allowlist::new(
+        admission::sysctl::safe_sysctls(admission::sysctl::host_kernel())
+            .into_iter()
+            .map(str::to_string)
+            .chain(cfg.allowed_unsafe_sysctls.iter().cloned()),
+    )?;
     let resource_fit = match allocatable {
         Some(allocatable) => cm::admission::ResourceFit { allocatable, max_pods: cfg.max_pods },
         None => cm::admission::ResourceFit::unbounded(cfg.max_pods),
@@ -281,6 +289,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     if let Some(p) = &pressure {
         admit.push(Arc::new(p.clone()));
     }
+    admit.push(Arc::new(sysctls));
     admit.push(Arc::new(node_info));
     admit.push(Arc::new(resource_fit));
     let dispatcher_cfg = dispatcher::Config {

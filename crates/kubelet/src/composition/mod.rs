@@ -42,6 +42,8 @@ pub enum Error {
     #[error(transparent)]
     Eviction(#[from] eviction::ConfigError),
     #[error(transparent)]
+    Sysctls(#[from] crate::admission::sysctl::Error),
+    #[error(transparent)]
     KubeletServer(#[from] server::kubelet_port::Error),
     #[error("container manager")]
     ContainerManager(#[source] cm::Error),
@@ -108,6 +110,8 @@ pub struct Config {
     pub pleg: Option<Pleg>,
     /// maxPods, for admission.
     pub max_pods: i64,
+    /// allowedUnsafeSysctls: names and `prefix*` patterns pods may set besides the safe set.
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// How often the dispatcher looks for orphaned pods.
     pub housekeeping: Duration,
     /// The host-level subsystems; None for hollow nodes and fake-runtime tests.
@@ -244,6 +248,7 @@ impl Config {
             status_sync: status_manager::sync::Config { node_name: node_name.clone(), resync: Duration::from_secs(10) },
             pleg: Some(pleg),
             max_pods: i64::from(cfg.max_pods),
+            allowed_unsafe_sysctls: cfg.allowed_unsafe_sysctls.clone(),
             housekeeping: Duration::from_secs(10),
             host: Some(host),
             node_name,

@@ -112,10 +112,14 @@ pub async fn run(
                         let refs: Vec<&Pod> = admitted.iter().collect();
                         if let Err(r) = cfg.admission.admit(pod, &refs) {
                             tracing::warn!(pod = %pod_name(pod), reason = %r.reason, "{}", r.message);
+                            // Upstream's rejectPod: a Warning event with the handler's message,
+                            // the status message prefixed.
+                            let events = &cfg.worker.deps.events;
+                            events.pod(pod, None, crate::event_recorder::Type::Warning, &r.reason, r.message.clone());
                             let status = k8s_openapi::api::core::v1::PodStatus {
                                 phase: Some("Failed".into()),
                                 reason: Some(r.reason),
-                                message: Some(r.message),
+                                message: Some(format!("Pod was rejected: {}", r.message)),
                                 start_time: Some(time(cfg.worker.deps.clock.now())),
                                 ..Default::default()
                             };

@@ -1,8 +1,9 @@
 //! Authentication and authorization of requests to the kubelet server on 10250, as upstream:
 //! a verified client certificate (CN = user, O = groups), else a bearer token checked with a
 //! TokenReview (cached for `authentication.webhook.cacheTTL`), else `system:anonymous` when
-//! anonymous requests are enabled, else 401. Then `AlwaysAllow`, or a SubjectAccessReview for
-//! `nodes/<subresource>` of this node (answers cached for the authorized/unauthorized TTLs), else 403.
+//! anonymous requests are enabled, else 401. Then `AlwaysAllow`, or SubjectAccessReviews for
+//! `nodes/<subresource>` of this node — the fine-grained subresource first, then `proxy`, for
+//! the paths that have one (answers cached for the authorized/unauthorized TTLs), else 403.
 
 use crate::api::DynApi;
 use axum::extract::{Request, State};
@@ -47,8 +48,12 @@ pub struct Attributes {
     pub subresource: &'static str,
 }
 
-/// Verb from the HTTP method and subresource from the path prefix (pkg/kubelet/server/auth.go).
-pub fn attributes(method: &Method, path: &str) -> Attributes {
+/// The attributes to try in order, the request allowed when any is (pkg/kubelet/server/auth.go
+/// GetRequestAttributes with KubeletFineGrainedAuthz, on by default since 1.33): the verb from the
+/// HTTP method; `/stats`, `/metrics`, `/logs`, `/checkpoint` map to their own subresource only;
+/// `/pods` and `/runningpods` to `pods`, `/healthz` to `healthz`, `/configz` to `configz`, each
+/// then falling back to `proxy`; everything else is `proxy`.
+pub fn attributes(method: &Method, path: &str) -> Vec<Attributes> {
     let verb = match *method {
         Method::POST => "create",
         Method::GET | Method::HEAD => "get",
@@ -58,18 +63,16 @@ pub fn attributes(method: &Method, path: &str) -> Attributes {
         _ => "",
     };
     let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    let subresource = if under("/stats") {
-        "stats"
-    } else if under("/metrics") {
-        "metrics"
-    } else if under("/logs") {
-        "log"
-    } else if under("/checkpoint") {
-        "checkpoint"
+    let only = [("/stats", "stats"), ("/metrics", "metrics"), ("/logs", "log"), ("/checkpoint", "checkpoint")];
+    let fine = [("/pods", "pods"), ("/runningpods", "pods"), ("/healthz", "healthz"), ("/configz", "configz")];
+    let mut subresources = Vec::with_capacity(2);
+    if let Some((_, sub)) = only.iter().find(|(prefix, _)| under(prefix)) {
+        subresources.push(*sub);
     } else {
-        "proxy"
-    };
-    Attributes { verb, subresource }
+        subresources.extend(fine.iter().find(|(prefix, _)| under(prefix)).map(|(_, sub)| *sub));
+        subresources.push("proxy");
+    }
+    subresources.into_iter().map(|subresource| Attributes { verb, subresource }).collect()
 }
 
 /// A map with per-entry expiry, bounded so a flood of distinct tokens cannot grow it without end.
@@ -252,27 +255,34 @@ pub async fn middleware(State(auth): State<Arc<Auth>>, req: Request, next: Next)
         }
     };
     let attrs = attributes(req.method(), req.uri().path());
-    match auth.authorizer.allowed(&user, &attrs, &auth.node_name).await {
-        Ok(true) => next.run(req).await,
-        Ok(false) => {
-            if let Authorizer::DenyAll(why) = &auth.authorizer {
-                tracing::debug!(user = %user.name, "{why}");
+    // The first allowed attribute lets the request through; an authorizer error on any is a 500
+    // naming that attribute (upstream's InstallAuthFilter).
+    for a in &attrs {
+        match auth.authorizer.allowed(&user, a, &auth.node_name).await {
+            Ok(true) => return next.run(req).await,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, user = %user.name, "authorization webhook failed");
+                let msg = format!(
+                    "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
+                    user.name, a.verb, a.subresource
+                );
+                return (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response();
             }
-            let msg = format!(
-                "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
-                user.name, attrs.verb, attrs.subresource
-            );
-            (StatusCode::FORBIDDEN, msg).into_response()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, user = %user.name, "authorization webhook failed");
-            let msg = format!(
-                "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
-                user.name, attrs.verb, attrs.subresource
-            );
-            (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response()
         }
     }
+    if let Authorizer::DenyAll(why) = &auth.authorizer {
+        tracing::debug!(user = %user.name, "{why}");
+    }
+    // Upstream lists every subresource tried, Go-slice style, and ends the body with a newline.
+    let subresources: Vec<&str> = attrs.iter().map(|a| a.subresource).collect();
+    let verb = attrs.first().map_or("", |a| a.verb);
+    let msg = format!(
+        "Forbidden (user={}, verb={verb}, resource=nodes, subresource(s)=[{}])\n",
+        user.name,
+        subresources.join(" ")
+    );
+    (StatusCode::FORBIDDEN, msg).into_response()
 }
 
 #[cfg(test)]
@@ -288,27 +298,35 @@ mod tests {
     fn upstream_attribute_mapping() {
         let a = |m: Method, p: &str| {
             let x = attributes(&m, p);
-            (x.verb, x.subresource)
+            (x[0].verb, x.iter().map(|a| a.subresource).collect::<Vec<_>>())
         };
-        assert_eq!(a(Method::GET, "/stats/summary"), ("get", "stats"));
-        assert_eq!(a(Method::GET, "/stats"), ("get", "stats"));
-        assert_eq!(a(Method::GET, "/metrics/cadvisor"), ("get", "metrics"));
-        assert_eq!(a(Method::GET, "/logs/syslog"), ("get", "log"));
-        assert_eq!(a(Method::POST, "/checkpoint/ns/p/c"), ("create", "checkpoint"));
-        assert_eq!(a(Method::POST, "/exec/ns/p/c"), ("create", "proxy"));
-        assert_eq!(a(Method::GET, "/containerLogs/ns/p/c"), ("get", "proxy"));
-        assert_eq!(a(Method::GET, "/pods"), ("get", "proxy"));
-        assert_eq!(a(Method::PUT, "/healthz"), ("update", "proxy"));
-        assert_eq!(a(Method::PATCH, "/x"), ("patch", "proxy"));
-        assert_eq!(a(Method::DELETE, "/x"), ("delete", "proxy"));
+        assert_eq!(a(Method::GET, "/stats/summary"), ("get", vec!["stats"]));
+        assert_eq!(a(Method::GET, "/stats"), ("get", vec!["stats"]));
+        assert_eq!(a(Method::GET, "/metrics/cadvisor"), ("get", vec!["metrics"]));
+        assert_eq!(a(Method::GET, "/logs/syslog"), ("get", vec!["log"]));
+        assert_eq!(a(Method::POST, "/checkpoint/ns/p/c"), ("create", vec!["checkpoint"]));
+        assert_eq!(a(Method::POST, "/exec/ns/p/c"), ("create", vec!["proxy"]));
+        assert_eq!(a(Method::GET, "/containerLogs/ns/p/c"), ("get", vec!["proxy"]));
+        // Fine-grained first, then nodes/proxy.
+        assert_eq!(a(Method::GET, "/pods"), ("get", vec!["pods", "proxy"]));
+        assert_eq!(a(Method::GET, "/runningpods/"), ("get", vec!["pods", "proxy"]));
+        assert_eq!(a(Method::PUT, "/healthz"), ("update", vec!["healthz", "proxy"]));
+        assert_eq!(a(Method::GET, "/healthz/ping"), ("get", vec!["healthz", "proxy"]));
+        assert_eq!(a(Method::GET, "/configz"), ("get", vec!["configz", "proxy"]));
+        assert_eq!(a(Method::PATCH, "/x"), ("patch", vec!["proxy"]));
+        assert_eq!(a(Method::DELETE, "/x"), ("delete", vec!["proxy"]));
         // A path that only starts with the prefix's letters is not that subresource.
-        assert_eq!(a(Method::GET, "/statsx"), ("get", "proxy"));
+        assert_eq!(a(Method::GET, "/statsx"), ("get", vec!["proxy"]));
+        assert_eq!(a(Method::GET, "/podsx"), ("get", vec!["proxy"]));
     }
 
     fn app(auth: Auth) -> Router {
         Router::new()
             .route("/pods", get(|| async { "pods" }))
             .route("/stats/summary", get(|| async { "stats" }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/configz", get(|| async { "configz" }))
+            .route("/exec/ns/p/c", get(|| async { "exec" }))
             .layer(axum::middleware::from_fn_with_state(Arc::new(auth), middleware))
     }
 
@@ -346,7 +364,7 @@ mod tests {
         let open = app(webhook_auth(&api, true));
         let (code, body) = call(&open, "/pods", None, None).await;
         assert_eq!(code, 403);
-        assert_eq!(body, "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource=proxy)");
+        assert_eq!(body, "Forbidden (user=system:anonymous, verb=get, resource=nodes, subresource(s)=[pods proxy])\n");
         api.allow("system:anonymous", "get", "proxy");
         // The refusal is cached (cacheUnauthorizedTTL); a fresh authorizer asks again.
         assert_eq!(call(&open, "/pods", None, None).await.0, 403);
@@ -365,9 +383,37 @@ mod tests {
         let app = app(webhook_auth(&api, false));
         assert_eq!(call(&app, "/stats/summary", Some("tok"), None).await, (200, "stats".into()));
         let (code, body) = call(&app, "/pods", Some("tok"), None).await;
-        assert_eq!((code, body.as_str()), (403, "Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)"));
+        assert_eq!(
+            (code, body.as_str()),
+            (403, "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])\n")
+        );
         assert_eq!(call(&app, "/pods", None, Some(("system:node:n1", &["system:nodes"]))).await.0, 200);
         assert_eq!(call(&app, "/pods", None, Some(("mallory", &[]))).await.0, 403);
+    }
+
+    #[tokio::test]
+    async fn read_only_roles_reach_pods_healthz_and_configz_without_nodes_proxy() {
+        let api = FakeApi::new();
+        api.add_token("mon", "monitor", &[]);
+        api.add_token("old", "legacy", &[]);
+        for sub in ["pods", "healthz"] {
+            api.allow("monitor", "get", sub);
+        }
+        api.allow("legacy", "get", "proxy");
+        let app = app(webhook_auth(&api, false));
+        assert_eq!(call(&app, "/pods", Some("mon"), None).await, (200, "pods".into()));
+        assert_eq!(call(&app, "/healthz", Some("mon"), None).await, (200, "ok".into()));
+        let (code, body) = call(&app, "/configz", Some("mon"), None).await;
+        assert_eq!(
+            (code, body.as_str()),
+            (403, "Forbidden (user=monitor, verb=get, resource=nodes, subresource(s)=[configz proxy])\n")
+        );
+        // nodes/pods grants no other endpoint.
+        assert_eq!(call(&app, "/exec/ns/p/c", Some("mon"), None).await.0, 403);
+        // nodes/proxy still grants everything it did.
+        for path in ["/pods", "/healthz", "/configz", "/exec/ns/p/c"] {
+            assert_eq!(call(&app, path, Some("old"), None).await.0, 200, "{path}");
+        }
     }
 
     #[tokio::test]

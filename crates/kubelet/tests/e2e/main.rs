@@ -1,6 +1,7 @@
 //! End-to-end tests: the kubelet binary on real containerd, static pods from a manifest folder,
 //! images from the local registry (hack/env-up.sh sets all of it up).
 
+mod admission;
 mod api;
 mod cgroups;
 mod csi;

@@ -138,7 +138,7 @@ spec:
     })
     .await;
     assert_eq!(late["status"]["reason"], "Evicted", "{}", late["status"]);
-    assert_eq!(late["status"]["message"], "The node had condition: [MemoryPressure]. ");
+    assert_eq!(late["status"]["message"], "Pod was rejected: The node had condition: [MemoryPressure]. ");
     // The condition clears after the transition period; the Guaranteed pod was never touched.
     let cleared = Instant::now();
     eventually("MemoryPressure False", || {

@@ -19,10 +19,20 @@ async fn start(test: &str) -> Option<(TestApi, Kubelet, tempfile::TempDir)> {
     let node = format!("e2e-{test}");
     let scratch = tempfile::tempdir().unwrap();
     let policy = scratch.path().join("policy.yaml");
-    std::fs::write(&policy, "- user: alice\n  verbs: [get]\n  resources: [nodes]\n  subresources: [proxy]\n").unwrap();
+    // monitor: a read-only role with the fine-grained nodes/pods and nodes/healthz only.
+    let rules = "- user: alice\n  verbs: [get]\n  resources: [nodes]\n  subresources: [proxy]\n\
+                 - user: monitor\n  verbs: [get]\n  resources: [nodes]\n  subresources: [pods, healthz]\n";
+    std::fs::write(&policy, rules).unwrap();
     let api = TestApi::start_with_args(
         &node,
-        &["--token".into(), "alice-token:alice".into(), "--policy".into(), policy.display().to_string()],
+        &[
+            "--token".into(),
+            "alice-token:alice".into(),
+            "--token".into(),
+            "monitor-token:monitor".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+        ],
     );
     let args = vec![
         "--kubeconfig".to_string(),
@@ -268,7 +278,10 @@ async fn https_calls_are_authenticated_and_authorized() {
     let node = https(Some(identity(dir, &format!("kubelet-{}", k.node))));
     let (code, body) = status(&node, &format!("{base}/pods"), None).await;
     assert_eq!(code, 403, "{body}");
-    assert_eq!(body, format!("Forbidden (user=system:node:{}, verb=get, resource=nodes, subresource=proxy)", k.node));
+    assert_eq!(
+        body,
+        format!("Forbidden (user=system:node:{}, verb=get, resource=nodes, subresource(s)=[pods proxy])\n", k.node)
+    );
 
     // A certificate with permission (system:masters): 200, and the server answers.
     let admin = https(Some(identity(dir, "admin")));
@@ -286,9 +299,21 @@ async fn https_calls_are_authenticated_and_authorized() {
     assert_eq!(pods["kind"], "PodList");
     let (code, body) = status(&anon, &format!("{base}/logs/"), Some("alice-token")).await;
     assert_eq!(code, 403, "{body}");
-    assert_eq!(body, "Forbidden (user=alice, verb=get, resource=nodes, subresource=log)");
+    assert_eq!(body, "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[log])\n");
     let (code, _) = status(&anon, &format!("{base}/stats/summary"), Some("alice-token")).await;
     assert_eq!(code, 403, "stats is its own subresource");
+
+    // Fine-grained authorization: nodes/pods and nodes/healthz reach /pods and /healthz without
+    // nodes/proxy; /configz needs nodes/configz or nodes/proxy.
+    let (code, body) = status(&anon, &format!("{base}/pods"), Some("monitor-token")).await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = status(&anon, &format!("{base}/healthz"), Some("monitor-token")).await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let (code, body) = status(&anon, &format!("{base}/configz"), Some("monitor-token")).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (403, "Forbidden (user=monitor, verb=get, resource=nodes, subresource(s)=[configz proxy])\n")
+    );
 
     // Plain HTTP on the TLS port is refused, and TLS below 1.2 is never negotiated (rustls has none).
     let plain = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
