@@ -4,6 +4,7 @@
 mod api;
 mod cgroups;
 mod csi;
+mod deadlines;
 mod harness;
 mod logs;
 mod metrics;
