@@ -31,7 +31,13 @@ impl Worker {
             return Some(at);
         }
         let kill = Kill { reason: REASON, message: MESSAGE.into(), grace_secs: None, disruption: false, done: None };
-        if self.kill(kill) {
+        // After a kubelet restart a pod the deadline ended keeps its reason and message.
+        let ended_by_it = self.status.as_ref().is_some_and(|s| {
+            s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some(REASON) && self.killed.is_none()
+        });
+        if ended_by_it {
+            self.killed = Some(kill);
+        } else if self.kill(kill) {
             self.cfg.deps.events.pod(&self.pod, None, Type::Normal, REASON, MESSAGE);
         }
         None
