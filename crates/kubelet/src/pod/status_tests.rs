@@ -836,25 +836,25 @@ fn readiness_gates_hold_ready_until_every_gate_condition_is_true() {
         &["app"],
         json!({"readinessGates": [{"conditionType": "a/x"}, {"conditionType": "b/y"}]}),
     );
-    let o = obs(ready(), vec![running("app", "c1", 0, 1)]);
     let gate = |t: &str, s: &str| PodCondition { type_: t.into(), status: s.into(), ..Default::default() };
-    let with = |conditions: &[PodCondition]| {
-        let no_probes = HashMap::new();
+    let with = |o: &PodObs, conditions: &[PodCondition]| {
+        let (waiting, probes) = (no_waiting(), HashMap::new());
         let ctx = Context {
-            waiting: &no_waiting(),
+            waiting: &waiting,
             previous: None,
             host_ip: None,
             runtime_name: "containerd",
             now: at(5),
-            probes: &no_probes,
+            probes: &probes,
             pod_is_terminal: false,
             conditions,
         };
-        compute(&p, &o, &ctx)
+        compute(&p, o, &ctx)
     };
+    let o = obs(ready(), vec![running("app", "c1", 0, 1)]);
     // Containers ready, gates not: Ready is False with upstream's reason and messages;
     // ContainersReady is True.
-    let st = with(&[gate("b/y", "False")]);
+    let st = with(&o, &[gate("b/y", "False")]);
     let r = cond(&st, "Ready");
     assert_eq!((r.status.as_str(), r.reason.as_deref()), ("False", Some("ReadinessGatesNotReady")));
     assert_eq!(
@@ -866,20 +866,9 @@ fn readiness_gates_hold_ready_until_every_gate_condition_is_true() {
     assert_eq!(cond(&st, "ContainersReady").status, "True");
     assert_eq!(phase_of(&st), "Running");
     // Every gate True: Ready.
-    let st = with(&[gate("a/x", "True"), gate("b/y", "True")]);
+    let st = with(&o, &[gate("a/x", "True"), gate("b/y", "True")]);
     assert_eq!((cond(&st, "Ready").status.as_str(), cond(&st, "Ready").reason.as_deref()), ("True", None));
     // Unready containers come first: the containers' reason, not the gates'.
-    let o2 = obs(ready(), vec![]);
-    let no_probes = HashMap::new();
-    let ctx = Context {
-        waiting: &no_waiting(),
-        previous: None,
-        host_ip: None,
-        runtime_name: "containerd",
-        now: at(5),
-        probes: &no_probes,
-        pod_is_terminal: false,
-        conditions: &[],
-    };
-    assert_eq!(cond(&compute(&p, &o2, &ctx), "Ready").reason.as_deref(), Some("ContainersNotReady"));
+    let st = with(&obs(ready(), vec![]), &[]);
+    assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("ContainersNotReady"));
 }
