@@ -175,6 +175,52 @@ async fn never_restarting_pod_fails_and_stays_down() {
     assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
 }
 
+/// The active deadline on the injected clock (upstream's activeDeadlineHandler): a pod started
+/// with one ends Failed / DeadlineExceeded once it has run that long, its container stopped and
+/// the pod kept; one lowered by a spec update applies at once.
+#[tokio::test]
+async fn the_active_deadline_kills_the_pod_and_keeps_it_failed() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt).await;
+    let with_deadline = |name: &str, deadline: Option<i64>| {
+        let mut p = pod(name, "Always", &[]);
+        p.spec.as_mut().unwrap().active_deadline_seconds = deadline;
+        p
+    };
+    let timed = with_deadline("timed", Some(5));
+    let open = with_deadline("open", None);
+    let (t, o) = (uid(&timed), uid(&open));
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![timed.clone(), open.clone()] }).await.unwrap();
+    eventually("running", || (running(&n, &t) && running(&n, &o)).then_some(())).await;
+    let failed = |u: &str| {
+        let st = n.statuses.get(u)?;
+        (st.phase.as_deref() == Some("Failed")).then_some(st)
+    };
+    n.clock.advance(Duration::from_secs(4));
+    n.pleg.send(t.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(running(&n, &t) && failed(&t).is_none(), "not before the deadline");
+    n.clock.advance(Duration::from_secs(1));
+    n.pleg.send(t.clone()).await.unwrap();
+    let st = eventually("past the deadline", || failed(&t).filter(|_| !running(&n, &t))).await;
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(st.message.as_deref(), Some("Pod was active on the node longer than the specified deadline"));
+    assert!(st.conditions.iter().flatten().all(|c| c.type_ != "DisruptionTarget"));
+    assert!(n.rt.calls().contains(&"StopContainer".to_string()));
+    // A deadline set on the running pod (already past: it started 5 s ago).
+    let mut lowered = open.clone();
+    lowered.spec.as_mut().unwrap().active_deadline_seconds = Some(3);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![timed, lowered] }).await.unwrap();
+    let st = eventually("lowered deadline", || failed(&o).filter(|_| !running(&n, &o))).await;
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    // Both pods stay, terminal: nothing restarts them.
+    n.pleg.send(t.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(n.rt.containers_named("app").len(), 2, "not restarted");
+    assert!(failed(&t).is_some() && failed(&o).is_some());
+}
+
 #[tokio::test]
 async fn running_pods_are_adopted_and_orphans_removed() {
     let rt = FakeRuntime::new();

@@ -223,7 +223,8 @@ pub async fn run(
 }
 
 /// Whether two versions of a pod want the same thing: the API's bookkeeping (resourceVersion,
-/// managed fields, the status the kubelet itself wrote) does not count.
+/// managed fields, the status the kubelet itself wrote) does not count; the conditions of its
+/// readiness gates, which other actors write into the status, do (Ready follows them).
 fn same_desired(a: &Pod, b: &Pod) -> bool {
     let strip = |p: &Pod| {
         let mut m = p.metadata.clone();
@@ -231,7 +232,20 @@ fn same_desired(a: &Pod, b: &Pod) -> bool {
         m.managed_fields = None;
         (m, p.spec.clone())
     };
-    strip(a) == strip(b)
+    strip(a) == strip(b) && gate_conditions(a) == gate_conditions(b)
+}
+
+/// The type and status of each readiness gate's condition in the pod's status.
+fn gate_conditions(p: &Pod) -> Vec<(&str, Option<&str>)> {
+    let conditions = p.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default();
+    let gates = p.spec.as_ref().and_then(|s| s.readiness_gates.as_deref()).unwrap_or_default();
+    gates
+        .iter()
+        .map(|g| {
+            let c = conditions.iter().find(|c| c.type_ == g.condition_type);
+            (g.condition_type.as_str(), c.map(|c| c.status.as_str()))
+        })
+        .collect()
 }
 
 /// The grace period recorded on an orphan's containers (30 s if none).
@@ -258,4 +272,30 @@ fn orphan_pod(r: &PodRef, grace: i64) -> Pod {
         ..Default::default()
     });
     pod
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(rv: &str, conditions: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "uid": "u1", "resourceVersion": rv},
+            "spec": {"containers": [], "readinessGates": [{"conditionType": "example.com/gate"}]},
+            "status": {"phase": "Running", "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_readiness_gate_condition_change_reaches_the_worker_and_the_kubelets_own_writes_do_not() {
+        let base = pod("1", json!([{"type": "Ready", "status": "False"}]));
+        // The kubelet's own status write (a new resourceVersion) is no change.
+        assert!(same_desired(&base, &pod("2", json!([{"type": "Ready", "status": "True"}]))));
+        let gated = pod("3", json!([{"type": "example.com/gate", "status": "True"}]));
+        assert!(!same_desired(&base, &gated));
+        let flipped = pod("4", json!([{"type": "example.com/gate", "status": "False"}]));
+        assert!(!same_desired(&gated, &flipped));
+    }
 }

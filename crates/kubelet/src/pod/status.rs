@@ -5,7 +5,7 @@ use super::observe::{CState, ContainerObs, PodObs};
 pub(crate) use crate::meta::time;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    HostIP, Pod, PodCondition, PodIP, PodStatus,
+    HostIP, Pod, PodCondition, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::HashMap;
@@ -29,6 +29,9 @@ pub struct Context<'a> {
     /// The pod was deleted and nothing of it runs any more (upstream's podIsTerminal): its
     /// stopped containers will not restart, so the phase is Succeeded or Failed.
     pub pod_is_terminal: bool,
+    /// The conditions in the API pod's status (readiness-gate conditions are written there by
+    /// other actors).
+    pub conditions: &'a [PodCondition],
 }
 
 fn nanos_time(n: i64) -> Option<Time> {
@@ -285,10 +288,15 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
             ctx,
         )
     };
+    // Upstream's GeneratePodReadyCondition: with every container ready, the readiness gates.
+    let pod_ready = match ready.then(|| unready_gates(&spec, ctx.conditions)).flatten() {
+        Some(m) => condition("Ready", false, Some("ReadinessGatesNotReady"), Some(m), ctx),
+        None => condition("Ready", ready, Some(ready_reason), ready_message.clone(), ctx),
+    };
     let mut conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, None, ctx),
         initialized_cond,
-        condition("Ready", ready, Some(ready_reason), ready_message.clone(), ctx),
+        pod_ready,
         condition("ContainersReady", ready, Some(ready_reason), ready_message, ctx),
     ];
     if spec.node_name.is_some() {
@@ -330,6 +338,27 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
         container_statuses: Some(statuses),
         ..Default::default()
     }
+}
+
+/// Why the pod's readiness gates hold it back (upstream's messages, joined by ", "), None when
+/// every gate's condition is True.
+fn unready_gates(spec: &PodSpec, conditions: &[PodCondition]) -> Option<String> {
+    let unready: Vec<String> = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .filter_map(|g| match conditions.iter().find(|c| c.type_ == g.condition_type) {
+            None => {
+                Some(format!("corresponding condition of pod readiness gate {:?} does not exist.", g.condition_type))
+            }
+            Some(c) if c.status != "True" => Some(format!(
+                "the status of pod readiness gate {:?} is not \"True\", but {}",
+                g.condition_type, c.status
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    (!unready.is_empty()).then(|| unready.join(", "))
 }
 
 /// The one thing keeping a non-terminal pod from being Running and ready, in words (upstream

@@ -121,6 +121,7 @@ fn compute_at(pod: &Pod, obs: &PodObs, waiting: &WaitingReasons, previous: Optio
         now: at(now),
         probes: &HashMap::new(),
         pod_is_terminal: false,
+        conditions: &[],
     };
     compute(pod, obs, &ctx)
 }
@@ -818,6 +819,7 @@ fn blocker_reports_the_failing_readiness_probe() {
         now: at(5),
         probes: &probes,
         pod_is_terminal: false,
+        conditions: &[],
     };
     let st = compute(&p, &o, &ctx);
     assert!(!container(&st, "app").ready);
@@ -844,4 +846,49 @@ fn startup_probe_gates_started_and_ready() {
     let c = container(&st, "app");
     assert_eq!((c.started, c.ready), (Some(false), false));
     assert_eq!(st.message.as_deref(), Some("startup probe of container app not passing yet"));
+}
+
+#[test]
+fn readiness_gates_hold_ready_until_every_gate_condition_is_true() {
+    let p = pod_with(
+        "Always",
+        &[],
+        &["app"],
+        json!({"readinessGates": [{"conditionType": "a/x"}, {"conditionType": "b/y"}]}),
+    );
+    let gate = |t: &str, s: &str| PodCondition { type_: t.into(), status: s.into(), ..Default::default() };
+    let with = |o: &PodObs, conditions: &[PodCondition]| {
+        let (waiting, probes) = (no_waiting(), HashMap::new());
+        let ctx = Context {
+            waiting: &waiting,
+            previous: None,
+            host_ip: None,
+            runtime_name: "containerd",
+            now: at(5),
+            probes: &probes,
+            pod_is_terminal: false,
+            conditions,
+        };
+        compute(&p, o, &ctx)
+    };
+    let o = obs(ready(), vec![running("app", "c1", 0, 1)]);
+    // Containers ready, gates not: Ready is False with upstream's reason and messages;
+    // ContainersReady is True.
+    let st = with(&o, &[gate("b/y", "False")]);
+    let r = cond(&st, "Ready");
+    assert_eq!((r.status.as_str(), r.reason.as_deref()), ("False", Some("ReadinessGatesNotReady")));
+    assert_eq!(
+        r.message.as_deref(),
+        Some(
+            "corresponding condition of pod readiness gate \"a/x\" does not exist., the status of pod readiness gate \"b/y\" is not \"True\", but False"
+        )
+    );
+    assert_eq!(cond(&st, "ContainersReady").status, "True");
+    assert_eq!(phase_of(&st), "Running");
+    // Every gate True: Ready.
+    let st = with(&o, &[gate("a/x", "True"), gate("b/y", "True")]);
+    assert_eq!((cond(&st, "Ready").status.as_str(), cond(&st, "Ready").reason.as_deref()), ("True", None));
+    // Unready containers come first: the containers' reason, not the gates'.
+    let st = with(&obs(ready(), vec![]), &[]);
+    assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("ContainersNotReady"));
 }

@@ -1,6 +1,7 @@
 //! One worker per pod: a task that syncs its pod whenever the spec changes, the PLEG reports a
 //! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
 
+mod deadline;
 mod running;
 mod terminated;
 mod terminating;
@@ -41,11 +42,33 @@ pub enum Msg {
     Evict(super::Eviction),
 }
 
-/// An evicted pod's status: reason Evicted, the eviction message, and the DisruptionTarget
-/// condition (reason TerminationByKubelet), as upstream.
-fn evicted_status(st: &mut PodStatus, message: &str, ctx: &status::Context) {
-    st.reason = Some("Evicted".into());
-    st.message = Some(message.to_string());
+/// Why the kubelet itself ended a pod Failed (an eviction, the active deadline): the status
+/// reason and message, and the kill's grace period (None: the pod's own).
+#[derive(Debug)]
+struct Kill {
+    reason: &'static str,
+    message: String,
+    grace_secs: Option<i64>,
+    /// Evictions add the DisruptionTarget condition; the active deadline does not (upstream).
+    disruption: bool,
+    /// Dropped once the pod's containers are stopped (the eviction manager waits for it).
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Kill {
+    fn evicted(e: super::Eviction) -> Self {
+        Kill { reason: "Evicted", message: e.message, grace_secs: Some(e.grace_secs), disruption: true, done: e.done }
+    }
+}
+
+/// A killed pod's status: the kill's reason and message; an eviction's DisruptionTarget condition
+/// (reason TerminationByKubelet), as upstream.
+fn killed_status(st: &mut PodStatus, kill: &Kill, ctx: &status::Context) {
+    st.reason = Some(kill.reason.into());
+    st.message = Some(kill.message.clone());
+    if !kill.disruption {
+        return;
+    }
     let since = ctx
         .previous
         .and_then(|p| p.conditions.as_ref())
@@ -55,7 +78,7 @@ fn evicted_status(st: &mut PodStatus, message: &str, ctx: &status::Context) {
         type_: "DisruptionTarget".into(),
         status: "True".into(),
         reason: Some("TerminationByKubelet".into()),
-        message: Some(message.to_string()),
+        message: Some(kill.message.clone()),
         last_transition_time: since.or_else(|| Some(status::time(ctx.now))),
         ..Default::default()
     });
@@ -117,7 +140,7 @@ pub fn spawn(
         backoff: Backoff::container_restart(),
         waiting: HashMap::new(),
         status: previous,
-        eviction: None,
+        killed: None,
         cache: HashMap::new(),
         ip_cache: HashMap::new(),
         probes,
@@ -140,8 +163,8 @@ struct Worker {
     backoff: Backoff,
     waiting: WaitingReasons,
     status: Option<PodStatus>,
-    /// Set once the eviction manager evicted the pod: its status message and kill grace period.
-    eviction: Option<super::Eviction>,
+    /// Set once the kubelet ended the pod Failed (evicted, past its active deadline).
+    killed: Option<Kill>,
     cache: HashMap<String, ContainerObs>,
     ip_cache: HashMap<String, observe::SandboxIps>,
     /// The probes of the running container instances (the prober's tasks).
@@ -247,15 +270,22 @@ impl Worker {
             Msg::Terminate => self.terminating = true,
             Msg::RuntimeEvent => {}
             Msg::Evict(e) => {
-                let phase = self.status.as_ref().and_then(|s| s.phase.as_deref());
-                if self.eviction.is_some() || self.terminating || matches!(phase, Some("Succeeded" | "Failed")) {
-                    return;
-                }
-                // Failed from now on: the terminal branch of the sync kills what runs.
-                self.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
-                self.eviction = Some(e);
+                self.kill(Kill::evicted(e));
             }
         }
+    }
+
+    /// The pod ends Failed with the kill's reason: the terminal branch of the sync kills what
+    /// runs. A deleted or finished pod is left as it is (false).
+    fn kill(&mut self, kill: Kill) -> bool {
+        let phase = self.status.as_ref().and_then(|s| s.phase.as_deref());
+        if self.killed.is_some() || self.terminating || matches!(phase, Some("Succeeded" | "Failed")) {
+            return false;
+        }
+        tracing::info!(pod = %executor::pod_name(&self.pod), reason = kill.reason, "{}", kill.message);
+        self.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+        self.killed = Some(kill);
+        true
     }
 
     fn probe_update(&mut self, u: prober::Update) {
@@ -354,10 +384,11 @@ impl Worker {
             runtime_name: &self.cfg.runtime_name,
             now: self.cfg.deps.clock.now(),
             pod_is_terminal: self.terminating && !obs.any_running(),
+            conditions: self.pod.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default(),
         };
         let mut st = status::compute(&self.pod, obs, &ctx);
-        if let Some(e) = &self.eviction {
-            evicted_status(&mut st, &e.message, &ctx);
+        if let Some(k) = &self.killed {
+            killed_status(&mut st, k, &ctx);
         }
         self.record_start(&st);
         self.cfg.statuses.set(&self.pod, st.clone());
@@ -401,15 +432,20 @@ impl Worker {
             self.sync_terminating(&obs).await?;
             return self.sync_terminated().await;
         }
+        let deadline = self.check_deadline();
         self.publish(&obs);
         let phase = self.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
         if phase == "Succeeded" || phase == "Failed" {
             // Dropped when both phases end, after the kill: the eviction manager waits for it.
-            let _evicted = self.eviction.as_mut().and_then(|e| e.done.take());
+            let _evicted = self.killed.as_mut().and_then(|e| e.done.take());
             let obs = self.stop_terminal(obs).await?;
             self.tear_down_terminal(&obs).await;
             return Ok(Outcome::Next(None));
         }
-        self.sync_running(obs).await
+        // Synced again when the active deadline falls.
+        Ok(match self.sync_running(obs).await? {
+            Outcome::Next(next) => Outcome::Next(next.into_iter().chain(deadline).min()),
+            removed => removed,
+        })
     }
 }

@@ -5,6 +5,7 @@ mod admission;
 mod api;
 mod cgroups;
 mod csi;
+mod deadlines;
 mod harness;
 mod logs;
 mod metrics;

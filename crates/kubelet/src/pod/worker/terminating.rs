@@ -38,8 +38,8 @@ impl Worker {
             return Ok(obs);
         }
         let mut pod = self.pod.clone();
-        if let Some(e) = &self.eviction {
-            pod.metadata.deletion_grace_period_seconds = Some(e.grace_secs);
+        if let Some(grace) = self.killed.as_ref().and_then(|k| k.grace_secs) {
+            pod.metadata.deletion_grace_period_seconds = Some(grace);
         }
         let killed = executor::kill_pod(&self.cfg.deps, &pod, &obs).await;
         self.changed_runtime();
