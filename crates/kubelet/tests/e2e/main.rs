@@ -4,6 +4,7 @@
 mod api;
 mod cgroups;
 mod csi;
+mod etc_hosts;
 mod harness;
 mod logs;
 mod metrics;
