@@ -95,7 +95,7 @@ async fn raw_start_timed(
         kind: kubelet::cri::labels::ContainerType::Regular,
         restart_count: 0,
         image_ref,
-        pod_ip: None,
+        pod_ips: &[],
         volumes: &Default::default(),
     };
     let mut cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;

@@ -165,13 +165,12 @@ fn downward_value(
     c: &Container,
     from: &k8s_openapi::api::core::v1::EnvVarSource,
     node: &NodeContext,
-    pod_ip: Option<&str>,
+    pod_ips: &[String],
 ) -> Option<Result<String, ConfigError>> {
     let error = |e: crate::downward::Error| ConfigError(e.to_string());
     if let Some(f) = &from.field_ref {
         let host_ips: Vec<String> = node.node_ip.iter().cloned().collect();
-        let pod_ips: Vec<String> = pod_ip.iter().map(|ip| ip.to_string()).collect();
-        let addresses = crate::downward::Addresses { host_ips: &host_ips, pod_ips: &pod_ips };
+        let addresses = crate::downward::Addresses { host_ips: &host_ips, pod_ips };
         return Some(crate::downward::env_field(pod, &f.field_path, addresses).map_err(error));
     }
     let r = from.resource_field_ref.as_ref()?;
@@ -212,7 +211,7 @@ fn env_value(
     c: &Container,
     e: &EnvVar,
     node: &NodeContext,
-    pod_ip: Option<&str>,
+    pod_ips: &[String],
     vars: &HashMap<String, String>,
     sources: &EnvSources,
 ) -> Result<Option<String>, ConfigError> {
@@ -220,7 +219,7 @@ fn env_value(
         return Ok(Some(expand(e.value.as_deref().unwrap_or_default(), vars)));
     };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    if let Some(value) = downward_value(pod, c, from, node, pod_ip) {
+    if let Some(value) = downward_value(pod, c, from, node, pod_ips) {
         return value.map(Some);
     }
     if let Some(k) = &from.config_map_key_ref {
@@ -233,12 +232,13 @@ fn env_value(
 }
 
 /// Environment variables in order: `envFrom` first, then `env` (later entries win), with
-/// `$(VAR)` references to earlier ones expanded.
+/// `$(VAR)` references to earlier ones expanded. `pod_ips` are upstream's podIPs (the sandbox's,
+/// or the node's for a host-network pod).
 pub fn env(
     pod: &Pod,
     c: &Container,
     node: &NodeContext,
-    pod_ip: Option<&str>,
+    pod_ips: &[String],
     sources: &EnvSources,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut vars = HashMap::new();
@@ -276,7 +276,7 @@ pub fn env(
         }
     }
     for e in c.env.iter().flatten() {
-        if let Some(v) = env_value(pod, c, e, node, pod_ip, &vars, sources)? {
+        if let Some(v) = env_value(pod, c, e, node, pod_ips, &vars, sources)? {
             set(&mut out, &mut vars, e.name.clone(), v);
         }
     }
@@ -326,7 +326,7 @@ mod tests {
         s.0.insert((Kind::ConfigMap, "cfg".into()), Some(BTreeMap::from([("color".into(), "blue".into())])));
         s.0.insert((Kind::Secret, "sec".into()), Some(BTreeMap::from([("password".into(), "hunter2".into())])));
         s.0.insert((Kind::ConfigMap, "absent".into()), None);
-        let got = env(&pod, &c, &node(), None, &s).unwrap();
+        let got = env(&pod, &c, &node(), &[], &s).unwrap();
         let want: Vec<(String, String)> =
             [("CFG_color", "blue"), ("COLOR", "blue"), ("PASS", "hunter2"), ("APP", "web"), ("BOTH", "blue-web")]
                 .iter()
@@ -357,7 +357,7 @@ mod tests {
         );
         let c = spec.containers[0].clone();
         let got: BTreeMap<String, String> =
-            env(&pod, &c, &node(), Some("10.88.0.9"), &EnvSources::default()).unwrap().into_iter().collect();
+            env(&pod, &c, &node(), &["10.88.0.9".into()], &EnvSources::default()).unwrap().into_iter().collect();
         // 250m in whole cores rounds up to 1 (upstream); 100M over 1Mi rounds up to 96.
         assert_eq!(got["CPU"], "1");
         assert_eq!(got["CPU_M"], "1500");
@@ -370,7 +370,7 @@ mod tests {
             serde_json::json!([]),
         );
         assert_eq!(
-            env(&pod, &c, &node(), None, &EnvSources::default()).unwrap_err().0,
+            env(&pod, &c, &node(), &[], &EnvSources::default()).unwrap_err().0,
             "unsupported fieldPath: status.phase"
         );
     }
@@ -383,9 +383,9 @@ mod tests {
         );
         let mut s = EnvSources::default();
         s.0.insert((Kind::ConfigMap, "cfg".into()), Some(BTreeMap::new()));
-        assert_eq!(env(&pod, &c, &node(), None, &s).unwrap_err().0, "couldn't find key nope in ConfigMap ns/cfg");
+        assert_eq!(env(&pod, &c, &node(), &[], &s).unwrap_err().0, "couldn't find key nope in ConfigMap ns/cfg");
         s.0.insert((Kind::ConfigMap, "cfg".into()), None);
-        assert_eq!(env(&pod, &c, &node(), None, &s).unwrap_err().0, "configmap \"cfg\" not found");
+        assert_eq!(env(&pod, &c, &node(), &[], &s).unwrap_err().0, "configmap \"cfg\" not found");
     }
 }
 

@@ -228,7 +228,8 @@ pub async fn execute(
         done.change.removed.push(id.clone());
     }
 
-    let existing = obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, s.ip.clone()));
+    let existing =
+        obs.sandbox().filter(|s| s.ready).map(|s| (s.id.clone(), s.attempt, (s.ip.clone(), s.additional_ips.clone())));
     let Some(attempt) = plan.create_sandbox.or(existing.as_ref().map(|s| s.1)) else {
         return Ok(done);
     };
@@ -251,18 +252,19 @@ pub async fn execute(
         }
     };
     let (made, images) = tokio::join!(make, images);
-    let (sandbox_id, ip) = match made? {
+    let (sandbox_id, ips) = match made? {
         Some((record, ips)) => {
-            let (id, ip) = (record.id.clone(), ips.0.clone());
+            let id = record.id.clone();
             done.change.created.sandboxes.push(record);
-            done.sandbox_ips = Some((id.clone(), ips));
-            (id, ip)
+            done.sandbox_ips = Some((id.clone(), ips.clone()));
+            (id, ips)
         }
         None => match existing {
-            Some((id, _, ip)) => (id, ip),
+            Some((id, _, ips)) => (id, ips),
             None => return Ok(done),
         },
     };
+    let pod_ips = pod_ips(pod, &deps.node, ips);
     // A clean point: the sandbox is made and recorded, no container is half-made. A stopping
     // kubelet starts no container; the next start plans them again.
     if stop.is_cancelled() {
@@ -270,11 +272,11 @@ pub async fn execute(
         return Ok(done);
     }
     let starts = plan.start.iter().zip(images).map(|(s, image)| {
-        let (sandbox_config, sandbox_id, ip) = (&sandbox_config, &sandbox_id, ip.as_deref());
+        let (sandbox_config, sandbox_id, pod_ips) = (&sandbox_config, &sandbox_id, &pod_ips);
         async move {
             let result = match image {
                 Ok(image_ref) => {
-                    start_container(deps, pod, s, sandbox_id, sandbox_config, ip, &image_ref, volumes).await
+                    start_container(deps, pod, s, sandbox_id, sandbox_config, pod_ips, &image_ref, volumes).await
                 }
                 Err(e) => Err(e),
             };
@@ -299,6 +301,16 @@ pub async fn execute(
         }
     }
     Ok(done)
+}
+
+/// The IPs containers are started with, as upstream's podIPs: the sandbox's (primary first), or
+/// for a host-network pod the node's (SyncPod takes them from the API status, which has the
+/// host IPs).
+fn pod_ips(pod: &Pod, node: &NodeContext, (ip, additional): super::observe::SandboxIps) -> Vec<String> {
+    if pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false) {
+        return node.node_ip.iter().cloned().collect();
+    }
+    ip.into_iter().chain(additional).collect()
 }
 
 /// What [`execute`] did: the sandboxes and containers it made and removed, for the PLEG cache
@@ -405,7 +417,7 @@ async fn start_container(
     s: &super::plan::Start,
     sandbox_id: &str,
     sandbox_config: &api::PodSandboxConfig,
-    pod_ip: Option<&str>,
+    pod_ips: &[String],
     image_ref: &str,
     volumes: &crate::volume::PodVolumes,
 ) -> Result<ContainerRecord, StartError> {
@@ -425,7 +437,7 @@ async fn start_container(
         kind: if s.init { ContainerType::Init } else { ContainerType::Regular },
         restart_count,
         image_ref,
-        pod_ip,
+        pod_ips,
         volumes,
     };
     let config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
@@ -455,7 +467,7 @@ async fn start_container(
         let target = Target {
             runtime: deps.runtime.clone(),
             container_id: id.clone(),
-            pod_ip: pod_ip.map(str::to_string),
+            pod_ip: pod_ips.first().cloned(),
             ports: c.ports.clone().unwrap_or_default(),
         };
         let out = handlers::hook(h, &target, POST_START_TIMEOUT).await;

@@ -5,6 +5,7 @@ pub(crate) mod dispatcher;
 pub mod env;
 pub(crate) mod error;
 pub(crate) mod executor;
+pub mod hosts;
 mod observe;
 mod plan;
 pub mod runtime_config;

@@ -237,15 +237,16 @@ pub struct ContainerInput<'a> {
     pub kind: ContainerType,
     pub restart_count: i32,
     pub image_ref: &'a str,
-    pub pod_ip: Option<&'a str>,
+    /// Upstream's podIPs: the sandbox's, or the node's for a host-network pod.
+    pub pod_ips: &'a [String],
     /// The pod's volumes as the volume manager set them up.
     pub volumes: &'a crate::volume::PodVolumes,
 }
 
 pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<api::ContainerConfig, ConfigError> {
-    let ContainerInput { pod, container: c, kind, restart_count, image_ref, pod_ip, .. } = *input;
+    let ContainerInput { pod, container: c, kind, restart_count, image_ref, pod_ips, .. } = *input;
     let r = pod_ref(pod);
-    let envs = super::env::env(pod, c, node, pod_ip, input.env_sources)?;
+    let envs = super::env::env(pod, c, node, pod_ips, input.env_sources)?;
     let vars: HashMap<String, String> = envs.iter().cloned().collect();
     let expand_all = |v: &Option<Vec<String>>| v.iter().flatten().map(|s| expand(s, &vars)).collect::<Vec<_>>();
 
@@ -289,6 +290,8 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
             ..Default::default()
         });
     }
+    let hosts = super::hosts::mount(pod, c, pod_ips, &volumes_pod_dir, &node.cluster_domain);
+    mounts.extend(hosts.map_err(|e| ConfigError(e.to_string()))?);
     let termination_path = c.termination_message_path.as_deref().unwrap_or("");
     mounts.extend(super::termination_message::mount(&volumes_pod_dir, &c.name, termination_path));
 
@@ -448,7 +451,7 @@ mod tests {
             kind: ContainerType::Regular,
             restart_count: 0,
             image_ref: "i",
-            pod_ip: None,
+            pod_ips: &[],
             volumes: &Default::default(),
         };
         let r = container_config(&input, &node).unwrap().linux.unwrap().resources.unwrap();
