@@ -209,6 +209,61 @@ spec:
         img = image("busybox:1.36")
     );
     api.apply(&manifest);
+    // Upstream's downward-API env conformance cases (test/e2e/common/node/downwardapi.go):
+    // limits/requests with the default divisor 1, rounded up; without limits, node allocatable.
+    api.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: downward-env
+spec:
+  restartPolicy: Never
+  containers:
+  - name: limited
+    image: {img}
+    command: ["sh", "-c", "echo CPU_LIMIT=$CPU_LIMIT MEMORY_LIMIT=$MEMORY_LIMIT CPU_REQUEST=$CPU_REQUEST MEMORY_REQUEST=$MEMORY_REQUEST"]
+    resources:
+      requests: {{cpu: 250m, memory: 32Mi}}
+      limits: {{cpu: 1250m, memory: 64Mi}}
+    env:
+    - {{name: CPU_LIMIT, valueFrom: {{resourceFieldRef: {{resource: limits.cpu}}}}}}
+    - {{name: MEMORY_LIMIT, valueFrom: {{resourceFieldRef: {{resource: limits.memory}}}}}}
+    - {{name: CPU_REQUEST, valueFrom: {{resourceFieldRef: {{resource: requests.cpu}}}}}}
+    - {{name: MEMORY_REQUEST, valueFrom: {{resourceFieldRef: {{resource: requests.memory}}}}}}
+  - name: unlimited
+    image: {img}
+    command: ["sh", "-c", "echo CPU_LIMIT=$CPU_LIMIT MEMORY_LIMIT=$MEMORY_LIMIT"]
+    env:
+    - {{name: CPU_LIMIT, valueFrom: {{resourceFieldRef: {{resource: limits.cpu}}}}}}
+    - {{name: MEMORY_LIMIT, valueFrom: {{resourceFieldRef: {{resource: limits.memory}}}}}}
+"#,
+        img = image("busybox:1.36")
+    ));
+    let downward = eventually("the downward-env pod finished", || {
+        let p = api.get_json(&["pod", "downward-env"])?;
+        (p["status"]["phase"] == "Succeeded").then_some(p)
+    })
+    .await;
+    let dir = format!("/var/log/pods/default_downward-env_{}", downward["metadata"]["uid"].as_str().unwrap());
+    let limited = read(Path::new(&format!("{dir}/limited/0.log")));
+    assert!(limited.contains("CPU_LIMIT=2 MEMORY_LIMIT=67108864 CPU_REQUEST=1 MEMORY_REQUEST=33554432"), "{limited}");
+    let node = api.get_json(&["node", &k.node]).expect("the node");
+    let cpu = node["status"]["allocatable"]["cpu"].as_str().unwrap().to_string();
+    let cores = match cpu.strip_suffix('m') {
+        Some(milli) => milli.parse::<u64>().unwrap().div_ceil(1000),
+        None => cpu.parse::<u64>().unwrap(),
+    };
+    let memory = node["status"]["allocatable"]["memory"].as_str().unwrap().to_string();
+    let bytes = match memory.strip_suffix("Ki") {
+        Some(ki) => ki.parse::<u64>().unwrap() * 1024,
+        None => memory.parse::<u64>().unwrap(),
+    };
+    let unlimited = read(Path::new(&format!("{dir}/unlimited/0.log")));
+    assert!(
+        unlimited.contains(&format!("CPU_LIMIT={cores} MEMORY_LIMIT={bytes}")),
+        "{unlimited} (allocatable {cpu}, {memory})"
+    );
+    api.kubectl(&["delete", "pod", "downward-env", "--timeout=90s"]);
     let pod = eventually("Running with a ready container", || {
         let p = api.get_json(&["pod", "web"])?;
         (p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true).then_some(p)
