@@ -207,7 +207,14 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
                 privileged,
                 ..Default::default()
             }),
-            sysctls: psc.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect(),
+            // Slash-separated names go to the runtime dot-separated, as upstream converts them
+            // (ConvertPodSysctlsVariableToDotsSeparator).
+            sysctls: psc
+                .sysctls
+                .iter()
+                .flatten()
+                .map(|s| (crate::admission::sysctl::normalize(&s.name), s.value.clone()))
+                .collect(),
             ..Default::default()
         }),
         windows: None,
@@ -398,6 +405,36 @@ mod tests {
         assert_eq!(d.options, vec!["ndots:5"]);
         let no_dns = NodeContext { cluster_dns: vec![], ..node };
         assert!(dns_config(&pod, &no_dns).servers.is_empty());
+    }
+
+    #[test]
+    fn slash_separated_sysctls_reach_the_runtime_dot_separated() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {"containers": [], "securityContext": {"sysctls": [
+                {"name": "kernel/shm_rmid_forced", "value": "1"},
+                {"name": "net/ipv4/conf/eno2.100/rp_filter", "value": "0"},
+                {"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}
+            ]}}
+        }))
+        .unwrap();
+        let node = NodeContext {
+            node_name: "n".into(),
+            node_ip: None,
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/nonexistent".into(),
+            pod_logs_dir: "/var/log/pods".into(),
+            root_dir: "/var/lib/kubelet".into(),
+            cgroups: None,
+        };
+        let sysctls = sandbox_config(&pod, &node, 0).linux.unwrap().sysctls;
+        let mut names: Vec<&str> = sysctls.keys().map(String::as_str).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["kernel.shm_rmid_forced", "net.ipv4.conf.eno2/100.rp_filter", "net.ipv4.ip_local_port_range"]
+        );
     }
 
     #[test]

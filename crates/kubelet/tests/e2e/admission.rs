@@ -48,7 +48,7 @@ async fn forbidden_sysctls_and_foreign_os_pods_are_rejected_and_allowed_sysctls_
     let run = "cat /proc/sys/{}; sleep 3600";
     let manifests = [
         pod("forbidden", &sysctl("kernel.shmmax", "100000"), "", "sleep 3600"),
-        pod("unsafe", &sysctl("kernel.msgmax", "10000"), "", &run.replace("{}", "kernel/msgmax")),
+        pod("unsafe", &sysctl("kernel/msgmax", "10000"), "", &run.replace("{}", "kernel/msgmax")),
         pod("safe", &sysctl("net.ipv4.tcp_syncookies", "0"), "", &run.replace("{}", "net/ipv4/tcp_syncookies")),
         pod("hostnet", &format!("  hostNetwork: true\n{}", sysctl("net.ipv4.tcp_syncookies", "0")), "", "sleep 3600"),
         pod("windows", "  os: {name: windows}\n", "", "sleep 3600"),
