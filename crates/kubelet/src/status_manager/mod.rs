@@ -33,11 +33,10 @@ struct Inner {
     pods: BTreeMap<String, Entry>,
     /// The pods present, by the version that last changed them.
     changed: BTreeMap<u64, String>,
-    /// Pods removed, by the version that removed them, and the other way round.
-    removals: BTreeMap<u64, String>,
+    /// Pods removed (as they were last set), by the version that removed them, and the
+    /// versions by UID.
+    removals: BTreeMap<u64, Arc<Pod>>,
     removed: HashMap<String, u64>,
-    /// The last pod (and status) of each remembered removal.
-    removed_pods: HashMap<String, Arc<Pod>>,
     /// The current version: bumped by every change.
     seq: u64,
     /// Removals up to this version have been forgotten.
@@ -51,10 +50,8 @@ pub struct Changes {
     pub version: u64,
     /// The pods whose status (or object) changed, by UID; every pod when `full`.
     pub updated: Vec<Arc<Pod>>,
-    /// The UIDs of the pods removed.
-    pub removed: Vec<String>,
-    /// The removed pods as they were last set (their final statuses), in `removed`'s order.
-    pub removed_pods: Vec<Arc<Pod>>,
+    /// The pods removed, as they were last set (their final statuses), by UID.
+    pub removed: Vec<Arc<Pod>>,
     /// `since` is older than the removals remembered: `updated` holds every pod, and any pod
     /// the reader knows that is not among them was removed.
     pub full: bool,
@@ -77,7 +74,6 @@ impl Inner {
         }
         if let Some(old) = self.removed.remove(uid) {
             self.removals.remove(&old);
-            self.removed_pods.remove(uid);
         }
         self.changed.insert(seq, uid.to_string());
         seq
@@ -141,13 +137,11 @@ impl Statuses {
         inner.changed.remove(&e.seq);
         inner.seq += 1;
         let seq = inner.seq;
-        inner.removals.insert(seq, uid.to_string());
+        inner.removals.insert(seq, e.pod);
         inner.removed.insert(uid.to_string(), seq);
-        inner.removed_pods.insert(uid.to_string(), e.pod);
         while inner.removals.len() > REMOVALS_KEPT {
             let Some((old, gone)) = inner.removals.pop_first() else { break };
-            inner.removed.remove(&gone);
-            inner.removed_pods.remove(&gone);
+            inner.removed.remove(gone.metadata.uid.as_deref().unwrap_or_default());
             inner.floor = old;
         }
         self.version.send_replace(seq);
@@ -187,11 +181,10 @@ impl Statuses {
             inner.changed.range(since + 1..).filter_map(|(_, uid)| inner.pods.get(uid)).map(|e| e.pod.clone()).collect()
         };
         updated.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
-        let mut removed: Vec<String> =
-            if full { Vec::new() } else { inner.removals.range(since + 1..).map(|(_, uid)| uid.clone()).collect() };
-        removed.sort();
-        let removed_pods = removed.iter().filter_map(|uid| inner.removed_pods.get(uid).cloned()).collect();
-        Changes { version: inner.seq, updated, removed, removed_pods, full }
+        let mut removed: Vec<Arc<Pod>> =
+            if full { Vec::new() } else { inner.removals.range(since + 1..).map(|(_, pod)| pod.clone()).collect() };
+        removed.sort_by(|a, b| a.metadata.uid.cmp(&b.metadata.uid));
+        Changes { version: inner.seq, updated, removed, full }
     }
 
     /// The pod named `name` in `namespace`, with its status.
@@ -255,7 +248,8 @@ mod tests {
         let last = s.changes(next.version);
         assert_eq!(uids(&last), ["a"]);
         assert_eq!(last.updated[0].status.as_ref().unwrap().message.as_deref(), Some("pulling"));
-        assert_eq!(last.removed, ["c"]);
+        let removed: Vec<&str> = last.removed.iter().map(|p| p.metadata.uid.as_deref().unwrap_or_default()).collect();
+        assert_eq!(removed, ["c"]);
         assert_eq!(first.updated[0].status.as_ref().unwrap().message, None, "a handed-out Arc never changes");
 
         let none = s.changes(last.version);

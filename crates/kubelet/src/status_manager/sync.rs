@@ -26,12 +26,11 @@ struct Sent {
     namespace: String,
     name: String,
     is_static: bool,
-    /// The pod as the status manager has it now; None once it was removed there (its API
-    /// object is to be deleted).
+    /// The pod as the status manager last had it; kept after its removal there, so the final
+    /// status goes to the API before the object is deleted, as upstream's status manager does.
     pod: Option<Arc<Pod>>,
-    /// The pod as the status manager last had it (kept after its removal: the final status goes
-    /// to the API before the object is deleted, as upstream's status manager does).
-    last: Option<Arc<Pod>>,
+    /// The status manager removed the pod: its API object is to be deleted.
+    removed: bool,
     /// The pod whose status the API server last took.
     sent: Option<Arc<Pod>>,
     /// The pod's status as the API server holds it (the last patch's answer, or read once), the
@@ -49,7 +48,7 @@ impl Sent {
             name: pod.metadata.name.clone().unwrap_or_default(),
             is_static: is_static(pod),
             pod: None,
-            last: None,
+            removed: false,
             sent: None,
             api_status: None,
             api_uid: None,
@@ -227,31 +226,28 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
         if changes.full {
             let present: HashSet<&str> = changes.updated.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
             for (uid, s) in sent.iter_mut().filter(|(uid, _)| !present.contains(uid.as_str())) {
-                s.pod = None;
+                s.removed = true;
                 dirty.insert(uid.clone());
             }
         }
         for pod in changes.updated {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let entry = sent.entry(uid.clone()).or_insert_with(|| Sent::new(&pod));
-            entry.last = Some(pod.clone());
             entry.pod = Some(pod);
+            entry.removed = false;
             dirty.insert(uid);
         }
-        for final_pod in changes.removed_pods {
-            if let Some(s) = final_pod.metadata.uid.as_deref().and_then(|uid| sent.get_mut(uid)) {
-                s.last = Some(final_pod);
-            }
-        }
-        for uid in changes.removed {
+        for last in changes.removed {
+            let uid = last.metadata.uid.clone().unwrap_or_default();
             if let Some(s) = sent.get_mut(&uid) {
-                s.pod = None;
+                s.pod = Some(last);
+                s.removed = true;
                 dirty.insert(uid);
             }
         }
         let mut errors = 0;
         let (present, gone): (Vec<String>, Vec<String>) =
-            std::mem::take(&mut dirty).into_iter().partition(|uid| sent.get(uid).is_some_and(|s| s.pod.is_some()));
+            std::mem::take(&mut dirty).into_iter().partition(|uid| sent.get(uid).is_some_and(|s| !s.removed));
         for uid in present {
             let Some(entry) = sent.get_mut(&uid) else { continue };
             let Some(pod) = entry.pod.clone() else { continue };
@@ -297,7 +293,7 @@ pub async fn run(cfg: Config, statuses: Statuses, api: DynApi, token: Cancellati
             let Some(s) = sent.get_mut(&uid) else { continue };
             // An API pod's final status (its stopped containers, its terminal phase) first.
             if !s.is_static
-                && let Some(last) = s.last.clone()
+                && let Some(last) = s.pod.clone()
                 && s.sent.as_ref().and_then(|p| p.status.as_ref()) != last.status.as_ref()
             {
                 match patch_status(&api, s, &last).await {
