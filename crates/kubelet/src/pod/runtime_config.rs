@@ -376,6 +376,20 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
 mod tests {
     use super::*;
 
+    /// A node without cluster DNS or cgroups, at the default paths.
+    fn plain_node() -> NodeContext {
+        NodeContext {
+            node_name: "n".into(),
+            node_ip: None,
+            cluster_dns: vec![],
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: "/nonexistent".into(),
+            pod_logs_dir: "/var/log/pods".into(),
+            root_dir: "/var/lib/kubelet".into(),
+            cgroups: None,
+        }
+    }
+
     #[test]
     fn expansion_follows_upstream_rules() {
         let vars = HashMap::from([("A".to_string(), "x".to_string())]);
@@ -389,16 +403,7 @@ mod tests {
             serde_json::json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"containers": []}}),
         )
         .unwrap();
-        let node = NodeContext {
-            node_name: "n".into(),
-            node_ip: None,
-            cluster_dns: vec!["10.96.0.10".into()],
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/nonexistent".into(),
-            pod_logs_dir: "/var/log/pods".into(),
-            root_dir: "/var/lib/kubelet".into(),
-            cgroups: None,
-        };
+        let node = NodeContext { cluster_dns: vec!["10.96.0.10".into()], ..plain_node() };
         let d = dns_config(&pod, &node);
         assert_eq!(d.servers, vec!["10.96.0.10"]);
         assert_eq!(d.searches, vec!["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
@@ -418,16 +423,7 @@ mod tests {
             ]}}
         }))
         .unwrap();
-        let node = NodeContext {
-            node_name: "n".into(),
-            node_ip: None,
-            cluster_dns: vec![],
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/nonexistent".into(),
-            pod_logs_dir: "/var/log/pods".into(),
-            root_dir: "/var/lib/kubelet".into(),
-            cgroups: None,
-        };
+        let node = plain_node();
         let sysctls = sandbox_config(&pod, &node, 0).linux.unwrap().sysctls;
         let mut names: Vec<&str> = sysctls.keys().map(String::as_str).collect();
         names.sort();
@@ -457,14 +453,10 @@ mod tests {
         let capacity = crate::cm::Capacity { cpu_milli: 2000, memory: 1000 << 20, pids: 1000 };
         let cm = ContainerManager::new(cfg, Arc::new(crate::cm::fs::OsFs), capacity).unwrap();
         let node = NodeContext {
-            node_name: "n".into(),
-            node_ip: None,
-            cluster_dns: vec![],
-            cluster_domain: "cluster.local".into(),
-            resolv_conf: "/nonexistent".into(),
             pod_logs_dir: dir.path().join("logs"),
             root_dir: dir.path().join("root"),
             cgroups: Some(Arc::new(cm)),
+            ..plain_node()
         };
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
