@@ -420,6 +420,15 @@ fn update(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
 }
 
 fn finish_write(app: &App, t: &Target, k: &Key, obj: Value) -> Response<Body> {
+    if t.def.group.is_empty() && t.def.plural == "pods" && t.subresource.is_none() {
+        let old = match app.store.get(k) {
+            Ok(o) => o,
+            Err(e) => return store_error(&e),
+        };
+        if let Err(message) = crate::semantics::validate_pod_update(&old, &obj) {
+            return error(422, "Invalid", &message);
+        }
+    }
     match app.store.update(k, obj) {
         Ok(o) => {
             // A finalizer removal on an object being deleted completes the deletion.

@@ -150,6 +150,105 @@ pub fn deletion_complete(def: &ResourceDef, obj: &Value) -> bool {
     deleting && !has_finalizers && (!is_pod || grace == 0)
 }
 
+/// The fields of a pod's spec an update may change, as kube-apiserver words it.
+const POD_UPDATE_FORBIDDEN: &str = "pod updates may not change fields other than `spec.containers[*].image`,\
+`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing \
+tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// kube-apiserver's ValidatePodUpdate for a write to the pod itself (not a subresource): the
+/// spec is immutable but for container images, a lowered or newly set activeDeadlineSeconds,
+/// added tolerations, a negative terminationGracePeriodSeconds set to 1 and removed scheduling
+/// gates. Ephemeral containers change through their own subresource and are not compared here.
+/// Err is the Invalid status message.
+pub fn validate_pod_update(old: &Value, new: &Value) -> Result<(), String> {
+    let name = new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let invalid = |detail: String| format!("Pod \"{name}\" is invalid: {detail}");
+    let (old_spec, new_spec) = (&old["spec"], &new["spec"]);
+    let deadline = |s: &Value| s.get("activeDeadlineSeconds").and_then(Value::as_i64);
+    match (deadline(old_spec), deadline(new_spec)) {
+        (_, Some(n)) if !(0..=i64::from(i32::MAX)).contains(&n) => {
+            return Err(invalid(format!(
+                "spec.activeDeadlineSeconds: Invalid value: {n}: must be between 0 and 2147483647, inclusive"
+            )));
+        }
+        (Some(o), Some(n)) if n > o => {
+            return Err(invalid(format!(
+                "spec.activeDeadlineSeconds: Invalid value: {n}: must be less than or equal to previous value"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "spec.activeDeadlineSeconds: Invalid value: \"null\": must not update from a positive integer to nil value"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
+    // Tolerations: only additions (validateOnlyAddedTolerations; tolerationSeconds may change).
+    let tolerations = |s: &Value| s.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    let without_seconds = |t: &Value| {
+        let mut t = strip_nulls(t);
+        if let Some(m) = t.as_object_mut() {
+            m.remove("tolerationSeconds");
+        }
+        t
+    };
+    let new_tolerations: Vec<Value> = tolerations(new_spec).iter().map(without_seconds).collect();
+    if let Some(gone) = tolerations(old_spec).iter().map(without_seconds).find(|t| !new_tolerations.contains(t)) {
+        return Err(invalid(format!(
+            "spec.tolerations: Forbidden: existing toleration can not be modified except its tolerationSeconds: {gone}"
+        )));
+    }
+    // Scheduling gates may only be removed.
+    let gates = |s: &Value| s.get("schedulingGates").and_then(Value::as_array).cloned().unwrap_or_default();
+    let old_gates = gates(old_spec);
+    if gates(new_spec).iter().any(|g| !old_gates.contains(g)) {
+        return Err(invalid(
+            "spec.schedulingGates: Forbidden: only deletion is allowed, but found new scheduling gate".into(),
+        ));
+    }
+    // Everything else must be unchanged: the mutable fields are taken from the old spec.
+    let mut munged = strip_nulls(new_spec);
+    for list in ["containers", "initContainers"] {
+        let old_list = old_spec.get(list).and_then(Value::as_array);
+        if let (Some(cs), Some(olds)) = (munged.get_mut(list).and_then(Value::as_array_mut), old_list) {
+            for (c, o) in cs.iter_mut().zip(olds) {
+                if let (Some(c), Some(image)) = (c.as_object_mut(), o.get("image")) {
+                    c.insert("image".into(), image.clone());
+                }
+            }
+        }
+    }
+    let grace = |s: &Value| s.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
+    let grace_fixed = grace(old_spec).is_some_and(|g| g < 0) && grace(new_spec) == Some(1);
+    let mut old_munged = strip_nulls(old_spec);
+    for field in ["activeDeadlineSeconds", "tolerations", "schedulingGates", "ephemeralContainers"]
+        .into_iter()
+        .chain(grace_fixed.then_some("terminationGracePeriodSeconds"))
+    {
+        for s in [&mut munged, &mut old_munged] {
+            if let Some(m) = s.as_object_mut() {
+                m.remove(field);
+            }
+        }
+    }
+    if munged != old_munged {
+        return Err(invalid(format!("spec: Forbidden: {POD_UPDATE_FORBIDDEN}")));
+    }
+    Ok(())
+}
+
+/// The value without null members (a null field and an absent one are the same to the server).
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +299,43 @@ mod tests {
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"containers": [{"resources": {"requests": {"cpu": "1"}}}]});
         assert_eq!(qos_class(&b), "Burstable");
+    }
+
+    #[test]
+    fn pod_updates_change_only_what_kube_apiserver_allows() {
+        let old = json!({"metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "c", "image": "busybox:1", "resources": {"limits": {"cpu": "1"}}}],
+            "tolerations": [{"key": "k", "operator": "Exists", "tolerationSeconds": 5}],
+            "activeDeadlineSeconds": 30}});
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut n = old.clone();
+            f(&mut n);
+            n
+        };
+        assert_eq!(validate_pod_update(&old, &old), Ok(()));
+        let image = with(&|n| n["spec"]["containers"][0]["image"] = json!("busybox:2"));
+        assert_eq!(validate_pod_update(&old, &image), Ok(()));
+        let lower = with(&|n| n["spec"]["activeDeadlineSeconds"] = json!(10));
+        assert_eq!(validate_pod_update(&old, &lower), Ok(()));
+        let added = with(&|n| {
+            n["spec"]["tolerations"][0]["tolerationSeconds"] = json!(60);
+            n["spec"]["tolerations"].as_array_mut().unwrap().push(json!({"key": "x", "operator": "Exists"}));
+        });
+        assert_eq!(validate_pod_update(&old, &added), Ok(()));
+        let resources = with(&|n| n["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("2"));
+        let err = validate_pod_update(&old, &resources).unwrap_err();
+        assert!(err.starts_with("Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"), "{err}");
+        let higher = with(&|n| n["spec"]["activeDeadlineSeconds"] = json!(60));
+        assert!(
+            validate_pod_update(&old, &higher).unwrap_err().contains("must be less than or equal to previous value")
+        );
+        let unset = with(&|n| n["spec"]["activeDeadlineSeconds"] = Value::Null);
+        assert!(
+            validate_pod_update(&old, &unset)
+                .unwrap_err()
+                .contains("must not update from a positive integer to nil value")
+        );
+        let removed = with(&|n| n["spec"]["tolerations"] = json!([]));
+        assert!(validate_pod_update(&old, &removed).unwrap_err().contains("existing toleration can not be modified"));
     }
 }
