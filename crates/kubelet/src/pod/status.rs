@@ -243,7 +243,12 @@ fn condition_with(type_: &str, ok: bool, reason: Option<&str>, message: Option<S
     }
 }
 
-/// Computes the whole status. A terminal phase in `ctx.previous` never changes.
+fn is_terminal_phase(phase: &str) -> bool {
+    phase == "Succeeded" || phase == "Failed"
+}
+
+/// Computes the whole status. A terminal phase (in `ctx.previous` or the API's status) never
+/// changes.
 pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
@@ -253,10 +258,16 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     let statuses: Vec<_> =
         spec.containers.iter().map(|c| container_status(c, obs, ctx, default_reason, false)).collect();
 
-    let prev_phase = ctx.previous.and_then(|p| p.phase.as_deref());
-    let phase = match prev_phase {
-        Some(p @ ("Succeeded" | "Failed")) => p.to_string(),
-        _ => phase(policy, &init_statuses, &statuses, ctx.pod_is_terminal).to_string(),
+    // Upstream's generateAPIPodStatus: the old status is the status manager's, else the API's
+    // (after a kubelet restart); a terminal phase in either is never left.
+    let api = pod.status.as_ref();
+    let old = ctx.previous.or(api);
+    fn terminal(s: Option<&PodStatus>) -> Option<&str> {
+        s.and_then(|s| s.phase.as_deref()).filter(|p| is_terminal_phase(p))
+    }
+    let phase = match terminal(ctx.previous).or(terminal(api)) {
+        Some(p) => p.to_string(),
+        None => phase(policy, &init_statuses, &statuses, ctx.pod_is_terminal).to_string(),
     };
 
     let sandbox_ready = obs.sandbox().is_some_and(|s| s.ready);
@@ -317,8 +328,23 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
         ips = prev.iter().map(|p| p.ip.clone()).collect();
     }
 
-    let message = blocker(&phase, &init_statuses, &statuses, &spec.containers, obs, ctx);
+    // A terminal phase keeps the reason and message it ended with (Evicted, DeadlineExceeded,
+    // …), from the old status or else the API's, as upstream; and the DisruptionTarget
+    // condition, which is set once by the eviction and never recomputed.
+    let (mut reason, mut message) = (None, blocker(&phase, &init_statuses, &statuses, &spec.containers, obs, ctx));
+    if is_terminal_phase(&phase) && old.and_then(|o| o.phase.as_deref()) == Some(phase.as_str()) {
+        let nonempty = |v: Option<&String>| v.filter(|v| !v.is_empty()).cloned();
+        let from_api = |f: fn(&PodStatus) -> Option<&String>| nonempty(api.and_then(f));
+        reason = nonempty(old.and_then(|o| o.reason.as_ref())).or_else(|| from_api(|s| s.reason.as_ref()));
+        message = nonempty(old.and_then(|o| o.message.as_ref())).or_else(|| from_api(|s| s.message.as_ref()));
+    }
+    if let Some(d) =
+        old.and_then(|o| o.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "DisruptionTarget"))
+    {
+        conditions.push(d.clone());
+    }
     PodStatus {
+        reason,
         message,
         phase: Some(phase),
         conditions: Some(conditions),

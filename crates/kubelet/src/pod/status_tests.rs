@@ -314,6 +314,44 @@ fn terminal_previous_phase_never_changes() {
     assert_eq!(phase_of(&compute_at(&pod, &o, &no_waiting(), Some(&previous), 100)), "Running");
 }
 
+#[test]
+fn terminal_api_phase_after_a_restart_keeps_its_reason_message_and_disruption_condition() {
+    // A kubelet restarted after an eviction: no status of its own, the API's says Failed/Evicted.
+    let mut pod = pod("Always", &[], &["app"]);
+    let disruption = PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some("TerminationByKubelet".into()),
+        message: Some("evicted".into()),
+        last_transition_time: Some(time(at(10))),
+        ..Default::default()
+    };
+    pod.status = Some(PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some("Evicted".into()),
+        message: Some("The node was low on resource: memory. ".into()),
+        conditions: Some(vec![disruption.clone()]),
+        ..Default::default()
+    });
+    let o = obs(vec![sandbox(SB, false, 0)], vec![exited("app", "a", 0, 137, 1, 20)]);
+    let st = compute_at(&pod, &o, &no_waiting(), None, 100);
+    assert_eq!(phase_of(&st), "Failed");
+    assert_eq!(st.reason.as_deref(), Some("Evicted"));
+    assert_eq!(st.message.as_deref(), Some("The node was low on resource: memory. "));
+    assert_eq!(cond(&st, "DisruptionTarget"), &disruption);
+    // The kubelet's own terminal status comes first; the API's fills what it leaves empty.
+    let own = PodStatus { phase: Some("Failed".into()), reason: Some("DeadlineExceeded".into()), ..Default::default() };
+    let st = compute_at(&pod, &o, &no_waiting(), Some(&own), 100);
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(st.message.as_deref(), Some("The node was low on resource: memory. "));
+    // A running pod's API status carries no reason over.
+    let mut running_pod = pod.clone();
+    running_pod.status =
+        Some(PodStatus { phase: Some("Running".into()), reason: Some("Old".into()), ..Default::default() });
+    let st = compute_at(&running_pod, &obs(ready(), vec![running("app", "a", 0, 50)]), &no_waiting(), None, 100);
+    assert_eq!((phase_of(&st), st.reason.as_deref()), ("Running", None));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Conditions.
 // ---------------------------------------------------------------------------------------------

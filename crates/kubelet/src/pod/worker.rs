@@ -74,7 +74,9 @@ fn killed_status(st: &mut PodStatus, kill: &Kill, ctx: &status::Context) {
         .and_then(|p| p.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "DisruptionTarget"))
         .and_then(|c| c.last_transition_time.clone());
-    st.conditions.get_or_insert_with(Vec::new).push(k8s_openapi::api::core::v1::PodCondition {
+    let conditions = st.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != "DisruptionTarget");
+    conditions.push(k8s_openapi::api::core::v1::PodCondition {
         type_: "DisruptionTarget".into(),
         status: "True".into(),
         reason: Some("TerminationByKubelet".into()),

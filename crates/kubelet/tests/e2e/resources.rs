@@ -155,6 +155,24 @@ spec:
     assert!(metrics.contains(r#"kubelet_evictions{eviction_signal="memory.available"} 1"#), "{metrics}");
     let events = api.kubectl(&["get", "events"]);
     assert!(events.contains("Evicted") && events.contains("pod/hog"), "{events}");
+    // A restarted kubelet keeps the eviction: the API's terminal phase is never left, with its
+    // reason and message (upstream's generateAPIPodStatus), and the hog is not started again.
+    k.restart(libc::SIGTERM).await;
+    let again = wait_until(LONG, || async {
+        let pods = k.pods().await;
+        let running = pods.iter().any(|p| p.metadata.name.as_deref() == Some("guaranteed") && is_running(p, "app"));
+        pods.into_iter().find(|p| p.metadata.name.as_deref() == Some("hog")).filter(|_| running)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the restarted kubelet does not report hog; log:\n{}", tail(&k.log(), 40)));
+    let st = again.status.clone().unwrap_or_default();
+    assert_eq!(st.phase.as_deref(), Some("Failed"), "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("Evicted"), "{st:?}");
+    assert_eq!(st.message.as_deref(), Some(message), "{st:?}");
+    assert!(st.conditions.iter().flatten().any(|c| c.type_ == "DisruptionTarget"), "{st:?}");
+    let hog_after = api.get_json(&["pod", "hog"]).unwrap();
+    assert_eq!(hog_after["status"]["phase"], "Failed", "{}", hog_after["status"]);
+    assert_eq!(hog_after["status"]["containerStatuses"][0]["restartCount"], 0, "{}", hog_after["status"]);
     api.kubectl(&["delete", "pod", "--all", "--timeout=90s"]);
     k.cleanup().await;
 }
