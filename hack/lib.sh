@@ -153,10 +153,12 @@ start_daemon() {
     mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
     rm -f "$pidfile"
     printf '\n==== %s: %s starting: %s\n' "$(date -Is)" "$name" "$*" >>"$logfile"
-    # the inner shell writes its own pid and then execs the daemon (same pid)
-    # (9>&-: the daemon must not inherit the env.lock descriptor, or it would hold the lock forever)
+    # the inner shell writes its own pid, closes every descriptor above 2 it inherited and then
+    # execs the daemon (same pid): a daemon must not keep a caller's lock open (env.lock, or the
+    # e2e suite's machine lock held by a test that restarts containerd), or it holds it forever
     # shellcheck disable=SC2016 # expanded by the inner shell
-    setsid -f bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&-
+    setsid -f bash -c 'echo $$ >"$0"; for fd in $(ls /proc/$$/fd); do ((fd > 2)) && eval "exec $fd>&-"; done; exec "$@"' \
+        "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 9>&-
 }
 
 # wait_until NAME CHECK_FN PIDFILE COMM LOG

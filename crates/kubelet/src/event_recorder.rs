@@ -68,6 +68,22 @@ impl Recorder {
         }
     }
 
+    /// Records an event about the node (upstream's nodeRef: kind Node, the name as UID; the
+    /// event lives in the default namespace).
+    pub fn node(&self, node_name: &str, type_: Type, reason: &str, message: impl Into<String>) {
+        let Some(tx) = &self.tx else { return };
+        let object = ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(node_name.into()),
+            uid: Some(node_name.into()),
+            ..Default::default()
+        };
+        let r = Record { object, type_, reason: reason.into(), message: message.into() };
+        if tx.try_send(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -79,7 +95,7 @@ fn event(r: Record, node_name: &str, seq: u64) -> Event {
     let name = r.object.name.clone().unwrap_or_default();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     e.metadata.name = Some(format!("{name}.{:x}", nanos + u128::from(seq)));
-    e.metadata.namespace = r.object.namespace.clone();
+    e.metadata.namespace = r.object.namespace.clone().or_else(|| Some("default".into()));
     e.involved_object = r.object;
     e.reason = Some(r.reason);
     e.message = Some(r.message);

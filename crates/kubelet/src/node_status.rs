@@ -206,30 +206,99 @@ pub struct Health {
     pub not_ready: Option<String>,
 }
 
+/// The PLEG's health threshold (upstream's relistThreshold).
+const PLEG_THRESHOLD: Duration = Duration::from_secs(180);
+
 pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
     let runtime_version = match runtime.version().await {
         Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
         Err(_) => String::new(),
     };
-    let not_ready = match runtime.status().await {
-        Err(e) => Some(format!("container runtime is down: {e}")),
-        Ok(st) => {
-            let bad: Vec<String> = st
-                .conditions
-                .iter()
-                .filter(|c| !c.status)
-                .map(|c| format!("{}=false reason:{} message:{}", c.r#type, c.reason, c.message))
-                .collect();
-            if !bad.is_empty() {
-                Some(format!("container runtime not ready: {}", bad.join(", ")))
-            } else if !pleg.healthy(Duration::from_secs(180)) {
-                Some("PLEG is not healthy: pleg has not relisted for more than 3m0s".into())
-            } else {
-                None
-            }
-        }
+    let since_relist = Duration::from_secs((chrono::Utc::now().timestamp() - pleg.last_relist_secs()).max(0) as u64);
+    let pleg_stale = (!pleg.healthy(PLEG_THRESHOLD)).then_some(since_relist);
+    let status = runtime.status().await;
+    if let Err(e) = &status {
+        tracing::warn!(error = %e, "container runtime status check failed");
+    }
+    let conditions = status.as_ref().ok().map(|st| st.conditions.as_slice());
+    Health { runtime_version, not_ready: not_ready(conditions, pleg_stale) }
+}
+
+/// Upstream's Ready condition message (runtimeState's runtime and network errors, aggregated):
+/// only the runtime's RuntimeReady and NetworkReady conditions count (k/k #123148: other CRI
+/// conditions never make the node NotReady). `conditions` is None when the runtime's status
+/// could not be read; `pleg_stale` is the time since the last relist once past the threshold.
+pub fn not_ready(
+    conditions: Option<&[crate::cri::api::RuntimeCondition]>,
+    pleg_stale: Option<Duration>,
+) -> Option<String> {
+    let go = kubelet_config::duration::Duration::from_std;
+    let mut errors = Vec::new();
+    if conditions.is_none() {
+        errors.push("container runtime is down".to_string());
+    }
+    if let Some(elapsed) = pleg_stale {
+        errors.push(format!(
+            "PLEG is not healthy: pleg was last seen active {} ago; threshold is {}",
+            go(elapsed),
+            go(PLEG_THRESHOLD)
+        ));
+    }
+    let describe = |type_: &str| match conditions.into_iter().flatten().find(|c| c.r#type == type_) {
+        Some(c) if c.status => None,
+        // Upstream prints the condition as "Type=false reason:… message:…", or <nil> when absent.
+        Some(c) => Some(format!("{}=false reason:{} message:{}", c.r#type, c.reason, c.message)),
+        None => Some("<nil>".to_string()),
     };
-    Health { runtime_version, not_ready }
+    if conditions.is_some() {
+        if let Some(c) = describe("RuntimeReady") {
+            errors.push(format!("container runtime not ready: {c}"));
+        }
+        if let Some(c) = describe("NetworkReady") {
+            errors.push(format!("container runtime network not ready: {c}"));
+        }
+    }
+    aggregate(errors)
+}
+
+/// apimachinery's Aggregate error text: one message as it is, several (duplicates dropped) as
+/// "[a, b]".
+fn aggregate(errors: Vec<String>) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for e in errors {
+        if !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    match seen.len() {
+        0 => None,
+        1 => seen.pop(),
+        _ => Some(format!("[{}]", seen.join(", "))),
+    }
+}
+
+/// The node events upstream's condition setters record when a condition changes status:
+/// NodeReady / NodeNotReady when an existing Ready condition flips, and the pressure events
+/// (NodeHasSufficientMemory, …) when a pressure condition is new or flips.
+pub fn condition_events(before: &[NodeCondition], after: &[NodeCondition]) -> Vec<&'static str> {
+    let status_of = |list: &[NodeCondition], t: &str| list.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+    let mut events = Vec::new();
+    for (type_, when_true, when_false) in [
+        ("MemoryPressure", "NodeHasInsufficientMemory", "NodeHasSufficientMemory"),
+        ("DiskPressure", "NodeHasDiskPressure", "NodeHasNoDiskPressure"),
+        ("PIDPressure", "NodeHasInsufficientPID", "NodeHasSufficientPID"),
+    ] {
+        let now = status_of(after, type_);
+        if now.is_some() && status_of(before, type_) != now {
+            events.push(if now.as_deref() == Some("True") { when_true } else { when_false });
+        }
+    }
+    if let (Some(was), Some(now)) = (status_of(before, "Ready"), status_of(after, "Ready"))
+        && was != now
+    {
+        events.push(if now == "True" { "NodeReady" } else { "NodeNotReady" });
+    }
+    events
 }
 
 fn condition(type_: &str, ok_status: &str, reason: &str, message: &str) -> NodeCondition {
@@ -372,9 +441,16 @@ async fn register(cfg: &Config, api: &DynApi) -> Result<(), ApiError> {
     }
 }
 
-/// Registers the node (when `registerNode`) and keeps its status current.
-/// Until `token` is cancelled (an update in flight completes).
-pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Health, token: CancellationToken) {
+/// Registers the node (when `registerNode`) and keeps its status current, recording upstream's
+/// node condition events. Until `token` is cancelled (an update in flight completes).
+pub async fn run(
+    cfg: Config,
+    api: DynApi,
+    runtime: DynRuntime,
+    pleg: pleg::Health,
+    events: crate::event_recorder::Recorder,
+    token: CancellationToken,
+) {
     let machine = Machine::read(&cfg.root_dir);
     let mut registered = !cfg.register;
     let mut last_sent: Option<NodeStatus> = None;
@@ -389,8 +465,10 @@ pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Heal
                 Err(e) => tracing::warn!(node = %cfg.node_name, error = %e, "node registration failed; retrying"),
             }
         }
-        // As upstream, read the Node every cycle: a deleted Node is registered again.
-        if registered && cfg.register && matches!(api.get_node(&cfg.node_name).await, Ok(None)) {
+        // As upstream, read the Node every cycle: a deleted Node is registered again, and its
+        // conditions are what the new ones are compared with for the events.
+        let current = if registered { api.get_node(&cfg.node_name).await } else { Ok(None) };
+        if registered && cfg.register && matches!(current, Ok(None)) {
             tracing::warn!(node = %cfg.node_name, "node object is gone; registering again");
             registered = false;
             last_sent = None;
@@ -406,6 +484,13 @@ pub async fn run(cfg: Config, api: DynApi, runtime: DynRuntime, pleg: pleg::Heal
                 let patch = serde_json::json!({ "status": full });
                 match api.patch_node_status(&cfg.node_name, &patch).await {
                     Ok(_) => {
+                        let before = current.ok().flatten().and_then(|n| n.status).and_then(|s| s.conditions);
+                        let after = full.conditions.as_deref().unwrap_or_default();
+                        for reason in condition_events(before.as_deref().unwrap_or_default(), after) {
+                            let message = format!("Node {} status is now: {reason}", cfg.node_name);
+                            tracing::info!(node = %cfg.node_name, "{message}");
+                            events.node(&cfg.node_name, crate::event_recorder::Type::Normal, reason, message);
+                        }
                         last_sent = Some(full);
                         last_report = Instant::now();
                     }
@@ -463,5 +548,70 @@ mod tests {
         };
         let e = Config::from_kubelet_config(&kc, id()).unwrap_err();
         assert_eq!(e.to_string(), "nodeStatusReportFrequency: must not be negative");
+    }
+
+    fn cond(type_: &str, status: bool, reason: &str, message: &str) -> crate::cri::api::RuntimeCondition {
+        crate::cri::api::RuntimeCondition {
+            r#type: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn only_runtime_and_network_readiness_make_the_node_not_ready() {
+        let ready = [cond("RuntimeReady", true, "", ""), cond("NetworkReady", true, "", "")];
+        assert_eq!(not_ready(Some(&ready), None), None);
+        // containerd's deprecation condition (k/k #123148) is not a readiness condition.
+        let deprecated =
+            [ready[0].clone(), ready[1].clone(), cond("ContainerdHasNoDeprecationWarnings", false, "X", "y")];
+        assert_eq!(not_ready(Some(&deprecated), None), None);
+        let no_net =
+            [ready[0].clone(), cond("NetworkReady", false, "NetworkPluginNotReady", "cni plugin not initialized")];
+        assert_eq!(
+            not_ready(Some(&no_net), None).as_deref(),
+            Some(
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:cni plugin not initialized"
+            )
+        );
+        assert_eq!(
+            not_ready(Some(&[]), None).as_deref(),
+            Some("[container runtime not ready: <nil>, container runtime network not ready: <nil>]")
+        );
+        assert_eq!(not_ready(None, None).as_deref(), Some("container runtime is down"));
+        assert_eq!(
+            not_ready(Some(&ready), Some(Duration::from_secs(185))).as_deref(),
+            Some("PLEG is not healthy: pleg was last seen active 3m5s ago; threshold is 3m0s")
+        );
+    }
+
+    fn node_cond(type_: &str, status: &str) -> NodeCondition {
+        NodeCondition { type_: type_.into(), status: status.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn condition_events_follow_upstreams_setters() {
+        let fresh = [
+            node_cond("MemoryPressure", "False"),
+            node_cond("DiskPressure", "False"),
+            node_cond("PIDPressure", "False"),
+            node_cond("Ready", "True"),
+        ];
+        // A new node: the pressure conditions are new; Ready has nothing to flip from.
+        assert_eq!(
+            condition_events(&[], &fresh),
+            ["NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID"]
+        );
+        assert!(condition_events(&fresh, &fresh).is_empty());
+        let mut worse = fresh.clone();
+        worse[0].status = "True".into();
+        worse[3].status = "False".into();
+        assert_eq!(condition_events(&fresh, &worse), ["NodeHasInsufficientMemory", "NodeNotReady"]);
+        assert_eq!(condition_events(&worse, &fresh), ["NodeHasSufficientMemory", "NodeReady"]);
+        // The node controller's Unknown (lease expired) back to True is a transition too.
+        let mut unknown = fresh.clone();
+        unknown[3].status = "Unknown".into();
+        assert_eq!(condition_events(&unknown, &fresh), ["NodeReady"]);
     }
 }

@@ -255,8 +255,8 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             token.run_until_cancelled(sources::api::run(source_api, name, tx)).await;
         }));
         let ns_cfg = node_status::Config { pressure: pressure.clone(), ..cfg.node_status.clone() };
-        let (ns_api, rt, health) = (api.clone(), runtime.clone(), pleg_health.clone());
-        tasks.push(task("node status", move |token| node_status::run(ns_cfg, ns_api, rt, health, token)));
+        let (ns_api, rt, health, ns_events) = (api.clone(), runtime.clone(), pleg_health.clone(), events.clone());
+        tasks.push(task("node status", move |token| node_status::run(ns_cfg, ns_api, rt, health, ns_events, token)));
         let (lease_cfg, lease_api) = (cfg.lease.clone(), api.clone());
         tasks.push(task("lease", move |token| lease::run(lease_cfg, lease_api, token)));
         let (sync_cfg, sync_statuses) = (cfg.status_sync.clone(), statuses.clone());

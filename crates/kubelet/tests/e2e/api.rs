@@ -178,6 +178,36 @@ async fn the_node_registers_ready_and_renews_its_lease() {
     eventually("lease renewed", || renew(&api).filter(|r| *r != first)).await;
     let table = api.kubectl(&["get", "nodes"]);
     assert!(table.contains(&k.node) && table.contains("Ready"), "{table}");
+    // Upstream's condition events: the new pressure conditions, and NodeReady once the Ready
+    // condition flips back from the node controller's Unknown.
+    let node_event = |reason: &str| {
+        let events = api.get_json(&["events"])?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .find(|e| {
+                e["involvedObject"]["kind"] == "Node"
+                    && e["involvedObject"]["name"] == k.node.as_str()
+                    && e["reason"] == reason
+            })
+            .cloned()
+    };
+    for reason in ["NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID"] {
+        let e = eventually(reason, || node_event(reason)).await;
+        assert_eq!(e["message"], format!("Node {} status is now: {reason}", k.node), "{e}");
+        assert_eq!(e["type"], "Normal");
+    }
+    api.kubectl(&[
+        "patch",
+        "node",
+        &k.node,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"Unknown","reason":"NodeStatusUnknown","message":"Kubelet stopped posting node status."}]}}"#,
+    ]);
+    let e = eventually("NodeReady", || node_event("NodeReady")).await;
+    assert_eq!(e["message"], format!("Node {} status is now: NodeReady", k.node), "{e}");
     k.cleanup().await;
 }
 
