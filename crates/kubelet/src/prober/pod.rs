@@ -112,7 +112,9 @@ impl PodProbes {
             if self.instances.contains_key(c.id) {
                 continue;
             }
-            let Some(container) = spec.containers.iter().find(|x| x.name == c.name) else { continue };
+            // App containers and sidecars are probed (upstream's AddPod).
+            let sidecars = spec.init_containers.iter().flatten().filter(|x| crate::meta::is_sidecar(x));
+            let Some(container) = spec.containers.iter().chain(sidecars).find(|x| x.name == c.name) else { continue };
             let saved = restored.get(c.id).copied();
             let started = container.startup_probe.is_none() || saved.is_some_and(|s| s.started);
             let (started_tx, started_rx) = watch::channel(started);

@@ -20,7 +20,10 @@ impl Worker {
 
         let now = deps.clock.now();
         self.backoff.gc(now);
-        let p = plan::plan(&self.pod, &obs, &self.backoff, now);
+        // A sidecar lets the next init container start once its startup probe passed.
+        let views = self.probes.views();
+        let started = |id: &str| views.get(id).is_some_and(|v| v.started);
+        let p = plan::plan_probed(&self.pod, &obs, &self.backoff, now, &started);
         self.take_waiting(&p);
         if p.is_noop() {
             self.publish(&obs);
@@ -125,9 +128,12 @@ impl Worker {
         self.waiting.retain(|name, (reason, _)| reason != "CrashLoopBackOff" || planned.contains(&name.as_str()));
     }
 
-    /// A probe-level terminationGracePeriodSeconds for a container's liveness/startup kill.
+    /// A probe-level terminationGracePeriodSeconds for a container's (or sidecar's)
+    /// liveness/startup kill.
     fn probe_grace(&self, name: &str) -> Option<i64> {
-        let c = self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name)?;
+        let spec = self.pod.spec.as_ref()?;
+        let sidecars = spec.init_containers.iter().flatten().filter(|c| crate::meta::is_sidecar(c));
+        let c = spec.containers.iter().chain(sidecars).find(|c| c.name == name)?;
         [&c.liveness_probe, &c.startup_probe].into_iter().flatten().find_map(|p| p.termination_grace_period_seconds)
     }
 }
