@@ -77,11 +77,27 @@ impl Worker {
         result?;
         // Containers that failed to start are retried soon; image pulls back off on their own.
         let retry = (!self.waiting.is_empty()).then(|| deps.clock.now() + Duration::from_secs(2));
+        // A sidecar just started lets the next container start: sync again at once (upstream's
+        // PLEG reports the start; here the worker recorded it itself, and a sidecar without a
+        // startup probe sends no probe result either).
+        let retry = match self.started_sidecar(&p) {
+            true => Some(deps.clock.now()),
+            false => retry,
+        };
         let next = match (p.retry_at, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         Ok(Outcome::Next(next))
+    }
+
+    /// Whether the plan started a sidecar that is now running (not waiting on a failure).
+    fn started_sidecar(&self, p: &plan::Plan) -> bool {
+        let sidecars = self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref());
+        p.start
+            .iter()
+            .filter(|s| s.init && !self.waiting.contains_key(&s.name))
+            .any(|s| sidecars.is_some_and(|i| i.iter().any(|c| c.name == s.name && crate::meta::is_sidecar(c))))
     }
 
     /// Containers whose liveness or startup probe failed are killed; the plan then restarts
