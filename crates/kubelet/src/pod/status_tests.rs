@@ -1028,7 +1028,7 @@ fn a_sidecar_counts_as_initialized_once_started() {
     let st = with_probes(&pod, &o, &[("s", true, true)], None);
     assert_eq!(cond(&st, "Initialized").status, "True");
     assert_eq!(phase_of(&st), "Pending");
-    assert_eq!(container(&st, "init-b").ready, true);
+    assert!(container(&st, "init-b").ready);
 }
 
 #[test]
