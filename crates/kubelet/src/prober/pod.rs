@@ -331,6 +331,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn sidecars_are_probed_and_other_init_containers_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = probes(dir.path());
+        let mut spec = spec(&["app"]);
+        let init = |name: &str, policy: Option<&str>| Container {
+            name: name.into(),
+            restart_policy: policy.map(str::to_string),
+            readiness_probe: exec_probe(),
+            ..Default::default()
+        };
+        spec.init_containers = Some(vec![init("side", Some("Always")), init("setup", None)]);
+        let running = [instance("c1", "app"), instance("c2", "side"), instance("c3", "setup")];
+        p.reconcile(Some(&spec), &running, None, SystemTime::UNIX_EPOCH);
+        assert_eq!(ids(&p), ["c1", "c2"]);
+        assert_eq!(p.live_tasks(), 3, "the app's liveness and readiness, the sidecar's readiness");
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn stop_cancels_every_task_and_forget_one_instance() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = probes(dir.path());
