@@ -215,7 +215,8 @@ impl Images {
                 Ok(Ensured { image_ref: r, pulled: Some(started.elapsed()) })
             }
             Err(e) => {
-                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next(&key, self.clock.now());
+                let now = self.clock.now();
+                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next(&key, now, now);
                 Err(ImageError {
                     reason: "ErrImagePull",
                     message: format!("Failed to pull image {image:?}: {}", e.message),

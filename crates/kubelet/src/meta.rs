@@ -1,7 +1,7 @@
-//! Small helpers over Kubernetes object metadata that every room uses: a pod's
-//! `namespace/name` for logs and messages, and `meta/v1` `Time` from a `SystemTime`.
+//! Small helpers over Kubernetes objects that every room uses: a pod's `namespace/name` for logs
+//! and messages, `meta/v1` `Time` from a `SystemTime`, and whether an init container is a sidecar.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::time::SystemTime;
@@ -15,6 +15,17 @@ pub fn pod_name(pod: &Pod) -> String {
 pub fn time(t: SystemTime) -> Time {
     let nanos = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
     Time(Timestamp::from_nanosecond(nanos).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// A sidecar: an init container with `restartPolicy: Always` (upstream's
+/// IsRestartableInitContainer). It keeps running beside the app containers.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Whether the pod has a sidecar (upstream's HasRestartableInitContainer).
+pub fn has_sidecar(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|i| i.iter().any(is_sidecar))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! requests and limits, cpu shares and CFS quota, the pod cgroup's config and oom_score_adj.
 
 use super::qos::qos_class;
+use crate::meta::is_sidecar;
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use kubelet_config::quantity::Quantity;
 use std::collections::BTreeMap;
@@ -62,10 +63,6 @@ fn max_into(into: &mut ResourceList, from: &ResourceList) {
         let e = into.entry(k.clone()).or_default();
         *e = (*e).max(*v);
     }
-}
-
-fn is_sidecar(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
 }
 
 /// Upstream's aggregation: regular containers (and sidecars) summed, the max with each init

@@ -6,6 +6,7 @@ use super::observe::{CState, ContainerObs, PodObs};
 use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
 use super::status::WaitingReasons;
+use super::termination_order::Order;
 use crate::backoff::Keyed as Backoff;
 use crate::clock::DynClock;
 use crate::cri::labels::{ContainerAnnotations, ContainerType};
@@ -70,8 +71,25 @@ fn log_symlink(dir: &Path, pod: &Pod, container: &str, id: &str) -> PathBuf {
 /// Stops one container: its preStop hook first, inside the grace period it cannot extend, then
 /// StopContainer (SIGTERM, SIGKILL when the rest of the grace period is over).
 pub async fn stop_container(deps: &Deps, pod: &Pod, c: &ContainerObs, grace: i64, pod_ip: Option<&str>) -> Result<()> {
+    stop_in_turn(deps, pod, c, grace, pod_ip, None).await
+}
+
+/// [`stop_container`], waiting after the preStop hook for the container's turn in `order` (a pod
+/// with sidecars), the wait taken off the grace period, as upstream's killContainer.
+async fn stop_in_turn(
+    deps: &Deps,
+    pod: &Pod,
+    c: &ContainerObs,
+    grace: i64,
+    pod_ip: Option<&str>,
+    order: Option<&Order>,
+) -> Result<()> {
     let started = std::time::Instant::now();
-    let spec = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|x| x.name == c.name));
+    // App container or init container (a sidecar has hooks too).
+    let spec = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).find(|x| x.name == c.name));
     let pre_stop = spec.and_then(|x| x.lifecycle.as_ref()).and_then(|l| l.pre_stop.as_ref());
     if let Some(h) = pre_stop.filter(|_| c.state == CState::Running) {
         let target = Target {
@@ -89,24 +107,40 @@ pub async fn stop_container(deps: &Deps, pod: &Pod, c: &ContainerObs, grace: i64
             deps.events.pod(pod, Some(&c.name), Type::Warning, "FailedPreStopHook", msg);
         }
     }
-    let remaining = (grace - started.elapsed().as_secs() as i64).max(MIN_GRACE_SECS);
+    let mut remaining = grace - started.elapsed().as_secs() as i64;
+    if let Some(order) = order.filter(|_| remaining > 0) {
+        let waited = order.wait_turn(&c.name, Duration::from_secs(remaining as u64)).await;
+        remaining -= waited.as_secs() as i64;
+    }
+    let remaining = remaining.max(MIN_GRACE_SECS);
     tracing::info!(pod = %pod_name(pod), container = %c.name, grace = remaining, "stopping container");
     if c.state == CState::Running {
         deps.events.pod(pod, Some(&c.name), Type::Normal, "Killing", format!("Stopping container {}", c.name));
     }
-    match deps.runtime.stop_container(&c.id, remaining).await {
+    let result = match deps.runtime.stop_container(&c.id, remaining).await {
         Err(e) if !e.is_not_found() => Err(e.into()),
         _ => Ok(()),
+    };
+    if let Some(order) = order {
+        order.stopped(&c.name);
     }
+    result
 }
 
-/// Stops every running container (in parallel, each with the grace period) and every ready
-/// sandbox of the pod.
+/// Stops every running container (in parallel, each with the grace period; with sidecars, the
+/// app containers first and the sidecars after them in reverse order) and every ready sandbox of
+/// the pod.
 pub async fn kill_pod(deps: &Deps, pod: &Pod, obs: &PodObs) -> Result<()> {
     let grace = grace_secs(pod);
     let ip = obs.sandbox().and_then(|s| s.ip.clone());
-    let running = obs.containers.iter().filter(|c| matches!(c.state, CState::Running | CState::Unknown));
-    let stops = running.map(|c| stop_container(deps, pod, c, grace, ip.as_deref()));
+    let running: Vec<&ContainerObs> =
+        obs.containers.iter().filter(|c| matches!(c.state, CState::Running | CState::Unknown)).collect();
+    // Upstream's killContainersWithSyncResult with a terminationOrdering for pods with sidecars.
+    let order = crate::meta::has_sidecar(pod).then(|| {
+        let names: Vec<&str> = running.iter().map(|c| c.name.as_str()).collect();
+        Order::new(pod, &names)
+    });
+    let stops = running.iter().map(|c| stop_in_turn(deps, pod, c, grace, ip.as_deref(), order.as_ref()));
     let mut errors: Vec<Error> = futures::future::join_all(stops).await.into_iter().filter_map(Result::err).collect();
     for s in obs.sandboxes.iter().filter(|s| s.ready) {
         if let Err(e) = deps.runtime.stop_pod_sandbox(&s.id).await
@@ -204,6 +238,10 @@ pub async fn execute(
     let grace = grace_secs(pod);
     // A stop's outcome (exit code, time) is the runtime's to tell: then the worker relists.
     let mut done = Done { known: !plan.kill_pod && plan.kill.is_empty(), ..Default::default() };
+    if plan.create_sandbox.is_some() && obs.sandbox().is_some() {
+        let msg = "Pod sandbox changed, it will be killed and re-created.".to_string();
+        deps.events.pod(pod, None, Type::Normal, "SandboxChanged", msg);
+    }
     if plan.kill_pod {
         kill_pod(deps, pod, obs).await?;
     }
@@ -256,8 +294,10 @@ pub async fn execute(
         Some((record, ips)) => {
             let id = record.id.clone();
             done.change.created.sandboxes.push(record);
-            done.sandbox_ips = Some((id.clone(), ips.clone()));
-            (id, ips)
+            // IPs the runtime did not tell are not recorded: the next observation asks again
+            // (an IP-less sandbox is replaced, so a failed PodSandboxStatus must not pass for one).
+            done.sandbox_ips = ips.clone().map(|ips| (id.clone(), ips));
+            (id, ips.unwrap_or_default())
         }
         None => match existing {
             Some((id, _, ips)) => (id, ips),
@@ -283,7 +323,15 @@ pub async fn execute(
             (s, result)
         }
     });
-    for (s, result) in futures::future::join_all(starts).await {
+    // Init containers (sidecars among them) one after another in the spec's order, then the app
+    // containers together (upstream SyncPod's steps 6 and 8).
+    let (inits, apps): (Vec<_>, Vec<_>) = plan.start.iter().zip(starts).partition(|(s, _)| s.init);
+    let mut results = Vec::with_capacity(plan.start.len());
+    for (_, start) in inits {
+        results.push(start.await);
+    }
+    results.extend(futures::future::join_all(apps.into_iter().map(|(_, start)| start)).await);
+    for (s, result) in results {
         match result {
             Ok(record) => {
                 waiting.remove(&s.name);
@@ -297,7 +345,9 @@ pub async fn execute(
             }
         }
         if let Some((key, at)) = &s.arm_backoff {
-            backoff.next(key, *at);
+            // The entry's last update is this restart (upstream's lastUpdate), the failure's
+            // time only decides whether the entry starts over.
+            backoff.next(key, *at, deps.clock.now());
         }
     }
     Ok(done)
@@ -345,7 +395,7 @@ async fn create_sandbox(
     pod: &Pod,
     config: &api::PodSandboxConfig,
     attempt: u32,
-) -> Result<(SandboxRecord, super::observe::SandboxIps)> {
+) -> Result<(SandboxRecord, Option<super::observe::SandboxIps>)> {
     std::fs::create_dir_all(&config.log_directory)
         .map_err(|source| Error::LogDirectory { path: config.log_directory.clone(), source })?;
     if let Some(cm) = &deps.node.cgroups {
@@ -354,7 +404,7 @@ async fn create_sandbox(
     tracing::info!(pod = %pod_name(pod), attempt, "creating pod sandbox");
     let id = deps.runtime.run_pod_sandbox(config.clone()).await.map_err(Error::CreateSandbox)?;
     let status = deps.runtime.pod_sandbox_status(&id).await.ok();
-    let ips = status.as_ref().map(super::observe::sandbox_ips).unwrap_or_default();
+    let ips = status.as_ref().map(super::observe::sandbox_ips);
     let created_at = status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos);
     Ok((SandboxRecord { id, attempt, ready: true, created_at }, ips))
 }

@@ -4,6 +4,7 @@
 use super::observe::{CState, ContainerObs, PodObs};
 use crate::backoff::Keyed;
 use crate::cri::labels::container_hash;
+use crate::meta::is_sidecar;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::time::{Duration, SystemTime};
 
@@ -38,7 +39,8 @@ pub struct Plan {
     /// Create a new sandbox with this attempt number.
     pub create_sandbox: Option<u32>,
     pub kill: Vec<Kill>,
-    /// Started in order; init containers are one at a time, so at most one.
+    /// Started in order: init containers (sidecars kept running, the next init container)
+    /// first, one after another, then the app containers.
     pub start: Vec<Start>,
     /// Dead containers and sandboxes no longer needed for status.
     pub remove_containers: Vec<String>,
@@ -84,83 +86,49 @@ fn time_of(nanos: i64) -> SystemTime {
     crate::cri::nanos_to_time(nanos).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// Computes the actions that bring the runtime to the desired pod.
+/// Whether a running instance (by container ID) has passed its startup probe; asked only about
+/// containers that have one.
+pub type Started<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Computes the actions that bring the runtime to the desired pod, with no probe results at hand
+/// (a sidecar with a startup probe counts as not started yet).
+#[cfg(test)]
 pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
+    plan_probed(pod, obs, backoff, now, &|_| false)
+}
+
+/// Upstream's PodSandboxChanged: the pod needs a new sandbox when it has none, when its newest is
+/// not ready, when more than one is ready, or when the ready one has no IP ("Sandbox for pod has
+/// no IP address. Need to start a new one"; not for hostNetwork pods).
+pub fn sandbox_changed(pod: &Pod, obs: &PodObs) -> bool {
+    let Some(newest) = obs.sandbox() else { return true };
+    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    obs.sandboxes.iter().filter(|s| s.ready).count() > 1 || !newest.ready || (!host_network && newest.ip.is_none())
+}
+
+/// Computes the actions that bring the runtime to the desired pod (upstream's computePodActions);
+/// `started` tells which running sidecars passed their startup probe.
+pub fn plan_probed(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime, started: Started) -> Plan {
     let mut p = Plan::default();
     let Some(spec) = pod.spec.as_ref() else { return p };
     let policy = restart_policy(pod);
-    let inits = spec.init_containers.as_deref().unwrap_or_default();
 
-    let sandbox = obs.sandbox();
-    let ready_sandboxes = obs.sandboxes.iter().filter(|s| s.ready).count();
-    let need_sandbox = sandbox.is_none_or(|s| !s.ready) || ready_sandboxes > 1;
-    if need_sandbox {
-        // A pod that has run and must not restart stays down.
-        if sandbox.is_some() && policy == "Never" && !obs.containers.is_empty() {
-            p.kill_pod = obs.any_running();
-            return p;
-        }
-        let first: Vec<&Container> = if let Some(first_init) = inits.first() {
-            vec![first_init]
-        } else {
-            spec.containers
-                .iter()
-                .filter(|c| !(policy == "OnFailure" && obs.latest(&c.name, None).is_some_and(succeeded)))
-                .collect()
-        };
-        if first.is_empty() {
-            p.kill_pod = obs.any_running();
-            return p;
-        }
-        p.kill_pod = obs.any_running();
-        p.create_sandbox = Some(sandbox.map(|s| s.attempt + 1).unwrap_or(0));
-        let init = !inits.is_empty();
-        for c in first {
-            // A container that crashed in the old sandbox still honours its crash backoff; an
-            // init container that succeeded there simply runs again in the new one.
-            match obs.latest(&c.name, None) {
-                Some(o) if o.state == CState::Exited && !(init && o.exit_code == 0) => {
-                    restart_after_failure(&mut p, pod, c, o, obs, backoff, now, init)
-                }
-                _ => p.start.push(fresh_start(obs, c, init)),
-            }
-        }
-        return p;
+    if sandbox_changed(pod, obs) {
+        return new_sandbox(pod, obs, backoff, now);
     }
-    let sandbox_id = sandbox.map(|s| s.id.as_str());
+    let sandbox_id = obs.sandbox().map(|s| s.id.as_str());
 
-    // Init containers, strictly one at a time, in order.
-    for c in inits {
-        match obs.latest(&c.name, sandbox_id) {
-            None => {
-                p.start.push(fresh_start(obs, c, true));
-                gc(&mut p, obs);
-                return p;
-            }
-            Some(o) if o.state == CState::Running => {
-                gc(&mut p, obs);
-                return p;
-            }
-            Some(o) if o.state == CState::Exited && o.exit_code == 0 => continue,
-            Some(o) if o.state == CState::Exited => {
-                if policy == "Never" {
-                    // A failed init container fails the pod.
-                    p.kill_pod = obs.any_running();
-                    return p;
-                }
-                restart_after_failure(&mut p, pod, c, o, obs, backoff, now, true);
-                gc(&mut p, obs);
-                return p;
-            }
-            Some(o) => {
-                // Created but never started, or unknown: replace it.
-                replace(&mut p, obs, c, o, true);
-                gc(&mut p, obs);
-                return p;
-            }
+    match init_actions(&mut p, pod, obs, sandbox_id, backoff, now, started) {
+        Init::Done => {}
+        Init::Failed => return p,
+        Init::InProgress => {
+            gc(&mut p, obs);
+            return p;
         }
     }
 
+    // Running app containers left as they are (upstream's keepCount).
+    let mut keep = 0;
     for c in &spec.containers {
         // With no instance in this sandbox, the newest exit from an earlier sandbox decides
         // (restart policy and crash backoff), as upstream's ShouldContainerBeRestarted does.
@@ -176,6 +144,8 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
                         reason: "container spec changed".into(),
                     });
                     p.start.push(fresh_start(obs, c, false));
+                } else {
+                    keep += 1;
                 }
             }
             Some(o) if o.state == CState::Exited => {
@@ -189,8 +159,179 @@ pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
             }
         }
     }
+    // Nothing of the app left running and none to start again (every app container done under
+    // Never / OnFailure): the pod is killed, its sidecars with it, and no sidecar restarts
+    // (upstream: keepCount == 0 and no container to start means KillPod, InitContainersToStart
+    // cleared).
+    let regular = |name: &str| spec.containers.iter().any(|c| c.name == name);
+    let restarting = p.start.iter().any(|s| !s.init) || p.waiting.iter().any(|w| regular(&w.name));
+    if keep == 0 && !restarting {
+        p.kill_pod = obs.any_running();
+        p.kill.clear();
+        p.start.clear();
+        p.waiting.clear();
+        p.retry_at = None;
+    }
     gc(&mut p, obs);
     p
+}
+
+/// A new sandbox (upstream's computePodActions when createPodSandbox): everything is killed, the
+/// old init containers are purged (upstream's purgeInitContainers) and the pod starts over from
+/// its first init container — unless nothing would run in it.
+fn new_sandbox(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
+    let mut p = Plan { kill_pod: obs.any_running(), ..Default::default() };
+    let Some(spec) = pod.spec.as_ref() else { return p };
+    let policy = restart_policy(pod);
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    // A pod that has run and must not restart stays down.
+    if !obs.sandboxes.is_empty() && policy == "Never" && !obs.containers.is_empty() {
+        return p;
+    }
+    // Under OnFailure the app containers that succeeded are done.
+    let to_start: Vec<&Container> = spec
+        .containers
+        .iter()
+        .filter(|c| !(policy == "OnFailure" && obs.latest(&c.name, None).is_some_and(succeeded)))
+        .collect();
+    // Nothing to start and initialized before (an app container was created, in any sandbox):
+    // no new sandbox (upstream's hasAnyRegularContainerCreated).
+    let app_created = spec.containers.iter().any(|c| {
+        obs.latest(&c.name, None).is_some_and(|o| matches!(o.state, CState::Created | CState::Running | CState::Exited))
+    });
+    if to_start.is_empty() && (inits.is_empty() || app_created) {
+        return p;
+    }
+    let attempt = obs.sandboxes.iter().map(|s| s.attempt + 1).max().unwrap_or(0);
+    p.create_sandbox = Some(attempt);
+    for c in obs.containers.iter().filter(|c| inits.iter().any(|i| i.name == c.name)) {
+        p.remove_containers.push(c.id.clone());
+    }
+    let init = !inits.is_empty();
+    let first: Vec<&Container> = match inits.first() {
+        Some(first_init) => vec![first_init],
+        None => to_start,
+    };
+    for c in first {
+        // A container that crashed in the old sandbox still honours its crash backoff; an
+        // init container that succeeded there simply runs again in the new one.
+        match obs.latest(&c.name, None) {
+            Some(o) if o.state == CState::Exited && !(init && o.exit_code == 0) => {
+                restart_after_failure(&mut p, pod, c, o, obs, backoff, now, init)
+            }
+            _ => p.start.push(fresh_start(obs, c, init)),
+        }
+    }
+    p
+}
+
+/// How far initialization is.
+enum Init {
+    /// Every init container done (sidecars started): the app containers are planned.
+    Done,
+    /// An init container runs, waits or starts: nothing else yet.
+    InProgress,
+    /// An init container failed under restartPolicy Never: the pod is killed.
+    Failed,
+}
+
+/// Upstream's computeInitContainerActions, over the instances of the current sandbox (the older
+/// ones were purged with their sandbox). Walking back from the last init container, the last one
+/// that ran decides what comes next: a succeeded init container, or a running sidecar once
+/// started (its startup probe passed), lets the next one start; the last one done means the pod
+/// is initialized. Sidecars that exited are restarted (with the crash backoff, whatever the pod's
+/// restartPolicy), also once the app containers run; a failed init container restarts, or under
+/// Never kills the pod. Starts are planned in the spec's order.
+#[allow(clippy::too_many_arguments)]
+fn init_actions(
+    p: &mut Plan,
+    pod: &Pod,
+    obs: &PodObs,
+    sandbox_id: Option<&str>,
+    backoff: &Keyed,
+    now: SystemTime,
+    started: Started,
+) -> Init {
+    let Some(spec) = pod.spec.as_ref() else { return Init::Done };
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    if inits.is_empty() {
+        return Init::Done;
+    }
+    let never = restart_policy(pod) == "Never";
+    // An app container created or running: the pod was initialized before, and only its
+    // sidecars are kept running.
+    let mut initialized = spec
+        .containers
+        .iter()
+        .any(|c| obs.latest(&c.name, sandbox_id).is_some_and(|o| matches!(o.state, CState::Created | CState::Running)));
+    // Whether a later init container already ran (so this one has been done).
+    let mut later_ran = initialized;
+    let first_start = p.start.len();
+    let fail = |p: &mut Plan| {
+        p.kill_pod = obs.any_running();
+        p.start.truncate(first_start);
+        Init::Failed
+    };
+    for (i, c) in inits.iter().enumerate().rev() {
+        let sidecar = is_sidecar(c);
+        let Some(o) = obs.latest(&c.name, sandbox_id) else {
+            // A sidecar whose instance is gone, after the ones behind it ran: started again.
+            if later_ran && sidecar {
+                p.start.push(fresh_start(obs, c, true));
+            }
+            continue;
+        };
+        if later_ran && !sidecar {
+            continue;
+        }
+        let next = inits.get(i + 1);
+        match o.state {
+            CState::Created => replace(p, obs, c, o, true),
+            CState::Running if sidecar => {
+                if c.startup_probe.is_none() || started(&o.id) {
+                    match next {
+                        None => initialized = true,
+                        Some(next) if !later_ran => p.start.push(fresh_start(obs, next, true)),
+                        Some(_) => {}
+                    }
+                    if o.hash != container_hash(c) {
+                        p.kill.push(Kill {
+                            id: o.id.clone(),
+                            name: c.name.clone(),
+                            reason: "init container definition changed".into(),
+                        });
+                        p.start.push(fresh_start(obs, c, true));
+                    }
+                }
+            }
+            // A regular init container running: wait for it.
+            CState::Running => {}
+            CState::Exited if sidecar => restart_after_failure(p, pod, c, o, obs, backoff, now, true),
+            CState::Exited if o.exit_code != 0 => {
+                if never {
+                    return fail(p);
+                }
+                restart_after_failure(p, pod, c, o, obs, backoff, now, true);
+            }
+            CState::Exited => match next {
+                None => initialized = true,
+                Some(next) => p.start.push(fresh_start(obs, next, true)),
+            },
+            CState::Unknown => {
+                if !sidecar && never {
+                    return fail(p);
+                }
+                replace(p, obs, c, o, true);
+            }
+        }
+        later_ran = true;
+    }
+    if !later_ran {
+        p.start.push(fresh_start(obs, &inits[0], true));
+    }
+    // Found walking backwards; started in the spec's order.
+    p.start[first_start..].reverse();
+    if initialized { Init::Done } else { Init::InProgress }
 }
 
 /// A first start (or a start with no failure to back off from).

@@ -197,12 +197,22 @@ fn init_containers_run_strictly_one_at_a_time_in_order() {
 }
 
 #[test]
-fn running_init_container_blocks_app_containers_even_when_later_init_containers_are_done() {
-    // init-a was restarted (e.g. after a crash) while init-b's instance says done: still wait.
+fn the_last_init_container_that_ran_decides_what_comes_next() {
+    // Upstream walks back from the last init container (completed ones may have been removed
+    // from the runtime): init-b done means the pod is initialized, whatever init-a's instance
+    // says; init-a done with init-b never run means init-b is next.
     let pod = pod("Always", &["init-a", "init-b"], &["app"]);
     let o = obs(ready_sandbox(), vec![running(&pod, "init-a", "ia2", 1, 5), exited(&pod, "init-b", "ib", 0, 0, 3, 4)]);
     let p = plan(&pod, &o, &no_backoff(), at(10));
-    assert!(p.start.is_empty() && p.kill.is_empty() && !p.kill_pod, "{p:?}");
+    assert_eq!(started(&p), vec![("app", false, 0)]);
+    assert!(p.kill.is_empty() && !p.kill_pod, "{p:?}");
+
+    let o = obs(ready_sandbox(), vec![exited(&pod, "init-b", "ib", 0, 0, 3, 4)]);
+    assert_eq!(started(&plan(&pod, &o, &no_backoff(), at(10))), vec![("app", false, 0)], "init-a removed");
+
+    // An app container created or running: initialized before, no init container runs again.
+    let o = obs(ready_sandbox(), vec![running(&pod, "app", "a", 0, 5)]);
+    assert_eq!(plan(&pod, &o, &no_backoff(), at(10)), Plan::default());
 }
 
 #[test]
@@ -237,7 +247,7 @@ fn failed_init_container_restarts_under_always_and_on_failure_and_arms_backoff()
 fn failed_init_container_within_backoff_waits_in_crash_loop_back_off() {
     let pod = pod("OnFailure", &["init-a"], &["app"]);
     let mut backoff = no_backoff();
-    backoff.next(&key(&pod, "init-a"), at(2));
+    backoff.next(&key(&pod, "init-a"), at(2), at(2));
     let o =
         obs(ready_sandbox(), vec![exited(&pod, "init-a", "ia2", 1, 1, 3, 4), exited(&pod, "init-a", "ia", 0, 1, 1, 2)]);
     let p = plan(&pod, &o, &backoff, at(5));
@@ -343,7 +353,7 @@ fn crashed_container_waits_out_backoff_then_restarts() {
     let execute = |p: &Plan, backoff: &mut Keyed| {
         for s in &p.start {
             if let Some((key, t)) = &s.arm_backoff {
-                backoff.next(key, *t);
+                backoff.next(key, *t, *t);
             }
         }
     };
@@ -401,7 +411,7 @@ fn crash_long_after_the_last_one_restarts_at_once() {
     // An entry idle for more than 2 × 300 s is forgotten: the next failure is a "first" one.
     let pod = pod("Always", &[], &["app"]);
     let mut backoff = no_backoff();
-    backoff.next(&key(&pod, "app"), at(10));
+    backoff.next(&key(&pod, "app"), at(10), at(10));
     let o = obs(ready_sandbox(), vec![exited(&pod, "app", "a1", 1, 1, 11, 700)]);
     let p = plan(&pod, &o, &backoff, at(701));
     assert_eq!(started(&p), vec![("app", false, 2)]);
@@ -415,7 +425,7 @@ fn crash_loop_message_shows_the_capped_delay_in_go_format() {
     let k = key(&pod, "app");
     let mut t = 0;
     for _ in 0..6 {
-        backoff.next(&k, at(t));
+        backoff.next(&k, at(t), at(t));
         t += 30;
     }
     assert_eq!(backoff.current(&k), Some(Duration::from_secs(300)));
@@ -429,9 +439,9 @@ fn crash_loop_message_shows_the_capped_delay_in_go_format() {
 fn retry_at_is_the_earliest_end_of_several_backoffs() {
     let pod = pod("Always", &[], &["a", "b", "c"]);
     let mut backoff = no_backoff();
-    backoff.next(&key(&pod, "a"), at(0));
-    backoff.next(&key(&pod, "b"), at(0));
-    backoff.next(&key(&pod, "b"), at(1)); // b: 20 s
+    backoff.next(&key(&pod, "a"), at(0), at(0));
+    backoff.next(&key(&pod, "b"), at(0), at(0));
+    backoff.next(&key(&pod, "b"), at(1), at(1)); // b: 20 s
     let o = obs(
         ready_sandbox(),
         vec![exited(&pod, "a", "a1", 1, 1, 2, 8), exited(&pod, "b", "b1", 1, 1, 2, 3), running(&pod, "c", "c0", 0, 1)],
@@ -449,7 +459,7 @@ fn retry_at_is_the_earliest_end_of_several_backoffs() {
 fn container_in_backoff_does_not_hold_back_the_others() {
     let pod = pod("Always", &[], &["a", "b"]);
     let mut backoff = no_backoff();
-    backoff.next(&key(&pod, "a"), at(0));
+    backoff.next(&key(&pod, "a"), at(0), at(0));
     let o = obs(ready_sandbox(), vec![exited(&pod, "a", "a1", 1, 1, 2, 5), exited(&pod, "b", "b0", 0, 1, 1, 4)]);
     let p = plan(&pod, &o, &backoff, at(6));
     assert_eq!(p.waiting.iter().map(|w| w.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
@@ -679,7 +689,7 @@ fn gc_keeps_the_two_newest_instances_per_container_and_removes_older_exited_ones
         ],
     );
     let mut backoff = no_backoff();
-    backoff.next(&key(&pod, "app"), at(30));
+    backoff.next(&key(&pod, "app"), at(30), at(30));
     let p = plan(&pod, &o, &backoff, at(32));
     assert_eq!(p.remove_containers, vec!["a1".to_string(), "a0".to_string()]);
 }
@@ -724,7 +734,7 @@ fn on_failure_container_that_succeeded_in_an_earlier_sandbox_is_not_run_again() 
 fn containers_started_in_a_new_sandbox_honour_crash_backoff() {
     let pod = pod("Always", &[], &["app"]);
     let mut backoff = no_backoff();
-    backoff.next(&key(&pod, "app"), at(0));
+    backoff.next(&key(&pod, "app"), at(0), at(0));
     let crashed = exited(&pod, "app", "a1", 1, 1, 1, 5);
     let want_waiting = vec![Waiting {
         name: "app".into(),
@@ -752,4 +762,243 @@ fn containers_started_in_a_new_sandbox_honour_crash_backoff() {
         p.start,
         vec![Start { name: "app".into(), init: false, restart_count: 2, arm_backoff: Some((key(&pod, "app"), at(5))) }]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sidecars: init containers with restartPolicy Always.
+// ---------------------------------------------------------------------------------------------
+
+/// `pod` with the named init containers made sidecars.
+fn with_sidecars(mut pod: Pod, names: &[&str]) -> Pod {
+    for c in pod.spec.as_mut().unwrap().init_containers.iter_mut().flatten() {
+        if names.contains(&c.name.as_str()) {
+            c.restart_policy = Some("Always".into());
+        }
+    }
+    pod
+}
+
+#[test]
+fn a_started_sidecar_lets_the_next_init_container_start_and_keeps_running() {
+    let pod = with_sidecars(pod("Always", &["side", "init-b"], &["app"]), &["side"]);
+    let side = || running(&pod, "side", "s", 0, 1);
+    let b_done = || exited(&pod, "init-b", "ib", 0, 0, 3, 4);
+    type Case<'a> = (&'a str, Vec<ContainerObs>, Vec<(&'a str, bool, i32)>);
+    let cases: Vec<Case> = vec![
+        ("nothing yet: the sidecar", vec![], vec![("side", true, 0)]),
+        ("sidecar running: the next init container", vec![side()], vec![("init-b", true, 0)]),
+        ("init-b running beside it: nothing", vec![side(), running(&pod, "init-b", "ib", 0, 3)], vec![]),
+        ("init-b done: the app", vec![side(), b_done()], vec![("app", false, 0)]),
+        ("everything up: nothing", vec![side(), b_done(), running(&pod, "app", "a", 0, 5)], vec![]),
+    ];
+    for (what, containers, want) in cases {
+        let p = plan(&pod, &obs(ready_sandbox(), containers), &no_backoff(), at(10));
+        assert_eq!(started(&p), want, "{what}");
+        assert!(!p.kill_pod && p.kill.is_empty() && p.create_sandbox.is_none(), "{what}: {p:?}");
+    }
+}
+
+#[test]
+fn a_sidecar_as_the_last_init_container_is_enough_for_the_app_to_start() {
+    let pod = with_sidecars(pod("Never", &["init-a", "side"], &["app"]), &["side"]);
+    let o = obs(ready_sandbox(), vec![exited(&pod, "init-a", "ia", 0, 0, 1, 2), running(&pod, "side", "s", 0, 3)]);
+    assert_eq!(started(&plan(&pod, &o, &no_backoff(), at(10))), vec![("app", false, 0)]);
+}
+
+#[test]
+fn a_sidecar_with_a_startup_probe_holds_the_next_init_container_until_it_passes() {
+    let mut pod = with_sidecars(pod("Always", &["side", "init-b"], &["app"]), &["side"]);
+    let probe = serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap();
+    pod.spec.as_mut().unwrap().init_containers.as_mut().unwrap()[0].startup_probe = Some(probe);
+    let o = obs(ready_sandbox(), vec![running(&pod, "side", "s", 0, 1)]);
+    // No result yet (or a failing one): wait.
+    let p = plan_probed(&pod, &o, &no_backoff(), at(10), &|_| false);
+    assert!(p.is_noop() && p.start.is_empty(), "{p:?}");
+    // Started: the next one goes, asked about that very instance.
+    let p = plan_probed(&pod, &o, &no_backoff(), at(10), &|id| id == "s");
+    assert_eq!(started(&p), vec![("init-b", true, 0)]);
+}
+
+#[test]
+fn an_exited_sidecar_restarts_with_backoff_under_every_policy_while_the_app_runs() {
+    for policy in ["Always", "OnFailure", "Never"] {
+        for code in [0, 1] {
+            let pod = with_sidecars(pod(policy, &["side"], &["app"]), &["side"]);
+            let o =
+                obs(ready_sandbox(), vec![exited(&pod, "side", "s", 0, code, 1, 20), running(&pod, "app", "a", 0, 2)]);
+            let p = plan(&pod, &o, &no_backoff(), at(21));
+            assert_eq!(
+                p.start,
+                vec![Start {
+                    name: "side".into(),
+                    init: true,
+                    restart_count: 1,
+                    arm_backoff: Some((key(&pod, "side"), at(20))),
+                }],
+                "{policy} exit {code}"
+            );
+            assert!(!p.kill_pod && p.kill.is_empty(), "{policy} exit {code}: the app keeps running: {p:?}");
+
+            // Crashed again within the backoff: it waits, the app still runs.
+            let mut backoff = no_backoff();
+            backoff.next(&key(&pod, "side"), at(20), at(21));
+            let o = obs(
+                ready_sandbox(),
+                vec![
+                    exited(&pod, "side", "s2", 1, code, 22, 25),
+                    exited(&pod, "side", "s", 0, code, 1, 20),
+                    running(&pod, "app", "a", 0, 2),
+                ],
+            );
+            let p = plan(&pod, &o, &backoff, at(26));
+            assert!(p.start.is_empty() && !p.kill_pod, "{policy}: {p:?}");
+            assert_eq!(p.waiting[0].reason, "CrashLoopBackOff");
+            assert_eq!(p.waiting[0].message, crash_loop_message("10s", "side"));
+            assert_eq!(p.retry_at, Some(at(35)));
+        }
+    }
+}
+
+#[test]
+fn sidecars_are_restarted_in_spec_order_and_a_removed_one_is_started_again() {
+    let pod = with_sidecars(pod("Always", &["side-a", "init", "side-b"], &["app"]), &["side-a", "side-b"]);
+    let o = obs(
+        ready_sandbox(),
+        vec![
+            exited(&pod, "side-a", "sa", 0, 1, 1, 20),
+            exited(&pod, "init", "i", 0, 0, 2, 3),
+            running(&pod, "app", "a", 0, 5),
+        ],
+    );
+    let p = plan(&pod, &o, &no_backoff(), at(21));
+    // side-b's instance is gone (removed): started again; the regular init container is not.
+    assert_eq!(started(&p), vec![("side-a", true, 1), ("side-b", true, 0)]);
+}
+
+#[test]
+fn a_sidecar_whose_spec_changed_is_killed_and_started_again() {
+    let pod = with_sidecars(pod("Always", &["side"], &["app"]), &["side"]);
+    let mut side = running(&pod, "side", "s", 0, 1);
+    side.hash ^= 1;
+    let o = obs(ready_sandbox(), vec![side, running(&pod, "app", "a", 0, 2)]);
+    let p = plan(&pod, &o, &no_backoff(), at(10));
+    assert_eq!(p.kill.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), vec!["s"]);
+    assert_eq!(started(&p), vec![("side", true, 1)]);
+}
+
+#[test]
+fn app_containers_done_under_never_or_on_failure_kill_the_pod_with_its_sidecars() {
+    for policy in ["Never", "OnFailure"] {
+        let pod = with_sidecars(pod(policy, &["side"], &["app"]), &["side"]);
+        let o = obs(ready_sandbox(), vec![running(&pod, "side", "s", 0, 1), exited(&pod, "app", "a", 0, 0, 2, 9)]);
+        let p = plan(&pod, &o, &no_backoff(), at(10));
+        assert_eq!(p, Plan { kill_pod: true, ..Default::default() }, "{policy}");
+        // (With the sidecar stopped as well the pod's phase is terminal: no plan is made.)
+    }
+    // Under OnFailure a failed app container restarts, and the sidecar keeps running.
+    let pod = with_sidecars(pod("OnFailure", &["side"], &["app"]), &["side"]);
+    let o = obs(ready_sandbox(), vec![running(&pod, "side", "s", 0, 1), exited(&pod, "app", "a", 0, 1, 2, 9)]);
+    let p = plan(&pod, &o, &no_backoff(), at(10));
+    assert!(!p.kill_pod, "{p:?}");
+    assert_eq!(started(&p), vec![("app", false, 1)]);
+}
+
+#[test]
+fn a_regular_init_container_failing_under_never_kills_the_pod_with_its_sidecar() {
+    let pod = with_sidecars(pod("Never", &["side", "init-b"], &["app"]), &["side"]);
+    let o = obs(ready_sandbox(), vec![running(&pod, "side", "s", 0, 1), exited(&pod, "init-b", "ib", 0, 2, 2, 3)]);
+    let p = plan(&pod, &o, &no_backoff(), at(10));
+    assert_eq!(p, Plan { kill_pod: true, ..Default::default() });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox changes (upstream's PodSandboxChanged and the createPodSandbox branch).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_new_sandbox_purges_every_old_init_container_instance() {
+    let pod = with_sidecars(pod("Always", &["init-a", "side"], &["app"]), &["side"]);
+    let o = obs(
+        vec![sandbox(SB, 0, false, 0)],
+        vec![
+            exited(&pod, "init-a", "ia0", 0, 1, 1, 2),
+            exited(&pod, "init-a", "ia1", 1, 0, 3, 4),
+            exited(&pod, "side", "s", 0, 137, 5, 20),
+            exited(&pod, "app", "a", 0, 137, 6, 20),
+        ],
+    );
+    let p = plan(&pod, &o, &no_backoff(), at(30));
+    assert_eq!(p.create_sandbox, Some(1));
+    let mut purged = p.remove_containers.clone();
+    purged.sort();
+    assert_eq!(purged, vec!["ia0", "ia1", "s"], "every init container instance, the app's kept");
+    assert_eq!(started(&p), vec![("init-a", true, 2)]);
+}
+
+#[test]
+fn dead_sandbox_under_on_failure_with_init_containers_and_every_app_container_succeeded_gets_no_new_sandbox() {
+    let pod = pod("OnFailure", &["init-a"], &["app", "web"]);
+    let o = obs(
+        vec![sandbox(SB, 0, false, 0)],
+        vec![
+            exited(&pod, "init-a", "ia", 0, 0, 1, 2),
+            exited(&pod, "app", "a", 0, 0, 3, 5),
+            exited(&pod, "web", "w", 0, 0, 3, 6),
+        ],
+    );
+    let p = plan(&pod, &o, &no_backoff(), at(10));
+    assert_eq!(p, Plan::default());
+    // One of them failed: a new sandbox, init first.
+    let o = obs(
+        vec![sandbox(SB, 0, false, 0)],
+        vec![
+            exited(&pod, "init-a", "ia", 0, 0, 1, 2),
+            exited(&pod, "app", "a", 0, 0, 3, 5),
+            exited(&pod, "web", "w", 0, 1, 3, 6),
+        ],
+    );
+    let p = plan(&pod, &o, &no_backoff(), at(10));
+    assert_eq!((p.create_sandbox, started(&p)), (Some(1), vec![("init-a", true, 1)]));
+}
+
+#[test]
+fn a_ready_sandbox_without_an_ip_is_replaced_unless_the_pod_uses_the_host_network() {
+    let pod = pod("Always", &[], &["app"]);
+    let mut sb = sandbox(SB, 0, true, 0);
+    sb.ip = None;
+    let o = obs(vec![sb.clone()], vec![running(&pod, "app", "a", 0, 1)]);
+    assert!(sandbox_changed(&pod, &o));
+    let p = plan(&pod, &o, &no_backoff(), at(10));
+    assert!(p.kill_pod);
+    assert_eq!(p.create_sandbox, Some(1));
+    assert_eq!(started(&p), vec![("app", false, 1)]);
+
+    let mut host = pod.clone();
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    assert!(!sandbox_changed(&host, &o));
+    assert_eq!(plan(&host, &o, &no_backoff(), at(10)), Plan::default());
+}
+
+#[test]
+fn the_new_attempt_is_one_more_than_the_highest_of_every_sandbox() {
+    let pod = pod("Always", &[], &["app"]);
+    let o = obs(vec![sandbox("sb-new", 1, false, 10), sandbox(SB, 4, false, 0)], vec![]);
+    assert_eq!(plan(&pod, &o, &no_backoff(), at(20)).create_sandbox, Some(5));
+}
+
+#[test]
+fn backoff_is_not_reset_by_a_crash_within_ten_minutes_of_the_restart() {
+    // Crashed at 0 and 100; the second restart came late, at 400 (the entry's last update); the
+    // crash at 900 is 800 s after the crash before it but 500 s after that restart: it backs off
+    // the armed 20 s instead of restarting at once (upstream's lastUpdate).
+    let pod = pod("Always", &[], &["app"]);
+    let k = key(&pod, "app");
+    let mut backoff = no_backoff();
+    backoff.next(&k, at(0), at(0));
+    backoff.next(&k, at(100), at(400));
+    let o = obs(ready_sandbox(), vec![exited(&pod, "app", "a2", 2, 1, 400, 900)]);
+    let p = plan(&pod, &o, &backoff, at(901));
+    assert!(p.start.is_empty(), "{p:?}");
+    assert_eq!(p.waiting[0].message, crash_loop_message("20s", "app"));
+    assert_eq!(p.retry_at, Some(at(920)));
 }

@@ -2,6 +2,7 @@
 //! container states with upstream reasons, phase, and conditions.
 
 use super::observe::{CState, ContainerObs, PodObs};
+use crate::meta::is_sidecar;
 pub(crate) use crate::meta::time;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
@@ -88,12 +89,13 @@ fn container_status(c: &Container, obs: &PodObs, ctx: &Context, default_reason: 
                     });
                     st.last_state = previous.filter(|p| p.state == CState::Exited).map(terminated_state);
                     // Without a startup probe a running container has started; without a
-                    // readiness probe a started one is ready.
+                    // readiness probe a started one is ready. A running init container is not
+                    // ready, a sidecar is like an app container (upstream's UpdatePodStatus).
                     let view = ctx.probes.get(&o.id);
                     let started = c.startup_probe.is_none() || view.is_some_and(|v| v.started);
                     let ready = c.readiness_probe.is_none() || view.is_some_and(|v| v.ready);
                     st.started = Some(started);
-                    st.ready = !init && started && ready;
+                    st.ready = (!init || is_sidecar(c)) && started && ready;
                 }
                 (CState::Exited, Some((reason, message))) => {
                     st.state = Some(waiting(reason, Some(message)));
@@ -104,7 +106,8 @@ fn container_status(c: &Container, obs: &PodObs, ctx: &Context, default_reason: 
                     st.state = Some(terminated_state(o));
                     st.last_state = previous.filter(|p| p.state == CState::Exited).map(terminated_state);
                     st.started = Some(false);
-                    st.ready = init && o.exit_code == 0;
+                    // A succeeded init container is ready; a stopped sidecar is not.
+                    st.ready = init && !is_sidecar(c) && o.exit_code == 0;
                 }
                 (CState::Created, r) => {
                     let (reason, message) =
@@ -149,11 +152,26 @@ fn last_terminated(s: &ContainerStatus) -> Option<&ContainerStateTerminated> {
     s.last_state.as_ref().and_then(|s| s.terminated.as_ref())
 }
 
-/// Upstream's getPhase; `pod_is_terminal` as upstream's podIsTerminal (a deleted pod whose
-/// containers are all stopped ends Succeeded when every one succeeded, else Failed).
+/// Upstream's getPhase for a pod without sidecars (see [`phase_with_sidecars`]).
+#[cfg(test)]
 pub fn phase(
     restart_policy: &str,
     init: &[ContainerStatus],
+    regular: &[ContainerStatus],
+    pod_is_terminal: bool,
+) -> &'static str {
+    phase_with_sidecars(restart_policy, init, &[], regular, pod_is_terminal)
+}
+
+/// Upstream's getPhase: `init` are the regular init containers' statuses, `sidecars` the
+/// sidecars'; `pod_is_terminal` as upstream's podIsTerminal (a deleted pod whose containers are
+/// all stopped ends Succeeded when every one succeeded, else Failed). A sidecar running counts
+/// as running (and as pending initialization until started); one that stopped counts for
+/// nothing; one waiting without having run keeps the pod Pending.
+pub fn phase_with_sidecars(
+    restart_policy: &str,
+    init: &[ContainerStatus],
+    sidecars: &[ContainerStatus],
     regular: &[ContainerStatus],
     pod_is_terminal: bool,
 ) -> &'static str {
@@ -178,6 +196,17 @@ pub fn phase(
     }
     let regular_started = regular.iter().any(started);
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in sidecars {
+        if s.state.as_ref().is_some_and(|st| st.running.is_some()) {
+            if s.started != Some(true) {
+                pending_init += 1;
+            }
+            running += 1;
+        } else if is_terminated(s).is_none() && last_terminated(s).is_none() {
+            pending_init += 1;
+            waiting += 1;
+        }
+    }
     for s in regular {
         let st = s.state.as_ref();
         if st.is_some_and(|s| s.running.is_some()) {
@@ -257,6 +286,11 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     let init_statuses: Vec<_> = inits.iter().map(|c| container_status(c, obs, ctx, "PodInitializing", true)).collect();
     let statuses: Vec<_> =
         spec.containers.iter().map(|c| container_status(c, obs, ctx, default_reason, false)).collect();
+    // Sidecars' statuses apart from the other init containers'.
+    let of_kind = |sidecar: bool| -> Vec<ContainerStatus> {
+        init_statuses.iter().zip(inits).filter(|(_, c)| is_sidecar(c) == sidecar).map(|(s, _)| s.clone()).collect()
+    };
+    let (sidecar_statuses, plain_inits) = (of_kind(true), of_kind(false));
 
     // Upstream's generateAPIPodStatus: the old status is the status manager's, else the API's
     // (after a kubelet restart); a terminal phase in either is never left.
@@ -267,16 +301,25 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     }
     let phase = match terminal(ctx.previous).or(terminal(api)) {
         Some(p) => p.to_string(),
-        None => phase(policy, &init_statuses, &statuses, ctx.pod_is_terminal).to_string(),
+        None => phase_with_sidecars(policy, &plain_inits, &sidecar_statuses, &statuses, ctx.pod_is_terminal).to_string(),
     };
 
-    let sandbox_ready = obs.sandbox().is_some_and(|s| s.ready);
+    // Upstream's GeneratePodReadyToStartContainersCondition: no new sandbox needed.
+    let sandbox_ready = !super::plan::sandbox_changed(pod, obs);
+    // Upstream's isInitContainerInitialized: a sidecar once started, another init container
+    // once succeeded.
     let incomplete: Vec<_> = init_statuses
         .iter()
-        .filter(|s| is_terminated(s).is_none_or(|t| t.exit_code != 0))
-        .map(|s| s.name.clone())
+        .zip(inits)
+        .filter(|(s, c)| match is_sidecar(c) {
+            true => s.started != Some(true),
+            false => is_terminated(s).is_none_or(|t| t.exit_code != 0),
+        })
+        .map(|(s, _)| s.name.clone())
         .collect();
-    let unready: Vec<_> = statuses.iter().filter(|s| !s.ready).map(|s| s.name.clone()).collect();
+    // Sidecars first, then the app containers (upstream's GenerateContainersReadyCondition).
+    let unready: Vec<_> =
+        sidecar_statuses.iter().chain(&statuses).filter(|s| !s.ready).map(|s| s.name.clone()).collect();
     let completed = phase == "Succeeded";
     let failed = phase == "Failed";
     let (ready_reason, ready_message) = if completed {
@@ -331,7 +374,7 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     // A terminal phase keeps the reason and message it ended with (Evicted, DeadlineExceeded,
     // …), from the old status or else the API's, as upstream; and the DisruptionTarget
     // condition, which is set once by the eviction and never recomputed.
-    let (mut reason, mut message) = (None, blocker(&phase, &init_statuses, &statuses, &spec.containers, obs, ctx));
+    let (mut reason, mut message) = (None, blocker(&phase, (&init_statuses, &incomplete), &statuses, &spec.containers, obs, ctx));
     if is_terminal_phase(&phase) && old.and_then(|o| o.phase.as_deref()) == Some(phase.as_str()) {
         let nonempty = |v: Option<&String>| v.filter(|v| !v.is_empty()).cloned();
         let from_api = |f: fn(&PodStatus) -> Option<&String>| nonempty(api.and_then(f));
@@ -389,9 +432,10 @@ fn unready_gates(spec: &PodSpec, conditions: &[PodCondition]) -> Option<String> 
 
 /// The one thing keeping a non-terminal pod from being Running and ready, in words (upstream
 /// leaves this to guesswork: k/k #83471).
+/// `inits` are the init containers' statuses with the names of those not done yet.
 fn blocker(
     phase: &str,
-    inits: &[ContainerStatus],
+    (inits, incomplete): (&[ContainerStatus], &[String]),
     regular: &[ContainerStatus],
     specs: &[Container],
     obs: &PodObs,
@@ -418,9 +462,8 @@ fn blocker(
             _ => format!("{what} {} is waiting: {reason}: {msg}", s.name),
         })
     };
-    let done = |s: &ContainerStatus| is_terminated(s).is_some_and(|t| t.exit_code == 0);
     if !regular.iter().any(started)
-        && let Some((i, s)) = inits.iter().enumerate().find(|(_, s)| !done(s))
+        && let Some((i, s)) = inits.iter().enumerate().find(|(_, s)| incomplete.contains(&s.name))
     {
         return describe(s, "init container")
             .or_else(|| Some(format!("waiting for init container {} ({}/{})", s.name, i + 1, inits.len())));

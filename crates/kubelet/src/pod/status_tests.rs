@@ -930,3 +930,165 @@ fn readiness_gates_hold_ready_until_every_gate_condition_is_true() {
     let st = with(&obs(ready(), vec![]), &[]);
     assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("ContainersNotReady"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sidecars (init containers with restartPolicy Always).
+// ---------------------------------------------------------------------------------------------
+
+/// `pod` whose init container `side` is a sidecar with a readiness probe and, when
+/// `startup`, a startup probe; the other init containers are regular ones.
+fn sidecar_pod(policy: &str, inits: &[&str], startup: bool) -> Pod {
+    let mut pod = pod(policy, inits, &["app"]);
+    let probe: k8s_openapi::api::core::v1::Probe =
+        serde_json::from_value(json!({"exec": {"command": ["true"]}})).unwrap();
+    for c in pod.spec.as_mut().unwrap().init_containers.iter_mut().flatten() {
+        if c.name == "side" {
+            c.restart_policy = Some("Always".into());
+            c.readiness_probe = Some(probe.clone());
+            c.startup_probe = startup.then(|| probe.clone());
+        }
+    }
+    pod
+}
+
+fn with_probes(pod: &Pod, obs: &PodObs, probes: &[(&str, bool, bool)], previous: Option<&PodStatus>) -> PodStatus {
+    let views: HashMap<String, ProbeView> = probes
+        .iter()
+        .map(|(id, started, ready)| {
+            (id.to_string(), ProbeView { ready: *ready, started: *started, readiness_message: String::new() })
+        })
+        .collect();
+    let waiting = no_waiting();
+    let ctx = Context {
+        waiting: &waiting,
+        previous,
+        host_ip: None,
+        runtime_name: "containerd",
+        now: at(100),
+        probes: &views,
+        pod_is_terminal: false,
+        conditions: &[],
+    };
+    compute(pod, obs, &ctx)
+}
+
+fn s_started(started: bool) -> ContainerStatus {
+    ContainerStatus { started: Some(started), ..s_running() }
+}
+
+#[test]
+fn phase_table_with_sidecars() {
+    use ContainerStatus as S;
+    type Row = (&'static str, Vec<S>, Vec<S>, [&'static str; 3]);
+    //                                                                   Always     OnFailure    Never
+    let rows: Vec<Row> = vec![
+        ("sidecar not started yet", vec![s_started(false)], vec![s_waiting()], ["Pending"; 3]),
+        ("sidecar started, app waiting", vec![s_started(true)], vec![s_waiting()], ["Pending"; 3]),
+        ("sidecar and app running", vec![s_started(true)], vec![s_running()], ["Running"; 3]),
+        ("sidecar restarting, app running", vec![s_restarting(1)], vec![s_running()], ["Running"; 3]),
+        ("sidecar never ran, app running", vec![s_waiting()], vec![s_running()], ["Pending"; 3]),
+        ("sidecar running, app succeeded", vec![s_started(true)], vec![s_terminated(0)], ["Running"; 3]),
+        ("sidecar running, app failed", vec![s_started(true)], vec![s_terminated(1)], ["Running"; 3]),
+        (
+            "sidecar stopped, app succeeded",
+            vec![s_terminated(137)],
+            vec![s_terminated(0)],
+            ["Running", "Succeeded", "Succeeded"],
+        ),
+        ("sidecar stopped, app failed", vec![s_terminated(0)], vec![s_terminated(1)], ["Running", "Running", "Failed"]),
+        (
+            "sidecar restarting, app succeeded",
+            vec![s_restarting(1)],
+            vec![s_terminated(0)],
+            ["Running", "Succeeded", "Succeeded"],
+        ),
+    ];
+    for (what, sidecars, regular, want) in rows {
+        for (policy, want) in ["Always", "OnFailure", "Never"].into_iter().zip(want) {
+            assert_eq!(phase_with_sidecars(policy, &[], &sidecars, &regular, false), want, "{what} under {policy}");
+        }
+    }
+    // A sidecar not started yet keeps the pod Pending only until an app container started.
+    assert_eq!(phase_with_sidecars("Always", &[], &[s_started(false)], &[s_running()], false), "Running");
+    // Deleted and stopped: terminal by the app containers alone.
+    assert_eq!(phase_with_sidecars("Always", &[], &[s_terminated(137)], &[s_terminated(0)], true), "Succeeded");
+}
+
+#[test]
+fn a_running_sidecar_is_started_and_ready_in_init_container_statuses() {
+    let pod = sidecar_pod("Always", &["side"], false);
+    let o = obs(ready(), vec![running("side", "s", 0, 1), running("app", "a", 0, 2)]);
+    // Readiness probe not passed yet: started, not ready; the pod is Running but not Ready,
+    // the sidecar named first among the unready.
+    let st = with_probes(&pod, &o, &[("s", true, false), ("a", true, true)], None);
+    let side = &st.init_container_statuses.as_ref().unwrap()[0];
+    assert_eq!((side.name.as_str(), side.started, side.ready), ("side", Some(true), false));
+    assert!(side.state.as_ref().unwrap().running.is_some());
+    assert_eq!(phase_of(&st), "Running");
+    assert_eq!(cond(&st, "Initialized").status, "True");
+    let containers_ready = cond(&st, "ContainersReady");
+    assert_eq!(
+        (containers_ready.status.as_str(), containers_ready.message.as_deref()),
+        ("False", Some("containers with unready status: [side]"))
+    );
+    assert_eq!(cond(&st, "Ready").status, "False");
+
+    // Ready once its readiness probe passes.
+    let st = with_probes(&pod, &o, &[("s", true, true), ("a", true, true)], None);
+    let side = &st.init_container_statuses.as_ref().unwrap()[0];
+    assert_eq!((side.started, side.ready), (Some(true), true));
+    assert_eq!((cond(&st, "Ready").status.as_str(), cond(&st, "ContainersReady").status.as_str()), ("True", "True"));
+
+    // Unready app and sidecar: the sidecar first, as upstream lists them.
+    let st = with_probes(&pod, &obs(ready(), vec![running("side", "s", 0, 1)]), &[("s", true, false)], None);
+    assert_eq!(cond(&st, "Ready").message.as_deref(), Some("containers with unready status: [side app]"));
+}
+
+#[test]
+fn a_sidecar_counts_as_initialized_once_started() {
+    let pod = sidecar_pod("Always", &["side", "init-b"], true);
+    let o = obs(ready(), vec![running("side", "s", 0, 1)]);
+    // Startup probe not passed: pending, both incomplete.
+    let st = with_probes(&pod, &o, &[("s", false, false)], None);
+    assert_eq!(phase_of(&st), "Pending");
+    assert_eq!(cond(&st, "Initialized").message.as_deref(), Some("containers with incomplete status: [side init-b]"));
+    assert_eq!(st.message.as_deref(), Some("waiting for init container side (1/2)"));
+    let side = container(&st, "side");
+    assert_eq!((side.started, side.ready), (Some(false), false));
+
+    // Started: only init-b left.
+    let st = with_probes(&pod, &o, &[("s", true, false)], None);
+    assert_eq!(cond(&st, "Initialized").message.as_deref(), Some("containers with incomplete status: [init-b]"));
+    assert_eq!(st.message.as_deref(), Some("waiting for init container init-b (2/2)"));
+
+    // init-b done: initialized, the app comes next.
+    let o = obs(ready(), vec![running("side", "s", 0, 1), exited("init-b", "ib", 0, 0, 2, 3)]);
+    let st = with_probes(&pod, &o, &[("s", true, true)], None);
+    assert_eq!(cond(&st, "Initialized").status, "True");
+    assert_eq!(phase_of(&st), "Pending");
+    assert!(container(&st, "init-b").ready);
+}
+
+#[test]
+fn a_stopped_sidecar_is_not_ready_and_the_pod_ends_by_its_app_containers() {
+    let pod = sidecar_pod("Never", &["side"], false);
+    let o = obs(ready(), vec![exited("side", "s", 0, 143, 1, 20), exited("app", "a", 0, 0, 2, 10)]);
+    let st = with_probes(&pod, &o, &[], None);
+    assert_eq!(phase_of(&st), "Succeeded");
+    let side = container(&st, "side");
+    assert_eq!((side.ready, side.started), (false, Some(false)));
+    assert_eq!(cond(&st, "Initialized").reason.as_deref(), Some("PodCompleted"));
+    assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("PodCompleted"));
+
+    let failed = obs(ready(), vec![exited("side", "s", 0, 0, 1, 20), exited("app", "a", 0, 1, 2, 10)]);
+    assert_eq!(phase_of(&with_probes(&pod, &failed, &[], None)), "Failed");
+}
+
+#[test]
+fn ready_to_start_containers_is_false_for_a_sandbox_without_an_ip() {
+    let pod = pod("Always", &[], &["app"]);
+    let mut sb = sandbox(SB, true, 0);
+    sb.ip = None;
+    let st = status(&pod, &obs(vec![sb], vec![running("app", "a", 0, 1)]));
+    assert_eq!(cond(&st, "PodReadyToStartContainers").status, "False");
+}

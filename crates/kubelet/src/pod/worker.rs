@@ -308,15 +308,22 @@ impl Worker {
         tracing::info!(pod = %pod, container = %u.container, probe = u.kind.as_str(), ok = u.ok, "probe result changed: {}", u.message);
     }
 
-    /// The instances to probe: running, not init, in the ready sandbox.
+    /// The instances to probe: running app containers and sidecars (upstream probes sidecars
+    /// too, not other init containers), in the ready sandbox.
     fn reconcile_probes(&mut self, obs: &PodObs) {
         let sandbox = obs.sandbox().filter(|s| s.ready);
         let pod_ip = sandbox.and_then(|s| s.ip.as_deref());
         let now = self.cfg.deps.clock.now();
+        let spec = self.pod.spec.as_ref();
+        let sidecar = |name: &str| {
+            spec.and_then(|s| s.init_containers.as_ref())
+                .is_some_and(|i| i.iter().any(|c| c.name == name && crate::meta::is_sidecar(c)))
+        };
         let running: Vec<prober::Instance<'_>> = obs
             .containers
             .iter()
-            .filter(|c| c.state == observe::CState::Running && !c.init && sandbox.is_some_and(|s| s.id == c.sandbox_id))
+            .filter(|c| c.state == observe::CState::Running && (!c.init || sidecar(&c.name)))
+            .filter(|c| sandbox.is_some_and(|s| s.id == c.sandbox_id))
             .map(|c| prober::Instance {
                 id: &c.id,
                 name: &c.name,

@@ -112,7 +112,9 @@ impl PodProbes {
             if self.instances.contains_key(c.id) {
                 continue;
             }
-            let Some(container) = spec.containers.iter().find(|x| x.name == c.name) else { continue };
+            // App containers and sidecars are probed (upstream's AddPod).
+            let sidecars = spec.init_containers.iter().flatten().filter(|x| crate::meta::is_sidecar(x));
+            let Some(container) = spec.containers.iter().chain(sidecars).find(|x| x.name == c.name) else { continue };
             let saved = restored.get(c.id).copied();
             let started = container.startup_probe.is_none() || saved.is_some_and(|s| s.started);
             let (started_tx, started_rx) = watch::channel(started);
@@ -326,6 +328,25 @@ mod tests {
         p.reconcile(Some(&spec(&["app", "added"])), &[a, c, stray], None, now);
         assert_eq!(ids(&p), ["c1", "c3"]);
         assert_eq!(p.live_tasks(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sidecars_are_probed_and_other_init_containers_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = probes(dir.path());
+        let mut spec = spec(&["app"]);
+        let init = |name: &str, policy: Option<&str>| Container {
+            name: name.into(),
+            restart_policy: policy.map(str::to_string),
+            readiness_probe: exec_probe(),
+            ..Default::default()
+        };
+        spec.init_containers = Some(vec![init("side", Some("Always")), init("setup", None)]);
+        let running = [instance("c1", "app"), instance("c2", "side"), instance("c3", "setup")];
+        p.reconcile(Some(&spec), &running, None, SystemTime::UNIX_EPOCH);
+        assert_eq!(ids(&p), ["c1", "c2"]);
+        assert_eq!(p.live_tasks(), 3, "the app's liveness and readiness, the sidecar's readiness");
+        p.stop().await;
     }
 
     #[tokio::test(start_paused = true)]

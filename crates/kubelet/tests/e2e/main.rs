@@ -14,6 +14,7 @@ mod probes;
 mod reliability;
 mod resources;
 mod server;
+mod sidecars;
 mod termination;
 mod volumes;
 

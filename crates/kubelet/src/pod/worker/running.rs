@@ -20,7 +20,10 @@ impl Worker {
 
         let now = deps.clock.now();
         self.backoff.gc(now);
-        let p = plan::plan(&self.pod, &obs, &self.backoff, now);
+        // A sidecar lets the next init container start once its startup probe passed.
+        let views = self.probes.views();
+        let started = |id: &str| views.get(id).is_some_and(|v| v.started);
+        let p = plan::plan_probed(&self.pod, &obs, &self.backoff, now, &started);
         self.take_waiting(&p);
         if p.is_noop() {
             self.publish(&obs);
@@ -74,11 +77,27 @@ impl Worker {
         result?;
         // Containers that failed to start are retried soon; image pulls back off on their own.
         let retry = (!self.waiting.is_empty()).then(|| deps.clock.now() + Duration::from_secs(2));
+        // A sidecar just started lets the next container start: sync again at once (upstream's
+        // PLEG reports the start; here the worker recorded it itself, and a sidecar without a
+        // startup probe sends no probe result either).
+        let retry = match self.started_sidecar(&p) {
+            true => Some(deps.clock.now()),
+            false => retry,
+        };
         let next = match (p.retry_at, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
         Ok(Outcome::Next(next))
+    }
+
+    /// Whether the plan started a sidecar that is now running (not waiting on a failure).
+    fn started_sidecar(&self, p: &plan::Plan) -> bool {
+        let sidecars = self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref());
+        p.start
+            .iter()
+            .filter(|s| s.init && !self.waiting.contains_key(&s.name))
+            .any(|s| sidecars.is_some_and(|i| i.iter().any(|c| c.name == s.name && crate::meta::is_sidecar(c))))
     }
 
     /// Containers whose liveness or startup probe failed are killed; the plan then restarts
@@ -125,9 +144,12 @@ impl Worker {
         self.waiting.retain(|name, (reason, _)| reason != "CrashLoopBackOff" || planned.contains(&name.as_str()));
     }
 
-    /// A probe-level terminationGracePeriodSeconds for a container's liveness/startup kill.
+    /// A probe-level terminationGracePeriodSeconds for a container's (or sidecar's)
+    /// liveness/startup kill.
     fn probe_grace(&self, name: &str) -> Option<i64> {
-        let c = self.pod.spec.as_ref()?.containers.iter().find(|c| c.name == name)?;
+        let spec = self.pod.spec.as_ref()?;
+        let sidecars = spec.init_containers.iter().flatten().filter(|c| crate::meta::is_sidecar(c));
+        let c = spec.containers.iter().chain(sidecars).find(|c| c.name == name)?;
         [&c.liveness_probe, &c.startup_probe].into_iter().flatten().find_map(|p| p.termination_grace_period_seconds)
     }
 }
