@@ -40,6 +40,9 @@ pub struct Plan {
     pub kill: Vec<Kill>,
     /// Started in order; init containers are one at a time, so at most one.
     pub start: Vec<Start>,
+    /// Ephemeral containers to start, before `start` (upstream's EphemeralContainersToStart;
+    /// see `pod/ephemeral.rs`).
+    pub start_ephemeral: Vec<Start>,
     /// Dead containers and sandboxes no longer needed for status.
     pub remove_containers: Vec<String>,
     pub remove_sandboxes: Vec<String>,
@@ -54,6 +57,7 @@ impl Plan {
             && self.create_sandbox.is_none()
             && self.kill.is_empty()
             && self.start.is_empty()
+            && self.start_ephemeral.is_empty()
             && self.remove_containers.is_empty()
             && self.remove_sandboxes.is_empty()
     }
@@ -86,6 +90,13 @@ fn time_of(nanos: i64) -> SystemTime {
 
 /// Computes the actions that bring the runtime to the desired pod.
 pub fn plan(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
+    let mut p = plan_containers(pod, obs, backoff, now);
+    super::ephemeral::plan(&mut p, pod, obs);
+    p
+}
+
+/// The sandbox, init and regular containers' part of the plan.
+fn plan_containers(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime) -> Plan {
     let mut p = Plan::default();
     let Some(spec) = pod.spec.as_ref() else { return p };
     let policy = restart_policy(pod);
