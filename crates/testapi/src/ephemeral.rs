@@ -71,11 +71,8 @@ impl Invalid {
     }
 
     pub fn response(&self) -> Response<Body> {
-        let causes: Vec<Value> = self
-            .errors
-            .iter()
-            .map(|e| json!({"reason": e.reason, "message": e.body, "field": e.field}))
-            .collect();
+        let causes: Vec<Value> =
+            self.errors.iter().map(|e| json!({"reason": e.reason, "message": e.body, "field": e.field})).collect();
         let details = json!({"name": self.name, "kind": "Pod", "causes": causes});
         json_response(StatusCode::UNPROCESSABLE_ENTITY, &status_object(422, "Invalid", &self.message(), Some(details)))
     }
@@ -339,7 +336,9 @@ mod tests {
         let e = update(&stored, &with(json!([changed]))).unwrap_err();
         assert_eq!(
             messages(e),
-            ["spec.ephemeralContainers[debugger]: Forbidden: existing ephemeral containers \"debugger\" may not be changed\n"]
+            [
+                "spec.ephemeralContainers[debugger]: Forbidden: existing ephemeral containers \"debugger\" may not be changed\n"
+            ]
         );
         second["name"] = json!("other");
         let e = update(&stored, &with(json!([second]))).unwrap_err();

@@ -135,7 +135,8 @@ async fn ephemeral_containers_subresource() {
     let patch = json!({"spec": {"ephemeralContainers": [
         {"name": "debugger", "image": "busybox:1.36", "targetContainerName": "app", "command": ["sh"]}
     ]}});
-    let patched = pods.patch_ephemeral_containers("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+    let patched =
+        pods.patch_ephemeral_containers("web", &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
     let ecs = patched.spec.as_ref().unwrap().ephemeral_containers.clone().unwrap();
     assert_eq!((ecs.len(), ecs[0].target_container_name.as_deref()), (1, Some("app")));
     assert_eq!(ecs[0].termination_message_policy.as_deref(), Some("File"));

@@ -155,7 +155,10 @@ fn a_new_ephemeral_container_starts_in_the_running_pod_and_nothing_else_changes(
     assert!(plan(&before, &running).is_noop());
     let p = plan(&after, &running);
     assert_eq!(ephemeral_starts(&p), ["debugger"]);
-    assert_eq!(p.start_ephemeral[0], Start { name: "debugger".into(), init: false, restart_count: 0, arm_backoff: None });
+    assert_eq!(
+        p.start_ephemeral[0],
+        Start { name: "debugger".into(), init: false, restart_count: 0, arm_backoff: None }
+    );
     assert!(!p.kill_pod && p.create_sandbox.is_none() && p.kill.is_empty() && p.start.is_empty(), "{p:?}");
     assert!(!p.is_noop());
 }
@@ -173,7 +176,10 @@ fn an_ephemeral_container_that_ran_is_never_started_again() {
         ] {
             let p = plan(&pod, &obs(true, vec![app.clone(), debugger]));
             assert_eq!(ephemeral_starts(&p), ["shell"], "{policy}: debugger {what}");
-            assert!(p.kill.is_empty() && p.start.is_empty() && p.remove_containers.is_empty(), "{policy} {what}: {p:?}");
+            assert!(
+                p.kill.is_empty() && p.start.is_empty() && p.remove_containers.is_empty(),
+                "{policy} {what}: {p:?}"
+            );
         }
     }
 }
@@ -214,7 +220,10 @@ fn ephemeral_containers_start_while_init_containers_run_or_fail() {
     // containers before init containers, so a stuck pod can be debugged).
     let init_failed = ContainerObs { init: true, ..exited(&pod, "init", "i1", 1, 1) };
     let mut backoff = Keyed::container_restart();
-    backoff.next(&crate::pod::plan::backoff_key(&pod, &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]), at(2));
+    backoff.next(
+        &crate::pod::plan::backoff_key(&pod, &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]),
+        at(2),
+    );
     let p = plan_pod(&pod, &obs(true, vec![init_failed]), &backoff, at(3));
     assert_eq!(ephemeral_starts(&p), ["debugger"]);
 }
@@ -347,17 +356,17 @@ fn ephemeral_statuses_follow_the_instances_sorted_by_name_never_ready() {
 #[test]
 fn ephemeral_containers_do_not_change_a_pods_phase() {
     // A Never pod whose app succeeded is Succeeded even with a failed or running debugger.
-    let pod = pod_with("Never", &[], &["debugger", "shell"]);
+    let never = pod_with("Never", &[], &["debugger", "shell"]);
     let c = Ctx::new();
     let o = obs(
         true,
         vec![
-            exited(&pod, "app", "a1", 0, 1),
-            exited(&pod, "debugger", "d1", 1, 2),
-            ctr(&pod, "shell", "s1", CState::Running, 3),
+            exited(&never, "app", "a1", 0, 1),
+            exited(&never, "debugger", "d1", 1, 2),
+            ctr(&never, "shell", "s1", CState::Running, 3),
         ],
     );
-    assert_eq!(status::compute(&pod, &o, &c.get()).phase.as_deref(), Some("Succeeded"));
+    assert_eq!(status::compute(&never, &o, &c.get()).phase.as_deref(), Some("Succeeded"));
     // An ephemeral container waiting to start does not make a running pod Pending.
     let pod = pod(&["debugger"]);
     let o = obs(true, vec![ctr(&pod, "app", "a1", CState::Running, 1)]);
@@ -405,9 +414,11 @@ fn a_terminated_status_stays_when_the_runtime_no_longer_has_the_container() {
 fn a_running_ephemeral_container_that_cannot_be_found_ended_unknown() {
     let pod = pod(&["debugger"]);
     let mut c = Ctx::new();
-    let o = obs(true, vec![ctr(&pod, "app", "a1", CState::Running, 1), ctr(&pod, "debugger", "d1", CState::Running, 2)]);
+    let o =
+        obs(true, vec![ctr(&pod, "app", "a1", CState::Running, 1), ctr(&pod, "debugger", "d1", CState::Running, 2)]);
     c.previous = Some(status::compute(&pod, &o, &c.get()));
-    let unknown = obs(true, vec![ctr(&pod, "app", "a1", CState::Running, 1), ctr(&pod, "debugger", "d1", CState::Unknown, 2)]);
+    let unknown =
+        obs(true, vec![ctr(&pod, "app", "a1", CState::Running, 1), ctr(&pod, "debugger", "d1", CState::Unknown, 2)]);
     let st = status::compute(&pod, &unknown, &c.get());
     let d = eph_status(&st, "debugger");
     let t = state_of(d).terminated.as_ref().unwrap();

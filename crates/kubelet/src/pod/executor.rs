@@ -373,10 +373,10 @@ struct Launch<'a> {
 impl<'a> Launch<'a> {
     fn of(plan: &'a Plan) -> Vec<Self> {
         let ephemeral = plan.start_ephemeral.iter().map(|start| Launch { start, kind: ContainerType::Ephemeral });
-        let others = plan.start.iter().map(|start| Launch {
-            start,
-            kind: if start.init { ContainerType::Init } else { ContainerType::Regular },
-        });
+        let others = plan
+            .start
+            .iter()
+            .map(|start| Launch { start, kind: if start.init { ContainerType::Init } else { ContainerType::Regular } });
         ephemeral.chain(others).collect()
     }
 }

@@ -68,7 +68,18 @@ async fn kubectl_debug_runs_ephemeral_containers_in_the_targets_process_namespac
 
     // With --target: the debugger sees the app's processes (its `sleep 3600`).
     let script = "ps; echo debugger-done";
-    api.kubectl(&["debug", "web", &format!("--image={bb}"), "--target=app", "-c", "debugger", "--", "sh", "-c", script]);
+    api.kubectl(&[
+        "debug",
+        "web",
+        &format!("--image={bb}"),
+        "--target=app",
+        "-c",
+        "debugger",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
     let debugger = terminated(&api, "debugger").await;
     let t = &debugger["state"]["terminated"];
     assert_eq!((t["exitCode"].as_i64(), t["reason"].as_str()), (Some(0), Some("Completed")), "{debugger}");
@@ -92,7 +103,19 @@ async fn kubectl_debug_runs_ephemeral_containers_in_the_targets_process_namespac
 
     // Interactive: `kubectl debug -i` attaches to the container (stdin through the attach).
     let out = api.kubectl_raw(
-        &["debug", "-i", "web", &format!("--image={bb}"), "--target=app", "-c", "talker", "--", "sh", "-c", "read x; echo got-$x"],
+        &[
+            "debug",
+            "-i",
+            "web",
+            &format!("--image={bb}"),
+            "--target=app",
+            "-c",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x",
+        ],
         Some("hello\n"),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -112,8 +135,12 @@ async fn kubectl_debug_runs_ephemeral_containers_in_the_targets_process_namespac
     }
     let again = ephemeral_status(&p, "debugger").unwrap();
     assert_eq!(again["containerID"].as_str(), Some(cid.as_str()), "the debugger was not started again");
-    let names: Vec<&str> =
-        p["status"]["ephemeralContainerStatuses"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = p["status"]["ephemeralContainerStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     assert_eq!(names, ["debugger", "shell", "talker"], "sorted by name");
 
     // A running ephemeral container is stopped with the pod.
