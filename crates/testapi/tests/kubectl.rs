@@ -246,10 +246,13 @@ fn kubectl_debug_adds_ephemeral_containers() {
     // The subresource answers GET with the pod.
     let raw = ok(&admin, &["get", "--raw", "/api/v1/namespaces/default/pods/web/ephemeralcontainers"]);
     assert_eq!(json(&raw)["spec"]["ephemeralContainers"], after["spec"]["ephemeralContainers"]);
-    // The same name again is refused: the existing container would change.
-    let (again, _, err) = kubectl_with(&admin, &["debug", "web", "--image=busybox:1.37", "-c", "debugger"]);
-    assert!(!again, "a changed ephemeral container must be refused");
-    assert!(err.contains("may not be changed") || err.contains("debugger"), "{err}");
+    // An unknown target is refused with kube-apiserver's message, and nothing changes.
+    let (added, _, err) = kubectl_with(&admin, &["debug", "web", "--image=busybox:1.36", "-c", "x", "--target=nope"]);
+    assert!(!added);
+    let want = "The Pod \"web\" is invalid: spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\"";
+    assert!(err.contains(want), "{err}");
+    let last = json(&ok(&admin, &["get", "pod", "web", "-o", "json"]));
+    assert_eq!(last["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
 }
 
 #[test]
