@@ -443,7 +443,7 @@ async fn an_added_ephemeral_container_starts_once_in_the_targets_pid_namespace()
     .await;
     let debugger = n.rt.containers_named("debugger");
     assert_eq!(debugger.len(), 1);
-    assert_eq!(st.container_id, Some(format!("containerd://{}", debugger[0])));
+    assert_eq!(st.container_id, Some(format!("fake://{}", debugger[0])));
     assert!(!st.ready);
     let cfg = n.rt.config(&debugger[0]).unwrap();
     assert_eq!(cfg.annotations.get("io.kubernetes.container.type").map(String::as_str), Some("ephemeral"));
