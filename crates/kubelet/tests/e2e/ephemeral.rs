@@ -43,6 +43,39 @@ async fn terminated(api: &TestApi, name: &str) -> Value {
     .await
 }
 
+/// Runs kubectl with `input` written on a stdin kept open until kubectl exits (bounded); returns
+/// its stdout and stderr.
+async fn interact(api: &TestApi, args: &[&str], input: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", api.dir.path().join("admin.kubeconfig"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let pid = child.id();
+    let read = tokio::task::spawn_blocking(move || {
+        let (mut out, mut err) = (String::new(), String::new());
+        let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        let _ = child.wait();
+        drop(stdin);
+        (out, err)
+    });
+    match tokio::time::timeout(crate::LONG, read).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on the kubectl this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("kubectl {args:?} did not end");
+        }
+    }
+}
+
 /// The runtime's containers of the pod named `name` (every instance, any state).
 async fn instances(k: &Kubelet, uid: &str, name: &str) -> Vec<api::Container> {
     let selector = HashMap::from([
@@ -101,25 +134,13 @@ async fn kubectl_debug_runs_ephemeral_containers_in_the_targets_process_namespac
     assert!(log.contains("shell-done"), "{log}");
     assert!(!log.contains("sleep 3600"), "no target, no shared process namespace: {log}");
 
-    // Interactive: `kubectl debug -i` attaches to the container (stdin through the attach).
-    let out = api.kubectl_raw(
-        &[
-            "debug",
-            "-i",
-            "web",
-            &format!("--image={bb}"),
-            "--target=app",
-            "-c",
-            "talker",
-            "--",
-            "sh",
-            "-c",
-            "read x; echo got-$x",
-        ],
-        Some("hello\n"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("got-hello"), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    // Interactive: `kubectl debug -i` attaches to the container; a line typed on stdin reaches
+    // it and its answer comes back through the attach. Stdin stays open until the answer is in:
+    // as upstream (docker's rules), the runtime closes an attach's stdout when its stdin closes
+    // unless the container has stdinOnce.
+    let talk = ["debug", "-i", "web", &format!("--image={bb}"), "--target=app", "-c", "talker", "--"];
+    let (stdout, stderr) = interact(&api, &[&talk[..], &["sh", "-c", "read x; echo got-$x"]].concat(), "hello\n").await;
+    assert!(stdout.contains("got-hello"), "stdout {stdout:?}, stderr {stderr}");
     terminated(&api, "talker").await;
 
     // The app container was neither restarted nor replaced, and the debugger (exited) not
