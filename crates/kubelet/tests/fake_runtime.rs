@@ -469,6 +469,34 @@ async fn an_added_ephemeral_container_starts_once_in_the_targets_pid_namespace()
     assert_eq!(n.statuses.get(&u).unwrap().phase.as_deref(), Some("Running"));
 }
 
+/// While init containers run, an ephemeral container starts (upstream starts them before init
+/// containers); one whose target has no instance yet waits with CreateContainerConfigError.
+#[tokio::test]
+async fn ephemeral_containers_start_during_init_and_a_missing_target_is_a_config_error() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt).await;
+    let mut p = pod("init", "Always", &["setup"]);
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
+    eventually("setup running", || (n.rt.containers_named("setup").len() == 1).then_some(())).await;
+    let ecs = serde_json::json!([
+        {"name": "debugger", "image": "img:1", "targetContainerName": "app"},
+        {"name": "shell", "image": "img:1", "targetContainerName": "setup"}
+    ]);
+    p.spec.as_mut().unwrap().ephemeral_containers = Some(serde_json::from_value(ecs).unwrap());
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    let w = eventually("debugger waiting", || {
+        ephemeral_status(&n, &u, "debugger")?.state?.waiting.filter(|w| w.reason.as_deref() != Some("PodInitializing"))
+    })
+    .await;
+    assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
+    assert_eq!(w.message.as_deref(), Some("unable to find target container app"));
+    eventually("shell running", || ephemeral_status(&n, &u, "shell")?.state?.running).await;
+    assert!(n.rt.containers_named("debugger").is_empty());
+    assert!(n.rt.containers_named("app").is_empty(), "the app still waits for its init container");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pod_waiting_for_a_pull_slot_says_where_it_stands() {
     let rt = FakeRuntime::new();

@@ -463,6 +463,13 @@ async fn start_container(
         ev(Type::Warning, "Failed", format!("Error: {}", e.0));
         ("CreateContainerConfigError", e.0)
     };
+    // Upstream's getTargetID, once the image is there and before the config is made: an
+    // ephemeral container whose target has no instance fails to start.
+    let target = match l.kind {
+        ContainerType::Ephemeral => super::ephemeral::target_id(pod, &c.name, obs)
+            .map_err(|m| config_error(super::runtime_config::ConfigError(m)))?,
+        _ => None,
+    };
     let env_sources = super::env::fetch(deps.objects.as_ref(), pod, c).await.map_err(config_error)?;
     let input = ContainerInput {
         env_sources: &env_sources,
@@ -475,13 +482,8 @@ async fn start_container(
         volumes,
     };
     let mut config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
-    if l.kind == ContainerType::Ephemeral {
-        // Upstream's getTargetID, after the image is there: a missing target fails the start.
-        let target = super::ephemeral::target_id(pod, &c.name, obs)
-            .map_err(|m| config_error(super::runtime_config::ConfigError(m)))?;
-        if let Some(id) = target {
-            runtime_config::share_target_pid(&mut config, &id);
-        }
+    if let Some(id) = target {
+        runtime_config::share_target_pid(&mut config, &id);
     }
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
     let annotations = ContainerAnnotations::parse(&config.annotations);
