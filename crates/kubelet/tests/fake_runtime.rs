@@ -413,6 +413,90 @@ async fn failing_post_start_hook_kills_the_container() {
     assert_eq!(execs_of(&n, &first, "hook"), 1);
 }
 
+fn ephemeral_status(n: &Node, uid: &str, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    n.statuses.get(uid)?.ephemeral_container_statuses?.into_iter().find(|c| c.name == name)
+}
+
+/// An ephemeral container added to a running pod (same UID, a new spec) is started once in its
+/// sandbox, in the target's process namespace, without touching the app; once exited it is not
+/// started again, also when the app restarts.
+#[tokio::test]
+async fn an_added_ephemeral_container_starts_once_in_the_targets_pid_namespace() {
+    use kubelet::cri::api::NamespaceMode;
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    rt.add_image("busybox:1");
+    let n = node(rt).await;
+    let p = pod("web", "Always", &[]);
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
+    eventually("running", || running(&n, &u).then_some(())).await;
+    let app = n.rt.containers_named("app");
+
+    let mut debugged = p.clone();
+    let ec = serde_json::json!({"name": "debugger", "image": "busybox:1", "targetContainerName": "app", "stdin": true});
+    debugged.spec.as_mut().unwrap().ephemeral_containers = Some(vec![serde_json::from_value(ec).unwrap()]);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![debugged] }).await.unwrap();
+    let st = eventually("debugger running", || {
+        ephemeral_status(&n, &u, "debugger").filter(|s| s.state.as_ref().is_some_and(|s| s.running.is_some()))
+    })
+    .await;
+    let debugger = n.rt.containers_named("debugger");
+    assert_eq!(debugger.len(), 1);
+    assert_eq!(st.container_id, Some(format!("fake://{}", debugger[0])));
+    assert!(!st.ready);
+    let cfg = n.rt.config(&debugger[0]).unwrap();
+    assert_eq!(cfg.annotations.get("io.kubernetes.container.type").map(String::as_str), Some("ephemeral"));
+    assert!(cfg.stdin);
+    let ns = cfg.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+    assert_eq!((ns.pid, ns.target_id.as_str()), (NamespaceMode::Target as i32, app[0].as_str()));
+    assert_eq!(n.rt.containers_named("app"), app, "the app container is left alone");
+
+    // Exited: terminated in the status and never started again, even when the app restarts.
+    n.rt.exit_container(&debugger[0], 3);
+    n.pleg.send(u.clone()).await.unwrap();
+    eventually("debugger terminated", || {
+        let s = ephemeral_status(&n, &u, "debugger")?;
+        (s.state?.terminated?.exit_code == 3).then_some(())
+    })
+    .await;
+    n.rt.exit_container(&app[0], 1);
+    n.pleg.send(u.clone()).await.unwrap();
+    eventually("app restarted", || (app_status(&n, &u)?.restart_count == 1 && running(&n, &u)).then_some(())).await;
+    assert_eq!(n.rt.containers_named("debugger").len(), 1);
+    let st = ephemeral_status(&n, &u, "debugger").unwrap();
+    assert_eq!(st.state.unwrap().terminated.unwrap().exit_code, 3);
+    assert_eq!(n.statuses.get(&u).unwrap().phase.as_deref(), Some("Running"));
+}
+
+/// While init containers run, an ephemeral container starts (upstream starts them before init
+/// containers); one whose target has no instance yet waits with CreateContainerConfigError.
+#[tokio::test]
+async fn ephemeral_containers_start_during_init_and_a_missing_target_is_a_config_error() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    let n = node(rt).await;
+    let mut p = pod("init", "Always", &["setup"]);
+    let u = uid(&p);
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p.clone()] }).await.unwrap();
+    eventually("setup running", || (n.rt.containers_named("setup").len() == 1).then_some(())).await;
+    let ecs = serde_json::json!([
+        {"name": "debugger", "image": "img:1", "targetContainerName": "app"},
+        {"name": "shell", "image": "img:1", "targetContainerName": "setup"}
+    ]);
+    p.spec.as_mut().unwrap().ephemeral_containers = Some(serde_json::from_value(ecs).unwrap());
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![p] }).await.unwrap();
+    let w = eventually("debugger waiting", || {
+        ephemeral_status(&n, &u, "debugger")?.state?.waiting.filter(|w| w.reason.as_deref() != Some("PodInitializing"))
+    })
+    .await;
+    assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
+    assert_eq!(w.message.as_deref(), Some("unable to find target container app"));
+    eventually("shell running", || ephemeral_status(&n, &u, "shell")?.state?.running).await;
+    assert!(n.rt.containers_named("debugger").is_empty());
+    assert!(n.rt.containers_named("app").is_empty(), "the app still waits for its init container");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pod_waiting_for_a_pull_slot_says_where_it_stands() {
     let rt = FakeRuntime::new();

@@ -53,7 +53,17 @@ const fn def(
 pub const RESOURCES: &[ResourceDef] = &[
     def("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"], &["status", "finalize"], true),
     def("", "v1", "nodes", "node", "Node", false, &["no"], &["status", "proxy"], true),
-    def("", "v1", "pods", "pod", "Pod", true, &["po"], &["status", "log", "exec", "attach", "portforward"], true),
+    def(
+        "",
+        "v1",
+        "pods",
+        "pod",
+        "Pod",
+        true,
+        &["po"],
+        &["status", "log", "exec", "attach", "portforward", "ephemeralcontainers"],
+        true,
+    ),
     def("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], false),
     def("", "v1", "secrets", "secret", "Secret", true, &[], &[], false),
     def("", "v1", "services", "service", "Service", true, &["svc"], &["status"], true),
@@ -176,7 +186,7 @@ fn verbs(r: &ResourceDef) -> Vec<&'static str> {
 
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
-        "status" => vec!["get", "patch", "update"],
+        "status" | "ephemeralcontainers" => vec!["get", "patch", "update"],
         "log" => vec!["get"],
         "exec" | "attach" | "portforward" => vec!["create", "get"],
         "proxy" => vec!["create", "delete", "get", "patch", "update"],

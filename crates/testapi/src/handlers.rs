@@ -369,6 +369,12 @@ fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
     if let Err(r) = check_namespace(app, t, &obj) {
         return r;
     }
+    if t.def.group.is_empty()
+        && t.def.plural == "pods"
+        && let Err(e) = crate::ephemeral::check_create(&obj)
+    {
+        return e.response();
+    }
     obj["apiVersion"] = json!(t.def.api_version());
     obj["kind"] = json!(t.def.kind);
     if !obj.get("metadata").is_some_and(Value::is_object) {
@@ -379,6 +385,15 @@ fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
         Ok(o) => crate::respond::json_response(StatusCode::CREATED, &o),
         Err(e) => store_error(&e),
     }
+}
+
+/// What a write to the object or one of its subresources stores: see [`restrict`]; a pod's
+/// `ephemeralcontainers` subresource changes its ephemeral containers alone, or is refused.
+fn written(t: &Target, old: &Value, new: Value) -> Result<Value, Response<Body>> {
+    if t.def.group.is_empty() && t.def.plural == "pods" && t.subresource.as_deref() == Some("ephemeralcontainers") {
+        return crate::ephemeral::update(old, &new).map_err(|e| e.response());
+    }
+    Ok(restrict(t, old, new))
 }
 
 /// Merges a write into the stored object according to the status subresource rules.
@@ -416,7 +431,10 @@ fn update(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
         Ok(o) => o,
         Err(e) => return store_error(&e),
     };
-    finish_write(app, t, &k, restrict(t, &old, obj))
+    match written(t, &old, obj) {
+        Ok(obj) => finish_write(app, t, &k, obj),
+        Err(r) => r,
+    }
 }
 
 fn finish_write(app: &App, t: &Target, k: &Key, obj: Value) -> Response<Body> {
@@ -488,7 +506,10 @@ fn patch_one(app: &App, t: &Target, ct: &str, body: &[u8], q: &HashMap<String, S
         s["message"] = json!(msg);
         return crate::respond::json_response(StatusCode::CONFLICT, &s);
     }
-    finish_write(app, t, &k, restrict(t, &old, doc))
+    match written(t, &old, doc) {
+        Ok(doc) => finish_write(app, t, &k, doc),
+        Err(r) => r,
+    }
 }
 
 fn grace_period(body: &[u8], q: &HashMap<String, String>) -> Option<i64> {

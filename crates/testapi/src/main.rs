@@ -2,6 +2,7 @@
 
 mod auth;
 mod discovery;
+mod ephemeral;
 mod handlers;
 mod patch;
 mod protobuf;

@@ -55,14 +55,7 @@ fn prepare_pod(pod: &mut Value, bind_to: Option<&str>) {
     set_default(spec, "priority", json!(0));
     for list in ["containers", "initContainers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
-            for c in cs {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
-                let tag = image.rsplit('/').next().unwrap_or("");
-                let latest = !tag.contains(':') && !image.contains('@') || tag.ends_with(":latest");
-                set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
-                set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
-                set_default(c, "terminationMessagePolicy", json!("File"));
-            }
+            cs.iter_mut().for_each(default_container);
         }
     }
     let unbound = spec.get("nodeName").and_then(Value::as_str).is_none_or(str::is_empty);
@@ -75,6 +68,17 @@ fn prepare_pod(pod: &mut Value, bind_to: Option<&str>) {
         status["conditions"] = json!([{"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now_rfc3339()}]);
     }
     pod["status"] = status;
+}
+
+/// SetDefaults_Container (also what ephemeral containers get): the pull policy from the tag,
+/// the termination message path and policy.
+pub fn default_container(c: &mut Value) {
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+    let tag = image.rsplit('/').next().unwrap_or("");
+    let latest = !tag.contains(':') && !image.contains('@') || tag.ends_with(":latest");
+    set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
+    set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(c, "terminationMessagePolicy", json!("File"));
 }
 
 /// QoS class from the containers' requests and limits (Guaranteed, Burstable, BestEffort).

@@ -218,6 +218,43 @@ reason: Pulled\nmessage: pulled the image\ntype: Normal\ncount: 1\nsource: {{com
     assert_eq!(review["status"]["user"]["username"], "alice");
 }
 
+/// `kubectl debug` adds an ephemeral container with a strategic merge patch on the pod's
+/// `ephemeralcontainers` subresource; a second one keeps the first.
+#[test]
+fn kubectl_debug_adds_ephemeral_containers() {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} is missing");
+        return;
+    }
+    let s = start(&["--bind-unscheduled-to", "n1"]);
+    let admin = kubeconfig(&s, "admin");
+    ok(&admin, &["run", "web", "--image=busybox:1.36", "--", "sleep", "3600"]);
+    let before = json(&ok(&admin, &["get", "pod", "web", "-o", "json"]));
+    let debug = ["debug", "web", "--image=busybox:1.36", "--target=web", "-c", "debugger", "--", "sh", "-c", "ps"];
+    ok(&admin, &debug);
+    ok(&admin, &["debug", "web", "--image=busybox:1.36", "-c", "shell", "--", "sh"]);
+    let after = json(&ok(&admin, &["get", "pod", "web", "-o", "json"]));
+    let ecs = after["spec"]["ephemeralContainers"].as_array().expect("ephemeral containers");
+    let names: Vec<&str> = ecs.iter().filter_map(|c| c["name"].as_str()).collect();
+    assert_eq!(names, ["debugger", "shell"]);
+    assert_eq!(ecs[0]["targetContainerName"], "web");
+    assert_eq!(ecs[0]["command"], serde_json::json!(["sh", "-c", "ps"]));
+    assert_eq!(ecs[0]["imagePullPolicy"], "IfNotPresent", "defaulted as a container");
+    assert_eq!(after["spec"]["containers"], before["spec"]["containers"]);
+    let rv = |p: &serde_json::Value| p["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(rv(&after) > rv(&before));
+    // The subresource answers GET with the pod.
+    let raw = ok(&admin, &["get", "--raw", "/api/v1/namespaces/default/pods/web/ephemeralcontainers"]);
+    assert_eq!(json(&raw)["spec"]["ephemeralContainers"], after["spec"]["ephemeralContainers"]);
+    // An unknown target is refused with kube-apiserver's message, and nothing changes.
+    let (added, _, err) = kubectl_with(&admin, &["debug", "web", "--image=busybox:1.36", "-c", "x", "--target=nope"]);
+    assert!(!added);
+    let want = "The Pod \"web\" is invalid: spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\"";
+    assert!(err.contains(want), "{err}");
+    let last = json(&ok(&admin, &["get", "pod", "web", "-o", "json"]));
+    assert_eq!(last["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
+}
+
 #[test]
 fn unbound_pods_are_deleted_immediately() {
     if !Path::new(KUBECTL).exists() {

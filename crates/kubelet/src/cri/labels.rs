@@ -62,6 +62,7 @@ pub fn container_labels(pod: &PodRef, container: &str) -> HashMap<String, String
 pub enum ContainerType {
     Init,
     Regular,
+    Ephemeral,
 }
 
 impl ContainerType {
@@ -69,6 +70,7 @@ impl ContainerType {
         match self {
             Self::Init => "init",
             Self::Regular => "container",
+            Self::Ephemeral => "ephemeral",
         }
     }
 }

@@ -298,4 +298,13 @@ mod tests {
         let flipped = pod("4", json!([{"type": "example.com/gate", "status": "False"}]));
         assert!(!same_desired(&gated, &flipped));
     }
+
+    #[test]
+    fn an_added_ephemeral_container_reaches_the_worker() {
+        let base = pod("1", json!([]));
+        let mut debugged = pod("2", json!([]));
+        let ec = serde_json::from_value(json!({"name": "debugger", "image": "busybox", "targetContainerName": "app"}));
+        debugged.spec.as_mut().unwrap().ephemeral_containers = Some(vec![ec.unwrap()]);
+        assert!(!same_desired(&base, &debugged));
+    }
 }

@@ -16,7 +16,8 @@ use crate::images::Images;
 pub(crate) use crate::meta::pod_name;
 use crate::pleg::{ContainerRecord, OwnChange, SandboxRecord};
 use crate::prober::handlers::{self, Target};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,9 +277,10 @@ pub async fn execute(
     // When the kubelet stops, a pull is abandoned; a sandbox being made is finished (it is
     // labelled with its pod, so the next start adopts it).
     let config = &sandbox_config;
-    let images = futures::future::join_all(plan.start.iter().map(|s| async move {
+    let launches = Launch::of(plan);
+    let images = futures::future::join_all(launches.iter().map(|l| async move {
         let abandoned = || StartError::from(("ContainerCreating", "the kubelet is stopping".to_string()));
-        stop.run_until_cancelled(ensure_image(deps, pod, s, config, on_queued))
+        stop.run_until_cancelled(ensure_image(deps, pod, l, config, on_queued))
             .await
             .unwrap_or_else(|| Err(abandoned()))
     }));
@@ -311,26 +313,31 @@ pub async fn execute(
         tracing::info!(pod = %name, "the kubelet is stopping: containers not started");
         return Ok(done);
     }
-    let starts = plan.start.iter().zip(images).map(|(s, image)| {
+    let starts = launches.iter().zip(images).map(|(l, image)| {
         let (sandbox_config, sandbox_id, pod_ips) = (&sandbox_config, &sandbox_id, &pod_ips);
         async move {
             let result = match image {
                 Ok(image_ref) => {
-                    start_container(deps, pod, s, sandbox_id, sandbox_config, pod_ips, &image_ref, volumes).await
+                    let at = Where { sandbox_id, sandbox_config, pod_ips, obs };
+                    start_container(deps, pod, l, &at, &image_ref, volumes).await
                 }
                 Err(e) => Err(e),
             };
-            (s, result)
+            (l.start, result)
         }
     });
-    // Init containers (sidecars among them) one after another in the spec's order, then the app
-    // containers together (upstream SyncPod's steps 6 and 8).
-    let (inits, apps): (Vec<_>, Vec<_>) = plan.start.iter().zip(starts).partition(|(s, _)| s.init);
-    let mut results = Vec::with_capacity(plan.start.len());
-    for (_, start) in inits {
-        results.push(start.await);
+    // Ephemeral containers, then init containers (sidecars among them) one after another in the
+    // spec's order, then the app containers together (upstream SyncPod's steps 5, 6 and 8).
+    let mut results = Vec::with_capacity(launches.len());
+    let mut apps = Vec::new();
+    for (l, start) in launches.iter().zip(starts) {
+        if matches!(l.kind, ContainerType::Regular) {
+            apps.push(start);
+        } else {
+            results.push(start.await);
+        }
     }
-    results.extend(futures::future::join_all(apps.into_iter().map(|(_, start)| start)).await);
+    results.extend(futures::future::join_all(apps).await);
     for (s, result) in results {
         match result {
             Ok(record) => {
@@ -409,28 +416,60 @@ async fn create_sandbox(
     Ok((SandboxRecord { id, attempt, ready: true, created_at }, ips))
 }
 
-/// The container to start, from the pod's spec.
-fn container_of<'a>(
-    pod: &'a Pod,
-    s: &super::plan::Start,
-) -> Result<&'a k8s_openapi::api::core::v1::Container, StartError> {
+/// One container start of a plan and its kind: the plan's ephemeral containers first, then its
+/// init or regular ones (upstream's SyncPod starts ephemeral containers before init containers,
+/// so a pod whose initialization fails can still be debugged).
+struct Launch<'a> {
+    start: &'a super::plan::Start,
+    kind: ContainerType,
+}
+
+impl<'a> Launch<'a> {
+    fn of(plan: &'a Plan) -> Vec<Self> {
+        let ephemeral = plan.start_ephemeral.iter().map(|start| Launch { start, kind: ContainerType::Ephemeral });
+        let others = plan
+            .start
+            .iter()
+            .map(|start| Launch { start, kind: if start.init { ContainerType::Init } else { ContainerType::Regular } });
+        ephemeral.chain(others).collect()
+    }
+}
+
+/// Where a container starts: the pod's sandbox, the IPs it is started with, and the pod's
+/// runtime state (an ephemeral container's target is found there).
+struct Where<'a> {
+    sandbox_id: &'a str,
+    sandbox_config: &'a api::PodSandboxConfig,
+    pod_ips: &'a [String],
+    obs: &'a PodObs,
+}
+
+/// The container to start, from the pod's spec (an ephemeral container as the container it
+/// runs as).
+fn container_of<'a>(pod: &'a Pod, l: &Launch) -> Result<Cow<'a, Container>, StartError> {
     let spec = pod.spec.as_ref().ok_or(("CreateContainerConfigError", "pod has no spec".to_string()))?;
-    let list = if s.init { spec.init_containers.as_deref().unwrap_or_default() } else { &spec.containers[..] };
-    Ok(list
-        .iter()
-        .find(|c| c.name == s.name)
-        .ok_or(("CreateContainerConfigError", format!("container {} not in spec", s.name)))?)
+    let name = &l.start.name;
+    let missing = || StartError::from(("CreateContainerConfigError", format!("container {name} not in spec")));
+    let list = match l.kind {
+        ContainerType::Ephemeral => {
+            let ec = super::ephemeral::find(pod, name).ok_or_else(missing)?;
+            return Ok(Cow::Owned(super::ephemeral::as_container(ec)));
+        }
+        ContainerType::Init => spec.init_containers.as_deref().unwrap_or_default(),
+        ContainerType::Regular => &spec.containers[..],
+    };
+    list.iter().find(|c| &c.name == name).map(Cow::Borrowed).ok_or_else(missing)
 }
 
 /// Makes sure the container's image is there (by its pull policy); returns its reference.
 async fn ensure_image(
     deps: &Deps,
     pod: &Pod,
-    s: &super::plan::Start,
+    l: &Launch<'_>,
     sandbox_config: &api::PodSandboxConfig,
     on_queued: crate::images::QueueObserver<'_>,
 ) -> Result<String, StartError> {
-    let c = container_of(pod, s)?;
+    let c = container_of(pod, l)?;
     let image = c.image.as_deref().unwrap_or_default();
     let policy = c.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
@@ -460,18 +499,17 @@ async fn ensure_image(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn start_container(
     deps: &Deps,
     pod: &Pod,
-    s: &super::plan::Start,
-    sandbox_id: &str,
-    sandbox_config: &api::PodSandboxConfig,
-    pod_ips: &[String],
+    l: &Launch<'_>,
+    at: &Where<'_>,
     image_ref: &str,
     volumes: &crate::volume::PodVolumes,
 ) -> Result<ContainerRecord, StartError> {
-    let c = container_of(pod, s)?;
+    let Where { sandbox_id, sandbox_config, pod_ips, obs } = *at;
+    let s = l.start;
+    let c = &*container_of(pod, l)?;
     let ev = |t: Type, reason: &str, msg: String| deps.events.pod(pod, Some(&c.name), t, reason, msg);
     // With no earlier instance in the runtime, the log files remember how often it ran.
     let restart_count = s.restart_count.max(restart_count_from_logs(&sandbox_config.log_directory, &c.name));
@@ -479,18 +517,28 @@ async fn start_container(
         ev(Type::Warning, "Failed", format!("Error: {}", e.0));
         ("CreateContainerConfigError", e.0)
     };
+    // Upstream's getTargetID, once the image is there and before the config is made: an
+    // ephemeral container whose target has no instance fails to start.
+    let target = match l.kind {
+        ContainerType::Ephemeral => super::ephemeral::target_id(pod, &c.name, obs)
+            .map_err(|m| config_error(super::runtime_config::ConfigError(m)))?,
+        _ => None,
+    };
     let env_sources = super::env::fetch(deps.objects.as_ref(), pod, c).await.map_err(config_error)?;
     let input = ContainerInput {
         env_sources: &env_sources,
         pod,
         container: c,
-        kind: if s.init { ContainerType::Init } else { ContainerType::Regular },
+        kind: l.kind,
         restart_count,
         image_ref,
         pod_ips,
         volumes,
     };
-    let config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
+    let mut config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
+    if let Some(id) = target {
+        runtime_config::share_target_pid(&mut config, &id);
+    }
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
     let annotations = ContainerAnnotations::parse(&config.annotations);
     let id = deps.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await.map_err(|e| {

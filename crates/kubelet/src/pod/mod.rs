@@ -1,6 +1,7 @@
 //! Pods: from desired spec and observed runtime state to actions and status.
 
 pub(crate) mod dispatcher;
+mod ephemeral;
 // Public for the bench, which builds container configs by hand.
 pub mod env;
 pub(crate) mod error;

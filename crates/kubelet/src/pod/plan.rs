@@ -42,6 +42,9 @@ pub struct Plan {
     /// Started in order: init containers (sidecars kept running, the next init container)
     /// first, one after another, then the app containers.
     pub start: Vec<Start>,
+    /// Ephemeral containers to start, before `start` (upstream's EphemeralContainersToStart;
+    /// see `pod/ephemeral.rs`).
+    pub start_ephemeral: Vec<Start>,
     /// Dead containers and sandboxes no longer needed for status.
     pub remove_containers: Vec<String>,
     pub remove_sandboxes: Vec<String>,
@@ -56,6 +59,7 @@ impl Plan {
             && self.create_sandbox.is_none()
             && self.kill.is_empty()
             && self.start.is_empty()
+            && self.start_ephemeral.is_empty()
             && self.remove_containers.is_empty()
             && self.remove_sandboxes.is_empty()
     }
@@ -109,6 +113,13 @@ pub fn sandbox_changed(pod: &Pod, obs: &PodObs) -> bool {
 /// Computes the actions that bring the runtime to the desired pod (upstream's computePodActions);
 /// `started` tells which running sidecars passed their startup probe.
 pub fn plan_probed(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime, started: Started) -> Plan {
+    let mut p = plan_containers(pod, obs, backoff, now, started);
+    super::ephemeral::plan(&mut p, pod, obs);
+    p
+}
+
+/// The sandbox, init and regular containers' part of the plan.
+fn plan_containers(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime, started: Started) -> Plan {
     let mut p = Plan::default();
     let Some(spec) = pod.spec.as_ref() else { return p };
     let policy = restart_policy(pod);

@@ -79,6 +79,18 @@ fn namespace_options(pod: &Pod) -> api::NamespaceOption {
     }
 }
 
+/// An ephemeral container with a target joins the target container's process namespace
+/// (NamespaceMode TARGET with its id), as upstream's generateLinuxContainerConfig does — only
+/// where each container has its own one: with `hostPID` or `shareProcessNamespace` the
+/// ephemeral container already sees the target's processes.
+pub fn share_target_pid(config: &mut api::ContainerConfig, target_id: &str) {
+    let ns = config.linux.as_mut().and_then(|l| l.security_context.as_mut()).and_then(|s| s.namespace_options.as_mut());
+    if let Some(ns) = ns.filter(|ns| ns.pid == api::NamespaceMode::Container as i32) {
+        ns.pid = api::NamespaceMode::Target as i32;
+        ns.target_id = target_id.to_string();
+    }
+}
+
 fn parse_resolv_conf(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::new());
     for line in text.lines() {

@@ -35,11 +35,11 @@ pub struct Context<'a> {
     pub conditions: &'a [PodCondition],
 }
 
-fn nanos_time(n: i64) -> Option<Time> {
+pub(super) fn nanos_time(n: i64) -> Option<Time> {
     crate::cri::nanos_to_time(n).map(time)
 }
 
-fn terminated(o: &ContainerObs, runtime: &str) -> ContainerStateTerminated {
+pub(super) fn terminated(o: &ContainerObs, runtime: &str) -> ContainerStateTerminated {
     let reason = if !o.reason.is_empty() {
         o.reason.clone()
     } else if o.exit_code == 0 {
@@ -58,7 +58,7 @@ fn terminated(o: &ContainerObs, runtime: &str) -> ContainerStateTerminated {
     }
 }
 
-fn waiting(reason: &str, message: Option<&str>) -> ContainerState {
+pub(super) fn waiting(reason: &str, message: Option<&str>) -> ContainerState {
     ContainerState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
@@ -405,6 +405,7 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
         qos_class: Some(crate::cm::qos::qos_class(pod).into()),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(statuses),
+        ephemeral_container_statuses: super::ephemeral::statuses(pod, obs, ctx),
         ..Default::default()
     }
 }

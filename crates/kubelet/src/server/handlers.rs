@@ -414,10 +414,15 @@ async fn container_logs(
     }
 }
 
-/// The status of the container (or init container) named `name`.
+/// The status of the container (init, regular or ephemeral) named `name`.
 fn status_named(pod: &Pod, name: &str) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
     let st = pod.status.as_ref()?;
-    let all = st.container_statuses.iter().flatten().chain(st.init_container_statuses.iter().flatten());
+    let all = st
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(st.init_container_statuses.iter().flatten())
+        .chain(st.ephemeral_container_statuses.iter().flatten());
     all.into_iter().find(|c| c.name == name).cloned()
 }
 

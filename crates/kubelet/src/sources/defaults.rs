@@ -37,6 +37,16 @@ pub fn apply(pod: &mut Pod) {
     for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
         container(c);
     }
+    // SetDefaults_EphemeralContainer: the container defaults on the common part.
+    for ec in spec.ephemeral_containers.iter_mut().flatten() {
+        if ec.image_pull_policy.is_none()
+            && let Some(img) = ec.image.as_deref()
+        {
+            ec.image_pull_policy = Some(default_pull_policy(img).into());
+        }
+        ec.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
+        ec.termination_message_policy.get_or_insert_with(|| "File".into());
+    }
 }
 
 #[cfg(test)]

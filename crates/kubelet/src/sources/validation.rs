@@ -122,6 +122,12 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
         errs.add("spec.dnsConfig", "", "must be provided when dnsPolicy is None");
     }
 
+    // ValidatePodCreate: ephemeral containers are added to a running pod through the API's
+    // `ephemeralcontainers` subresource, never in a pod as created.
+    if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
+        errs.add("spec.ephemeralContainers", "", "cannot be set on create");
+    }
+
     let mut volume_names = HashSet::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let f = format!("spec.volumes[{i}].name");
@@ -372,6 +378,18 @@ mod tests {
         assert!(!is_dns_label(&"a".repeat(64)));
         assert!(is_dns_subdomain("a.b-c.d"));
         assert!(!is_dns_subdomain("a..b"));
+    }
+
+    #[test]
+    fn a_static_pod_cannot_carry_ephemeral_containers() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-n1", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}],
+                     "ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}
+        }))
+        .unwrap();
+        let errs = validate_pod(&pod, "web");
+        assert_eq!(errs.to_string(), "spec.ephemeralContainers: \"\": cannot be set on create");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod api;
 mod cgroups;
 mod csi;
 mod deadlines;
+mod ephemeral;
 mod etc_hosts;
 mod harness;
 mod logs;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// testapi with a token for `alice` and a policy letting her read nodes/proxy only; the kubelet
 /// trusts testapi's CA for client certificates and asks it to review tokens and access.
-async fn start(test: &str) -> Option<(TestApi, Kubelet, tempfile::TempDir)> {
+pub(crate) async fn start(test: &str) -> Option<(TestApi, Kubelet, tempfile::TempDir)> {
     if !kubectl_present(test) {
         return None;
     }

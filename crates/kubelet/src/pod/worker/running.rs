@@ -31,13 +31,14 @@ impl Worker {
         }
         // Containers start only once the pod's volumes are set up (upstream WaitForAttachAndMount);
         // until then they wait in ContainerCreating with the volumes' errors as the message.
-        let volumes = if p.create_sandbox.is_some() || !p.start.is_empty() {
+        let starts = p.start.iter().chain(&p.start_ephemeral);
+        let volumes = if p.create_sandbox.is_some() || starts.clone().next().is_some() {
             let ready = self.token.run_until_cancelled(deps.volumes.wait_ready(&self.pod, VOLUME_WAIT)).await;
             match ready.ok_or(Error::StoppingBefore("nothing started"))? {
                 Ok(v) => v,
                 Err(nr) => {
                     tracing::warn!(pod = %executor::pod_name(&self.pod), "{}", nr.message);
-                    for s in &p.start {
+                    for s in starts {
                         self.waiting.insert(s.name.clone(), ("ContainerCreating".into(), nr.message.clone()));
                     }
                     self.publish(&obs);
