@@ -159,7 +159,11 @@ fn admit_os(pod: &Pod) -> Result<(), Rejection> {
 /// Upstream's rejectPodAdmissionBasedOnSupplementalGroupsPolicy (after the OS checks): Strict
 /// on a node whose runtime cannot honour it is refused rather than run merged.
 fn admit_supplemental_groups_policy(pod: &Pod, node: &NodeInfo) -> Result<(), Rejection> {
-    let policy = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.supplemental_groups_policy.as_deref());
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.supplemental_groups_policy.as_deref());
     if policy == Some("Strict") && !node.supplemental_groups_policy {
         return Err(Rejection {
             reason: "SupplementalGroupsPolicyNotSupported".into(),
@@ -318,7 +322,8 @@ mod tests {
         assert_eq!(r.message, "SupplementalGroupsPolicy=Strict is not supported in this node");
         assert!(admit(&strict, &NodeInfo { supplemental_groups_policy: true, ..node() }, &[]).is_ok());
         let mut merge = strict.clone();
-        merge.spec.as_mut().unwrap().security_context.as_mut().unwrap().supplemental_groups_policy = Some("Merge".into());
+        merge.spec.as_mut().unwrap().security_context.as_mut().unwrap().supplemental_groups_policy =
+            Some("Merge".into());
         assert!(admit(&merge, &node(), &[]).is_ok());
     }
 

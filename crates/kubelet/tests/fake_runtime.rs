@@ -480,7 +480,9 @@ async fn run_as_non_root_is_checked_against_the_images_user_before_creating() {
     .await;
     assert_eq!(
         msg,
-        format!("container has runAsNonRoot and image will run as root (pod: \"root-n1_default({ur})\", container: app)")
+        format!(
+            "container has runAsNonRoot and image will run as root (pod: \"root-n1_default({ur})\", container: app)"
+        )
     );
     eventually("non-root running", || running(&n, &un).then_some(())).await;
     // Only the non-root pod's container was created, with the image's uid.

@@ -62,10 +62,8 @@ impl Handler for Host {
         if phase != "Pending" {
             return Ok(());
         }
-        self.validate(pod).map_err(|why| Rejection {
-            reason: "AppArmor".into(),
-            message: format!("Cannot enforce AppArmor: {why}"),
-        })
+        self.validate(pod)
+            .map_err(|why| Rejection { reason: "AppArmor".into(), message: format!("Cannot enforce AppArmor: {why}") })
     }
 }
 
@@ -120,11 +118,7 @@ fn required(pod: &Pod) -> bool {
     {
         return true;
     }
-    pod.metadata
-        .annotations
-        .iter()
-        .flatten()
-        .any(|(k, v)| k.starts_with(ANNOTATION_PREFIX) && v != "unconfined")
+    pod.metadata.annotations.iter().flatten().any(|(k, v)| k.starts_with(ANNOTATION_PREFIX) && v != "unconfined")
 }
 
 #[cfg(test)]
@@ -161,15 +155,25 @@ mod tests {
             assert!(host.admit(&pod(fine.clone()), &[]).is_ok(), "{fine}");
         }
         // A running pod is not checked again.
-        let running = pod(serde_json::json!({"pod": {"appArmorProfile": {"type": "RuntimeDefault"}}, "status": {"phase": "Running"}}));
+        let running = pod(
+            serde_json::json!({"pod": {"appArmorProfile": {"type": "RuntimeDefault"}}, "status": {"phase": "Running"}}),
+        );
         assert!(host.admit(&running, &[]).is_ok());
     }
 
     #[test]
     fn with_apparmor_an_empty_localhost_profile_is_refused() {
         let host = Host::enabled();
-        assert!(host.admit(&pod(serde_json::json!({"pod": {"appArmorProfile": {"type": "RuntimeDefault"}}})), &[]).is_ok());
-        let empty = pod(serde_json::json!({"container": {"appArmorProfile": {"type": "Localhost", "localhostProfile": " "}}}));
-        assert!(host.admit(&empty, &[]).unwrap_err().message.starts_with("Cannot enforce AppArmor: invalid empty AppArmor profile name"));
+        assert!(
+            host.admit(&pod(serde_json::json!({"pod": {"appArmorProfile": {"type": "RuntimeDefault"}}})), &[]).is_ok()
+        );
+        let empty =
+            pod(serde_json::json!({"container": {"appArmorProfile": {"type": "Localhost", "localhostProfile": " "}}}));
+        assert!(
+            host.admit(&empty, &[])
+                .unwrap_err()
+                .message
+                .starts_with("Cannot enforce AppArmor: invalid empty AppArmor profile name")
+        );
     }
 }

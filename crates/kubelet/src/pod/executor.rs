@@ -433,7 +433,11 @@ async fn start_container(
     let env_sources = super::env::fetch(deps.objects.as_ref(), pod, c).await.map_err(config_error)?;
     // The image's user, for runAsNonRoot and a missing runAsUser (upstream's getImageUser); a
     // failed lookup fails the config as upstream's does.
-    let image = deps.runtime.image_status(image_ref).await.map_err(|e| config_error(super::runtime_config::ConfigError(e.message)))?;
+    let image = deps
+        .runtime
+        .image_status(image_ref)
+        .await
+        .map_err(|e| config_error(super::runtime_config::ConfigError(e.message)))?;
     let image_user = ImageUser::of(image.as_ref());
     let input = ContainerInput {
         env_sources: &env_sources,

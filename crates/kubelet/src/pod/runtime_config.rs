@@ -2,11 +2,11 @@
 //! labels and annotations, log paths, command/args/env with `$(VAR)` expansion, mounts.
 
 pub use super::env::expand;
+use super::security_context::{self, ImageUser};
 use crate::cm::ContainerManager;
 use crate::cm::resources::{self, Policy};
 use crate::cri::api;
 use crate::cri::labels::{self, ContainerType, PodRef};
-use super::security_context::{self, ImageUser};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -240,7 +240,11 @@ fn sandbox_security_context(
         namespace_options: Some(namespace_options(pod)),
         run_as_user: psc.run_as_user.map(|value| api::Int64Value { value }),
         run_as_group: psc.run_as_group.map(|value| api::Int64Value { value }),
-        supplemental_groups: psc.fs_group.into_iter().chain(psc.supplemental_groups.iter().flatten().copied()).collect(),
+        supplemental_groups: psc
+            .fs_group
+            .into_iter()
+            .chain(psc.supplemental_groups.iter().flatten().copied())
+            .collect(),
         // An unknown policy fails each container's config (CreateContainerConfigError); the
         // sandbox itself runs only the pause process.
         supplemental_groups_policy: security_context::supplemental_groups_policy(Some(psc)).unwrap_or_default(),

@@ -127,7 +127,9 @@ pub fn verify_run_as_non_root(pod: &Pod, c: &Container, image: &ImageUser) -> Re
         return if uid == 0 { Err(Error::RunAsUserIsRoot { pod, container }) } else { Ok(()) };
     }
     match image {
-        ImageUser::Name(user) if !user.is_empty() => Err(Error::ImageUserNotNumeric { user: user.clone(), pod, container }),
+        ImageUser::Name(user) if !user.is_empty() => {
+            Err(Error::ImageUserNotNumeric { user: user.clone(), pod, container })
+        }
         ImageUser::Name(_) => Ok(()),
         ImageUser::Uid(0) => Err(Error::ImageRunsAsRoot { pod, container }),
         // validation.IsValidUserID: 0 ≤ uid ≤ MaxInt32.
@@ -400,7 +402,10 @@ mod tests {
             "pod": {"seccompProfile": {"type": "RuntimeDefault"}},
             "container": {"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/./audit.json"}}
         }));
-        assert_eq!(t(&both, node()).unwrap(), (ProfileType::Localhost, "/var/lib/kubelet/seccomp/profiles/audit.json".into()));
+        assert_eq!(
+            t(&both, node()).unwrap(),
+            (ProfileType::Localhost, "/var/lib/kubelet/seccomp/profiles/audit.json".into())
+        );
         let pod_only = pod(serde_json::json!({"pod": {"seccompProfile": {"type": "RuntimeDefault"}}}));
         assert_eq!(t(&pod_only, node()).unwrap().0, ProfileType::RuntimeDefault);
         let unconfined = pod(serde_json::json!({"container": {"seccompProfile": {"type": "Unconfined"}}}));
@@ -433,7 +438,9 @@ mod tests {
 
     #[test]
     fn unmasked_proc_has_no_masked_or_readonly_paths_and_policies_map() {
-        let p = pod(serde_json::json!({"container": {"procMount": "Unmasked"}, "pod": {"supplementalGroupsPolicy": "Strict"}}));
+        let p = pod(
+            serde_json::json!({"container": {"procMount": "Unmasked"}, "pod": {"supplementalGroupsPolicy": "Strict"}}),
+        );
         let sc = ctx(&p, ImageUser::Uid(0));
         assert!(sc.masked_paths.is_empty() && sc.readonly_paths.is_empty());
         assert_eq!(sc.supplemental_groups_policy, api::SupplementalGroupsPolicy::Strict as i32);

@@ -26,7 +26,11 @@ fn check_descending(errs: &mut Errors, field: &str, p: &str) {
 fn check_seccomp(errs: &mut Errors, path: &str, sp: Option<&SeccompProfile>) {
     let Some(sp) = sp else { return };
     if !["Localhost", "RuntimeDefault", "Unconfined"].contains(&sp.type_.as_str()) {
-        errs.add(format!("{path}.type"), &sp.type_, "supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"");
+        errs.add(
+            format!("{path}.type"),
+            &sp.type_,
+            "supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+        );
     }
     let field = format!("{path}.localhostProfile");
     match (sp.type_ == "Localhost", sp.localhost_profile.as_deref()) {
@@ -40,7 +44,11 @@ fn check_seccomp(errs: &mut Errors, path: &str, sp: Option<&SeccompProfile>) {
 fn check_apparmor(errs: &mut Errors, path: &str, ap: Option<&AppArmorProfile>) {
     let Some(ap) = ap else { return };
     if !["Localhost", "RuntimeDefault", "Unconfined"].contains(&ap.type_.as_str()) {
-        errs.add(format!("{path}.type"), &ap.type_, "supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"");
+        errs.add(
+            format!("{path}.type"),
+            &ap.type_,
+            "supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+        );
     }
     let field = format!("{path}.localhostProfile");
     match (ap.type_ == "Localhost", ap.localhost_profile.as_deref()) {
@@ -91,7 +99,8 @@ pub(super) fn validate_container(errs: &mut Errors, path: &str, c: &Container, s
         if sc.privileged == Some(true) {
             errs.add(&path, "", "cannot set `allowPrivilegeEscalation` to false and `privileged` to true");
         }
-        if sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_some_and(|a| a.iter().any(|c| c == "CAP_SYS_ADMIN")) {
+        if sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_some_and(|a| a.iter().any(|c| c == "CAP_SYS_ADMIN"))
+        {
             errs.add(&path, "", "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN");
         }
     }
