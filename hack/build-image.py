@@ -15,7 +15,7 @@ Layout of the image:
 
 Example:
   build-image.py --out /tmp/img --ref 1 --entrypoint '["/bin/echo","entry"]' \
-      --cmd '["default-arg"]' --workdir /tmp --env IMAGE_ENV=from-image
+      --cmd '["default-arg"]' --workdir /tmp --env IMAGE_ENV=from-image [--user 1000]
 
 Prints the manifest digest (sha256:...) on stdout.
 """
@@ -190,6 +190,7 @@ def main():
     ap.add_argument("--entrypoint", help='JSON list, e.g. \'["/bin/sleep","inf"]\'')
     ap.add_argument("--cmd", help="JSON list")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--user", default=None, help='config User, e.g. "1000" or "nobody"')
     ap.add_argument("--env", action="append", default=[], help="extra KEY=VALUE (repeatable)")
     ap.add_argument("--file", action="append", default=[], help="PATH=CONTENT in an extra layer (repeatable)")
     ap.add_argument(
@@ -231,6 +232,8 @@ def main():
             cfg["Cmd"] = cmd
         if a.workdir:
             cfg["WorkingDir"] = a.workdir
+        if a.user:
+            cfg["User"] = a.user
         config = {
             "created": created,
             "architecture": go_arch(),

@@ -368,8 +368,11 @@ if ((DO_IMAGES)); then
     # image Entrypoint/Cmd/WorkingDir/Env semantics
     image argecho 1 --entrypoint '["/bin/echo","entry"]' --cmd '["default-arg"]' \
         --workdir /tmp --env IMAGE_ENV=from-image
+    # images whose config names a non-root User: numeric, and a name (runAsNonRoot tests)
+    image user 1000 --cmd '["sh"]' --user 1000
+    image user nobody --cmd '["sh"]' --user nobody
     IMAGES=("$KRS_REGISTRY/pause:3.10" "$KRS_REGISTRY/busybox:1.36" "$KRS_REGISTRY/busybox:latest"
-        "$KRS_REGISTRY/busybox:2" "$KRS_REGISTRY/argecho:1")
+        "$KRS_REGISTRY/busybox:2" "$KRS_REGISTRY/argecho:1" "$KRS_REGISTRY/user:1000" "$KRS_REGISTRY/user:nobody")
 else
     log "images: skipped (--no-images)"
 fi

@@ -34,6 +34,7 @@ fn node_ctx(dir: &Path) -> NodeContext {
         pod_logs_dir: POD_LOGS_DIR.into(),
         root_dir: dir.join("root"),
         cgroups: pod_cgroups(),
+        seccomp_default: false,
     }
 }
 
@@ -97,6 +98,7 @@ async fn raw_start_timed(
         image_ref,
         pod_ips: &[],
         volumes: &Default::default(),
+        image_user: &kubelet::pod::security_context::ImageUser::Uid(0),
     };
     let mut cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
     cfg.labels.remove(POD_UID);

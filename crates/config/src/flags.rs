@@ -96,6 +96,9 @@ pub struct Flags {
     /// Refuse to start with swap on (failSwapOn).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub fail_swap_on: Option<bool>,
+    /// RuntimeDefault seccomp profile for containers that name none (seccompDefault).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub seccomp_default: Option<bool>,
     /// Deprecated: the sandbox image is configured in the runtime.
     #[arg(long)]
     pub pod_infra_container_image: Option<String>,
@@ -276,6 +279,7 @@ impl Flags {
         set(&mut cfg.cgroup_root, &self.cgroup_root);
         set(&mut cfg.runtime_request_timeout, &self.runtime_request_timeout);
         set(&mut cfg.fail_swap_on, &self.fail_swap_on);
+        set(&mut cfg.seccomp_default, &self.seccomp_default);
         set(&mut cfg.cluster_dns, &self.cluster_dns);
         set(&mut cfg.cluster_domain, &self.cluster_domain);
         set(&mut cfg.sync_frequency, &self.sync_frequency);
@@ -343,6 +347,7 @@ mod tests {
             "--sync-frequency=30s",
             "--register-node=false",
             "--fail-swap-on",
+            "--seccomp-default",
             "-v",
             "4",
         ]);
@@ -355,6 +360,7 @@ mod tests {
         assert_eq!(cfg.sync_frequency, Duration::from_secs(30));
         assert!(!cfg.register_node);
         assert!(cfg.fail_swap_on);
+        assert!(cfg.seccomp_default);
         assert_eq!(cfg.logging.verbosity, 4);
         assert_eq!(node.verbosity, 4);
         assert_eq!(node.root_dir, PathBuf::from("/var/lib/kubelet"));

@@ -3,8 +3,10 @@
 //! refusal wins; the composition builds the list: node pressure (`eviction::Handle`), sysctls
 //! ([`sysctl::Allowlist`]: SysctlForbidden), the node predicates here ([`NodeInfo`]: pod OS,
 //! node name, nodeSelector and required node affinity, NoExecute taints, host ports), resource
-//! fit (`cm::admission::ResourceFit`: OutOfpods / OutOfcpu / OutOfmemory).
+//! fit (`cm::admission::ResourceFit`: OutOfpods / OutOfcpu / OutOfmemory), AppArmor
+//! ([`apparmor::Host`]: profiles on a host that cannot enforce them).
 
+pub mod apparmor;
 pub mod sysctl;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};
@@ -38,6 +40,9 @@ pub struct NodeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
+    /// The runtime honours `supplementalGroupsPolicy: Strict` (node status
+    /// `features.supplementalGroupsPolicy`).
+    pub supplemental_groups_policy: bool,
 }
 
 impl Handler for NodeInfo {
@@ -151,9 +156,27 @@ fn admit_os(pod: &Pod) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Upstream's rejectPodAdmissionBasedOnSupplementalGroupsPolicy (after the OS checks): Strict
+/// on a node whose runtime cannot honour it is refused rather than run merged.
+fn admit_supplemental_groups_policy(pod: &Pod, node: &NodeInfo) -> Result<(), Rejection> {
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.supplemental_groups_policy.as_deref());
+    if policy == Some("Strict") && !node.supplemental_groups_policy {
+        return Err(Rejection {
+            reason: "SupplementalGroupsPolicyNotSupported".into(),
+            message: "SupplementalGroupsPolicy=Strict is not supported in this node".into(),
+        });
+    }
+    Ok(())
+}
+
 /// The node predicates: admits `pod` on `node` next to the pods already admitted.
 pub fn admit(pod: &Pod, node: &NodeInfo, admitted: &[&Pod]) -> Result<(), Rejection> {
     admit_os(pod)?;
+    admit_supplemental_groups_policy(pod, node)?;
     let spec = pod.spec.as_ref();
     if let Some(name) = spec.and_then(|s| s.node_name.as_deref())
         && name != node.name
@@ -200,6 +223,7 @@ mod tests {
                 effect: "NoExecute".into(),
                 time_added: None,
             }],
+            supplemental_groups_policy: false,
         }
     }
 
@@ -286,6 +310,21 @@ mod tests {
         linux.labels.insert("kubernetes.io/os".into(), "linux".into());
         let selector = pod(serde_json::json!({"nodeSelector": {"kubernetes.io/os": "windows"}}));
         assert_eq!(admit(&selector, &linux, &[]).unwrap_err().reason, "NodeAffinity");
+    }
+
+    #[test]
+    fn strict_supplemental_groups_need_a_runtime_that_honours_them() {
+        let mut strict = pod(serde_json::json!({}));
+        strict.spec.as_mut().unwrap().security_context =
+            Some(serde_json::from_value(serde_json::json!({"supplementalGroupsPolicy": "Strict"})).unwrap());
+        let r = admit(&strict, &node(), &[]).unwrap_err();
+        assert_eq!(r.reason, "SupplementalGroupsPolicyNotSupported");
+        assert_eq!(r.message, "SupplementalGroupsPolicy=Strict is not supported in this node");
+        assert!(admit(&strict, &NodeInfo { supplemental_groups_policy: true, ..node() }, &[]).is_ok());
+        let mut merge = strict.clone();
+        merge.spec.as_mut().unwrap().security_context.as_mut().unwrap().supplemental_groups_policy =
+            Some("Merge".into());
+        assert!(admit(&merge, &node(), &[]).is_ok());
     }
 
     #[test]

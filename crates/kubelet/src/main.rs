@@ -43,6 +43,7 @@ const IMPLEMENTED: &[&str] = &[
     "podLogsDir",
     "logging",
     "failSwapOn",
+    "seccompDefault",
     "nodeIP",
     "kubeAPIQPS",
     "eventRecordQPS",

@@ -539,3 +539,39 @@ async fn the_image_is_pulled_while_the_sandbox_is_made() {
     assert!(took < Duration::from_secs(6), "took {took:?}: the pull and the sandbox ran one after the other");
     assert_eq!(n.rt.calls().iter().filter(|c| *c == "PullImage").count(), 1);
 }
+
+#[tokio::test]
+async fn run_as_non_root_is_checked_against_the_images_user_before_creating() {
+    let rt = FakeRuntime::new();
+    rt.add_image("img:1");
+    rt.add_image("user:1000");
+    rt.set_image_user("user:1000", Some(1000), "");
+    let n = node(rt).await;
+    let with = |name: &str, image: &str| {
+        let mut p = pod(name, "Always", &[]);
+        let c = &mut p.spec.as_mut().unwrap().containers[0];
+        c.image = Some(image.into());
+        c.security_context = Some(serde_json::from_value(serde_json::json!({"runAsNonRoot": true})).unwrap());
+        p
+    };
+    let (root, nonroot) = (with("root", "img:1"), with("nonroot", "user:1000"));
+    let (ur, un) = (uid(&root), uid(&nonroot));
+    n.snapshots.send(Snapshot { source: SourceKind::File, pods: vec![root, nonroot] }).await.unwrap();
+    let msg = eventually("CreateContainerConfigError", || {
+        let w = app_status(&n, &ur)?.state?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError")).then(|| w.message.unwrap_or_default())
+    })
+    .await;
+    assert_eq!(
+        msg,
+        format!(
+            "container has runAsNonRoot and image will run as root (pod: \"root-n1_default({ur})\", container: app)"
+        )
+    );
+    eventually("non-root running", || running(&n, &un).then_some(())).await;
+    // Only the non-root pod's container was created, with the image's uid.
+    let created = n.rt.containers_named("app");
+    assert_eq!(created.len(), 1);
+    let sc = n.rt.config(&created[0]).unwrap().linux.unwrap().security_context.unwrap();
+    assert_eq!(sc.run_as_user.map(|u| u.value), Some(1000));
+}

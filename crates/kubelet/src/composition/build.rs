@@ -184,6 +184,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         root_dir: root_dir.clone(),
         cgroups,
+        seccomp_default: cfg.seccomp_default,
     });
     // What the PLEG's relist found, per pod: the workers observe from it.
     let pleg_cache = cfg.pleg.as_ref().map(|_| pleg::Cache::new());
@@ -245,6 +246,9 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         name: node_name.clone(),
         labels: node_status::node_labels(&node_name, &cfg.node_status.labels),
         taints: cfg.node_status.taints.clone(),
+        // The runtime's RuntimeStatus features are not read yet: Strict is refused rather than
+        // silently merged (containerd before 2.0 ignores the policy).
+        supplemental_groups_policy: false,
     };
     // Node pressure conditions: set by the eviction manager, read by node status and admission.
     let pressure = host.map(|_| eviction::Handle::new());
@@ -273,7 +277,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     }
     let (evict_tx, evict_rx) = mpsc::channel(4);
     // Admission, in upstream's order: node pressure, sysctls, the node predicates (pod OS
-    // first), resource fit. As upstream, a safe sysctl may also be listed as unsafe, and an
+    // first), resource fit, AppArmor. As upstream, a safe sysctl may also be listed as unsafe, and an
     // allowedUnsafeSysctls entry not known to be namespaced stops the kubelet.
     let sysctls = admission::sysctl::Allowlist::new(
         admission::sysctl::safe_sysctls(admission::sysctl::host_kernel())
@@ -292,6 +296,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     admit.push(Arc::new(sysctls));
     admit.push(Arc::new(node_info));
     admit.push(Arc::new(resource_fit));
+    admit.push(Arc::new(cfg.apparmor.clone()));
     let dispatcher_cfg = dispatcher::Config {
         worker,
         admission: admission::Handlers::new(admit),

@@ -112,6 +112,11 @@ pub struct Config {
     pub max_pods: i64,
     /// allowedUnsafeSysctls: names and `prefix*` patterns pods may set besides the safe set.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// seccompDefault: RuntimeDefault for containers that name no seccomp profile.
+    pub seccomp_default: bool,
+    /// Whether the host enforces AppArmor (`/sys/module/apparmor/parameters/enabled`); pods that
+    /// ask for a profile are refused when it does not.
+    pub apparmor: crate::admission::apparmor::Host,
     /// How often the dispatcher looks for orphaned pods.
     pub housekeeping: Duration,
     /// The host-level subsystems; None for hollow nodes and fake-runtime tests.
@@ -249,6 +254,8 @@ impl Config {
             pleg: Some(pleg),
             max_pods: i64::from(cfg.max_pods),
             allowed_unsafe_sysctls: cfg.allowed_unsafe_sysctls.clone(),
+            seccomp_default: cfg.seccomp_default,
+            apparmor: crate::admission::apparmor::Host::detect(),
             housekeeping: Duration::from_secs(10),
             host: Some(host),
             node_name,

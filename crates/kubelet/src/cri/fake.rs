@@ -15,6 +15,8 @@ struct State {
     configs: HashMap<String, api::ContainerConfig>,
     container_sandbox: HashMap<String, String>,
     images: HashSet<String>,
+    /// The user an image's config names (ImageStatus `uid` / `username`).
+    image_users: HashMap<String, (Option<i64>, String)>,
     /// Images a pull may fetch (the "registry").
     registry: HashSet<String>,
     /// Registry images that need these credentials (user, password).
@@ -106,6 +108,11 @@ impl FakeRuntime {
     /// Puts an image in the runtime's store.
     pub fn add_image(&self, image: &str) {
         self.lock().images.insert(image.to_string());
+    }
+
+    /// The user `image`'s config names: a uid, or a user name.
+    pub fn set_image_user(&self, image: &str, uid: Option<i64>, username: &str) {
+        self.lock().image_users.insert(image.to_string(), (uid, username.to_string()));
     }
 
     /// Makes an image pullable.
@@ -442,9 +449,14 @@ impl Runtime for FakeRuntime {
 
     async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
         let s = self.enter("ImageStatus")?;
-        Ok(s.images.contains(image).then(|| api::Image {
-            id: format!("sha256:{image}"),
-            repo_tags: vec![image.to_string()],
+        // By name or by the ID PullImage / ListImages give.
+        let name = image.strip_prefix("sha256:").unwrap_or(image);
+        let (uid, username) = s.image_users.get(name).cloned().unwrap_or_default();
+        Ok(s.images.contains(name).then(|| api::Image {
+            id: format!("sha256:{name}"),
+            repo_tags: vec![name.to_string()],
+            uid: uid.map(|value| api::Int64Value { value }),
+            username,
             ..Default::default()
         }))
     }

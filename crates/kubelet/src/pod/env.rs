@@ -297,6 +297,7 @@ mod tests {
             pod_logs_dir: "/var/log/pods".into(),
             root_dir: "/var/lib/kubelet".into(),
             cgroups: None,
+            seccomp_default: false,
         }
     }
 

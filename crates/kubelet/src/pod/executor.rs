@@ -5,6 +5,7 @@ use super::error::{Error, Result};
 use super::observe::{CState, ContainerObs, PodObs};
 use super::plan::Plan;
 use super::runtime_config::{self, ContainerInput, NodeContext};
+use super::security_context::ImageUser;
 use super::status::WaitingReasons;
 use super::termination_order::Order;
 use crate::backoff::Keyed as Backoff;
@@ -525,6 +526,14 @@ async fn start_container(
         _ => None,
     };
     let env_sources = super::env::fetch(deps.objects.as_ref(), pod, c).await.map_err(config_error)?;
+    // The image's user, for runAsNonRoot and a missing runAsUser (upstream's getImageUser); a
+    // failed lookup fails the config as upstream's does.
+    let image = deps
+        .runtime
+        .image_status(image_ref)
+        .await
+        .map_err(|e| config_error(super::runtime_config::ConfigError(e.message)))?;
+    let image_user = ImageUser::of(image.as_ref());
     let input = ContainerInput {
         env_sources: &env_sources,
         pod,
@@ -534,6 +543,7 @@ async fn start_container(
         image_ref,
         pod_ips,
         volumes,
+        image_user: &image_user,
     };
     let mut config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
     if let Some(id) = target {

@@ -10,6 +10,7 @@ pub mod hosts;
 mod observe;
 mod plan;
 pub mod runtime_config;
+pub mod security_context;
 mod status;
 pub(crate) mod termination_message;
 mod termination_order;

@@ -2,6 +2,7 @@
 //! labels and annotations, log paths, command/args/env with `$(VAR)` expansion, mounts.
 
 pub use super::env::expand;
+use super::security_context::{self, ImageUser};
 use crate::cm::ContainerManager;
 use crate::cm::resources::{self, Policy};
 use crate::cri::api;
@@ -24,6 +25,8 @@ pub struct NodeContext {
     /// The container manager (pod cgroups, CFS settings, memory capacity); None runs pods in
     /// the runtime's default cgroup with upstream's default CFS settings.
     pub cgroups: Option<Arc<ContainerManager>>,
+    /// seccompDefault: containers without a seccomp profile run with the runtime's default.
+    pub seccomp_default: bool,
 }
 
 impl NodeContext {
@@ -31,12 +34,23 @@ impl NodeContext {
     pub fn resource_policy(&self) -> Policy {
         self.cgroups.as_ref().map(|c| c.policy().clone()).unwrap_or_else(crate::cm::default_policy)
     }
+
+    /// `<root-dir>/seccomp`, where Localhost seccomp profiles are (upstream's seccompProfileRoot).
+    pub fn seccomp_profile_root(&self) -> PathBuf {
+        self.root_dir.join("seccomp")
+    }
 }
 
 /// A container whose config cannot be built (CreateContainerConfigError).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+impl From<security_context::Error> for ConfigError {
+    fn from(e: security_context::Error) -> Self {
+        Self(e.to_string())
+    }
+}
 
 pub fn pod_ref(pod: &Pod) -> PodRef {
     PodRef {
@@ -211,14 +225,7 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: node.cgroups.as_ref().map(|c| c.cgroup_parent(pod)).unwrap_or_default(),
             overhead: sandbox_overhead(pod, node),
-            security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(namespace_options(pod)),
-                run_as_user: psc.run_as_user.map(|value| api::Int64Value { value }),
-                run_as_group: psc.run_as_group.map(|value| api::Int64Value { value }),
-                supplemental_groups: psc.supplemental_groups.unwrap_or_default(),
-                privileged,
-                ..Default::default()
-            }),
+            security_context: Some(sandbox_security_context(pod, &psc, privileged)),
             // Slash-separated names go to the runtime dot-separated, as upstream converts them
             // (ConvertPodSysctlsVariableToDotsSeparator).
             sysctls: psc
@@ -233,20 +240,40 @@ pub fn sandbox_config(pod: &Pod, node: &NodeContext, attempt: u32) -> api::PodSa
     }
 }
 
-const MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+/// Upstream's generatePodSandboxLinuxConfig security context: the sandbox always runs with the
+/// runtime's default seccomp profile (so least-privileged pod profiles work, k/k #84623), the
+/// pod's user and group, fsGroup then supplementalGroups and their policy, SELinux options.
+fn sandbox_security_context(
+    pod: &Pod,
+    psc: &k8s_openapi::api::core::v1::PodSecurityContext,
+    privileged: bool,
+) -> api::LinuxSandboxSecurityContext {
+    api::LinuxSandboxSecurityContext {
+        namespace_options: Some(namespace_options(pod)),
+        run_as_user: psc.run_as_user.map(|value| api::Int64Value { value }),
+        run_as_group: psc.run_as_group.map(|value| api::Int64Value { value }),
+        supplemental_groups: psc
+            .fs_group
+            .into_iter()
+            .chain(psc.supplemental_groups.iter().flatten().copied())
+            .collect(),
+        // An unknown policy fails each container's config (CreateContainerConfigError); the
+        // sandbox itself runs only the pause process.
+        supplemental_groups_policy: security_context::supplemental_groups_policy(Some(psc)).unwrap_or_default(),
+        selinux_options: psc.se_linux_options.as_ref().map(|o| api::SeLinuxOption {
+            user: o.user.clone().unwrap_or_default(),
+            role: o.role.clone().unwrap_or_default(),
+            r#type: o.type_.clone().unwrap_or_default(),
+            level: o.level.clone().unwrap_or_default(),
+        }),
+        privileged,
+        seccomp: Some(api::SecurityProfile {
+            profile_type: api::security_profile::ProfileType::RuntimeDefault as i32,
+            localhost_ref: String::new(),
+        }),
+        ..Default::default()
+    }
+}
 
 pub struct ContainerInput<'a> {
     /// ConfigMaps and Secrets the container's env refers to, read from the API beforehand.
@@ -260,10 +287,14 @@ pub struct ContainerInput<'a> {
     pub pod_ips: &'a [String],
     /// The pod's volumes as the volume manager set them up.
     pub volumes: &'a crate::volume::PodVolumes,
+    /// The user the image runs as (CRI ImageStatus), for runAsNonRoot and a missing runAsUser.
+    pub image_user: &'a ImageUser,
 }
 
 pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<api::ContainerConfig, ConfigError> {
     let ContainerInput { pod, container: c, kind, restart_count, image_ref, pod_ips, .. } = *input;
+    // Upstream verifies runAsNonRoot first, right after looking up the image's user.
+    security_context::verify_run_as_non_root(pod, c, input.image_user)?;
     let r = pod_ref(pod);
     let envs = super::env::env(pod, c, node, pod_ips, input.env_sources)?;
     let vars: HashMap<String, String> = envs.iter().cloned().collect();
@@ -334,10 +365,14 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         annotations.insert(labels::CONTAINER_PORTS.into(), serde_json::to_string(ports).unwrap_or_default());
     }
 
-    let sc = c.security_context.clone().unwrap_or_default();
-    let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
-    let privileged = sc.privileged.unwrap_or(false);
-    let caps = sc.capabilities.clone().unwrap_or_default();
+    let seccomp = security_context::Seccomp {
+        default_runtime_default: node.seccomp_default,
+        profile_root: &node.seccomp_profile_root(),
+    };
+    let security = api::LinuxContainerSecurityContext {
+        namespace_options: Some(namespace_options(pod)),
+        ..security_context::container_context(pod, c, input.image_user, seccomp)?
+    };
     Ok(api::ContainerConfig {
         metadata: Some(api::ContainerMetadata { name: c.name.clone(), attempt: restart_count as u32 }),
         image: Some(api::ImageSpec {
@@ -358,27 +393,7 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         tty: c.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
             resources: Some(resources::container_resources(pod, c, &node.resource_policy())),
-            security_context: Some(api::LinuxContainerSecurityContext {
-                capabilities: Some(api::Capability {
-                    add_capabilities: caps.add.unwrap_or_default(),
-                    drop_capabilities: caps.drop.unwrap_or_default(),
-                    ..Default::default()
-                }),
-                privileged,
-                namespace_options: Some(namespace_options(pod)),
-                run_as_user: sc.run_as_user.or(psc.run_as_user).map(|value| api::Int64Value { value }),
-                run_as_group: sc.run_as_group.or(psc.run_as_group).map(|value| api::Int64Value { value }),
-                readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
-                no_new_privs: sc.allow_privilege_escalation == Some(false),
-                masked_paths: if privileged { vec![] } else { MASKED_PATHS.iter().map(|s| s.to_string()).collect() },
-                readonly_paths: if privileged {
-                    vec![]
-                } else {
-                    READONLY_PATHS.iter().map(|s| s.to_string()).collect()
-                },
-                ..Default::default()
-            }),
+            security_context: Some(security),
         }),
         ..Default::default()
     })
@@ -399,6 +414,7 @@ mod tests {
             pod_logs_dir: "/var/log/pods".into(),
             root_dir: "/var/lib/kubelet".into(),
             cgroups: None,
+            seccomp_default: false,
         }
     }
 
@@ -494,6 +510,7 @@ mod tests {
             image_ref: "i",
             pod_ips: &[],
             volumes: &Default::default(),
+            image_user: &ImageUser::Uid(0),
         };
         let r = container_config(&input, &node).unwrap().linux.unwrap().resources.unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes), (256, 50_000, 100_000, 0));

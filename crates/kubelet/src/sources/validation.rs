@@ -1,6 +1,8 @@
 //! Pod validation: the checks upstream's ValidatePod makes that matter to a kubelet, each error
 //! naming the field (`spec.containers[1].name: "app": duplicate name`). All errors are collected.
 
+mod security;
+
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::HashSet;
@@ -147,8 +149,10 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
     let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (format!("spec.initContainers[{i}]"), c));
     let regular = spec.containers.iter().enumerate().map(|(i, c)| (format!("spec.containers[{i}]"), c));
     let mut host_ports = HashSet::new();
+    security::validate_pod(&mut errs, spec);
     for (path, c) in init.chain(regular) {
         validate_container(&mut errs, &path, c, &mut names, &volume_names, &mut host_ports);
+        security::validate_container(&mut errs, &path, c, spec);
     }
     errs
 }

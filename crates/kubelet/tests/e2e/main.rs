@@ -14,6 +14,7 @@ mod metrics;
 mod probes;
 mod reliability;
 mod resources;
+mod security;
 mod server;
 mod sidecars;
 mod termination;
