@@ -97,6 +97,7 @@ async fn raw_start_timed(
         image_ref,
         pod_ips: &[],
         volumes: &Default::default(),
+        recursive_read_only: false,
     };
     let mut cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
     cfg.labels.remove(POD_UID);

@@ -5,6 +5,7 @@
 //! node name, nodeSelector and required node affinity, NoExecute taints, host ports), resource
 //! fit (`cm::admission::ResourceFit`: OutOfpods / OutOfcpu / OutOfmemory).
 
+pub mod runtime;
 pub mod sysctl;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};

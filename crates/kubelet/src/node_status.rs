@@ -7,8 +7,8 @@ use crate::api::{ApiError, DynApi};
 use crate::cri::DynRuntime;
 use crate::pleg;
 use k8s_openapi::api::core::v1::{
-    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo, Taint,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeFeatures,
+    NodeRuntimeHandler, NodeRuntimeHandlerFeatures, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubelet_config::KubeletConfiguration;
@@ -198,12 +198,14 @@ pub fn initial_node(cfg: &Config) -> Node {
     node
 }
 
-/// What the runtime and the PLEG say about readiness.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the runtime and the PLEG say about readiness, and the runtime's handlers and features.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Health {
     pub runtime_version: String,
     /// None when ready, else the NotReady message.
     pub not_ready: Option<String>,
+    /// CRI Status `runtime_handlers` and `features` (none from containerd 1.6).
+    pub handlers: crate::cri::RuntimeHandlers,
 }
 
 pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
@@ -229,7 +231,30 @@ pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
             }
         }
     };
-    Health { runtime_version, not_ready }
+    let handlers = runtime.handlers().await.unwrap_or_default();
+    Health { runtime_version, not_ready, handlers }
+}
+
+/// The RuntimeHandlers setter: every handler the runtime reports, with its features.
+fn runtime_handlers(h: &crate::cri::RuntimeHandlers) -> Vec<NodeRuntimeHandler> {
+    h.handlers
+        .iter()
+        .map(|h| {
+            let f = h.features.as_ref();
+            NodeRuntimeHandler {
+                name: Some(h.name.clone()),
+                features: Some(NodeRuntimeHandlerFeatures {
+                    recursive_read_only_mounts: Some(f.is_some_and(|f| f.recursive_read_only_mounts)),
+                    user_namespaces: Some(f.is_some_and(|f| f.user_namespaces)),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The NodeFeatures setter: set only when the runtime reports features.
+fn node_features(h: &crate::cri::RuntimeHandlers) -> Option<NodeFeatures> {
+    h.features.as_ref().map(|f| NodeFeatures { supplemental_groups_policy: Some(f.supplemental_groups_policy) })
 }
 
 fn condition(type_: &str, ok_status: &str, reason: &str, message: &str) -> NodeCondition {
@@ -321,6 +346,9 @@ pub fn compute_status(cfg: &Config, m: &Machine, h: &Health, images: Vec<Contain
             ..Default::default()
         }),
         images: Some(images),
+        // An empty list is left out, as Go's omitempty does.
+        runtime_handlers: Some(runtime_handlers(&h.handlers)).filter(|l| !l.is_empty()),
+        features: node_features(&h.handlers),
         ..Default::default()
     }
 }

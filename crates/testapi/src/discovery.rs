@@ -86,6 +86,7 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["status"],
         true,
     ),
+    def("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", false, &[], &[], false),
     def("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
     def("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, &[], &[], false),
     def(
@@ -123,8 +124,14 @@ pub const RESOURCES: &[ResourceDef] = &[
     ),
 ];
 
-pub const GROUPS: &[&str] =
-    &["coordination.k8s.io", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "storage.k8s.io"];
+pub const GROUPS: &[&str] = &[
+    "coordination.k8s.io",
+    "events.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "storage.k8s.io",
+    "node.k8s.io",
+];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
@@ -286,5 +293,6 @@ mod tests {
         let names: Vec<&str> =
             storage["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(names, vec!["csidrivers", "csinodes", "volumeattachments", "volumeattachments/status"]);
+        assert_eq!(find("node.k8s.io", "v1", "runtimeclasses").unwrap().kind, "RuntimeClass");
     }
 }

@@ -197,6 +197,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         container_logs_dir: cfg.container_logs_dir.clone(),
         metrics: metrics.clone(),
         volumes,
+        runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
     };
     let worker = WorkerConfig {
         deps,
@@ -291,6 +292,12 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     }
     admit.push(Arc::new(sysctls));
     admit.push(Arc::new(node_info));
+    // What the runtime can run (RuntimeClass lookups, user namespaces), from CRI Status now.
+    let handlers = runtime.handlers().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "CRI Status: no runtime handlers known");
+        Default::default()
+    });
+    admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));
     admit.push(Arc::new(resource_fit));
     let dispatcher_cfg = dispatcher::Config {
         worker,

@@ -11,6 +11,7 @@ mod plan;
 pub mod runtime_config;
 mod status;
 pub(crate) mod termination_message;
+pub(crate) mod userns;
 pub(crate) mod worker;
 
 /// What a pod worker is told by the eviction manager (through the dispatcher): kill with this

@@ -13,6 +13,7 @@ mod metrics;
 mod probes;
 mod reliability;
 mod resources;
+mod security_volumes;
 mod server;
 mod termination;
 mod volumes;
