@@ -45,7 +45,8 @@ impl Handler for RuntimeSupport {
         if spec.and_then(|s| s.host_users) != Some(false) {
             return Ok(());
         }
-        let any_supports = self.handlers.handlers.iter().any(|h| h.features.as_ref().is_some_and(|f| f.user_namespaces));
+        let any_supports =
+            self.handlers.handlers.iter().any(|h| h.features.as_ref().is_some_and(|f| f.user_namespaces));
         let cause = match (class, self.handlers.supports_user_namespaces("")) {
             (None, Ok(true)) => return Ok(()),
             (Some(_), _) if any_supports => return Ok(()),
@@ -97,12 +98,14 @@ mod tests {
         // containerd 1.6: no handlers at all.
         let r = RuntimeSupport { api: true, ..Default::default() }.admit(&p, &[]).unwrap_err();
         assert_eq!(r.reason, "UserNamespacesNotSupported");
-        assert_eq!(
-            r.message,
-            "pod ns/web: spec.hostUsers: false needs a user namespace: runtime handlers are not set"
-        );
+        assert_eq!(r.message, "pod ns/web: spec.hostUsers: false needs a user namespace: runtime handlers are not set");
         let no = RuntimeSupport { api: true, handlers: handlers(&[("", false), ("runc", false)]) };
-        assert!(no.admit(&p, &[]).unwrap_err().message.ends_with("RuntimeClass handler \"\" does not support user namespaces"));
+        assert!(
+            no.admit(&p, &[])
+                .unwrap_err()
+                .message
+                .ends_with("RuntimeClass handler \"\" does not support user namespaces")
+        );
         let with_class = pod(serde_json::json!({"hostUsers": false, "runtimeClassName": "kata"}));
         assert!(no.admit(&with_class, &[]).is_err());
         let some = RuntimeSupport { api: true, handlers: handlers(&[("", false), ("kata", true)]) };

@@ -258,7 +258,11 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().handlers.clone())
     }
 
-    async fn run_pod_sandbox_with_handler(&self, config: api::PodSandboxConfig, runtime_handler: &str) -> Result<String> {
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
         let delay = self.lock().sandbox_delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

@@ -89,7 +89,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String>;
     /// RunPodSandbox with a RuntimeClass's handler (`""`: the runtime's default handler). A
     /// runtime that knows no handlers refuses any other.
-    async fn run_pod_sandbox_with_handler(&self, config: api::PodSandboxConfig, runtime_handler: &str) -> Result<String> {
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
         if runtime_handler.is_empty() {
             return self.run_pod_sandbox(config).await;
         }

@@ -100,7 +100,11 @@ impl Runtime for RemoteRuntime {
         Ok(super::RuntimeHandlers { handlers: r.runtime_handlers, features: r.features })
     }
 
-    async fn run_pod_sandbox_with_handler(&self, config: api::PodSandboxConfig, runtime_handler: &str) -> Result<String> {
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
         let mut c = self.runtime.clone();
         let req = api::RunPodSandboxRequest { config: Some(config), runtime_handler: runtime_handler.to_string() };
         // Sandbox creation includes CNI setup; upstream gives it the full request timeout too.

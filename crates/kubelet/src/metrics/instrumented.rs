@@ -49,7 +49,11 @@ impl Runtime for Instrumented {
         self.record("run_podsandbox", self.inner.run_pod_sandbox(config)).await
     }
 
-    async fn run_pod_sandbox_with_handler(&self, config: api::PodSandboxConfig, runtime_handler: &str) -> Result<String> {
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
         self.metrics.started_pod();
         self.record("run_podsandbox", self.inner.run_pod_sandbox_with_handler(config, runtime_handler)).await
     }

@@ -352,14 +352,16 @@ async fn create_sandbox(
     // then RunPodSandbox; a failure is a FailedCreatePodSandBox event and a retry.
     let made = async {
         let handler = deps.runtime_classes.handler(pod).await.map_err(Error::RuntimeHandler)?;
-        super::userns::check(pod, &handler, &*deps.runtime).await?;
+        let userns = super::userns::check(pod, &handler, &*deps.runtime, &deps.node.root_dir).await?;
+        let mut config = config.clone();
+        set_user_namespace(&mut config.linux, userns);
         std::fs::create_dir_all(&config.log_directory)
             .map_err(|source| Error::LogDirectory { path: config.log_directory.clone(), source })?;
         if let Some(cm) = &deps.node.cgroups {
             cm.ensure_pod_cgroup(pod).map_err(Error::PodCgroup)?;
         }
         tracing::info!(pod = %pod_name(pod), attempt, runtime_handler = %handler, "creating pod sandbox");
-        deps.runtime.run_pod_sandbox_with_handler(config.clone(), &handler).await.map_err(Error::CreateSandbox)
+        deps.runtime.run_pod_sandbox_with_handler(config, &handler).await.map_err(Error::CreateSandbox)
     };
     let id = match made.await {
         Ok(id) => id,
@@ -376,15 +378,37 @@ async fn create_sandbox(
     Ok((SandboxRecord { id, attempt, ready: true, created_at }, ips))
 }
 
+/// The pod's user namespace (`hostUsers: false`) into a sandbox's or container's namespace
+/// options, as upstream's NamespacesForPod gives both the same.
+fn set_user_namespace<L: HasNamespaces>(linux: &mut Option<L>, userns: Option<api::UserNamespace>) {
+    let Some(userns) = userns else { return };
+    if let Some(ns) = linux.as_mut().and_then(HasNamespaces::namespaces) {
+        ns.userns_options = Some(userns);
+    }
+}
+
+trait HasNamespaces {
+    fn namespaces(&mut self) -> Option<&mut api::NamespaceOption>;
+}
+
+impl HasNamespaces for api::LinuxPodSandboxConfig {
+    fn namespaces(&mut self) -> Option<&mut api::NamespaceOption> {
+        self.security_context.as_mut()?.namespace_options.as_mut()
+    }
+}
+
+impl HasNamespaces for api::LinuxContainerConfig {
+    fn namespaces(&mut self) -> Option<&mut api::NamespaceOption> {
+        self.security_context.as_mut()?.namespace_options.as_mut()
+    }
+}
+
 /// runtimeClassSupportsRecursiveReadOnlyMounts: whether the pod's runtime handler supports
 /// recursive read-only mounts; asked only for a container that wants one (a RuntimeClass lookup
 /// and a CRI Status). A failed lookup counts as no support, as upstream.
 async fn supports_recursive_read_only(deps: &Deps, pod: &Pod, c: &k8s_openapi::api::core::v1::Container) -> bool {
-    let wanted = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .any(|m| m.recursive_read_only.as_deref().is_some_and(|r| r != "Disabled"));
+    let wanted =
+        c.volume_mounts.iter().flatten().any(|m| m.recursive_read_only.as_deref().is_some_and(|r| r != "Disabled"));
     if !wanted {
         return false;
     }
@@ -474,7 +498,8 @@ async fn start_container(
         volumes,
         recursive_read_only: supports_recursive_read_only(deps, pod, c).await,
     };
-    let config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
+    let mut config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
+    set_user_namespace(&mut config.linux, super::userns::recorded(&deps.node.root_dir, pod));
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
     let annotations = ContainerAnnotations::parse(&config.annotations);
     let id = deps.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await.map_err(|e| {

@@ -274,9 +274,10 @@ pub fn recursive_read_only(m: &VolumeMount, supported: bool) -> Result<bool, Str
     match mode {
         "IfPossible" => Ok(supported),
         "Enabled" if supported => Ok(true),
-        "Enabled" => {
-            Err(format!("volume {:?} requested recursive read-only mode, but it is not supported by the runtime", m.name))
-        }
+        "Enabled" => Err(format!(
+            "volume {:?} requested recursive read-only mode, but it is not supported by the runtime",
+            m.name
+        )),
         other => Err(format!("unknown recursive read-only mode {other:?}")),
     }
 }
@@ -549,9 +550,9 @@ mod tests {
         );
         let writable = m(serde_json::json!({"recursiveReadOnly": "IfPossible"}));
         assert!(recursive_read_only(&writable, true).unwrap_err().ends_with("but it is not read-only"));
-        let propagating =
-            m(serde_json::json!({"readOnly": true, "recursiveReadOnly": "Enabled", "mountPropagation": "HostToContainer"}));
+        let propagating = m(
+            serde_json::json!({"readOnly": true, "recursiveReadOnly": "Enabled", "mountPropagation": "HostToContainer"}),
+        );
         assert!(recursive_read_only(&propagating, true).unwrap_err().contains("propagation \"HostToContainer\""));
     }
-
 }

@@ -328,7 +328,7 @@ mod tests {
             tokens: &tokens,
             node: &node,
             csi: None,
-            mounter: &mounter,
+            mounter: &*mounter,
             now: SystemTime::now(),
         };
         let mut p = pod(serde_json::json!([{"name": "cache", "emptyDir": {}},
@@ -347,12 +347,12 @@ mod tests {
         std::fs::write(cache.join("mine"), "x").unwrap();
         std::fs::set_permissions(cache.join("mine"), std::fs::Permissions::from_mode(0o600)).unwrap();
         set_up(&ctx, &p, &vols[0]).await.unwrap();
-        assert_eq!(stat(cache.join("mine")), (0, 0o600));
+        // The setgid directory gave it the group; the mode is its own (no group bits added).
+        assert_eq!(stat(cache.join("mine")), (2000, 0o600));
         let info = set_up(&ctx, &p, &vols[1]).await.unwrap();
         assert_eq!(stat(info.clone()), (2000, 0o2777));
         // defaultMode 0600 plus group read; the timestamped directory setgid.
         assert_eq!(stat(info.join("labels")), (2000, 0o640));
         assert_eq!(stat(info.join(atomic_writer::DATA_DIR)), (2000, 0o2755));
     }
-
 }

@@ -338,8 +338,12 @@ async fn printed(api: &TestApi, name: &str) -> Vec<String> {
     let p = eventually(&format!("{name} Running"), || running(api, name)).await;
     let log = format!("/var/log/pods/default_{name}_{}/app/0.log", p["metadata"]["uid"].as_str().unwrap());
     eventually(&format!("{name} printed DONE"), || {
-        let lines: Vec<String> =
-            std::fs::read_to_string(&log).ok()?.lines().filter_map(|l| l.splitn(4, ' ').nth(3)).map(str::to_string).collect();
+        let lines: Vec<String> = std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .map(str::to_string)
+            .collect();
         lines.iter().any(|l| l == "DONE").then_some(lines)
     })
     .await
@@ -353,7 +357,9 @@ async fn fs_group_is_applied_to_csi_volumes_and_on_root_mismatch_skips_a_matchin
     let driver = Driver::start(&root, k.dir.path());
     let handle = "vol-fsg";
     // fsGroupPolicy File: the kubelet changes the ownership whatever the fsType.
-    api.apply(&storage_objects(handle, false).replace("podInfoOnMount: true", "podInfoOnMount: true\n  fsGroupPolicy: File"));
+    api.apply(
+        &storage_objects(handle, false).replace("podInfoOnMount: true", "podInfoOnMount: true\n  fsGroupPolicy: File"),
+    );
     eventually("CSINode lists the driver", || {
         (api.get_json(&["csinode", &k.node])?["spec"]["drivers"][0]["name"] == DRIVER).then_some(())
     })

@@ -53,7 +53,10 @@ async fn printed(k: &Kubelet, name: &str) -> Vec<String> {
 
 fn rejected(p: &Pod) -> Option<(String, String)> {
     let st = p.status.as_ref()?;
-    (st.phase.as_deref() == Some("Failed")).then(|| (st.reason.clone()?, st.message.clone()?))
+    if st.phase.as_deref() != Some("Failed") {
+        return None;
+    }
+    Some((st.reason.clone()?, st.message.clone()?))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

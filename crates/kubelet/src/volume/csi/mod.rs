@@ -162,7 +162,7 @@ impl CsiVolumes {
         if self.is_mount_point(&target)
             && VolData::load(&vol_dir).ok().flatten().is_some_and(|d| same_volume(&d, &record))
         {
-            if let Some(policy) = policy {
+            if let Some(policy) = &policy {
                 let node = self.node(&r.driver).await.map_err(|e| e.context(&r.what))?;
                 let caps = node.capabilities().await?;
                 apply_fs_group(pod, &r, policy, caps, &target)?;
@@ -202,7 +202,7 @@ impl CsiVolumes {
             .await
             .map_err(|e| Error::from(e).context(&r.what))?;
         tracing::info!(volume = %r.spec_name, pod_uid = %uid, driver = %r.driver, target = %target.display(), "CSI volume published");
-        if let Some(policy) = policy {
+        if let Some(policy) = &policy {
             apply_fs_group(pod, &r, policy, caps, &target)?;
         }
         Ok(target)
@@ -302,13 +302,13 @@ impl super::CsiPlugin for CsiVolumes {
 
 /// getFSGroupPolicy: no CSIDriver object → ReadWriteOnceWithFSType; an object without a policy
 /// is an error.
-fn fs_group_policy(facts: &resolve::FsGroupFacts) -> Result<&str> {
+fn fs_group_policy(facts: &resolve::FsGroupFacts) -> Result<String> {
     match facts.policy.as_deref() {
-        None => Ok(POLICY_RWO_WITH_FS_TYPE),
+        None => Ok(POLICY_RWO_WITH_FS_TYPE.to_string()),
         Some("") => Err(Error::Resolve(
             "kubernetes.io/csi: mounter.SetupAt failed to check fsGroup policy: kubernetes.io/csi: expected valid fsGroupPolicy, received nil value or empty string".into(),
         )),
-        Some(p) => Ok(p),
+        Some(p) => Ok(p.to_string()),
     }
 }
 
@@ -346,9 +346,7 @@ fn apply_fs_group(
         return Ok(());
     }
     let Some(o) = super::ownership::Ownership::of_pod(pod, r.readonly, true) else { return Ok(()) };
-    o.apply(target).map_err(|e| {
-        Error::Resolve(format!("applyFSGroup failed for vol {}: {e}", r.request.volume_id))
-    })?;
+    o.apply(target).map_err(|e| Error::Resolve(format!("applyFSGroup failed for vol {}: {e}", r.request.volume_id)))?;
     Ok(())
 }
 
@@ -392,6 +390,7 @@ mod tests {
         let rwo = Some(&["ReadWriteOnce"][..]);
         // No CSIDriver: ReadWriteOnceWithFSType, which needs an fsType and RWO.
         let p = fs_group_policy(&facts(None, "ext4", rwo)).unwrap();
+        let p = p.as_str();
         assert_eq!(p, "ReadWriteOnceWithFSType");
         assert!(kubelet_applies_fs_group(&facts(None, "ext4", rwo), p, false));
         assert!(!kubelet_applies_fs_group(&facts(None, "", rwo), p, false), "no fsType");
