@@ -10,7 +10,7 @@
 //! admission refuses them (`admission::runtime`).
 
 use crate::cri::{CriError, Runtime, api};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// IDs per pod (upstream's default idsPerPod).
 pub const IDS_PER_POD: u32 = 65536;
@@ -72,7 +72,7 @@ pub fn mappings(root_dir: &Path, pod_uid: &str) -> Result<api::UserNamespace, Er
                 (0..slots).map(|i| FIRST_ID + i * IDS_PER_POD).find(|id| !used.contains(id)).ok_or(Error::Exhausted)?;
             let m = IdMapping { host_id, container_id: 0, length: IDS_PER_POD };
             let r = Record { uid_mappings: vec![m], gid_mappings: vec![m] };
-            let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(PathBuf::new);
+            let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
             std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
             let bytes = serde_json::to_vec(&r).unwrap_or_default();
             let tmp = file.with_extension("tmp");
