@@ -71,7 +71,7 @@ async fn fs_group_owns_static_pod_volumes_and_unsupported_security_fields_are_re
             "fsg",
             "  securityContext: {fsGroup: 2000, runAsUser: 1000}\n",
             "    - {name: cache, mountPath: /cache}\n    - {name: mem, mountPath: /mem}\n    - {name: info, mountPath: /info}\n",
-            "  - {name: cache, emptyDir: {}}\n  - {name: mem, emptyDir: {medium: Memory}}\n  - name: info\n    downwardAPI:\n      defaultMode: 0600\n      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]\n",
+            "  - {name: cache, emptyDir: {}}\n  - {name: mem, emptyDir: {medium: Memory}}\n  - name: info\n    downwardAPI:\n      defaultMode: 384\n      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]\n",
             paths,
         ),
     );
@@ -175,7 +175,7 @@ async fn api_pods_get_their_runtime_class_handler_and_fs_group_on_config_maps_an
         // supplementalGroups: the container reads the 0440 secret through its group.
         "  securityContext: {fsGroup: 2000, runAsUser: 1000, supplementalGroups: [2000]}\n",
         "    - {name: cfg, mountPath: /cfg}\n    - {name: creds, mountPath: /creds}\n",
-        "  - {name: cfg, configMap: {name: cfg}}\n  - {name: creds, secret: {secretName: creds, defaultMode: 0400}}\n",
+        "  - {name: cfg, configMap: {name: cfg}}\n  - {name: creds, secret: {secretName: creds, defaultMode: 256}}\n",
         "stat -c '%n %g %a' /cfg /creds && stat -L -c '%n %g %a' /cfg/color /creds/password && cat /creds/password && echo",
     );
     api.apply(
