@@ -492,4 +492,36 @@ mod tests {
         let e = Config::from_kubelet_config(&kc, id()).unwrap_err();
         assert_eq!(e.to_string(), "nodeStatusReportFrequency: must not be negative");
     }
+
+    #[test]
+    fn runtime_handlers_and_features_are_reported_and_left_out_when_none() {
+        use crate::cri::api;
+        let cfg = Config::from_kubelet_config(&KubeletConfiguration::default(), id()).unwrap();
+        let m = Machine { cpus: 2, memory_bytes: 1 << 30, storage_bytes: 1 << 30, ..Default::default() };
+        let none = compute_status(&cfg, &m, &Health::default(), Vec::new());
+        assert_eq!((none.runtime_handlers, none.features), (None, None), "containerd 1.6 reports none");
+        let handlers = crate::cri::RuntimeHandlers {
+            handlers: vec![
+                api::RuntimeHandler {
+                    name: String::new(),
+                    features: Some(api::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: true,
+                        user_namespaces: false,
+                    }),
+                },
+                api::RuntimeHandler { name: "kata".into(), features: None },
+            ],
+            features: Some(api::RuntimeFeatures { supplemental_groups_policy: true }),
+        };
+        let s = compute_status(&cfg, &m, &Health { handlers, ..Default::default() }, Vec::new());
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["runtimeHandlers"],
+            serde_json::json!([
+                {"name": "", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": false}},
+                {"name": "kata", "features": {"recursiveReadOnlyMounts": false, "userNamespaces": false}}
+            ])
+        );
+        assert_eq!(json["features"], serde_json::json!({"supplementalGroupsPolicy": true}));
+    }
 }
