@@ -99,6 +99,7 @@ async fn raw_start_timed(
         pod_ips: &[],
         volumes: &Default::default(),
         image_user: &kubelet::pod::security_context::ImageUser::Uid(0),
+        recursive_read_only: false,
     };
     let mut cfg = runtime_config::container_config(&input, node).map_err(|e| anyhow::anyhow!(e.0))?;
     cfg.labels.remove(POD_UID);

@@ -7,6 +7,7 @@
 //! ([`apparmor::Host`]: profiles on a host that cannot enforce them).
 
 pub mod apparmor;
+pub mod runtime;
 pub mod sysctl;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Pod, Taint, Toleration};

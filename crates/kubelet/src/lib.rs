@@ -26,6 +26,7 @@ pub mod pleg;
 pub mod pod;
 pub mod prober;
 pub mod pull_secrets;
+pub mod runtime_class;
 pub mod server;
 pub mod sources;
 pub mod stats;

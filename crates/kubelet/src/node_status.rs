@@ -7,8 +7,8 @@ use crate::api::{ApiError, DynApi};
 use crate::cri::DynRuntime;
 use crate::pleg;
 use k8s_openapi::api::core::v1::{
-    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo, Taint,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeFeatures,
+    NodeRuntimeHandler, NodeRuntimeHandlerFeatures, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kubelet_config::KubeletConfiguration;
@@ -198,12 +198,14 @@ pub fn initial_node(cfg: &Config) -> Node {
     node
 }
 
-/// What the runtime and the PLEG say about readiness.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the runtime and the PLEG say about readiness, and the runtime's handlers and features.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Health {
     pub runtime_version: String,
     /// None when ready, else the NotReady message.
     pub not_ready: Option<String>,
+    /// CRI Status `runtime_handlers` and `features` (none from containerd 1.6).
+    pub handlers: crate::cri::RuntimeHandlers,
 }
 
 /// The PLEG's health threshold (upstream's relistThreshold).
@@ -221,7 +223,8 @@ pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
         tracing::warn!(error = %e, "container runtime status check failed");
     }
     let conditions = status.as_ref().ok().map(|st| st.conditions.as_slice());
-    Health { runtime_version, not_ready: not_ready(conditions, pleg_stale) }
+    let handlers = runtime.handlers().await.unwrap_or_default();
+    Health { runtime_version, not_ready: not_ready(conditions, pleg_stale), handlers }
 }
 
 /// Upstream's Ready condition message (runtimeState's runtime and network errors, aggregated):
@@ -299,6 +302,28 @@ pub fn condition_events(before: &[NodeCondition], after: &[NodeCondition]) -> Ve
         events.push(if now == "True" { "NodeReady" } else { "NodeNotReady" });
     }
     events
+}
+
+/// The RuntimeHandlers setter: every handler the runtime reports, with its features.
+fn runtime_handlers(h: &crate::cri::RuntimeHandlers) -> Vec<NodeRuntimeHandler> {
+    h.handlers
+        .iter()
+        .map(|h| {
+            let f = h.features.as_ref();
+            NodeRuntimeHandler {
+                name: Some(h.name.clone()),
+                features: Some(NodeRuntimeHandlerFeatures {
+                    recursive_read_only_mounts: Some(f.is_some_and(|f| f.recursive_read_only_mounts)),
+                    user_namespaces: Some(f.is_some_and(|f| f.user_namespaces)),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The NodeFeatures setter: set only when the runtime reports features.
+fn node_features(h: &crate::cri::RuntimeHandlers) -> Option<NodeFeatures> {
+    h.features.as_ref().map(|f| NodeFeatures { supplemental_groups_policy: Some(f.supplemental_groups_policy) })
 }
 
 fn condition(type_: &str, ok_status: &str, reason: &str, message: &str) -> NodeCondition {
@@ -390,6 +415,9 @@ pub fn compute_status(cfg: &Config, m: &Machine, h: &Health, images: Vec<Contain
             ..Default::default()
         }),
         images: Some(images),
+        // An empty list is left out, as Go's omitempty does.
+        runtime_handlers: Some(runtime_handlers(&h.handlers)).filter(|l| !l.is_empty()),
+        features: node_features(&h.handlers),
         ..Default::default()
     }
 }
@@ -613,5 +641,37 @@ mod tests {
         let mut unknown = fresh.clone();
         unknown[3].status = "Unknown".into();
         assert_eq!(condition_events(&unknown, &fresh), ["NodeReady"]);
+    }
+
+    #[test]
+    fn runtime_handlers_and_features_are_reported_and_left_out_when_none() {
+        use crate::cri::api;
+        let cfg = Config::from_kubelet_config(&KubeletConfiguration::default(), id()).unwrap();
+        let m = Machine { cpus: 2, memory_bytes: 1 << 30, storage_bytes: 1 << 30, ..Default::default() };
+        let none = compute_status(&cfg, &m, &Health::default(), Vec::new());
+        assert_eq!((none.runtime_handlers, none.features), (None, None), "containerd 1.6 reports none");
+        let handlers = crate::cri::RuntimeHandlers {
+            handlers: vec![
+                api::RuntimeHandler {
+                    name: String::new(),
+                    features: Some(api::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: true,
+                        user_namespaces: false,
+                    }),
+                },
+                api::RuntimeHandler { name: "kata".into(), features: None },
+            ],
+            features: Some(api::RuntimeFeatures { supplemental_groups_policy: true }),
+        };
+        let s = compute_status(&cfg, &m, &Health { handlers, ..Default::default() }, Vec::new());
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["runtimeHandlers"],
+            serde_json::json!([
+                {"name": "", "features": {"recursiveReadOnlyMounts": true, "userNamespaces": false}},
+                {"name": "kata", "features": {"recursiveReadOnlyMounts": false, "userNamespaces": false}}
+            ])
+        );
+        assert_eq!(json["features"], serde_json::json!({"supplementalGroupsPolicy": true}));
     }
 }

@@ -96,6 +96,7 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["status"],
         true,
     ),
+    def("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", false, &[], &[], false),
     def("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
     def("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, &[], &[], false),
     def(
@@ -133,8 +134,14 @@ pub const RESOURCES: &[ResourceDef] = &[
     ),
 ];
 
-pub const GROUPS: &[&str] =
-    &["coordination.k8s.io", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "storage.k8s.io"];
+pub const GROUPS: &[&str] = &[
+    "coordination.k8s.io",
+    "events.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "storage.k8s.io",
+    "node.k8s.io",
+];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
@@ -296,5 +303,6 @@ mod tests {
         let names: Vec<&str> =
             storage["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
         assert_eq!(names, vec!["csidrivers", "csinodes", "volumeattachments", "volumeattachments/status"]);
+        assert_eq!(find("node.k8s.io", "v1", "runtimeclasses").unwrap().kind, "RuntimeClass");
     }
 }

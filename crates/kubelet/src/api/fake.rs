@@ -29,6 +29,7 @@ struct State {
     claims: BTreeMap<(String, String), PersistentVolumeClaim>,
     volumes: BTreeMap<String, PersistentVolume>,
     csi_drivers: BTreeMap<String, CSIDriver>,
+    runtime_classes: BTreeMap<String, k8s_openapi::api::node::v1::RuntimeClass>,
     volume_attachments: BTreeMap<String, VolumeAttachment>,
     csi_nodes: BTreeMap<String, CSINode>,
     watchers: Vec<(String, mpsc::Sender<Vec<Pod>>)>,
@@ -124,6 +125,10 @@ impl FakeApi {
 
     pub fn put_csi_driver(&self, d: CSIDriver) {
         self.lock().csi_drivers.insert(d.metadata.name.clone().unwrap_or_default(), d);
+    }
+
+    pub fn put_runtime_class(&self, rc: k8s_openapi::api::node::v1::RuntimeClass) {
+        self.lock().runtime_classes.insert(rc.metadata.name.clone().unwrap_or_default(), rc);
     }
 
     pub fn put_volume_attachment(&self, a: VolumeAttachment) {
@@ -338,6 +343,10 @@ impl Api for FakeApi {
 
     async fn get_csi_driver(&self, name: &str) -> Result<Option<CSIDriver>> {
         Ok(self.enter("get_csi_driver")?.csi_drivers.get(name).cloned())
+    }
+
+    async fn get_runtime_class(&self, name: &str) -> Result<Option<k8s_openapi::api::node::v1::RuntimeClass>> {
+        Ok(self.enter("get_runtime_class")?.runtime_classes.get(name).cloned())
     }
 
     async fn get_volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>> {

@@ -227,6 +227,11 @@ impl Api for KubeApi {
         opt(kube::Api::<CSIDriver>::all(self.client.clone()).get(name).await)
     }
 
+    async fn get_runtime_class(&self, name: &str) -> Result<Option<k8s_openapi::api::node::v1::RuntimeClass>> {
+        self.bucket.acquire().await;
+        opt(kube::Api::<k8s_openapi::api::node::v1::RuntimeClass>::all(self.client.clone()).get(name).await)
+    }
+
     async fn get_volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>> {
         self.bucket.acquire().await;
         opt(kube::Api::<VolumeAttachment>::all(self.client.clone()).get(name).await)

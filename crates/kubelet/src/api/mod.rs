@@ -14,6 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, VolumeAttachment};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -66,6 +67,8 @@ pub trait Api: Send + Sync + 'static {
     async fn get_persistent_volume_claim(&self, namespace: &str, name: &str) -> Result<Option<PersistentVolumeClaim>>;
     async fn get_persistent_volume(&self, name: &str) -> Result<Option<PersistentVolume>>;
     async fn get_csi_driver(&self, name: &str) -> Result<Option<CSIDriver>>;
+    /// A node.k8s.io/v1 RuntimeClass (its `handler` is the pod's CRI runtime handler).
+    async fn get_runtime_class(&self, name: &str) -> Result<Option<RuntimeClass>>;
     async fn get_volume_attachment(&self, name: &str) -> Result<Option<VolumeAttachment>>;
     /// The node's CSINode (the drivers registered on it).
     async fn get_csi_node(&self, name: &str) -> Result<Option<CSINode>>;

@@ -198,6 +198,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         container_logs_dir: cfg.container_logs_dir.clone(),
         metrics: metrics.clone(),
         volumes,
+        runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
     };
     let worker = WorkerConfig {
         deps,
@@ -242,13 +243,19 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     if wanted_sources.is_empty() && api.is_none() {
         tracing::warn!("no pod source configured (staticPodPath, staticPodURL): the kubelet will run no pods");
     }
+    // What the runtime can run (RuntimeClass lookups, user namespaces, the supplemental groups
+    // policy), from CRI Status now.
+    let handlers = runtime.handlers().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "CRI Status: no runtime handlers known");
+        Default::default()
+    });
     let node_info = NodeInfo {
         name: node_name.clone(),
         labels: node_status::node_labels(&node_name, &cfg.node_status.labels),
         taints: cfg.node_status.taints.clone(),
-        // The runtime's RuntimeStatus features are not read yet: Strict is refused rather than
-        // silently merged (containerd before 2.0 ignores the policy).
-        supplemental_groups_policy: false,
+        // Strict only where the runtime says it honours it (CRI Status features; containerd
+        // before 2.0 says nothing and would silently merge the groups).
+        supplemental_groups_policy: handlers.features.as_ref().is_some_and(|f| f.supplemental_groups_policy),
     };
     // Node pressure conditions: set by the eviction manager, read by node status and admission.
     let pressure = host.map(|_| eviction::Handle::new());
@@ -295,6 +302,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     }
     admit.push(Arc::new(sysctls));
     admit.push(Arc::new(node_info));
+    admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));
     admit.push(Arc::new(resource_fit));
     admit.push(Arc::new(cfg.apparmor.clone()));
     let dispatcher_cfg = dispatcher::Config {

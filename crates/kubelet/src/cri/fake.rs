@@ -33,6 +33,7 @@ struct State {
     pull_delay: std::time::Duration,
     /// How long RunPodSandbox takes.
     sandbox_delay: std::time::Duration,
+    handlers: super::RuntimeHandlers,
     /// Operations that fail with this message the next time they are called.
     failures: HashMap<&'static str, String>,
     /// Usage figures reported by the stats calls, per container id.
@@ -131,6 +132,16 @@ impl FakeRuntime {
     }
 
     /// Makes every RunPodSandbox take `d` (tokio time).
+    /// What `handlers` (CRI Status runtime_handlers / features) answers.
+    pub fn set_handlers(&self, h: super::RuntimeHandlers) {
+        self.lock().handlers = h;
+    }
+
+    /// The runtime handler each sandbox was made with, by sandbox id.
+    pub fn sandbox_handler(&self, id: &str) -> Option<String> {
+        self.lock().sandboxes.get(id).map(|(sb, _)| sb.runtime_handler.clone())
+    }
+
     pub fn set_sandbox_delay(&self, d: std::time::Duration) {
         self.lock().sandbox_delay = d;
     }
@@ -246,6 +257,19 @@ impl Runtime for FakeRuntime {
     }
 
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
+        self.run_pod_sandbox_with_handler(config, "").await
+    }
+
+    async fn handlers(&self) -> Result<super::RuntimeHandlers> {
+        drop(self.enter("Status")?);
+        Ok(self.lock().handlers.clone())
+    }
+
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
         let delay = self.lock().sandbox_delay;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -260,7 +284,7 @@ impl Runtime for FakeRuntime {
             created_at: now_nanos() + s.next_id as i64,
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
-            runtime_handler: String::new(),
+            runtime_handler: runtime_handler.to_string(),
         };
         s.sandboxes.insert(id.clone(), (sandbox, config));
         s.emit(&id, &id, api::ContainerEventType::ContainerStartedEvent);

@@ -17,6 +17,43 @@ pub mod api {
     tonic::include_proto!("runtime.v1");
 }
 
+/// What CRI Status says the runtime supports beyond its conditions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeHandlers {
+    pub handlers: Vec<api::RuntimeHandler>,
+    pub features: Option<api::RuntimeFeatures>,
+}
+
+impl RuntimeHandlers {
+    /// The handler by name (`""` is the default one).
+    pub fn get(&self, name: &str) -> Option<&api::RuntimeHandler> {
+        self.handlers.iter().find(|h| h.name == name)
+    }
+
+    /// Whether the handler supports user namespaces (Kubelet.HandlerSupportsUserNamespaces).
+    pub fn supports_user_namespaces(&self, handler: &str) -> Result<bool, HandlerError> {
+        if self.handlers.is_empty() {
+            return Err(HandlerError::NotSet);
+        }
+        let h = self.get(handler).ok_or_else(|| HandlerError::Unknown(handler.to_string()))?;
+        Ok(h.features.as_ref().is_some_and(|f| f.user_namespaces))
+    }
+
+    /// Whether the handler supports recursive read-only mounts (an unknown handler does not).
+    pub fn supports_recursive_read_only(&self, handler: &str) -> bool {
+        self.get(handler).and_then(|h| h.features.as_ref()).is_some_and(|f| f.recursive_read_only_mounts)
+    }
+}
+
+/// A runtime handler that cannot be asked about its features.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    #[error("runtime handlers are not set")]
+    NotSet,
+    #[error("the handler {0:?} is not known")]
+    Unknown(String),
+}
+
 /// What went wrong talking to the runtime.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{op}: {message}")]
@@ -50,6 +87,27 @@ pub trait Runtime: Send + Sync + 'static {
     }
 
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String>;
+    /// RunPodSandbox with a RuntimeClass's handler (`""`: the runtime's default handler). A
+    /// runtime that knows no handlers refuses any other.
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
+        if runtime_handler.is_empty() {
+            return self.run_pod_sandbox(config).await;
+        }
+        Err(CriError::new(
+            "RunPodSandbox",
+            tonic::Code::Unimplemented,
+            format!("runtime handler {runtime_handler:?} not supported"),
+        ))
+    }
+    /// The runtime's handlers and features (CRI Status `runtime_handlers` and `features`; empty
+    /// for runtimes that report none, as containerd 1.6).
+    async fn handlers(&self) -> Result<RuntimeHandlers> {
+        Ok(RuntimeHandlers::default())
+    }
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
     async fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
     async fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus>;

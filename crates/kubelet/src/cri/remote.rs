@@ -91,8 +91,22 @@ impl Runtime for RemoteRuntime {
     }
 
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
+        self.run_pod_sandbox_with_handler(config, "").await
+    }
+
+    async fn handlers(&self) -> Result<super::RuntimeHandlers> {
         let mut c = self.runtime.clone();
-        let req = api::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+        let r = self.call("Status", Some(self.timeout), c.status(api::StatusRequest { verbose: false })).await?;
+        Ok(super::RuntimeHandlers { handlers: r.runtime_handlers, features: r.features })
+    }
+
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let req = api::RunPodSandboxRequest { config: Some(config), runtime_handler: runtime_handler.to_string() };
         // Sandbox creation includes CNI setup; upstream gives it the full request timeout too.
         Ok(self.call("RunPodSandbox", Some(self.timeout), c.run_pod_sandbox(req)).await?.pod_sandbox_id)
     }

@@ -49,6 +49,19 @@ impl Runtime for Instrumented {
         self.record("run_podsandbox", self.inner.run_pod_sandbox(config)).await
     }
 
+    async fn run_pod_sandbox_with_handler(
+        &self,
+        config: api::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
+        self.metrics.started_pod();
+        self.record("run_podsandbox", self.inner.run_pod_sandbox_with_handler(config, runtime_handler)).await
+    }
+
+    async fn handlers(&self) -> Result<crate::cri::RuntimeHandlers> {
+        self.record("status", self.inner.handlers()).await
+    }
+
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         self.record("stop_podsandbox", self.inner.stop_pod_sandbox(id)).await
     }

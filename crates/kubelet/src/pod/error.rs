@@ -11,6 +11,12 @@ pub enum Error {
     Runtime(#[from] CriError),
     #[error("failed to create pod sandbox: {0}")]
     CreateSandbox(#[source] CriError),
+    /// The RuntimeClass could not be resolved (upstream's LookupRuntimeHandler error).
+    #[error("failed to create pod sandbox: {0}")]
+    RuntimeHandler(#[source] crate::runtime_class::Error),
+    /// `hostUsers: false` and the runtime handler cannot give the pod a user namespace.
+    #[error("failed to create pod sandbox: {0}")]
+    UserNamespace(#[source] super::userns::Error),
     #[error("pod log directory {path}: {source}")]
     LogDirectory {
         path: String,
@@ -42,6 +48,18 @@ fn join(errors: &[Error]) -> String {
 }
 
 impl Error {
+    /// The FailedCreatePodSandBox event's message for a sandbox that could not be made
+    /// (SyncPod's "Failed to create pod sandbox: <err>").
+    pub fn sandbox_event(&self) -> Option<String> {
+        let cause = match self {
+            Error::CreateSandbox(e) => e.to_string(),
+            Error::RuntimeHandler(e) => e.to_string(),
+            Error::UserNamespace(e) => e.to_string(),
+            _ => return None,
+        };
+        Some(format!("Failed to create pod sandbox: {cause}"))
+    }
+
     /// Ok when nothing failed, the one error, or all of them.
     pub fn all(mut errors: Vec<Error>) -> Result<()> {
         match errors.len() {

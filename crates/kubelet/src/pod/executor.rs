@@ -47,6 +47,8 @@ pub struct Deps {
     pub metrics: crate::metrics::Metrics,
     /// The volume manager: containers start once their pod's volumes are set up.
     pub volumes: crate::volume::VolumeManager,
+    /// `spec.runtimeClassName` → the CRI runtime handler of the pod's sandbox.
+    pub runtime_classes: crate::runtime_class::RuntimeClasses,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {
@@ -404,13 +406,30 @@ async fn create_sandbox(
     config: &api::PodSandboxConfig,
     attempt: u32,
 ) -> Result<(SandboxRecord, Option<super::observe::SandboxIps>)> {
-    std::fs::create_dir_all(&config.log_directory)
-        .map_err(|source| Error::LogDirectory { path: config.log_directory.clone(), source })?;
-    if let Some(cm) = &deps.node.cgroups {
-        cm.ensure_pod_cgroup(pod).map_err(Error::PodCgroup)?;
-    }
-    tracing::info!(pod = %pod_name(pod), attempt, "creating pod sandbox");
-    let id = deps.runtime.run_pod_sandbox(config.clone()).await.map_err(Error::CreateSandbox)?;
+    // createPodSandbox: the user namespace check of the sandbox config, the runtime handler,
+    // then RunPodSandbox; a failure is a FailedCreatePodSandBox event and a retry.
+    let made = async {
+        let handler = deps.runtime_classes.handler(pod).await.map_err(Error::RuntimeHandler)?;
+        let userns = super::userns::check(pod, &handler, &*deps.runtime, &deps.node.root_dir).await?;
+        let mut config = config.clone();
+        set_user_namespace(&mut config.linux, userns);
+        std::fs::create_dir_all(&config.log_directory)
+            .map_err(|source| Error::LogDirectory { path: config.log_directory.clone(), source })?;
+        if let Some(cm) = &deps.node.cgroups {
+            cm.ensure_pod_cgroup(pod).map_err(Error::PodCgroup)?;
+        }
+        tracing::info!(pod = %pod_name(pod), attempt, runtime_handler = %handler, "creating pod sandbox");
+        deps.runtime.run_pod_sandbox_with_handler(config, &handler).await.map_err(Error::CreateSandbox)
+    };
+    let id = match made.await {
+        Ok(id) => id,
+        Err(e) => {
+            if let Some(msg) = e.sandbox_event() {
+                deps.events.pod(pod, None, crate::event_recorder::Type::Warning, "FailedCreatePodSandBox", msg);
+            }
+            return Err(e);
+        }
+    };
     let status = deps.runtime.pod_sandbox_status(&id).await.ok();
     let ips = status.as_ref().map(super::observe::sandbox_ips);
     let created_at = status.as_ref().map(|s| s.created_at).unwrap_or_else(crate::stats::now_nanos);
@@ -443,6 +462,44 @@ struct Where<'a> {
     sandbox_config: &'a api::PodSandboxConfig,
     pod_ips: &'a [String],
     obs: &'a PodObs,
+}
+
+/// The pod's user namespace (`hostUsers: false`) into a sandbox's or container's namespace
+/// options, as upstream's NamespacesForPod gives both the same.
+fn set_user_namespace<L: HasNamespaces>(linux: &mut Option<L>, userns: Option<api::UserNamespace>) {
+    let Some(userns) = userns else { return };
+    if let Some(ns) = linux.as_mut().and_then(HasNamespaces::namespaces) {
+        ns.userns_options = Some(userns);
+    }
+}
+
+trait HasNamespaces {
+    fn namespaces(&mut self) -> Option<&mut api::NamespaceOption>;
+}
+
+impl HasNamespaces for api::LinuxPodSandboxConfig {
+    fn namespaces(&mut self) -> Option<&mut api::NamespaceOption> {
+        self.security_context.as_mut()?.namespace_options.as_mut()
+    }
+}
+
+impl HasNamespaces for api::LinuxContainerConfig {
+    fn namespaces(&mut self) -> Option<&mut api::NamespaceOption> {
+        self.security_context.as_mut()?.namespace_options.as_mut()
+    }
+}
+
+/// runtimeClassSupportsRecursiveReadOnlyMounts: whether the pod's runtime handler supports
+/// recursive read-only mounts; asked only for a container that wants one (a RuntimeClass lookup
+/// and a CRI Status). A failed lookup counts as no support, as upstream.
+async fn supports_recursive_read_only(deps: &Deps, pod: &Pod, c: &k8s_openapi::api::core::v1::Container) -> bool {
+    let wanted =
+        c.volume_mounts.iter().flatten().any(|m| m.recursive_read_only.as_deref().is_some_and(|r| r != "Disabled"));
+    if !wanted {
+        return false;
+    }
+    let Ok(handler) = deps.runtime_classes.handler(pod).await else { return false };
+    deps.runtime.handlers().await.is_ok_and(|h| h.supports_recursive_read_only(&handler))
 }
 
 /// The container to start, from the pod's spec (an ephemeral container as the container it
@@ -544,11 +601,13 @@ async fn start_container(
         pod_ips,
         volumes,
         image_user: &image_user,
+        recursive_read_only: supports_recursive_read_only(deps, pod, c).await,
     };
     let mut config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
     if let Some(id) = target {
         runtime_config::share_target_pid(&mut config, &id);
     }
+    set_user_namespace(&mut config.linux, super::userns::recorded(&deps.node.root_dir, pod));
     let log_path = PathBuf::from(&sandbox_config.log_directory).join(&config.log_path);
     let annotations = ContainerAnnotations::parse(&config.annotations);
     let id = deps.runtime.create_container(sandbox_id, config, sandbox_config.clone()).await.map_err(|e| {

@@ -14,6 +14,7 @@ pub mod security_context;
 mod status;
 pub(crate) mod termination_message;
 mod termination_order;
+pub(crate) mod userns;
 pub(crate) mod worker;
 
 /// What a pod worker is told by the eviction manager (through the dispatcher): kill with this

@@ -7,7 +7,7 @@ use crate::cm::ContainerManager;
 use crate::cm::resources::{self, Policy};
 use crate::cri::api;
 use crate::cri::labels::{self, ContainerType, PodRef};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -289,6 +289,38 @@ pub struct ContainerInput<'a> {
     pub volumes: &'a crate::volume::PodVolumes,
     /// The user the image runs as (CRI ImageStatus), for runAsNonRoot and a missing runAsUser.
     pub image_user: &'a ImageUser,
+    /// Whether the pod's runtime handler supports recursive read-only mounts (CRI Status
+    /// `runtime_handlers[].features`).
+    pub recursive_read_only: bool,
+}
+
+/// resolveRecursiveReadOnly (kubelet_pods.go): whether a mount is made recursively read-only.
+/// `Disabled` (or unset) never; it needs `readOnly` and no propagation; `IfPossible` when the
+/// runtime handler supports it (else a plain read-only mount); `Enabled` only then, else the
+/// container fails (CreateContainerConfigError).
+pub fn recursive_read_only(m: &VolumeMount, supported: bool) -> Result<bool, String> {
+    let mode = match m.recursive_read_only.as_deref() {
+        None | Some("Disabled") => return Ok(false),
+        Some(mode) => mode,
+    };
+    if !m.read_only.unwrap_or(false) {
+        return Err(format!("volume {:?} requested recursive read-only mode, but it is not read-only", m.name));
+    }
+    if let Some(p) = m.mount_propagation.as_deref().filter(|p| *p != "None") {
+        return Err(format!(
+            "volume {:?} requested recursive read-only mode, but it is not compatible with propagation {p:?}",
+            m.name
+        ));
+    }
+    match mode {
+        "IfPossible" => Ok(supported),
+        "Enabled" if supported => Ok(true),
+        "Enabled" => Err(format!(
+            "volume {:?} requested recursive read-only mode, but it is not supported by the runtime",
+            m.name
+        )),
+        other => Err(format!("unknown recursive read-only mode {other:?}")),
+    }
 }
 
 pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<api::ContainerConfig, ConfigError> {
@@ -332,10 +364,13 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
             Some("Bidirectional") => api::MountPropagation::PropagationBidirectional,
             _ => api::MountPropagation::PropagationPrivate,
         };
+        let rro = recursive_read_only(m, input.recursive_read_only)
+            .map_err(|e| ConfigError(format!("failed to resolve recursive read-only mode: {e}")))?;
         mounts.push(api::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.display().to_string(),
             readonly: m.read_only.unwrap_or(false),
+            recursive_read_only: rro,
             propagation: propagation as i32,
             ..Default::default()
         });
@@ -511,6 +546,7 @@ mod tests {
             pod_ips: &[],
             volumes: &Default::default(),
             image_user: &ImageUser::Uid(0),
+            recursive_read_only: false,
         };
         let r = container_config(&input, &node).unwrap().linux.unwrap().resources.unwrap();
         assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes), (256, 50_000, 100_000, 0));
@@ -520,5 +556,32 @@ mod tests {
         let plain = NodeContext { cgroups: None, ..node };
         assert_eq!(sandbox_config(&pod, &plain, 0).linux.unwrap().cgroup_parent, "");
         assert!(container_config(&input, &plain).unwrap().linux.unwrap().resources.is_some());
+    }
+
+    #[test]
+    fn recursive_read_only_follows_upstream_resolution() {
+        let m = |v: serde_json::Value| -> VolumeMount {
+            let mut base = serde_json::json!({"name": "mnt", "mountPath": "/mnt"});
+            base.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
+            serde_json::from_value(base).unwrap()
+        };
+        assert_eq!(recursive_read_only(&m(serde_json::json!({"readOnly": true})), true), Ok(false));
+        let disabled = m(serde_json::json!({"readOnly": true, "recursiveReadOnly": "Disabled"}));
+        assert_eq!(recursive_read_only(&disabled, true), Ok(false));
+        let if_possible = m(serde_json::json!({"readOnly": true, "recursiveReadOnly": "IfPossible"}));
+        assert_eq!(recursive_read_only(&if_possible, true), Ok(true));
+        assert_eq!(recursive_read_only(&if_possible, false), Ok(false), "a plain read-only mount");
+        let enabled = m(serde_json::json!({"readOnly": true, "recursiveReadOnly": "Enabled"}));
+        assert_eq!(recursive_read_only(&enabled, true), Ok(true));
+        assert_eq!(
+            recursive_read_only(&enabled, false).unwrap_err(),
+            "volume \"mnt\" requested recursive read-only mode, but it is not supported by the runtime"
+        );
+        let writable = m(serde_json::json!({"recursiveReadOnly": "IfPossible"}));
+        assert!(recursive_read_only(&writable, true).unwrap_err().ends_with("but it is not read-only"));
+        let propagating = m(
+            serde_json::json!({"readOnly": true, "recursiveReadOnly": "Enabled", "mountPropagation": "HostToContainer"}),
+        );
+        assert!(recursive_read_only(&propagating, true).unwrap_err().contains("propagation \"HostToContainer\""));
     }
 }

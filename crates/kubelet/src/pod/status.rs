@@ -301,7 +301,9 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     }
     let phase = match terminal(ctx.previous).or(terminal(api)) {
         Some(p) => p.to_string(),
-        None => phase_with_sidecars(policy, &plain_inits, &sidecar_statuses, &statuses, ctx.pod_is_terminal).to_string(),
+        None => {
+            phase_with_sidecars(policy, &plain_inits, &sidecar_statuses, &statuses, ctx.pod_is_terminal).to_string()
+        }
     };
 
     // Upstream's GeneratePodReadyToStartContainersCondition: no new sandbox needed.
@@ -374,7 +376,8 @@ pub fn compute(pod: &Pod, obs: &PodObs, ctx: &Context) -> PodStatus {
     // A terminal phase keeps the reason and message it ended with (Evicted, DeadlineExceeded,
     // …), from the old status or else the API's, as upstream; and the DisruptionTarget
     // condition, which is set once by the eviction and never recomputed.
-    let (mut reason, mut message) = (None, blocker(&phase, (&init_statuses, &incomplete), &statuses, &spec.containers, obs, ctx));
+    let (mut reason, mut message) =
+        (None, blocker(&phase, (&init_statuses, &incomplete), &statuses, &spec.containers, obs, ctx));
     if is_terminal_phase(&phase) && old.and_then(|o| o.phase.as_deref()) == Some(phase.as_str()) {
         let nonempty = |v: Option<&String>| v.filter(|v| !v.is_empty()).cloned();
         let from_api = |f: fn(&PodStatus) -> Option<&String>| nonempty(api.and_then(f));

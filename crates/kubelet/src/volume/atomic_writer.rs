@@ -8,6 +8,7 @@
 //! <dir>/..data     -> ..2024_01_02_15_04_05.123456789
 //! ```
 
+use super::ownership::{self, Ownership};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -19,11 +20,19 @@ const NEW_DATA_DIR: &str = "..data_tmp";
 const MAX_PATH: usize = 4096;
 const MAX_NAME: usize = 255;
 
-/// One file of a payload: its content and mode.
+/// One file of a payload: its content, mode and, for projected tokens, the owner (upstream's
+/// FileProjection.FsUser; the group is left alone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileProjection {
     pub data: Vec<u8>,
     pub mode: u32,
+    pub fs_user: Option<u32>,
+}
+
+impl FileProjection {
+    pub fn new(data: Vec<u8>, mode: u32) -> Self {
+        Self { data, mode, fs_user: None }
+    }
 }
 
 /// Relative path → file.
@@ -38,6 +47,8 @@ pub enum Error {
     Io { what: &'static str, path: PathBuf, source: io::Error },
     #[error("cannot create a timestamped directory in {}", .0.display())]
     NoTimestampDir(PathBuf),
+    #[error(transparent)]
+    Ownership(#[from] ownership::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,7 +90,10 @@ fn err(what: &'static str, path: &Path, source: io::Error) -> Error {
 }
 
 /// Writes `payload` into `target` (which must exist). Returns whether anything changed.
-pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool> {
+/// `ownership`: the pod's fsGroup, applied to the whole volume once the new files are written and
+/// before they become visible (upstream's setPerms hook: a first write also creates files outside
+/// the timestamped directory).
+pub fn write(target: &Path, payload: &Payload, now: SystemTime, ownership: Option<&Ownership>) -> Result<bool> {
     let mut clean_payload = Payload::new();
     for (k, v) in payload {
         validate_path(k)?;
@@ -99,13 +113,16 @@ pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool> 
             let top = k.split('/').next().unwrap_or(k);
             std::fs::symlink_metadata(target.join(top)).is_err()
         });
-        if !should_write(&clean_payload, &old_dir)? && to_remove.is_empty() && !visible_missing {
+        let added = ownership.map_or(0, Ownership::file_bits);
+        if !should_write(&clean_payload, &old_dir, added)? && to_remove.is_empty() && !visible_missing {
             return Ok(false);
         }
     }
     let ts_dir = new_timestamp_dir(target, now)?;
     let ts_name = ts_dir.file_name().map(PathBuf::from).unwrap_or_default();
-    if let Err(e) = write_payload(&clean_payload, &ts_dir) {
+    let written = write_payload(&clean_payload, &ts_dir)
+        .and_then(|()| ownership.map_or(Ok(false), |o| o.apply(target)).map_err(Error::from));
+    if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&ts_dir);
         return Err(e);
     }
@@ -138,7 +155,9 @@ pub fn write(target: &Path, payload: &Payload, now: SystemTime) -> Result<bool> 
     Ok(true)
 }
 
-fn should_write(payload: &Payload, old_dir: &Path) -> Result<bool> {
+/// Whether a file's content or mode differs; `added` are the bits fsGroup ownership adds to every
+/// file, so a file ownership changed does not count as changed.
+fn should_write(payload: &Payload, old_dir: &Path, added: u32) -> Result<bool> {
     for (path, f) in payload {
         let full = old_dir.join(path);
         let meta = match std::fs::symlink_metadata(&full) {
@@ -146,7 +165,7 @@ fn should_write(payload: &Payload, old_dir: &Path) -> Result<bool> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
             Err(e) => return Err(err("reading", &full, e)),
         };
-        if meta.permissions().mode() & 0o7777 != f.mode & 0o7777 {
+        if (meta.permissions().mode() | added) & 0o7777 != (f.mode | added) & 0o7777 {
             return Ok(true);
         }
         let on_disk = std::fs::read(&full).map_err(|e| err("reading", &full, e))?;
@@ -226,6 +245,9 @@ fn write_payload(payload: &Payload, dir: &Path) -> Result<()> {
         // The exact mode, whatever the umask.
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(f.mode & 0o7777))
             .map_err(|e| err("setting the mode of", &full, e))?;
+        if let Some(uid) = f.fs_user {
+            std::os::unix::fs::chown(&full, Some(uid), None).map_err(|e| err("changing the owner of", &full, e))?;
+        }
     }
     Ok(())
 }
@@ -248,7 +270,7 @@ mod tests {
     use std::time::Duration;
 
     fn file(s: &str, mode: u32) -> FileProjection {
-        FileProjection { data: s.as_bytes().to_vec(), mode }
+        FileProjection::new(s.as_bytes().to_vec(), mode)
     }
 
     fn t0() -> SystemTime {
@@ -259,7 +281,7 @@ mod tests {
     fn files_are_symlinks_into_a_timestamped_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let p = Payload::from([("a".into(), file("1", 0o644)), ("sub/b".into(), file("2", 0o400))]);
-        assert!(write(dir.path(), &p, t0()).unwrap());
+        assert!(write(dir.path(), &p, t0(), None).unwrap());
         let data = std::fs::read_link(dir.path().join(DATA_DIR)).unwrap();
         assert!(data.to_string_lossy().starts_with("..2023_11_14_22_13_20."), "{data:?}");
         assert_eq!(std::fs::read_link(dir.path().join("a")).unwrap(), Path::new("..data/a"));
@@ -275,12 +297,12 @@ mod tests {
     fn an_unchanged_payload_is_not_rewritten_and_a_change_swaps_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let p = Payload::from([("a".into(), file("1", 0o644)), ("b".into(), file("2", 0o644))]);
-        write(dir.path(), &p, t0()).unwrap();
+        write(dir.path(), &p, t0(), None).unwrap();
         let first = std::fs::read_link(dir.path().join(DATA_DIR)).unwrap();
-        assert!(!write(dir.path(), &p, t0() + Duration::from_secs(60)).unwrap());
+        assert!(!write(dir.path(), &p, t0() + Duration::from_secs(60), None).unwrap());
         // A key goes, one changes, one comes.
         let q = Payload::from([("a".into(), file("new", 0o644)), ("c".into(), file("3", 0o644))]);
-        assert!(write(dir.path(), &q, t0() + Duration::from_secs(120)).unwrap());
+        assert!(write(dir.path(), &q, t0() + Duration::from_secs(120), None).unwrap());
         let second = std::fs::read_link(dir.path().join(DATA_DIR)).unwrap();
         assert_ne!(first, second);
         assert!(!dir.path().join(&first).exists(), "old data dir removed");
@@ -289,7 +311,7 @@ mod tests {
         assert!(std::fs::symlink_metadata(dir.path().join("b")).is_err(), "removed key's link gone");
         // Only a mode change still rewrites.
         let r = Payload::from([("a".into(), file("new", 0o600)), ("c".into(), file("3", 0o644))]);
-        assert!(write(dir.path(), &r, t0() + Duration::from_secs(180)).unwrap());
+        assert!(write(dir.path(), &r, t0() + Duration::from_secs(180), None).unwrap());
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -302,9 +324,9 @@ mod tests {
     fn a_deleted_visible_link_is_recreated() {
         let dir = tempfile::tempdir().unwrap();
         let p = Payload::from([("a".into(), file("1", 0o644))]);
-        write(dir.path(), &p, t0()).unwrap();
+        write(dir.path(), &p, t0(), None).unwrap();
         std::fs::remove_file(dir.path().join("a")).unwrap();
-        assert!(write(dir.path(), &p, t0()).unwrap());
+        assert!(write(dir.path(), &p, t0(), None).unwrap());
         assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "1");
     }
 
@@ -317,7 +339,7 @@ mod tests {
         assert!(validate_path(&"x".repeat(256)).is_err());
         let dir = tempfile::tempdir().unwrap();
         let p = Payload::from([("../escape".into(), file("1", 0o644))]);
-        assert!(write(dir.path(), &p, t0()).is_err());
+        assert!(write(dir.path(), &p, t0(), None).is_err());
         assert!(!dir.path().join(DATA_DIR).exists());
     }
 }

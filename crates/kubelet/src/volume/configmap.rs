@@ -76,14 +76,14 @@ pub fn payload(
     match items.filter(|i| !i.is_empty()) {
         None => {
             for (k, v) in data {
-                out.insert(k.clone(), FileProjection { data: v.clone(), mode: mode(None) });
+                out.insert(k.clone(), FileProjection::new(v.clone(), mode(None)));
             }
         }
         Some(items) => {
             for item in items {
                 match data.get(&item.key) {
                     Some(v) => {
-                        out.insert(item.path.clone(), FileProjection { data: v.clone(), mode: mode(item.mode) });
+                        out.insert(item.path.clone(), FileProjection::new(v.clone(), mode(item.mode)));
                     }
                     None if optional => {}
                     None => {

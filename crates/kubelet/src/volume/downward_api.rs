@@ -35,7 +35,7 @@ pub fn payload(
         };
         match value {
             Ok(v) => {
-                out.insert(item.path.clone(), FileProjection { data: v.into_bytes(), mode });
+                out.insert(item.path.clone(), FileProjection::new(v.into_bytes(), mode));
             }
             Err(e) => errors.push(e),
         }

@@ -73,16 +73,18 @@ pub fn setup_dir(dir: &Path) -> Result<()> {
 
 /// Sets up the directory, mounting a tmpfs of `size` bytes on it for memory media unless one is
 /// already mounted there. A directory this call created is removed again when the mount fails.
-pub fn set_up(m: &dyn Mounter, dir: &Path, memory: bool, size: Option<i64>) -> Result<()> {
+/// Returns whether the volume is new (the directory created, or the tmpfs mounted, now): what
+/// upstream's ready file tells, so fsGroup ownership is applied once, not after every restart.
+pub fn set_up(m: &dyn Mounter, dir: &Path, memory: bool, size: Option<i64>) -> Result<bool> {
     let existed = std::fs::symlink_metadata(dir).is_ok();
     setup_dir(dir)?;
     if !memory {
-        return Ok(());
+        return Ok(!existed);
     }
     let all = mount::mounts(m)?;
     let real = dir.canonicalize().map_err(|source| Error::Stat { dir: dir.to_path_buf(), source })?;
     if mount::mount_at(&all, &real).is_some_and(|m| m.fs_type == "tmpfs") {
-        return Ok(());
+        return Ok(false);
     }
     tracing::debug!(dir = %dir.display(), size, "mounting tmpfs");
     m.mount_tmpfs(&real, size).map_err(|source| {
@@ -90,7 +92,17 @@ pub fn set_up(m: &dyn Mounter, dir: &Path, memory: bool, size: Option<i64>) -> R
             let _ = std::fs::remove_dir(dir);
         }
         Error::MountTmpfs { dir: dir.to_path_buf(), source }
-    })
+    })?;
+    Ok(true)
+}
+
+/// Gives a new emptyDir to the pod's fsGroup (upstream's emptyDir SetUpAt: no change policy, and
+/// a failure is only logged).
+pub fn apply_ownership(pod: &Pod, dir: &Path, read_only: bool) {
+    let Some(o) = super::ownership::Ownership::of_pod(pod, read_only, false) else { return };
+    if let Err(e) = o.apply(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "setting the volume's fsGroup ownership failed");
+    }
 }
 
 /// Tears a volume directory down: unmounts what is mounted on it (a tmpfs), then removes it,

@@ -14,6 +14,7 @@ pub mod downward_api;
 pub mod empty_dir;
 pub mod host_path;
 pub mod mount;
+pub mod ownership;
 pub mod plugins;
 pub mod projected;
 pub mod reconstruct;

@@ -3,6 +3,7 @@
 //! (`<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<name>`).
 
 use super::mount::Mounter;
+use super::ownership::Ownership;
 use super::projected::Tokens;
 use super::{CsiPlugin, NodeFacts, atomic_writer, configmap, csi, downward_api, empty_dir, host_path, projected};
 use crate::api::DynApi;
@@ -159,11 +160,16 @@ fn make_plugin_dir(root: &Path, uid: &str, plugin_dir: &str) -> Result<()> {
         .map_err(|source| Error::CreateDir { path: d.clone(), source })
 }
 
-/// A pod's volume written with the AtomicWriter on a wrapped emptyDir.
+/// A pod's volume written with the AtomicWriter on a wrapped emptyDir. With an fsGroup, the new
+/// emptyDir is given to it writable (the wrapped emptyDir's SetUpAt) and every write read-only
+/// (the configMap/secret/projected/downwardAPI SetUpAt's setPerms, without change policy).
 fn write_files(ctx: &Ctx, pod: &Pod, dir: &Path, memory: bool, payload: &atomic_writer::Payload) -> Result<()> {
     let size = if memory { empty_dir::memory_size(pod, None, ctx.node.allocatable_memory) } else { None };
-    empty_dir::set_up(ctx.mounter, dir, memory, size)?;
-    atomic_writer::write(dir, payload, ctx.now)?;
+    if empty_dir::set_up(ctx.mounter, dir, memory, size)? {
+        empty_dir::apply_ownership(pod, dir, false);
+    }
+    let ownership = Ownership::of_pod(pod, true, false);
+    atomic_writer::write(dir, payload, ctx.now, ownership.as_ref())?;
     Ok(())
 }
 
@@ -181,7 +187,9 @@ pub async fn set_up(ctx: &Ctx<'_>, pod: &Pod, v: &Volume) -> Result<PathBuf> {
             let memory = empty_dir::is_memory(v);
             let limit = empty_dir::size_limit(v);
             let size = if memory { empty_dir::memory_size(pod, limit, ctx.node.allocatable_memory) } else { None };
-            empty_dir::set_up(ctx.mounter, &dir, memory, size)?;
+            if empty_dir::set_up(ctx.mounter, &dir, memory, size)? {
+                empty_dir::apply_ownership(pod, &dir, false);
+            }
         }
         Kind::ConfigMap | Kind::Secret => {
             let (name, items, mode, optional, what) = match (&v.config_map, &v.secret) {
@@ -300,5 +308,51 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(Kind::from_plugin_dir("kubernetes.io~downward-api"), Kind::DownwardApi);
         assert_eq!(Kind::of(&vols[1]), Kind::DownwardApi);
+    }
+
+    #[tokio::test]
+    async fn fs_group_owns_empty_dirs_and_written_files_as_upstream() {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // chown to another group needs root
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::default();
+        let node = NodeFacts::default();
+        let mounter = super::super::mount::FakeMounter::new();
+        let ctx = Ctx {
+            root: dir.path(),
+            api: None,
+            objects: None,
+            tokens: &tokens,
+            node: &node,
+            csi: None,
+            mounter: &*mounter,
+            now: SystemTime::now(),
+        };
+        let mut p = pod(serde_json::json!([{"name": "cache", "emptyDir": {}},
+            {"name": "info", "downwardAPI": {"defaultMode": 0o600,
+                "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]));
+        p.spec.as_mut().unwrap().security_context =
+            Some(serde_json::from_value(serde_json::json!({"fsGroup": 2000})).unwrap());
+        let vols = p.spec.as_ref().unwrap().volumes.clone().unwrap();
+        let stat = |p: PathBuf| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.gid(), m.mode() & 0o7777)
+        };
+        let cache = set_up(&ctx, &p, &vols[0]).await.unwrap();
+        assert_eq!(stat(cache.clone()), (2000, 0o2777));
+        // A file a container wrote later is left alone by a second set-up (upstream's ready file).
+        std::fs::write(cache.join("mine"), "x").unwrap();
+        std::fs::set_permissions(cache.join("mine"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        set_up(&ctx, &p, &vols[0]).await.unwrap();
+        // The setgid directory gave it the group; the mode is its own (no group bits added).
+        assert_eq!(stat(cache.join("mine")), (2000, 0o600));
+        let info = set_up(&ctx, &p, &vols[1]).await.unwrap();
+        assert_eq!(stat(info.clone()), (2000, 0o2777));
+        // defaultMode 0600 plus group read; the timestamped directory setgid.
+        assert_eq!(stat(info.join("labels")), (2000, 0o640));
+        assert_eq!(stat(info.join(atomic_writer::DATA_DIR)), (2000, 0o2755));
     }
 }

@@ -5,7 +5,7 @@
 
 use super::NodeFacts;
 use super::atomic_writer::{FileProjection, Payload};
-use super::{configmap, downward_api};
+use super::{configmap, downward_api, ownership};
 use crate::api::DynApi;
 use crate::api::objects::Objects;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -155,7 +155,12 @@ pub async fn payload(
             downward_api::payload(pod, d.items.as_deref().unwrap_or_default(), default_mode, node).map_err(Error::from)
         } else if let Some(t) = &s.service_account_token {
             token(api, tokens, pod, t, now).await.map(|tok| {
-                let file = FileProjection { data: tok.into_bytes(), mode: (default_mode & 0o7777) as u32 };
+                // Upstream's collectData: with an fsUser or fsGroup the token is 0600 (fsGroup
+                // ownership then makes it 0640) and owned by the fsUser.
+                let fs_user = ownership::fs_user(pod);
+                let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group);
+                let mode = if fs_user.is_some() || fs_group.is_some() { 0o600 } else { default_mode & 0o7777 };
+                let file = FileProjection { data: tok.into_bytes(), mode: mode as u32, fs_user };
                 Payload::from([(t.path.clone(), file)])
             })
         } else if s.cluster_trust_bundle.is_some() {

@@ -307,3 +307,103 @@ async fn a_pod_deleted_while_the_kubelet_is_down_has_its_csi_volume_torn_down() 
     k.cleanup().await;
     drop(driver);
 }
+
+/// A pod with fsGroup 2000 (and `policy` as fsGroupChangePolicy) printing the ownership of the
+/// claim's root and of `/data/planted`.
+fn fs_group_pod(name: &str, policy: Option<&str>, claim: &str) -> String {
+    let policy = policy.map(|p| format!(", fsGroupChangePolicy: {p}")).unwrap_or_default();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 2000{policy}}}
+  containers:
+  - name: app
+    image: {img}
+    command: ["sh", "-c", "stat -c '%n %g %a' /data /data/planted; echo DONE; sleep 3600"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: {claim}}}
+"#,
+        img = image("busybox:1.36")
+    )
+}
+
+/// What the pod's container printed once it printed DONE.
+async fn printed(api: &TestApi, name: &str) -> Vec<String> {
+    let p = eventually(&format!("{name} Running"), || running(api, name)).await;
+    let log = format!("/var/log/pods/default_{name}_{}/app/0.log", p["metadata"]["uid"].as_str().unwrap());
+    eventually(&format!("{name} printed DONE"), || {
+        let lines: Vec<String> = std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .map(str::to_string)
+            .collect();
+        lines.iter().any(|l| l == "DONE").then_some(lines)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_group_is_applied_to_csi_volumes_and_on_root_mismatch_skips_a_matching_root() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some((api, mut k)) = start("csifsg").await else { return };
+    let root = k.dir.path().join("root");
+    let driver = Driver::start(&root, k.dir.path());
+    let handle = "vol-fsg";
+    // fsGroupPolicy File: the kubelet changes the ownership whatever the fsType.
+    api.apply(
+        &storage_objects(handle, false).replace("podInfoOnMount: true", "podInfoOnMount: true\n  fsGroupPolicy: File"),
+    );
+    eventually("CSINode lists the driver", || {
+        (api.get_json(&["csinode", &k.node])?["spec"]["drivers"][0]["name"] == DRIVER).then_some(())
+    })
+    .await;
+    let claim = format!("claim-{handle}");
+    let unstaged = |n: usize| {
+        let driver = &driver;
+        async move {
+            wait_until(LONG, || async {
+                let count = driver.volume_calls().iter().filter(|(m, _)| m == "NodeUnstageVolume").count();
+                (count >= n).then_some(())
+            })
+            .await
+            .expect("the volume unstaged");
+        }
+    };
+
+    // The first pod (no policy: always recursive) gives the volume to the fsGroup.
+    api.apply(&fs_group_pod("first", None, &claim));
+    let lines = printed(&api, "first").await;
+    let data = lines.iter().find(|l| l.starts_with("/data ")).cloned().unwrap_or_default();
+    assert!(data.starts_with("/data 2000 2"), "setgid root owned by the fsGroup: {lines:?}");
+    let meta = std::fs::metadata(driver.backing(handle)).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o2070), (2000, 0o2070), "on the node too");
+    api.kubectl(&["delete", "pod", "first", "--timeout=90s"]);
+    unstaged(1).await;
+
+    // A file the fsGroup does not own, under a root that already matches.
+    let planted = driver.backing(handle).join("planted");
+    std::fs::write(&planted, "x").unwrap();
+    std::os::unix::fs::chown(&planted, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // OnRootMismatch: the root matches, nothing is walked.
+    api.apply(&fs_group_pod("lazy", Some("OnRootMismatch"), &claim));
+    let lines = printed(&api, "lazy").await;
+    assert!(lines.iter().any(|l| l == "/data/planted 0 600"), "{lines:?}");
+    api.kubectl(&["delete", "pod", "lazy", "--timeout=90s"]);
+    unstaged(2).await;
+    // Always (the default): the whole volume again.
+    api.apply(&fs_group_pod("eager", Some("Always"), &claim));
+    let lines = printed(&api, "eager").await;
+    assert!(lines.iter().any(|l| l == "/data/planted 2000 660"), "{lines:?}");
+    api.kubectl(&["delete", "pod", "eager", "--timeout=90s"]);
+    unstaged(3).await;
+    k.cleanup().await;
+    drop(driver);
+}

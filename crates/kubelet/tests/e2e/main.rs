@@ -15,6 +15,7 @@ mod probes;
 mod reliability;
 mod resources;
 mod security;
+mod security_volumes;
 mod server;
 mod sidecars;
 mod termination;

@@ -67,6 +67,8 @@ where
 pub struct NodeCapabilities {
     pub stage_unstage: bool,
     pub volume_stats: bool,
+    /// VOLUME_MOUNT_GROUP: the driver applies the pod's fsGroup itself.
+    pub volume_mount_group: bool,
 }
 
 /// What NodeStageVolume / NodePublishVolume need beyond the paths.
@@ -126,6 +128,7 @@ impl Node {
             match RpcType::try_from(rpc.r#type) {
                 Ok(RpcType::StageUnstageVolume) => caps.stage_unstage = true,
                 Ok(RpcType::GetVolumeStats) => caps.volume_stats = true,
+                Ok(RpcType::VolumeMountGroup) => caps.volume_mount_group = true,
                 _ => {}
             }
         }

@@ -149,15 +149,35 @@ impl CsiVolumes {
             attachment_id: r.attachment_id.clone(),
             lifecycle_mode: r.lifecycle.to_string(),
         };
+        let fs_group = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|s| s.fs_group);
+        // getFSGroupPolicy (checked first, as upstream's SetUpAt; here only for pods with an
+        // fsGroup, as the API server always defaults the field and only test stores leave it out).
+        let policy = match fs_group {
+            Some(_) => Some(fs_group_policy(&r.fs_group)?),
+            None => None,
+        };
         let _guard = self.lock(&r.driver, &r.request.volume_id).await;
-        // Published before (a restarted kubelet, a repeated call): nothing to do.
+        // Published before (a restarted kubelet, a repeated call): nothing to publish; the
+        // fsGroup is applied again, as upstream's SetUp after a restart does.
         if self.is_mount_point(&target)
             && VolData::load(&vol_dir).ok().flatten().is_some_and(|d| same_volume(&d, &record))
         {
+            if let Some(policy) = &policy {
+                let node = self.node(&r.driver).await.map_err(|e| e.context(&r.what))?;
+                let caps = node.capabilities().await?;
+                apply_fs_group(pod, &r, policy, caps, &target)?;
+            }
             return Ok(target);
         }
         let node = self.node(&r.driver).await.map_err(|e| e.context(&r.what))?;
         let caps = node.capabilities().await?;
+        let mut r = r;
+        // A driver with VOLUME_MOUNT_GROUP is handed the fsGroup in NodeStage/NodePublish.
+        if let (Some(gid), true) = (fs_group, caps.volume_mount_group)
+            && let Some(proto::csi::volume_capability::AccessType::Mount(m)) = &mut r.request.capability.access_type
+        {
+            m.volume_mount_group = gid.to_string();
+        }
         // The record first: whatever the driver does next can be undone by tear_down.
         std::fs::create_dir_all(&vol_dir).map_err(io_err("creating", &vol_dir))?;
         record.save(&vol_dir)?;
@@ -182,6 +202,9 @@ impl CsiVolumes {
             .await
             .map_err(|e| Error::from(e).context(&r.what))?;
         tracing::info!(volume = %r.spec_name, pod_uid = %uid, driver = %r.driver, target = %target.display(), "CSI volume published");
+        if let Some(policy) = &policy {
+            apply_fs_group(pod, &r, policy, caps, &target)?;
+        }
         Ok(target)
     }
 
@@ -277,6 +300,56 @@ impl super::CsiPlugin for CsiVolumes {
     }
 }
 
+/// getFSGroupPolicy: no CSIDriver object → ReadWriteOnceWithFSType; an object without a policy
+/// is an error.
+fn fs_group_policy(facts: &resolve::FsGroupFacts) -> Result<String> {
+    match facts.policy.as_deref() {
+        None => Ok(POLICY_RWO_WITH_FS_TYPE.to_string()),
+        Some("") => Err(Error::Resolve(
+            "kubernetes.io/csi: mounter.SetupAt failed to check fsGroup policy: kubernetes.io/csi: expected valid fsGroupPolicy, received nil value or empty string".into(),
+        )),
+        Some(p) => Ok(p.to_string()),
+    }
+}
+
+const POLICY_RWO_WITH_FS_TYPE: &str = "ReadWriteOnceWithFSType";
+
+/// supportsFSGroup: whether the kubelet gives the volume to the pod's fsGroup. Never for
+/// `None` or read-only volumes; always for `File`; otherwise (ReadWriteOnceWithFSType) only with
+/// an fsType and, for PVs, a ReadWriteOnce access mode (inline volumes are ReadWriteOnce).
+fn kubelet_applies_fs_group(facts: &resolve::FsGroupFacts, policy: &str, readonly: bool) -> bool {
+    if policy == "None" || readonly {
+        return false;
+    }
+    if policy == "File" {
+        return true;
+    }
+    if facts.fs_type.is_empty() {
+        return false;
+    }
+    match &facts.access_modes {
+        Some(modes) => modes.iter().any(|m| m == "ReadWriteOnce"),
+        None => true,
+    }
+}
+
+/// The kubelet's part of fsGroup after NodePublish (csiMountMgr.SetUpAt): unless the driver
+/// applies it (VOLUME_MOUNT_GROUP), the ownership walk with the pod's fsGroupChangePolicy.
+fn apply_fs_group(
+    pod: &Pod,
+    r: &resolve::Resolved,
+    policy: &str,
+    caps: client::NodeCapabilities,
+    target: &Path,
+) -> Result<()> {
+    if caps.volume_mount_group || !kubelet_applies_fs_group(&r.fs_group, policy, r.readonly) {
+        return Ok(());
+    }
+    let Some(o) = super::ownership::Ownership::of_pod(pod, r.readonly, true) else { return Ok(()) };
+    o.apply(target).map_err(|e| Error::Resolve(format!("applyFSGroup failed for vol {}: {e}", r.request.volume_id)))?;
+    Ok(())
+}
+
 fn same_volume(a: &VolData, b: &VolData) -> bool {
     a.driver_name == b.driver_name && a.volume_handle == b.volume_handle
 }
@@ -303,6 +376,35 @@ fn remove_file(p: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::volume::mount::{FakeMounter, Mounter};
+
+    fn facts(policy: Option<&str>, fs_type: &str, modes: Option<&[&str]>) -> resolve::FsGroupFacts {
+        resolve::FsGroupFacts {
+            policy: policy.map(Into::into),
+            fs_type: fs_type.into(),
+            access_modes: modes.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn the_driver_policy_decides_whether_the_kubelet_applies_the_fs_group() {
+        let rwo = Some(&["ReadWriteOnce"][..]);
+        // No CSIDriver: ReadWriteOnceWithFSType, which needs an fsType and RWO.
+        let p = fs_group_policy(&facts(None, "ext4", rwo)).unwrap();
+        let p = p.as_str();
+        assert_eq!(p, "ReadWriteOnceWithFSType");
+        assert!(kubelet_applies_fs_group(&facts(None, "ext4", rwo), p, false));
+        assert!(!kubelet_applies_fs_group(&facts(None, "", rwo), p, false), "no fsType");
+        assert!(!kubelet_applies_fs_group(&facts(None, "ext4", Some(&["ReadWriteMany"])), p, false));
+        assert!(!kubelet_applies_fs_group(&facts(None, "ext4", Some(&[])), p, false));
+        assert!(kubelet_applies_fs_group(&facts(None, "ext4", None), p, false), "inline volumes are RWO");
+        assert!(!kubelet_applies_fs_group(&facts(None, "ext4", rwo), p, true), "read-only");
+        // File: always (unless read-only); None: never.
+        assert!(kubelet_applies_fs_group(&facts(Some("File"), "", Some(&["ReadWriteMany"])), "File", false));
+        assert!(!kubelet_applies_fs_group(&facts(Some("None"), "ext4", rwo), "None", false));
+        // A CSIDriver object without a policy is refused, as upstream.
+        let e = fs_group_policy(&facts(Some(""), "ext4", rwo)).unwrap_err().to_string();
+        assert!(e.contains("expected valid fsGroupPolicy, received nil value or empty string"), "{e}");
+    }
 
     #[tokio::test]
     async fn a_target_the_mounter_shows_mounted_is_not_removed_without_its_record() {

@@ -24,6 +24,23 @@ pub struct Resolved {
     pub request: VolumeRequest,
     /// For messages: `PVC default/data (PV pv1, CSI driver d)`.
     pub what: String,
+    /// What decides whether the kubelet applies the pod's fsGroup (see `super::fs_group`).
+    pub fs_group: FsGroupFacts,
+}
+
+/// The facts upstream's supportsFSGroup / getFSGroupPolicy read.
+#[derive(Debug, Clone, Default)]
+pub struct FsGroupFacts {
+    /// The CSIDriver's `fsGroupPolicy`: None without a CSIDriver object, Some("") when the
+    /// object has none.
+    pub policy: Option<String>,
+    pub fs_type: String,
+    /// The PV's access modes (None for inline volumes, which are always ReadWriteOnce).
+    pub access_modes: Option<Vec<String>>,
+}
+
+fn policy_of(obj: Option<&CSIDriver>) -> Option<String> {
+    obj.map(|d| d.spec.fs_group_policy.clone().unwrap_or_default())
 }
 
 const POD_NAME: &str = "csi.storage.k8s.io/pod.name";
@@ -47,6 +64,7 @@ fn capability(mode: Mode, fs_type: &str, mount_flags: Vec<String>) -> csi::Volum
         access_type: Some(csi::volume_capability::AccessType::Mount(csi::volume_capability::MountVolume {
             fs_type: fs_type.to_string(),
             mount_flags,
+            volume_mount_group: String::new(),
         })),
     }
 }
@@ -196,6 +214,11 @@ async fn claim(api: &DynApi, node_name: &str, pod: &Pod, claim: &str, read_only:
         attachment_id,
         request,
         what,
+        fs_group: FsGroupFacts {
+            policy: policy_of(obj.as_ref()),
+            fs_type: src.fs_type.clone().unwrap_or_default(),
+            access_modes: spec.access_modes.clone(),
+        },
     })
 }
 
@@ -274,6 +297,11 @@ async fn inline(
         attachment_id: String::new(),
         request,
         what,
+        fs_group: FsGroupFacts {
+            policy: policy_of(obj.as_ref()),
+            fs_type: src.fs_type.clone().unwrap_or_default(),
+            access_modes: None,
+        },
     })
 }
 
