@@ -1,6 +1,8 @@
 //! Pod validation: the checks upstream's ValidatePod makes that matter to a kubelet, each error
 //! naming the field (`spec.containers[1].name: "app": duplicate name`). All errors are collected.
 
+mod kinds;
+
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::HashSet;
@@ -144,6 +146,7 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
     for (path, c) in init.chain(regular) {
         validate_container(&mut errs, &path, c, &mut names, &volume_names, &mut host_ports);
     }
+    kinds::validate(&mut errs, spec);
     errs
 }
 
