@@ -1,6 +1,7 @@
 //! Pod validation: the checks upstream's ValidatePod makes that matter to a kubelet, each error
 //! naming the field (`spec.containers[1].name: "app": duplicate name`). All errors are collected.
 
+mod kinds;
 mod security;
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe, Volume};
@@ -154,6 +155,7 @@ pub fn validate_pod(pod: &Pod, manifest_name: &str) -> Errors {
         validate_container(&mut errs, &path, c, &mut names, &volume_names, &mut host_ports);
         security::validate_container(&mut errs, &path, c, spec);
     }
+    kinds::validate(&mut errs, spec);
     errs
 }
 
