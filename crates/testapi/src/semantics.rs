@@ -162,7 +162,8 @@ tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it
 /// kube-apiserver's ValidatePodUpdate for a write to the pod itself (not a subresource): the
 /// spec is immutable but for container images, a lowered or newly set activeDeadlineSeconds,
 /// added tolerations, a negative terminationGracePeriodSeconds set to 1 and removed scheduling
-/// gates. Ephemeral containers change through their own subresource and are not compared here.
+/// gates. Ephemeral containers change only through their own subresource: a pod update that
+/// changes them is refused like any other spec change.
 /// Err is the Invalid status message.
 pub fn validate_pod_update(old: &Value, new: &Value) -> Result<(), String> {
     let name = new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
@@ -226,7 +227,7 @@ pub fn validate_pod_update(old: &Value, new: &Value) -> Result<(), String> {
     let grace = |s: &Value| s.get("terminationGracePeriodSeconds").and_then(Value::as_i64);
     let grace_fixed = grace(old_spec).is_some_and(|g| g < 0) && grace(new_spec) == Some(1);
     let mut old_munged = strip_nulls(old_spec);
-    for field in ["activeDeadlineSeconds", "tolerations", "schedulingGates", "ephemeralContainers"]
+    for field in ["activeDeadlineSeconds", "tolerations", "schedulingGates"]
         .into_iter()
         .chain(grace_fixed.then_some("terminationGracePeriodSeconds"))
     {
@@ -338,6 +339,10 @@ mod tests {
             validate_pod_update(&old, &unset)
                 .unwrap_err()
                 .contains("must not update from a positive integer to nil value")
+        );
+        let debugger = with(&|n| n["spec"]["ephemeralContainers"] = json!([{"name": "d", "image": "busybox"}]));
+        assert!(
+            validate_pod_update(&old, &debugger).unwrap_err().contains("spec: Forbidden: pod updates may not change")
         );
         let removed = with(&|n| n["spec"]["tolerations"] = json!([]));
         assert!(validate_pod_update(&old, &removed).unwrap_err().contains("existing toleration can not be modified"));
