@@ -38,7 +38,14 @@ pub struct Config {
     pub max_images: usize,
     /// The eviction manager's pressure conditions (None: always False).
     pub pressure: Option<crate::eviction::Handle>,
+    /// enableControllerAttachDetach: the Node says the attach/detach controller manages its
+    /// volumes.
+    pub controller_attach_detach: bool,
 }
+
+/// The annotation that hands attaching and detaching this node's volumes to the attach/detach
+/// controller (upstream's ControllerManagedAttachAnnotation).
+pub const CONTROLLER_MANAGED_ATTACH_DETACH: &str = "volumes.kubernetes.io/controller-managed-attach-detach";
 
 /// A KubeletConfiguration field the node status cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +89,7 @@ impl Config {
             reserved_memory: reserved(cfg, "memory") + eviction_memory(cfg),
             max_images: cfg.node_status_max_images.max(0) as usize,
             pressure: None,
+            controller_attach_detach: cfg.enable_controller_attach_detach,
         })
     }
 }
@@ -194,6 +202,9 @@ pub fn initial_node(cfg: &Config) -> Node {
     let mut node = Node::default();
     node.metadata.name = Some(cfg.node_name.clone());
     node.metadata.labels = Some(labels);
+    if cfg.controller_attach_detach {
+        node.metadata.annotations = Some([(CONTROLLER_MANAGED_ATTACH_DETACH.to_string(), "true".to_string())].into());
+    }
     node.spec = Some(NodeSpec { taints: (!cfg.taints.is_empty()).then(|| cfg.taints.clone()), ..Default::default() });
     node
 }
@@ -456,8 +467,8 @@ fn with_times(
 }
 
 async fn register(cfg: &Config, api: &DynApi) -> Result<(), ApiError> {
-    if api.get_node(&cfg.node_name).await?.is_some() {
-        return Ok(());
+    if let Some(existing) = api.get_node(&cfg.node_name).await? {
+        return reconcile_attach_detach(cfg, api, &existing).await;
     }
     match api.create_node(&initial_node(cfg)).await {
         Ok(_) => {
@@ -467,6 +478,20 @@ async fn register(cfg: &Config, api: &DynApi) -> Result<(), ApiError> {
         Err(ApiError::Conflict(_)) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// An existing Node's controller-managed-attach-detach annotation brought in line with the
+/// configuration (upstream's reconcileCMADAnnotationWithExistingNode): set when enabled,
+/// removed when not.
+async fn reconcile_attach_detach(cfg: &Config, api: &DynApi, node: &Node) -> Result<(), ApiError> {
+    let current = node.metadata.annotations.as_ref().and_then(|a| a.get(CONTROLLER_MANAGED_ATTACH_DETACH));
+    let want = cfg.controller_attach_detach.then_some("true");
+    if current.map(String::as_str) == want {
+        return Ok(());
+    }
+    tracing::info!(node = %cfg.node_name, enabled = cfg.controller_attach_detach, "updating the controller-managed attach/detach annotation");
+    let patch = serde_json::json!({"metadata": {"annotations": {CONTROLLER_MANAGED_ATTACH_DETACH: want}}});
+    api.patch_node(&cfg.node_name, &patch).await.map(drop)
 }
 
 /// Registers the node (when `registerNode`) and keeps its status current, recording upstream's
@@ -673,5 +698,31 @@ mod tests {
             ])
         );
         assert_eq!(json["features"], serde_json::json!({"supplementalGroupsPolicy": true}));
+    }
+
+    #[tokio::test]
+    async fn the_node_says_the_controller_manages_attach_detach_when_enabled() {
+        let fake = crate::api::fake::FakeApi::new();
+        let api: DynApi = std::sync::Arc::new(fake.clone());
+        let mut cfg = Config::from_kubelet_config(&KubeletConfiguration::default(), id()).unwrap();
+        assert!(cfg.controller_attach_detach, "enableControllerAttachDetach defaults to true");
+        let annotation = || {
+            fake.node("n1")
+                .unwrap()
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .get(CONTROLLER_MANAGED_ATTACH_DETACH)
+                .cloned()
+        };
+        register(&cfg, &api).await.unwrap();
+        assert_eq!(annotation().as_deref(), Some("true"));
+        // An existing Node is brought in line with the configuration both ways.
+        cfg.controller_attach_detach = false;
+        register(&cfg, &api).await.unwrap();
+        assert_eq!(annotation(), None);
+        cfg.controller_attach_detach = true;
+        register(&cfg, &api).await.unwrap();
+        assert_eq!(annotation().as_deref(), Some("true"));
     }
 }

@@ -54,6 +54,19 @@ fn key(p: &Pod) -> (String, String) {
 }
 
 impl FakeApi {
+    /// A node patch as a JSON merge, enough for tests (lists are replaced whole).
+    fn merge_node(&self, call: &str, name: &str, patch: &serde_json::Value) -> Result<Node> {
+        let mut s = self.enter(call)?;
+        let rv = s.rv;
+        let n = s.nodes.get_mut(name).ok_or(ApiError::NotFound)?;
+        let mut v = serde_json::to_value(&*n).map_err(|e| ApiError::Other(e.to_string()))?;
+        json_merge(&mut v, patch);
+        let mut merged: Node = serde_json::from_value(v).map_err(|e| ApiError::Other(e.to_string()))?;
+        merged.metadata.resource_version = Some(rv.to_string());
+        *n = merged.clone();
+        Ok(merged)
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -203,16 +216,11 @@ impl Api for FakeApi {
     }
 
     async fn patch_node_status(&self, name: &str, patch: &serde_json::Value) -> Result<Node> {
-        let mut s = self.enter("patch_node_status")?;
-        let rv = s.rv;
-        let n = s.nodes.get_mut(name).ok_or(ApiError::NotFound)?;
-        // A merge of the status object is enough for tests (lists are replaced whole).
-        let mut v = serde_json::to_value(&*n).map_err(|e| ApiError::Other(e.to_string()))?;
-        json_merge(&mut v, patch);
-        let mut merged: Node = serde_json::from_value(v).map_err(|e| ApiError::Other(e.to_string()))?;
-        merged.metadata.resource_version = Some(rv.to_string());
-        *n = merged.clone();
-        Ok(merged)
+        self.merge_node("patch_node_status", name, patch)
+    }
+
+    async fn patch_node(&self, name: &str, patch: &serde_json::Value) -> Result<Node> {
+        self.merge_node("patch_node", name, patch)
     }
 
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>> {

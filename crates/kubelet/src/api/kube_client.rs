@@ -94,6 +94,11 @@ impl Api for KubeApi {
         self.nodes().patch_status(name, &PatchParams::default(), &Patch::Strategic(patch)).await.map_err(map_err)
     }
 
+    async fn patch_node(&self, name: &str, patch: &serde_json::Value) -> Result<Node> {
+        self.bucket.acquire().await;
+        self.nodes().patch(name, &PatchParams::default(), &Patch::Strategic(patch)).await.map_err(map_err)
+    }
+
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>> {
         self.bucket.acquire().await;
         opt(self.leases().get(name).await)

@@ -40,6 +40,8 @@ pub trait Api: Send + Sync + 'static {
     async fn create_node(&self, node: &Node) -> Result<Node>;
     /// Strategic merge patch of the node's status subresource.
     async fn patch_node_status(&self, name: &str, patch: &serde_json::Value) -> Result<Node>;
+    /// A strategic merge patch of the Node itself (its annotations).
+    async fn patch_node(&self, name: &str, patch: &serde_json::Value) -> Result<Node>;
 
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>>;
     async fn create_lease(&self, lease: &Lease) -> Result<Lease>;

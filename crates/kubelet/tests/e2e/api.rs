@@ -168,6 +168,8 @@ async fn the_node_registers_ready_and_renews_its_lease() {
     })
     .await;
     assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], k.node.as_str());
+    // enableControllerAttachDetach (default true): the attach/detach controller manages the volumes.
+    assert_eq!(node["metadata"]["annotations"]["volumes.kubernetes.io/controller-managed-attach-detach"], "true");
     assert_eq!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], k.port);
     assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap().starts_with("containerd://"));
     assert!(node["status"]["capacity"]["cpu"].is_string());

@@ -173,6 +173,14 @@ async fn a_claims_csi_calls_arrive_in_order_and_are_undone_on_deletion() {
     .await;
     assert_eq!(csinode["spec"]["drivers"][0]["nodeID"], "e2e-node-id");
     assert_eq!(csinode["metadata"]["ownerReferences"][0]["kind"], "Node", "{csinode}");
+    // The Node carries the driver's node ID (upstream's nodeinfomanager), set before the CSINode.
+    let node = api.get_json(&["node", &k.node]).unwrap();
+    assert_eq!(
+        node["metadata"]["annotations"]["csi.volume.kubernetes.io/nodeid"],
+        format!("{{\"{DRIVER}\":\"e2e-node-id\"}}"),
+        "{}",
+        node["metadata"]
+    );
 
     api.apply(&pod("reader", &format!("claim-{handle}")));
     let p = eventually("pod Running with the volume", || running(&api, "reader")).await;

@@ -116,6 +116,31 @@ pub async fn add_to_csi_node(api: &DynApi, node_name: &str, d: &Driver) -> Resul
     .await
 }
 
+/// The Node annotation mapping each registered CSI driver to its node ID (upstream's
+/// nodeinfomanager: a JSON object, keys sorted as Go's encoding/json writes a map).
+pub const NODE_ID_ANNOTATION: &str = "csi.volume.kubernetes.io/nodeid";
+
+/// Sets (`Some`) or removes (`None`) the driver's entry in the Node's node-ID annotation; the
+/// annotation goes when its last entry does. A missing Node is an error, so the registration is
+/// retried once the node is registered, as upstream.
+pub async fn set_node_id(api: &DynApi, node_name: &str, driver: &str, node_id: Option<&str>) -> Result<()> {
+    let err = |source: ApiError| Error::Api { what: format!("Node {node_name}"), source };
+    let node = api.get_node(node_name).await.map_err(err)?.ok_or_else(|| err(ApiError::NotFound))?;
+    let current = node.metadata.annotations.as_ref().and_then(|a| a.get(NODE_ID_ANNOTATION));
+    let mut ids: BTreeMap<String, String> = current.and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
+    let before = ids.clone();
+    match node_id {
+        Some(id) => ids.insert(driver.to_string(), id.to_string()),
+        None => ids.remove(driver),
+    };
+    if ids == before && current.is_some() != ids.is_empty() {
+        return Ok(());
+    }
+    let value = (!ids.is_empty()).then(|| serde_json::to_string(&ids).unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {NODE_ID_ANNOTATION: value}}});
+    api.patch_node(node_name, &patch).await.map(drop).map_err(err)
+}
+
 /// Removes the driver from this node's CSINode (nothing to do when the object is missing).
 pub async fn remove_from_csi_node(api: &DynApi, node_name: &str, driver: &str) -> Result<()> {
     update_csi_node(api, node_name, |drivers| drivers.retain(|x| x.name != driver)).await
@@ -257,5 +282,28 @@ mod tests {
         assert_eq!(n.metadata.owner_references.unwrap()[0].kind, "Node");
         remove_from_csi_node(&api, "n", "a").await.unwrap();
         assert_eq!(fake.csi_node("n").unwrap().spec.drivers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_node_id_annotation_maps_each_driver_to_its_node_id() {
+        let fake = FakeApi::new();
+        let api: DynApi = std::sync::Arc::new(fake.clone());
+        // No Node yet: an error, so the registration is retried.
+        assert!(set_node_id(&api, "n", "a", Some("id-a")).await.is_err());
+        api.create_node(&k8s_openapi::api::core::v1::Node {
+            metadata: ObjectMeta { name: Some("n".into()), ..Default::default() },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let annotation =
+            || fake.node("n").unwrap().metadata.annotations.unwrap_or_default().get(NODE_ID_ANNOTATION).cloned();
+        set_node_id(&api, "n", "b.example.com", Some("id-b")).await.unwrap();
+        set_node_id(&api, "n", "a.example.com", Some("id-a")).await.unwrap();
+        assert_eq!(annotation().as_deref(), Some(r#"{"a.example.com":"id-a","b.example.com":"id-b"}"#));
+        set_node_id(&api, "n", "b.example.com", None).await.unwrap();
+        assert_eq!(annotation().as_deref(), Some(r#"{"a.example.com":"id-a"}"#));
+        set_node_id(&api, "n", "a.example.com", None).await.unwrap();
+        assert_eq!(annotation(), None, "the last entry takes the annotation with it");
     }
 }

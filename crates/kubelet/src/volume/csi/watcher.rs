@@ -135,10 +135,13 @@ async fn reconcile(
         seen.remove(&p);
         if let Some(d) = drivers.remove_socket(&p) {
             tracing::info!(driver = %d.name, socket = %p.display(), "CSI driver deregistered (socket removed)");
-            if let Some(api) = api
-                && let Err(e) = drivers::remove_from_csi_node(api, &cfg.node_name, &d.name).await
-            {
-                tracing::warn!(driver = %d.name, error = %e, "removing the driver from CSINode");
+            if let Some(api) = api {
+                if let Err(e) = drivers::set_node_id(api, &cfg.node_name, &d.name, None).await {
+                    tracing::warn!(driver = %d.name, error = %e, "removing the driver's node ID from the Node");
+                }
+                if let Err(e) = drivers::remove_from_csi_node(api, &cfg.node_name, &d.name).await {
+                    tracing::warn!(driver = %d.name, error = %e, "removing the driver from CSINode");
+                }
             }
         }
     }
@@ -187,6 +190,8 @@ async fn register(cfg: &Config, socket: &Path, drivers: &Drivers, api: Option<&D
             socket: socket.to_path_buf(),
         };
         if let Some(api) = api {
+            // Upstream's InstallCSIDriver: the Node's node-ID annotation, then the CSINode.
+            drivers::set_node_id(api, &cfg.node_name, &d.name, Some(&d.node_id)).await?;
             drivers::add_to_csi_node(api, &cfg.node_name, &d).await?;
         }
         Ok(d)
