@@ -22,6 +22,7 @@ pub mod logs;
 pub mod meta;
 pub mod metrics;
 pub mod node_status;
+pub mod nodeshutdown;
 pub mod pleg;
 pub mod pod;
 pub mod prober;

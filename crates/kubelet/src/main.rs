@@ -93,6 +93,9 @@ const IMPLEMENTED: &[&str] = &[
     "imageGCLowThresholdPercent",
     "registryPullQPS",
     "registryBurst",
+    "shutdownGracePeriod",
+    "shutdownGracePeriodCriticalPods",
+    "shutdownGracePeriodByPodPriority",
 ];
 
 fn init_tracing(verbosity: u32) {

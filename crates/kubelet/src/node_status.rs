@@ -38,6 +38,8 @@ pub struct Config {
     pub max_images: usize,
     /// The eviction manager's pressure conditions (None: always False).
     pub pressure: Option<crate::eviction::Handle>,
+    /// The node shutdown manager's state: NotReady while shutting down (None: no manager).
+    pub shutdown: Option<crate::nodeshutdown::Handle>,
     /// enableControllerAttachDetach: the Node says the attach/detach controller manages its
     /// volumes.
     pub controller_attach_detach: bool,
@@ -89,6 +91,7 @@ impl Config {
             reserved_memory: reserved(cfg, "memory") + eviction_memory(cfg),
             max_images: cfg.node_status_max_images.max(0) as usize,
             pressure: None,
+            shutdown: None,
             controller_attach_detach: cfg.enable_controller_attach_detach,
         })
     }
@@ -222,7 +225,7 @@ pub struct Health {
 /// The PLEG's health threshold (upstream's relistThreshold).
 const PLEG_THRESHOLD: Duration = Duration::from_secs(180);
 
-pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
+pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health, shutdown: Option<&str>) -> Health {
     let runtime_version = match runtime.version().await {
         Ok(v) => format!("{}://{}", v.runtime_name, v.runtime_version),
         Err(_) => String::new(),
@@ -235,7 +238,7 @@ pub async fn health(runtime: &DynRuntime, pleg: &pleg::Health) -> Health {
     }
     let conditions = status.as_ref().ok().map(|st| st.conditions.as_slice());
     let handlers = runtime.handlers().await.unwrap_or_default();
-    Health { runtime_version, not_ready: not_ready(conditions, pleg_stale), handlers }
+    Health { runtime_version, not_ready: with_shutdown(conditions, pleg_stale, shutdown), handlers }
 }
 
 /// Upstream's Ready condition message (runtimeState's runtime and network errors, aggregated):
@@ -246,6 +249,14 @@ pub fn not_ready(
     conditions: Option<&[crate::cri::api::RuntimeCondition]>,
     pleg_stale: Option<Duration>,
 ) -> Option<String> {
+    aggregate(not_ready_errors(conditions, pleg_stale))
+}
+
+/// The errors behind [`not_ready`], in upstream's order (runtime, network).
+fn not_ready_errors(
+    conditions: Option<&[crate::cri::api::RuntimeCondition]>,
+    pleg_stale: Option<Duration>,
+) -> Vec<String> {
     let go = kubelet_config::duration::Duration::from_std;
     let mut errors = Vec::new();
     if conditions.is_none() {
@@ -272,6 +283,18 @@ pub fn not_ready(
             errors.push(format!("container runtime network not ready: {c}"));
         }
     }
+    errors
+}
+
+/// The Ready message with the node shutdown manager's error last (upstream's ReadyCondition
+/// setter: runtime, network, storage, then nodeShutdownManagerErrorsFunc).
+fn with_shutdown(
+    conditions: Option<&[crate::cri::api::RuntimeCondition]>,
+    pleg_stale: Option<Duration>,
+    shutdown: Option<&str>,
+) -> Option<String> {
+    let mut errors = not_ready_errors(conditions, pleg_stale);
+    errors.extend(shutdown.map(str::to_string));
     aggregate(errors)
 }
 
@@ -505,6 +528,7 @@ pub async fn run(
     token: CancellationToken,
 ) {
     let machine = Machine::read(&cfg.root_dir);
+    let mut shutdown_rx = cfg.shutdown.as_ref().map(|s| s.subscribe());
     let mut registered = !cfg.register;
     let mut last_sent: Option<NodeStatus> = None;
     let mut last_report = Instant::now();
@@ -528,7 +552,8 @@ pub async fn run(
             continue;
         }
         if registered {
-            let h = health(&runtime, &pleg).await;
+            let shutting_down = cfg.shutdown.as_ref().and_then(|s| s.status());
+            let h = health(&runtime, &pleg, shutting_down).await;
             let status = compute_status(&cfg, &machine, &h, images(&runtime, cfg.max_images).await);
             let changed = last_sent.as_ref().is_none_or(|prev| strip_times(prev) != status);
             if changed || last_report.elapsed() >= cfg.report_frequency {
@@ -557,7 +582,25 @@ pub async fn run(
                 }
             }
         }
-        if token.run_until_cancelled(tokio::time::sleep(cfg.update_frequency)).await.is_none() {
+        // A node shutdown starting or cancelled is reported at once (upstream's syncNodeStatus
+        // from the shutdown manager).
+        let shutdown_changed = async {
+            match shutdown_rx.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let wait = async {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.update_frequency) => {}
+                _ = shutdown_changed => {}
+            }
+        };
+        if token.run_until_cancelled(wait).await.is_none() {
             return;
         }
     }
@@ -610,6 +653,19 @@ mod tests {
             reason: reason.into(),
             message: message.into(),
         }
+    }
+
+    #[test]
+    fn a_node_shutting_down_is_not_ready_with_upstreams_message_last() {
+        use crate::cri::api::RuntimeCondition;
+        let cond = |t: &str, ok: bool| RuntimeCondition { r#type: t.into(), status: ok, ..Default::default() };
+        let ready = [cond("RuntimeReady", true), cond("NetworkReady", true)];
+        assert_eq!(with_shutdown(Some(&ready), None, None), None);
+        assert_eq!(with_shutdown(Some(&ready), None, Some("node is shutting down")).as_deref(), Some("node is shutting down"));
+        assert_eq!(
+            with_shutdown(None, None, Some("node is shutting down")).as_deref(),
+            Some("[container runtime is down, node is shutting down]")
+        );
     }
 
     #[test]

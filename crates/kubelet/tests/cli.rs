@@ -44,7 +44,7 @@ fn unsupported_fields_are_reported_and_an_absent_runtime_is_waited_for() {
     let path = dir.path().join("config.yaml");
     std::fs::write(
         &path,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nshutdownGracePeriod: 30s\nhealthzPort: 0\n",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nmemoryThrottlingFactor: 0.5\nhealthzPort: 0\n",
     )
     .unwrap();
     let mut child = kubelet()
@@ -72,7 +72,7 @@ fn unsupported_fields_are_reported_and_an_absent_runtime_is_waited_for() {
     let mut retries = 0;
     while Instant::now() < deadline && !(unsupported && retries >= 2) {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            unsupported |= line.contains("not supported yet") && line.contains("shutdownGracePeriod");
+            unsupported |= line.contains("not supported yet") && line.contains("memoryThrottlingFactor");
             if line.contains("container runtime not reachable") {
                 retries += 1;
             }
@@ -81,7 +81,7 @@ fn unsupported_fields_are_reported_and_an_absent_runtime_is_waited_for() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(unsupported, "shutdownGracePeriod reported as not supported yet: {seen:#?}");
+    assert!(unsupported, "memoryThrottlingFactor reported as not supported yet: {seen:#?}");
     assert!(retries >= 2, "kept retrying the absent runtime: {seen:#?}");
 }
 

@@ -17,7 +17,7 @@ use crate::pod::runtime_config::NodeContext;
 use crate::pod::worker::WorkerConfig;
 use crate::sources::{self, Snapshot, SourceKind};
 use crate::status_manager::Statuses;
-use crate::{cm, eviction, gc, lease, logs, node_status, pleg, server, stats, status_manager, volume};
+use crate::{cm, eviction, gc, lease, logs, node_status, nodeshutdown, pleg, server, stats, status_manager, volume};
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -259,13 +259,16 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     };
     // Node pressure conditions: set by the eviction manager, read by node status and admission.
     let pressure = host.map(|_| eviction::Handle::new());
+    // Node shutdown state: set by the node shutdown manager, read by node status and admission.
+    let shutdown = host.and_then(|h| h.node_shutdown.as_ref()).map(|_| nodeshutdown::Handle::new());
     if let Some(api) = api.clone() {
         wanted_sources.insert(SourceKind::Api);
         let (source_api, name, tx) = (api.clone(), node_name.clone(), snap_tx.clone());
         tasks.push(task("api source", move |token| async move {
             token.run_until_cancelled(sources::api::run(source_api, name, tx)).await;
         }));
-        let ns_cfg = node_status::Config { pressure: pressure.clone(), ..cfg.node_status.clone() };
+        let ns_cfg =
+            node_status::Config { pressure: pressure.clone(), shutdown: shutdown.clone(), ..cfg.node_status.clone() };
         let (ns_api, rt, health, ns_events) = (api.clone(), runtime.clone(), pleg_health.clone(), events.clone());
         tasks.push(task("node status", move |token| node_status::run(ns_cfg, ns_api, rt, health, ns_events, token)));
         let (lease_cfg, lease_api) = (cfg.lease.clone(), api.clone());
@@ -305,6 +308,10 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));
     admit.push(Arc::new(resource_fit));
     admit.push(Arc::new(cfg.apparmor.clone()));
+    // Upstream adds the node shutdown manager's handler after the others: no pod while shutting down.
+    if let Some(s) = &shutdown {
+        admit.push(Arc::new(s.clone()));
+    }
     let dispatcher_cfg = dispatcher::Config {
         worker,
         admission: admission::Handlers::new(admit),
@@ -342,10 +349,23 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             clock: clock.clone(),
             images: Some(image_gc),
             containers: Some(container_gc),
-            evict: evict_tx,
+            evict: evict_tx.clone(),
         };
         let eviction_cfg = h.eviction.clone();
         tasks.push(task("eviction", move |token| eviction::run(eviction_cfg, eviction_deps, pressure, token)));
+        // Graceful node shutdown: logind's inhibitor lock and PrepareForShutdown; pods killed
+        // through the dispatcher like evictions.
+        if let (Some(ns_cfg), Some(handle)) = (h.node_shutdown.clone(), shutdown) {
+            let deps = nodeshutdown::Deps {
+                logind: Arc::new(nodeshutdown::logind::SystemBus),
+                statuses: statuses.clone(),
+                kill: evict_tx,
+                events: events.clone(),
+                metrics: metrics.clone(),
+                clock: clock.clone(),
+            };
+            tasks.push(task("node shutdown", move |token| nodeshutdown::run(ns_cfg, deps, handle, token)));
+        }
 
         let health = server::Health { pleg: pleg_health, pleg_threshold: h.pleg_health_threshold };
         // Handlers served on both the read-only port and 10250 (behind authentication there):

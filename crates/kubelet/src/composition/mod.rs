@@ -166,6 +166,8 @@ pub struct Host {
     pub kubelet_server: Option<server::kubelet_port::Config>,
     /// `/healthz` fails once no relist succeeded for this long (upstream: 3 min).
     pub pleg_health_threshold: Duration,
+    /// Graceful node shutdown (None: `shutdownGracePeriod` 0 and no by-priority list).
+    pub node_shutdown: Option<crate::nodeshutdown::Config>,
 }
 
 fn duration(d: kubelet_config::Duration, field: &'static str) -> Result<Duration> {
@@ -342,6 +344,7 @@ impl Host {
                 .then(|| housekeeping.unwrap_or(gc::IMAGE_GC_PERIOD)),
             container_gc_period: housekeeping.unwrap_or(gc::CONTAINER_GC_PERIOD),
             keep_images: node.pod_infra_container_image.clone().into_iter().collect(),
+            node_shutdown: crate::nodeshutdown::Config::from_kubelet_config(cfg, node_name, &node.root_dir),
             healthz,
             read_only,
             kubelet_server,

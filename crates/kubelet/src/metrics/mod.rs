@@ -113,6 +113,9 @@ struct Inner {
     started_containers: Family<ContainerTypeLabel, Counter>,
     restarted_pods: Family<StaticLabel, Counter>,
     image_pull: Histogram,
+    /// The last graceful node shutdown (upstream's GracefulShutdownStartTime / EndTime).
+    graceful_shutdown_start: Gauge<f64, AtomicU64>,
+    graceful_shutdown_end: Gauge<f64, AtomicU64>,
     probe_total: Family<ProbeResultLabels, Counter>,
     probe_duration: HistogramFamily<ProbeDurationLabels>,
     /// `kubelet_evictions` by signal (written by [`text`]: upstream's name has no `_total`).
@@ -218,6 +221,18 @@ impl Metrics {
             "Duration in seconds to pull an image.",
             image_pull.clone(),
         );
+        let graceful_shutdown_start = Gauge::<f64, AtomicU64>::default();
+        kubelet.register(
+            "kubelet_graceful_shutdown_start_time_seconds",
+            "Last graceful shutdown start time since unix epoch in seconds",
+            graceful_shutdown_start.clone(),
+        );
+        let graceful_shutdown_end = Gauge::<f64, AtomicU64>::default();
+        kubelet.register(
+            "kubelet_graceful_shutdown_end_time_seconds",
+            "Last graceful shutdown end time since unix epoch in seconds",
+            graceful_shutdown_end.clone(),
+        );
 
         let mut probes = Registry::default();
         let probe_total = Family::<ProbeResultLabels, Counter>::default();
@@ -250,12 +265,24 @@ impl Metrics {
             started_containers,
             restarted_pods,
             image_pull,
+            graceful_shutdown_start,
+            graceful_shutdown_end,
             probe_total,
             probe_duration,
             evictions: Mutex::default(),
             pulling: Mutex::default(),
             network_pod_started: Default::default(),
         }))
+    }
+
+    /// The last graceful node shutdown's start and end (seconds since the epoch; 0: not ended).
+    pub fn graceful_shutdown(&self, start: Option<f64>, end: Option<f64>) {
+        if let Some(s) = start {
+            self.0.graceful_shutdown_start.set(s);
+        }
+        if let Some(e) = end {
+            self.0.graceful_shutdown_end.set(e);
+        }
     }
 
     /// `kubelet_node_name{node}` = 1.

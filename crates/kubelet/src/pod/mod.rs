@@ -17,11 +17,13 @@ mod termination_order;
 pub(crate) mod userns;
 pub(crate) mod worker;
 
-/// What a pod worker is told by the eviction manager (through the dispatcher): kill with this
-/// grace period and end Failed / Evicted with this message. `done` fires once the pod's
+/// What a pod worker is told by the eviction manager or the node shutdown manager (through the
+/// dispatcher): kill with this grace period and end Failed with this reason (`Evicted`,
+/// `Terminated`) and message, with the DisruptionTarget condition. `done` fires once the pod's
 /// containers are stopped.
 #[derive(Debug)]
 pub struct Eviction {
+    pub reason: &'static str,
     pub grace_secs: i64,
     pub message: String,
     pub done: Option<tokio::sync::oneshot::Sender<()>>,

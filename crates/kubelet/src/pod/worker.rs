@@ -38,7 +38,8 @@ pub enum Msg {
     RuntimeEvent,
     /// The pod is no longer wanted: stop and remove it.
     Terminate,
-    /// Node pressure: kill with the eviction's grace period, end Failed / Evicted.
+    /// Node pressure or node shutdown: kill with the eviction's grace period, end Failed with its
+    /// reason (Evicted / Terminated).
     Evict(super::Eviction),
 }
 
@@ -57,7 +58,7 @@ struct Kill {
 
 impl Kill {
     fn evicted(e: super::Eviction) -> Self {
-        Kill { reason: "Evicted", message: e.message, grace_secs: Some(e.grace_secs), disruption: true, done: e.done }
+        Kill { reason: e.reason, message: e.message, grace_secs: Some(e.grace_secs), disruption: true, done: e.done }
     }
 }
 
