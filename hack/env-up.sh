@@ -116,6 +116,8 @@ kubectl_minor=$(kubectl version --client -o json 2>/dev/null | "$KRS_PYTHON" -c 
 if ((kubectl_minor < 24)); then
     warn "kubectl is 1.$kubectl_minor: the tests that run 'kubectl patch --subresource' (testapi's kubectl test, the CSI attach e2e) need 1.24 or later"
 fi
+# D-Bus for the graceful node shutdown tests (dbus-daemon; see hack/env-dbus.sh).
+KRS_INSTALL=$DO_INSTALL "$HACK_DIR/env-dbus.sh" $( ((INSTALL_ONLY)) && echo --install-only) || die "hack/env-dbus.sh failed"
 if ((INSTALL_ONLY)); then
     echo "env-up: every package and command is there (--install-only: nothing started)"
     exit 0

@@ -84,6 +84,8 @@ pub struct Kubelet {
     http: reqwest::Client,
     starts: u32,
     args: Vec<String>,
+    /// Extra environment variables for the kubelet process.
+    env: Vec<(String, String)>,
 }
 
 impl Kubelet {
@@ -98,6 +100,11 @@ impl Kubelet {
 
     /// As [`Kubelet::start_with`], with extra command-line flags.
     pub async fn start_with_args(test: &str, extra: &str, args: &[String]) -> Option<Self> {
+        Self::start_with_env(test, extra, args, &[]).await
+    }
+
+    /// As [`Kubelet::start_with_args`], with extra environment variables for the kubelet.
+    pub async fn start_with_env(test: &str, extra: &str, args: &[String], env: &[(&str, &str)]) -> Option<Self> {
         let serial = SERIAL.lock().await;
         let machine = MachineLock::take().await;
         let runtime = runtime_or_skip(test).await?;
@@ -118,6 +125,7 @@ impl Kubelet {
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
             starts: 0,
             args: args.to_vec(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         k.write_config(extra);
         k.spawn();
@@ -175,6 +183,7 @@ impl Kubelet {
             .arg(&self.node)
             .arg("--v=4")
             .args(&self.args)
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -17,6 +17,7 @@ mod resources;
 mod security;
 mod security_volumes;
 mod server;
+mod shutdown;
 mod sidecars;
 mod termination;
 mod volumes;
