@@ -661,7 +661,10 @@ mod tests {
         let cond = |t: &str, ok: bool| RuntimeCondition { r#type: t.into(), status: ok, ..Default::default() };
         let ready = [cond("RuntimeReady", true), cond("NetworkReady", true)];
         assert_eq!(with_shutdown(Some(&ready), None, None), None);
-        assert_eq!(with_shutdown(Some(&ready), None, Some("node is shutting down")).as_deref(), Some("node is shutting down"));
+        assert_eq!(
+            with_shutdown(Some(&ready), None, Some("node is shutting down")).as_deref(),
+            Some("node is shutting down")
+        );
         assert_eq!(
             with_shutdown(None, None, Some("node is shutting down")).as_deref(),
             Some("[container runtime is down, node is shutting down]")

@@ -88,10 +88,19 @@ impl Drop for Bus {
 /// One recorded call or event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
-    Inhibit { what: String, who: String, why: String, mode: String },
+    Inhibit {
+        what: String,
+        who: String,
+        why: String,
+        mode: String,
+    },
     /// Every copy of the descriptor from the n-th Inhibit (from 0) was closed.
     Released(usize),
-    KillUnit { unit: String, who: String, signal: i32 },
+    KillUnit {
+        unit: String,
+        who: String,
+        signal: i32,
+    },
     PrepareForShutdown(bool),
 }
 
@@ -113,7 +122,13 @@ struct Manager(Shared);
 
 #[zbus::interface(name = "org.freedesktop.login1.Manager")]
 impl Manager {
-    async fn inhibit(&self, what: &str, who: &str, why: &str, mode: &str) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
+    async fn inhibit(
+        &self,
+        what: &str,
+        who: &str,
+        why: &str,
+        mode: &str,
+    ) -> zbus::fdo::Result<zbus::zvariant::OwnedFd> {
         let mut fds = [0; 2];
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(zbus::fdo::Error::Failed(std::io::Error::last_os_error().to_string()));
@@ -191,11 +206,8 @@ impl Login1 {
     /// with `InhibitDelayMaxUSec` = `delay`; a KillUnit of logind reads the drop-ins in
     /// `conf_dir`.
     pub async fn serve(address: &str, delay: Duration, conf_dir: Option<PathBuf>) -> zbus::Result<Self> {
-        let state: Shared = Arc::new(Mutex::new(State {
-            delay_usec: delay.as_micros() as u64,
-            conf_dir,
-            ..Default::default()
-        }));
+        let state: Shared =
+            Arc::new(Mutex::new(State { delay_usec: delay.as_micros() as u64, conf_dir, ..Default::default() }));
         let conn = zbus::connection::Builder::address(address)?
             .serve_at("/org/freedesktop/login1", Manager(state.clone()))?
             .serve_at("/org/freedesktop/systemd1", Systemd(state.clone()))?

@@ -171,7 +171,8 @@ impl Manager {
         tracing::warn!(pod = %name, signal, grace = grace_secs, "eviction manager: evicting pod: {message}");
         self.deps.events.pod(pod, None, Type::Warning, "Evicted", message.clone());
         let (tx, rx) = oneshot::channel();
-        let req = EvictionRequest { uid, eviction: Eviction { reason: "Evicted", grace_secs, message, done: Some(tx) } };
+        let req =
+            EvictionRequest { uid, eviction: Eviction { reason: "Evicted", grace_secs, message, done: Some(tx) } };
         if self.deps.evict.send(req).await.is_err() {
             tracing::warn!(pod = %name, "eviction manager: the dispatcher is gone");
             return None;

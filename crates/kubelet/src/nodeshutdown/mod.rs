@@ -59,7 +59,11 @@ pub struct Config {
 
 impl Config {
     /// None when the configuration asks for no graceful shutdown (upstream's managerStub).
-    pub fn from_kubelet_config(cfg: &KubeletConfiguration, node_name: &str, root_dir: &std::path::Path) -> Option<Self> {
+    pub fn from_kubelet_config(
+        cfg: &KubeletConfiguration,
+        node_name: &str,
+        root_dir: &std::path::Path,
+    ) -> Option<Self> {
         let gate = |name: &str| cfg.feature_gates.get(name).copied().unwrap_or(true);
         if !gate("GracefulNodeShutdown") {
             return None;
@@ -73,11 +77,8 @@ impl Config {
             Vec::new()
         };
         let std = |d: kubelet_config::Duration| d.to_std().unwrap_or_default();
-        let periods = groups::periods(
-            std(cfg.shutdown_grace_period),
-            std(cfg.shutdown_grace_period_critical_pods),
-            &by_priority,
-        );
+        let periods =
+            groups::periods(std(cfg.shutdown_grace_period), std(cfg.shutdown_grace_period_critical_pods), &by_priority);
         (!periods.is_empty()).then(|| Self {
             node_name: node_name.to_string(),
             periods,
