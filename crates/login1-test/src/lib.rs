@@ -192,7 +192,7 @@ fn read_inhibit_delay_max_sec(dir: &Path) -> Option<u64> {
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .flat_map(|body| body.lines().map(str::to_string).collect::<Vec<_>>())
         .filter_map(|l| l.trim().strip_prefix("InhibitDelayMaxSec=").and_then(|v| v.trim().parse().ok()))
-        .last()
+        .next_back()
 }
 
 /// The fake logind, serving until dropped.

@@ -71,11 +71,10 @@ pub fn group(periods: &[Period], pods: impl IntoIterator<Item = Arc<Pod>>) -> Ve
     }
     for pod in pods {
         let p = priority(&pod);
-        // The first group whose priority is not below the pod's.
+        // The first group whose priority is not below the pod's; past the end, or above the
+        // pod's (with a lower group to take it), the one before.
         let mut i = groups.partition_point(|g| g.period.priority < p);
-        if i == groups.len() {
-            i -= 1;
-        } else if i > 0 && groups[i].period.priority > p {
+        if i == groups.len() || (i > 0 && groups[i].period.priority > p) {
             i -= 1;
         }
         groups[i].pods.push(pod);

@@ -160,6 +160,16 @@ async fn a_node_shutdown_stops_pods_by_priority_within_their_budgets_then_releas
     // The node is NotReady with upstream's message, and refuses new pods.
     let c = eventually("node NotReady", || ready(&api).filter(|c| c["status"] == "False")).await;
     assert_eq!((c["reason"].as_str(), c["message"].as_str()), (Some("KubeletNotReady"), Some("node is shutting down")));
+    // Upstream's node events for the shutdown and, below, its cancellation.
+    let node_event = |api: &TestApi, message: &str| {
+        let events = api.get_json(&["events"])?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["involvedObject"]["kind"] == "Node" && e["reason"] == "NodeShutdown" && e["message"] == message)
+            .cloned()
+    };
+    eventually("NodeShutdown event", || node_event(&api, "Shutdown manager detected shutdown event")).await;
     api.apply(&stubborn("late", 0, 1));
     let late = eventually("late refused", || {
         let p = api.get_json(&["pod", "late"])?;
@@ -175,6 +185,7 @@ async fn a_node_shutdown_stops_pods_by_priority_within_their_budgets_then_releas
     let inhibits = login1.calls().iter().filter(|c| matches!(c, Call::Inhibit { .. })).count();
     assert_eq!(inhibits, 2);
     eventually("node Ready again", || ready(&api).filter(|c| c["status"] == "True")).await;
+    eventually("cancellation event", || node_event(&api, "Shutdown manager detected shutdown cancellation")).await;
     let state = std::fs::read_to_string(k.dir.path().join("root/graceful_node_shutdown_state")).unwrap();
     assert!(state.contains("\"startTime\"") && state.contains("\"endTime\""), "{state}");
 
