@@ -35,6 +35,7 @@ fn config(mount: &Path) -> Config {
         eviction_hard: BTreeMap::from([("memory.available".into(), "100Mi".into())]),
         mount: mount.to_path_buf(),
         systemd_run_dir: mount.join("no-systemd"),
+        systemd_socket: None,
     }
 }
 
@@ -335,7 +336,8 @@ fn the_systemd_driver_makes_updates_and_stops_pod_slices() {
     assert_eq!(u64_prop(props, "CPUShares"), Some(102));
     assert_eq!(u64_prop(props, "MemoryLimit"), Some(32 << 20));
     assert_eq!(u64_prop(props, "TasksMax"), Some(1024));
-    assert_eq!(u64_prop(props, "CPUQuotaPerSecUSec"), Some(systemd::INFINITY));
+    // No cpu limit: no quota is sent (upstream sets none for such a Burstable pod).
+    assert_eq!(u64_prop(props, "CPUQuotaPerSecUSec"), None);
     assert!(matches!(&calls[1], Call::Set(u, _) if u == unit));
     // The burstable tier's shares follow the pod's request.
     let Call::Set(tier, tier_props) = &calls[2] else { panic!("{calls:?}") };
