@@ -2,22 +2,23 @@
 # A real systemd for the systemd cgroup driver's tests, on a machine whose PID 1 is not systemd
 # (called by hack/env-up.sh; idempotent, ~1 s when up):
 #
-#   1. install Debian's `systemd` package if missing
+#   1. install Debian's `systemd` and `dbus-daemon` packages if missing
 #   2. start systemd 252 as PID 1 of its own PID + mount namespace (`unshare --pid --mount
 #      --fork --mount-proc --propagation slave`), with the host's cgroup hierarchies (its root
 #      cgroup is the host's, so its slices are /sys/fs/cgroup/<controller>/kubepods.slice/...),
 #      the host's /run (sockets are shared) except /run/systemd, which is its own
 #      ($KRS_SYSTEMD_RUN_DIR bound there; the host's /run/systemd/system is never created, so
 #      nothing on the host believes systemd runs), and only our units ($KRS_SYSTEMD_UNITS):
-#        - krs-bus.socket/.service: systemd-socket-proxyd from $KRS_SYSTEMD_DIR/private to
-#          /run/systemd/private. systemd drops D-Bus clients from outside its PID namespace
-#          (their SO_PEERCRED pid is 0), so the kubelet on the host reaches it through this
-#          proxy, which runs inside;
+#        - dbus.socket/.service: its own system bus, a dbus-daemon at $KRS_SYSTEMD_DIR/bus
+#          (systemd joins it as org.freedesktop.systemd1 once units of exactly these names run;
+#          its DBUS_SYSTEM_BUS_ADDRESS points there). The kubelet on the host talks to systemd
+#          over this bus: systemd's private socket drops clients from outside its PID namespace
+#          (their SO_PEERCRED pid is 0), and zbus cannot read its messages anyway;
 #        - containerd-systemd.service: a second containerd ($KRS_SD_CONTAINERD_SOCKET, own root
 #          and state) with runc's `SystemdCgroup = true`; it runs inside the namespace because
-#          runc needs /run/systemd/system and talks to /run/systemd/private itself. The shared
+#          runc needs /run/systemd/system (and finds the bus from its environment). The shared
 #          containerd and its config are not touched.
-#   3. $KRS_SYSTEMD_DIR/system is made once systemd answers: the kubelet's
+#   3. $KRS_SYSTEMD_DIR/system is made once systemd answers on the bus: the kubelet's
 #      `--systemd-dir-for-tests=$KRS_SYSTEMD_DIR` reads it as "systemd runs".
 #
 # Usage: hack/env-systemd.sh [--down]   (--down: stop systemd, its containerd and their units)
@@ -28,7 +29,7 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HACK_DIR/lib.sh"
 need_root
 
-: "${KRS_SYSTEMD_DIR:=/run/krs-systemd}"                       # host side: private, system
+: "${KRS_SYSTEMD_DIR:=/run/krs-systemd}"                       # host side: bus, system
 : "${KRS_SYSTEMD_RUN_DIR:=$KRS_RUN_DIR/systemd-run}"            # /run/systemd inside
 : "${KRS_SYSTEMD_UNITS:=$KRS_ETC_DIR/systemd-units}"
 : "${KRS_SYSTEMD_PIDFILE:=$KRS_RUN_DIR/systemd.pid}"            # systemd's pid on the host
@@ -58,7 +59,7 @@ sd_containerd_answers() {
 if [[ "${1:-}" == "--down" ]]; then
     if pid=$(systemd_pid); then
         log "systemd: stopping containerd-systemd and systemd (pid $pid)"
-        in_ns systemctl stop containerd-systemd.service krs-bus.socket >/dev/null 2>&1 || true
+        in_ns systemctl stop containerd-systemd.service >/dev/null 2>&1 || true
         # SIGRTMIN+3 is systemd's "halt": it stops its units and exits, ending the namespace.
         kill -s RTMIN+3 "$pid" 2>/dev/null || true
         for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -69,14 +70,19 @@ if [[ "${1:-}" == "--down" ]]; then
 fi
 
 # 1. the package
-if ! [[ -x /lib/systemd/systemd && -x /lib/systemd/systemd-socket-proxyd ]]; then
+if ! [[ -x /lib/systemd/systemd && -x /usr/bin/dbus-daemon && -x /usr/bin/busctl ]]; then
     if [[ "${KRS_INSTALL:-1}" == 1 ]]; then
-        log "systemd: installing Debian's systemd package"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd >/dev/null
+        log "systemd: installing Debian's systemd and dbus-daemon packages"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd dbus-daemon >/dev/null
     else
-        die "systemd is not installed (apt-get install systemd)"
+        die "systemd or dbus-daemon is not installed (apt-get install systemd dbus-daemon)"
     fi
 fi
+BUS="unix:path=$KRS_SYSTEMD_DIR/bus"
+bus_has_systemd() {
+    [[ -S "$KRS_SYSTEMD_DIR/bus" ]] && timeout 5 busctl --address="$BUS" get-property org.freedesktop.systemd1 \
+        /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager Version >/dev/null 2>&1
+}
 
 # 2. units and configs (rewritten only when they differ; a change needs --down first)
 write_if_changed() { # write_if_changed PATH CONTENT
@@ -100,22 +106,36 @@ sd_config=$(sed -e 's|@CONTAINERD_ROOT@|/var/lib/containerd-systemd|' \
 write_if_changed "$KRS_SD_CONTAINERD_CONFIG" "$sd_config"
 write_if_changed "$KRS_SYSTEMD_UNITS/kubelet-rs.target" "[Unit]
 Description=kubelet-rs test systemd
-Wants=krs-bus.socket containerd-systemd.service"
-write_if_changed "$KRS_SYSTEMD_UNITS/krs-bus.socket" "[Unit]
+Wants=dbus.socket dbus.service containerd-systemd.service"
+write_if_changed "$KRS_SYSTEMD_UNITS/dbus.socket" "[Unit]
 DefaultDependencies=no
 [Socket]
-ListenStream=$KRS_SYSTEMD_DIR/private
+ListenStream=$KRS_SYSTEMD_DIR/bus
 SocketMode=0600"
-write_if_changed "$KRS_SYSTEMD_UNITS/krs-bus.service" "[Unit]
+write_if_changed "$KRS_SYSTEMD_UNITS/dbus.service" "[Unit]
 DefaultDependencies=no
+Requires=dbus.socket
 [Service]
-ExecStart=/lib/systemd/systemd-socket-proxyd /run/systemd/private"
+ExecStart=/usr/bin/dbus-daemon --nofork --nopidfile --address=systemd: --systemd-activation --config-file=$KRS_ETC_DIR/systemd-bus.conf"
+# Root only, everything allowed: a test bus for systemd and the kubelet.
+write_if_changed "$KRS_ETC_DIR/systemd-bus.conf" '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=/run/krs-systemd/unused</listen>
+  <policy user="root">
+    <allow own="*"/>
+    <allow send_destination="*"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>'
 # runc reaches systemd over the system bus, else (as root) /run/systemd/private; the host's /run
-# is shared, so a system bus another test runs there must not be taken for systemd's.
+# is shared, so a system bus another test runs at /run/dbus must not be taken for systemd's.
 write_if_changed "$KRS_SYSTEMD_UNITS/containerd-systemd.service" "[Unit]
 DefaultDependencies=no
 [Service]
-Environment=DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/systemd/no-system-bus
+Environment=DBUS_SYSTEM_BUS_ADDRESS=$BUS
 ExecStart=$SD_CONTAINERD_BIN --config $KRS_SD_CONTAINERD_CONFIG
 Delegate=yes
 KillMode=process
@@ -128,7 +148,7 @@ write_if_changed "$KRS_ETC_DIR/systemd-init.sh" "#!/bin/bash
 set -e
 mount --bind /run /run
 mount --bind $KRS_SYSTEMD_RUN_DIR /run/systemd
-export container=kubelet-rs SYSTEMD_UNIT_PATH=$KRS_SYSTEMD_UNITS
+export container=kubelet-rs SYSTEMD_UNIT_PATH=$KRS_SYSTEMD_UNITS DBUS_SYSTEM_BUS_ADDRESS=$BUS
 exec /lib/systemd/systemd --system --unit=kubelet-rs.target"
 chmod +x "$KRS_ETC_DIR/systemd-init.sh"
 
@@ -140,7 +160,7 @@ else
         die "systemd pid $pid runs but does not answer; hack/env-systemd.sh --down first"
     fi
     mkdir -p "$KRS_SYSTEMD_RUN_DIR" "$KRS_SYSTEMD_DIR" /run/systemd "$(dirname "$KRS_SYSTEMD_PIDFILE")"
-    rm -rf "${KRS_SYSTEMD_RUN_DIR:?}"/* "$KRS_SYSTEMD_DIR/system" "$KRS_SYSTEMD_DIR/private"
+    rm -rf "${KRS_SYSTEMD_RUN_DIR:?}"/* "$KRS_SYSTEMD_DIR/system" "$KRS_SYSTEMD_DIR/bus"
     log "systemd: starting in its own PID and mount namespace"
     printf '\n==== %s: systemd starting\n' "$(date -Is)" >>"$KRS_SYSTEMD_LOG"
     # Detached, with no inherited descriptor above 2 (a caller's lock must not be held forever).
@@ -160,8 +180,8 @@ else
     log "systemd: answering (pid $(systemd_pid), version $(in_ns systemctl show -p Version --value))"
 fi
 in_ns systemctl start kubelet-rs.target
-for ((i = 0; i < 300; i++)); do [[ -S "$KRS_SYSTEMD_DIR/private" ]] && sd_containerd_answers && break; sleep 0.2; done
-[[ -S "$KRS_SYSTEMD_DIR/private" ]] || die "systemd's D-Bus proxy $KRS_SYSTEMD_DIR/private is missing"
+for ((i = 0; i < 300; i++)); do bus_has_systemd && sd_containerd_answers && break; sleep 0.2; done
+bus_has_systemd || die "systemd is not on its bus $BUS (log: $KRS_SYSTEMD_LOG)"
 sd_containerd_answers || die "containerd-systemd does not answer on $KRS_SD_CONTAINERD_SOCKET (log: $KRS_SD_CONTAINERD_LOG)"
 mkdir -p "$KRS_SYSTEMD_DIR/system"
-log "systemd: D-Bus $KRS_SYSTEMD_DIR/private; containerd (SystemdCgroup = true) $KRS_SD_CONTAINERD_SOCKET"
+log "systemd: D-Bus $BUS; containerd (SystemdCgroup = true) $KRS_SD_CONTAINERD_SOCKET"

@@ -150,8 +150,8 @@ pub struct Flags {
     #[arg(long, hide = true)]
     pub housekeeping_period_for_tests: Option<Duration>,
     /// Tests only (hidden): systemd's run directory for the systemd cgroup driver
-    /// (`<dir>/system` marks systemd running, `<dir>/private` is its D-Bus socket) instead of
-    /// /run/systemd and the system bus.
+    /// (`<dir>/system` marks systemd running, `<dir>/bus` is the D-Bus bus systemd is on)
+    /// instead of /run/systemd/system and the system bus.
     #[arg(long, hide = true)]
     pub systemd_dir_for_tests: Option<PathBuf>,
     /// This kubelet's own (upstream hard-codes 1 s): the PLEG relist period while the runtime

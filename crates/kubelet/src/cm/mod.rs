@@ -172,8 +172,7 @@ pub struct Config {
     pub mount: PathBuf,
     /// `/run/systemd/system`: present when systemd is PID 1.
     pub systemd_run_dir: PathBuf,
-    /// systemd's D-Bus socket for the systemd driver; `None`: the system bus, else
-    /// `/run/systemd/private` (as libcontainer connects).
+    /// The D-Bus bus socket systemd is on, for the systemd driver; `None`: the system bus.
     pub systemd_socket: Option<PathBuf>,
 }
 

@@ -1,8 +1,10 @@
 //! systemd's D-Bus API over `zbus` (pure Rust, tokio; no libdbus to link): the [`Systemd`]
-//! calls of the container manager. Connects as go-systemd's `NewWithContext` does for root:
-//! the system bus, and when that cannot be reached, systemd's private socket
-//! (`/run/systemd/private`, a direct connection without a bus daemon); or only the socket it is
-//! given. The connection lives on its own thread with its own small runtime, so the synchronous
+//! calls of the container manager, on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` or
+//! `/run/dbus/system_bus_socket`) or the bus socket it is given. go-systemd (libcontainer) falls
+//! back to systemd's private socket `/run/systemd/private` when there is no system bus; we do
+//! not: systemd marks its messages there with the sender `org.freedesktop.systemd1`, which zbus
+//! refuses (it requires a unique name on every message and panics on it, seen with systemd 252).
+//! The connection lives on its own thread with its own small runtime, so the synchronous
 //! container manager can call it from anywhere (a tokio worker, a test, a plain thread).
 
 use super::systemd::{BusError, Property, Systemd, Value};
@@ -13,8 +15,6 @@ use tokio::sync::mpsc;
 use zbus::Connection;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
-/// systemd's private socket when it is PID 1.
-pub const PRIVATE_SOCKET: &str = "/run/systemd/private";
 const DEST: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
@@ -36,8 +36,8 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects to systemd: at `socket` only when given, else the system bus and then
-    /// [`PRIVATE_SOCKET`]. Reads Manager.Version.
+    /// Connects to systemd: on the bus at `socket` when given, else the system bus. Reads
+    /// Manager.Version.
     pub fn connect(socket: Option<&Path>) -> Result<Bus, BusError> {
         let socket = socket.map(Path::to_path_buf);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -93,22 +93,14 @@ fn address_of(path: &Path) -> String {
     format!("unix:path={}", path.display())
 }
 
-async fn connect_to(socket: &Path) -> Result<Connection, BusError> {
-    let address = address_of(socket);
-    let fail = |e: zbus::Error| BusError::Connect { address: address.clone(), message: e.to_string() };
-    zbus::connection::Builder::address(address.as_str()).map_err(fail)?.p2p().build().await.map_err(fail)
-}
-
-/// The system bus, if it answers and has systemd on it; else the private socket.
 async fn connect(socket: Option<PathBuf>) -> Result<(Connection, String), BusError> {
-    if let Some(s) = socket {
-        return Ok((connect_to(&s).await?, address_of(&s)));
-    }
-    if let Ok(c) = Connection::system().await {
-        return Ok((c, "system bus".into()));
-    }
-    let private = Path::new(PRIVATE_SOCKET);
-    Ok((connect_to(private).await?, address_of(private)))
+    let address = socket.as_deref().map(address_of).unwrap_or_else(|| "system bus".into());
+    let fail = |e: zbus::Error| BusError::Connect { address: address.clone(), message: e.to_string() };
+    let conn = match &socket {
+        Some(_) => zbus::connection::Builder::address(address.as_str()).map_err(fail)?.build().await,
+        None => Connection::system().await,
+    };
+    Ok((conn.map_err(fail)?, address))
 }
 
 async fn serve(

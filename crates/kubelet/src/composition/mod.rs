@@ -337,7 +337,7 @@ impl Host {
         let mut container_manager = cm::Config::from_kubelet(cfg);
         if let Some(dir) = &node.systemd_dir_for_tests {
             container_manager.systemd_run_dir = dir.join("system");
-            container_manager.systemd_socket = Some(dir.join("private"));
+            container_manager.systemd_socket = Some(dir.join("bus"));
         }
         Ok(Self {
             fail_swap_on: cfg.fail_swap_on,
