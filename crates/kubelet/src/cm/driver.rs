@@ -64,7 +64,10 @@ pub async fn resolve(runtime: &dyn Runtime, configured: Driver) -> Result<Driver
                         "cgroupDriver differs from the runtime's; using the runtime's"
                     );
                 }
-                tracing::info!(cgroup_driver = driver.as_str(), "using cgroup driver setting received from the CRI runtime");
+                tracing::info!(
+                    cgroup_driver = driver.as_str(),
+                    "using cgroup driver setting received from the CRI runtime"
+                );
                 return Ok(driver);
             }
             Err(e) if e.code == tonic::Code::Unimplemented => {

@@ -89,7 +89,11 @@ pub fn pod_uid_of_slice(tier: &CgroupName, dir_name: &str) -> Option<String> {
     let tier_slice = slice_name(tier);
     let tier_stem = tier_slice.strip_suffix(SLICE)?;
     let rest = dir_name.strip_suffix(SLICE)?;
-    let escaped = if tier_stem == "-" { rest.strip_prefix("pod")? } else { rest.strip_prefix(tier_stem)?.strip_prefix("-pod")? };
+    let escaped = if tier_stem == "-" {
+        rest.strip_prefix("pod")?
+    } else {
+        rest.strip_prefix(tier_stem)?.strip_prefix("-pod")?
+    };
     (!escaped.is_empty() && !escaped.contains('-')).then(|| unescape(escaped))
 }
 
@@ -172,7 +176,7 @@ fn add_cpu_quota(out: &mut Vec<Property>, quota: i64, period: u64, systemd_versi
     if quota > 0 {
         let period = if period == 0 { resources::DEFAULT_CFS_PERIOD_US } else { period };
         per_sec = (quota as u64).saturating_mul(1_000_000) / period;
-        if per_sec % 10_000 != 0 {
+        if !per_sec.is_multiple_of(10_000) {
             per_sec = (per_sec / 10_000 + 1) * 10_000;
         }
     }

@@ -171,9 +171,8 @@ fn call_error(method: &'static str, unit: &str, e: zbus::Error) -> BusError {
 }
 
 async fn manager_property(conn: &Connection, name: &str) -> zbus::Result<OwnedValue> {
-    let reply = conn
-        .call_method(Some(DEST), PATH, Some("org.freedesktop.DBus.Properties"), "Get", &(MANAGER, name))
-        .await?;
+    let reply =
+        conn.call_method(Some(DEST), PATH, Some("org.freedesktop.DBus.Properties"), "Get", &(MANAGER, name)).await?;
     reply.body().deserialize::<OwnedValue>()
 }
 

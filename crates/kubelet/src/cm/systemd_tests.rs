@@ -12,10 +12,7 @@ fn find(props: &[Property], n: &str) -> Option<Value> {
 fn cgroup_names_become_nested_slices_with_dashes_escaped() {
     let pod = name(&["kubepods", "burstable", "pod1234-abcd-5678"]);
     assert_eq!(slice_name(&pod), "kubepods-burstable-pod1234_abcd_5678.slice");
-    assert_eq!(
-        to_systemd(&pod),
-        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_abcd_5678.slice"
-    );
+    assert_eq!(to_systemd(&pod), "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_abcd_5678.slice");
     assert_eq!(to_systemd(&name(&["kubepods"])), "/kubepods.slice");
     assert_eq!(to_systemd(&name(&["kubepods", "pod1-2"])), "/kubepods.slice/kubepods-pod1_2.slice");
     assert_eq!(to_systemd(&name(&[])), "/");
@@ -51,7 +48,10 @@ fn parents_and_pod_uids_read_back_from_slice_names() {
 #[test]
 fn a_new_slice_wants_its_parent_with_accounting_and_no_default_dependencies() {
     let props = unit_properties(&name(&["kubepods", "besteffort"]), false);
-    assert_eq!(find(&props, "Description"), Some(Value::Str("libcontainer container kubepods-besteffort.slice".into())));
+    assert_eq!(
+        find(&props, "Description"),
+        Some(Value::Str("libcontainer container kubepods-besteffort.slice".into()))
+    );
     assert_eq!(find(&props, "Wants"), Some(Value::Strs(vec!["kubepods.slice".into()])));
     assert_eq!(find(&props, "DefaultDependencies"), Some(Value::Bool(false)));
     for acct in ["MemoryAccounting", "CPUAccounting", "BlockIOAccounting", "TasksAccounting"] {
@@ -108,7 +108,13 @@ fn v2_resources_are_cpu_weight_and_memory_max() {
 #[test]
 fn unlimited_values_are_infinity_and_unset_ones_are_not_sent() {
     // Burstable without cpu limit: quota −1 → infinity; memory unlimited → infinity.
-    let cfg = CgroupConfig { cpu_quota: Some(-1), cpu_period: Some(100_000), memory: Some(-1), pids: Some(-1), ..Default::default() };
+    let cfg = CgroupConfig {
+        cpu_quota: Some(-1),
+        cpu_period: Some(100_000),
+        memory: Some(-1),
+        pids: Some(-1),
+        ..Default::default()
+    };
     let props = resource_properties(&cfg, false, 252);
     assert_eq!(find(&props, "CPUQuotaPerSecUSec"), Some(Value::U64(INFINITY)));
     assert_eq!(find(&props, "MemoryLimit"), Some(Value::U64(INFINITY)));

@@ -264,9 +264,10 @@ fn systemd_manager(d: &Path) -> (ContainerManager, Arc<systemd::Recording>) {
     std::fs::create_dir_all(d.join("no-systemd")).unwrap();
     let bases = ["cpu", "memory", "pids"].iter().map(|c| d.join(c)).collect();
     let sd = Arc::new(systemd::Recording::new(252, bases));
-    let cm = ContainerManager::new(Config { cgroup_driver: "systemd".into(), ..config(d) }, Arc::new(fs::OsFs), CAPACITY)
-        .unwrap()
-        .with_systemd(sd.clone());
+    let cm =
+        ContainerManager::new(Config { cgroup_driver: "systemd".into(), ..config(d) }, Arc::new(fs::OsFs), CAPACITY)
+            .unwrap()
+            .with_systemd(sd.clone());
     (cm, sd)
 }
 
@@ -306,7 +307,9 @@ fn the_systemd_driver_makes_the_qos_tiers_as_slices_with_node_allocatable() {
     // Node allocatable on kubepods.slice: 4 cpus − 500m; 8Gi − 1Gi.
     assert_eq!(u64_prop(kubepods, "CPUShares"), Some(3584));
     assert_eq!(u64_prop(kubepods, "MemoryLimit"), Some(7 << 30));
-    assert!(kubepods.contains(&systemd::Property { name: "Wants", value: systemd::Value::Strs(vec!["-.slice".into()]) }));
+    assert!(
+        kubepods.contains(&systemd::Property { name: "Wants", value: systemd::Value::Strs(vec!["-.slice".into()]) })
+    );
     let Call::Set(_, besteffort) = &calls[4] else { panic!() };
     assert_eq!(u64_prop(besteffort, "CPUShares"), Some(2));
     assert!(dir.path().join("memory/kubepods.slice/kubepods-burstable.slice").is_dir());

@@ -215,7 +215,8 @@ async fn pod_and_container_cgroups(driver: Driver) {
         .await
         .expect("summary body");
     let summary: serde_json::Value = serde_json::from_str(&body).expect("summary json");
-    let pods_container = summary["node"]["systemContainers"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "pods"));
+    let pods_container =
+        summary["node"]["systemContainers"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "pods"));
     let usage = pods_container.and_then(|c| c["memory"]["usageBytes"].as_u64()).unwrap_or(0);
     assert!(usage > 0, "the pods container's memory from {}: {pods_container:?}", driver.kubepods());
     if driver == Driver::Systemd {
