@@ -446,6 +446,7 @@ prepull_sandbox() {
     [[ "$have" == "$want" ]] || die "after pull, $img has digest '$have', registry has '$want'"
 }
 prepull_sandbox
+KRS_INSTALL=$DO_INSTALL "$HACK_DIR/env-systemd.sh" # a test systemd + containerd (systemd cgroup driver)
 
 cpid=$(pid_of_pidfile "$KRS_CONTAINERD_PIDFILE" "$CONTAINERD_COMM" || echo external)
 rpid=$(pid_of_pidfile "$KRS_REGISTRY_PIDFILE" "$REGISTRY_COMM" || echo external)

@@ -149,6 +149,11 @@ pub struct Flags {
     /// period instead of upstream's 10 s / 5 min / 1 min.
     #[arg(long, hide = true)]
     pub housekeeping_period_for_tests: Option<Duration>,
+    /// Tests only (hidden): systemd's run directory for the systemd cgroup driver
+    /// (`<dir>/system` marks systemd running, `<dir>/bus` is the D-Bus bus systemd is on)
+    /// instead of /run/systemd/system and the system bus.
+    #[arg(long, hide = true)]
+    pub systemd_dir_for_tests: Option<PathBuf>,
     /// This kubelet's own (upstream hard-codes 1 s): the PLEG relist period while the runtime
     /// sends no container events.
     #[arg(long)]
@@ -185,6 +190,8 @@ pub struct NodeOptions {
     pub pod_infra_container_image: Option<String>,
     /// --housekeeping-period-for-tests (hidden).
     pub housekeeping_period_for_tests: Option<Duration>,
+    /// --systemd-dir-for-tests (hidden).
+    pub systemd_dir_for_tests: Option<PathBuf>,
     /// --pleg-relist-period.
     pub pleg_relist_period: Option<Duration>,
     /// --pleg-relist-period-with-events.
@@ -208,6 +215,7 @@ impl NodeOptions {
             cloud_provider: None,
             pod_infra_container_image: None,
             housekeeping_period_for_tests: None,
+            systemd_dir_for_tests: None,
             pleg_relist_period: None,
             pleg_relist_period_with_events: None,
         }
@@ -316,6 +324,7 @@ impl Flags {
             cloud_provider: self.cloud_provider.clone(),
             pod_infra_container_image: self.pod_infra_container_image.clone(),
             housekeeping_period_for_tests: self.housekeeping_period_for_tests,
+            systemd_dir_for_tests: self.systemd_dir_for_tests.clone(),
             pleg_relist_period: self.pleg_relist_period,
             pleg_relist_period_with_events: self.pleg_relist_period_with_events,
         }

@@ -1,15 +1,23 @@
-//! Container manager (upstream pkg/kubelet/cm) for the cgroupfs driver: the QoS cgroup tiers
-//! (`<cgroupRoot>/kubepods`, `kubepods/burstable`, `kubepods/besteffort`), pod cgroups
-//! (`pod<uid>`, Guaranteed pods directly under kubepods) with pod-level limits, node allocatable
-//! on the kubepods cgroup, and the pod cgroup's removal. cgroup v1 (one hierarchy per
-//! controller) and v2 (the unified hierarchy) are both handled; which one is detected from the
-//! mount. `admission` is the resource-fit admission check; `resources` holds the formulas.
+//! Container manager (upstream pkg/kubelet/cm): the QoS cgroup tiers (`<cgroupRoot>/kubepods`,
+//! `kubepods/burstable`, `kubepods/besteffort`), pod cgroups (`pod<uid>`, Guaranteed pods
+//! directly under kubepods) with pod-level limits, node allocatable on the kubepods cgroup, and
+//! the pod cgroup's removal. cgroup v1 (one hierarchy per controller) and v2 (the unified
+//! hierarchy) are both handled; which one is detected from the mount. Two drivers (`driver`):
+//! cgroupfs writes the cgroup files itself; systemd (`systemd`, `systemd_bus`, `slices`) makes
+//! the same cgroups as slices (`kubepods.slice/kubepods-burstable.slice/...`) through systemd's
+//! D-Bus API, and reads them at those paths. `admission` is the resource-fit admission check;
+//! `resources` holds the formulas.
 
 pub mod admission;
+pub mod driver;
 pub mod fs;
 pub mod qos;
 pub mod resources;
+mod slices;
+pub mod systemd;
+pub mod systemd_bus;
 
+use driver::Driver;
 use fs::CgroupFs;
 use k8s_openapi::api::core::v1::Pod;
 use kubelet_config::KubeletConfiguration;
@@ -35,8 +43,8 @@ pub enum Error {
         "cgroupDriver is \"systemd\" but systemd is not running ({SYSTEMD_RUN_DIR} does not exist); set cgroupDriver: cgroupfs (and the runtime's SystemdCgroup = false)"
     )]
     SystemdNotRunning,
-    #[error("cgroupDriver \"systemd\" is not supported yet; use cgroupfs")]
-    SystemdNotSupported,
+    #[error("systemd: {0}")]
+    Systemd(#[from] systemd::BusError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("cgroup {0} still has processes or child cgroups")]
@@ -164,6 +172,8 @@ pub struct Config {
     pub mount: PathBuf,
     /// `/run/systemd/system`: present when systemd is PID 1.
     pub systemd_run_dir: PathBuf,
+    /// The D-Bus bus socket systemd is on, for the systemd driver; `None`: the system bus.
+    pub systemd_socket: Option<PathBuf>,
 }
 
 impl Config {
@@ -182,6 +192,7 @@ impl Config {
             eviction_hard: cfg.eviction_hard.clone(),
             mount: CGROUP_MOUNT.into(),
             systemd_run_dir: SYSTEMD_RUN_DIR.into(),
+            systemd_socket: None,
         }
     }
 }
@@ -221,17 +232,19 @@ pub struct ContainerManager {
     policy: Policy,
     /// Burstable pods with their cpu requests (millicores), for the burstable tier's shares.
     burstable: Mutex<BTreeMap<String, i64>>,
+    driver: Driver,
+    /// systemd's D-Bus API, with the systemd driver.
+    systemd: Option<Arc<dyn systemd::Systemd>>,
 }
 
 impl ContainerManager {
     /// Checks the driver and detects the hierarchy; touches nothing (see [`Self::start`]).
+    /// With the systemd driver, systemd must run (libcontainer's `IsRunningSystemd`) and
+    /// [`Self::with_systemd`] give its API.
     pub fn new(cfg: Config, fs: Arc<dyn CgroupFs>, capacity: Capacity) -> Result<Self, Error> {
-        if cfg.cgroup_driver == "systemd" {
-            return Err(if fs.exists(&cfg.systemd_run_dir) {
-                Error::SystemdNotSupported
-            } else {
-                Error::SystemdNotRunning
-            });
+        let driver = Driver::parse(&cfg.cgroup_driver);
+        if driver == Driver::Systemd && !fs.exists(&cfg.systemd_run_dir) {
+            return Err(Error::SystemdNotRunning);
         }
         let hierarchy = Hierarchy::detect(fs.as_ref(), &cfg.mount);
         let policy = Policy {
@@ -240,14 +253,38 @@ impl ContainerManager {
             pod_pids_limit: cfg.pod_pids_limit,
             memory_capacity: capacity.memory,
         };
-        Ok(ContainerManager { cfg, fs, hierarchy, capacity, policy, burstable: Mutex::new(BTreeMap::new()) })
+        Ok(ContainerManager {
+            cfg,
+            fs,
+            hierarchy,
+            capacity,
+            policy,
+            burstable: Mutex::new(BTreeMap::new()),
+            driver,
+            systemd: None,
+        })
     }
 
-    /// The kubelet's container manager on this machine: checks, then creates the QoS tiers.
+    /// The systemd API the systemd driver makes its slices with.
+    pub fn with_systemd(mut self, systemd: Arc<dyn systemd::Systemd>) -> Self {
+        self.systemd = Some(systemd);
+        self
+    }
+
+    /// The kubelet's container manager on this machine: checks, connects to systemd (systemd
+    /// driver), then creates the QoS tiers.
     pub fn setup(cfg: Config) -> Result<Arc<Self>, Error> {
-        let cm = ContainerManager::new(cfg, Arc::new(fs::OsFs), Capacity::of_machine())?;
+        let socket = cfg.systemd_socket.clone();
+        let mut cm = ContainerManager::new(cfg, Arc::new(fs::OsFs), Capacity::of_machine())?;
+        if cm.driver == Driver::Systemd {
+            cm = cm.with_systemd(Arc::new(systemd_bus::Bus::connect(socket.as_deref())?));
+        }
         cm.start()?;
         Ok(Arc::new(cm))
+    }
+
+    pub fn driver(&self) -> Driver {
+        self.driver
     }
 
     pub fn hierarchy(&self) -> &Hierarchy {
@@ -289,12 +326,39 @@ impl ContainerManager {
         Some(self.qos_cgroup(qos::qos_class(pod)).child(&format!("pod{uid}")))
     }
 
-    /// `linux.cgroup_parent` for the pod's sandbox.
+    /// `linux.cgroup_parent` for the pod's sandbox: the pod cgroup's [`Self::name`] (upstream
+    /// GetPodCgroupParent; containerd's systemd mode takes the last slice of it).
     pub fn cgroup_parent(&self, pod: &Pod) -> String {
         match self.pod_cgroup(pod) {
-            Some(name) => name.to_path(),
+            Some(name) => self.name(&name),
             None if self.cfg.cgroup_root.is_empty() => String::new(),
-            None => self.root().to_path(),
+            None => self.name(&self.root()),
+        }
+    }
+
+    /// A cgroup's path as the driver names it (upstream `cgroupManager.Name`): `/kubepods/burstable`
+    /// or `/kubepods.slice/kubepods-burstable.slice`.
+    pub fn name(&self, name: &CgroupName) -> String {
+        match self.driver {
+            Driver::Cgroupfs => name.to_path(),
+            Driver::Systemd => systemd::to_systemd(name),
+        }
+    }
+
+    /// The cgroup's directory in the hierarchy rooted at `base`.
+    fn dir(&self, name: &CgroupName, base: &Path) -> PathBuf {
+        match self.driver {
+            Driver::Cgroupfs => name.under(base),
+            Driver::Systemd => base.join(systemd::to_systemd(name).trim_start_matches('/')),
+        }
+    }
+
+    /// The pod UID of a pod cgroup's directory name in a QoS tier.
+    fn pod_uid_of_dir(&self, tier: &CgroupName, dir: &Path) -> Option<String> {
+        let name = dir.file_name()?.to_str()?;
+        match self.driver {
+            Driver::Cgroupfs => name.strip_prefix("pod").map(str::to_string),
+            Driver::Systemd => systemd::pod_uid_of_slice(tier, name),
         }
     }
 
@@ -342,17 +406,16 @@ impl ContainerManager {
             return Ok(());
         }
         let kubepods = self.kubepods();
-        self.create(&kubepods)?;
-        self.apply(&kubepods, &self.kubepods_config())?;
-        self.create(&self.qos_cgroup("Burstable"))?;
+        self.create_with(&kubepods, &self.kubepods_config())?;
+        self.create_with(&self.qos_cgroup("Burstable"), &CgroupConfig::default())?;
         let besteffort = self.qos_cgroup("BestEffort");
-        self.create(&besteffort)?;
-        self.apply(&besteffort, &CgroupConfig { cpu_shares: Some(resources::MIN_SHARES), ..Default::default() })?;
+        self.create_with(&besteffort, &CgroupConfig { cpu_shares: Some(resources::MIN_SHARES), ..Default::default() })?;
         self.remove_empty_pod_cgroups();
         self.reread_burstable_pods();
         tracing::info!(
             hierarchy = if self.hierarchy.is_v2() { "v2" } else { "v1" },
-            kubepods = %kubepods.to_path(),
+            driver = self.driver.as_str(),
+            kubepods = %self.name(&kubepods),
             "QoS cgroups ready"
         );
         Ok(())
@@ -361,8 +424,7 @@ impl ContainerManager {
     /// Creates the pod's cgroup with its pod-level limits (before RunPodSandbox).
     pub fn ensure_pod_cgroup(&self, pod: &Pod) -> Result<(), Error> {
         let Some(name) = self.pod_cgroup(pod) else { return Ok(()) };
-        self.create(&name)?;
-        self.apply(&name, &resources::pod_cgroup_config(pod, &self.policy))?;
+        self.create_with(&name, &resources::pod_cgroup_config(pod, &self.policy))?;
         if qos::qos_class(pod) == "Burstable" {
             let cpu = resources::pod_requests(pod).get("cpu").copied().unwrap_or(0) as i64;
             let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -385,6 +447,16 @@ impl ContainerManager {
             Hierarchy::V1(c) => c.iter().map(|(_, p)| p.clone()).collect(),
             Hierarchy::V2 { mount, .. } => vec![mount.clone()],
         }
+    }
+
+    /// Creates the cgroup with its limits (upstream cgroupManager.Create: with systemd a
+    /// transient slice, see `slices.rs`).
+    fn create_with(&self, name: &CgroupName, cfg: &CgroupConfig) -> Result<(), Error> {
+        if self.driver == Driver::Systemd {
+            return self.create_slice(name, cfg);
+        }
+        self.create(name)?;
+        self.apply(name, cfg)
     }
 
     fn create(&self, name: &CgroupName) -> Result<(), Error> {
@@ -440,11 +512,14 @@ impl ContainerManager {
         self.fs.write(&path, &value).map_err(io_err(&path))
     }
 
-    /// Writes a cgroup's limits in the hierarchy's files.
+    /// Sets a cgroup's limits: the hierarchy's files, or with systemd the slice's properties.
     pub fn apply(&self, name: &CgroupName, cfg: &CgroupConfig) -> Result<(), Error> {
+        if self.driver == Driver::Systemd {
+            return self.update_slice(name, cfg);
+        }
         match &self.hierarchy {
             Hierarchy::V1(controllers) => {
-                let base = |c: &str| controllers.iter().find(|(n, _)| n == c).map(|(_, p)| name.under(p));
+                let base = |c: &str| controllers.iter().find(|(n, _)| n == c).map(|(_, p)| self.dir(name, p));
                 if let Some(dir) = base("cpu") {
                     if let Some(s) = cfg.cpu_shares {
                         self.write(dir.join("cpu.shares"), s.to_string())?;
@@ -470,7 +545,7 @@ impl ContainerManager {
                 }
             }
             Hierarchy::V2 { mount, controllers } => {
-                let dir = name.under(mount);
+                let dir = self.dir(name, mount);
                 let has = |c: &str| controllers.iter().any(|x| x == c);
                 if has("cpu") {
                     if let Some(s) = cfg.cpu_shares {
@@ -545,11 +620,20 @@ impl ContainerManager {
         let dirs: Vec<PathBuf> = self
             .pod_cgroup_candidates(uid)
             .iter()
-            .flat_map(|n| bases.iter().map(|b| n.under(b)).collect::<Vec<_>>())
+            .flat_map(|n| bases.iter().map(|b| self.dir(n, b)).collect::<Vec<_>>())
             .filter(|d| self.fs.exists(d))
             .collect();
         if let Some(d) = dirs.iter().find(|d| self.has_processes(d)) {
             return Err(Error::Busy(d.display().to_string()));
+        }
+        if self.driver == Driver::Systemd {
+            // The slice goes through systemd (libcontainer's Destroy: StopUnit), which removes
+            // its directories; what is left (hierarchies systemd does not manage) below.
+            for name in self.pod_cgroup_candidates(uid) {
+                if bases.iter().any(|b| self.fs.exists(&self.dir(&name, b))) {
+                    self.stop_slice(&name)?;
+                }
+            }
         }
         for d in &dirs {
             self.remove_tree(d)?;
@@ -566,11 +650,10 @@ impl ContainerManager {
     fn remove_empty_pod_cgroups(&self) {
         let Some(base) = self.bases().into_iter().next() else { return };
         for tier in ["Guaranteed", "Burstable", "BestEffort"] {
-            for dir in self.fs.sub_dirs(&self.qos_cgroup(tier).under(&base)).unwrap_or_default() {
-                let Some(uid) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("pod")) else {
-                    continue;
-                };
-                match self.remove_pod_cgroup(uid) {
+            let tier = self.qos_cgroup(tier);
+            for dir in self.fs.sub_dirs(&self.dir(&tier, &base)).unwrap_or_default() {
+                let Some(uid) = self.pod_uid_of_dir(&tier, &dir) else { continue };
+                match self.remove_pod_cgroup(&uid) {
                     Ok(()) => tracing::info!(pod_uid = %uid, "removed the cgroup of a pod that is gone"),
                     Err(Error::Busy(_)) => {}
                     Err(e) => tracing::warn!(pod_uid = %uid, error = %e, "cannot remove an orphaned pod cgroup"),
@@ -583,12 +666,10 @@ impl ContainerManager {
     /// read back from their cgroup's shares or weight) so the tier's shares stay right.
     fn reread_burstable_pods(&self) {
         let Some(base) = self.bases().into_iter().next() else { return };
-        let tier = self.qos_cgroup("Burstable").under(&base);
+        let tier = self.qos_cgroup("Burstable");
         let mut found = BTreeMap::new();
-        for dir in self.fs.sub_dirs(&tier).unwrap_or_default() {
-            let Some(uid) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("pod")) else {
-                continue;
-            };
+        for dir in self.fs.sub_dirs(&self.dir(&tier, &base)).unwrap_or_default() {
+            let Some(uid) = self.pod_uid_of_dir(&tier, &dir) else { continue };
             let read = |f: &str| self.fs.read(&dir.join(f)).ok().and_then(|v| v.trim().parse::<u64>().ok());
             let shares = match &self.hierarchy {
                 Hierarchy::V1(_) => read("cpu.shares"),

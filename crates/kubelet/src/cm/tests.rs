@@ -35,6 +35,7 @@ fn config(mount: &Path) -> Config {
         eviction_hard: BTreeMap::from([("memory.available".into(), "100Mi".into())]),
         mount: mount.to_path_buf(),
         systemd_run_dir: mount.join("no-systemd"),
+        systemd_socket: None,
     }
 }
 
@@ -236,7 +237,7 @@ fn allocatable_subtracts_reservations_and_hard_eviction() {
 }
 
 #[test]
-fn systemd_driver_is_refused_clearly() {
+fn the_systemd_driver_needs_systemd_running() {
     let dir = v1_tree();
     let err = ContainerManager::new(
         Config { cgroup_driver: "systemd".into(), ..config(dir.path()) },
@@ -246,12 +247,136 @@ fn systemd_driver_is_refused_clearly() {
     .unwrap_err();
     assert!(matches!(err, Error::SystemdNotRunning));
     assert!(err.to_string().contains("systemd is not running"), "{err}");
+    // Running, but no connection given: a clear error at the first slice.
     std::fs::create_dir_all(dir.path().join("no-systemd")).unwrap();
-    let err = ContainerManager::new(
+    let cm = ContainerManager::new(
         Config { cgroup_driver: "systemd".into(), ..config(dir.path()) },
         Arc::new(fs::OsFs),
         CAPACITY,
     )
-    .unwrap_err();
-    assert!(matches!(err, Error::SystemdNotSupported));
+    .unwrap();
+    assert!(cm.start().unwrap_err().to_string().contains("no systemd connection"));
+}
+
+/// A systemd-driver manager on a v1 tree with a recording systemd that makes the slices'
+/// directories in the cpu, memory and pids hierarchies.
+fn systemd_manager(d: &Path) -> (ContainerManager, Arc<systemd::Recording>) {
+    std::fs::create_dir_all(d.join("no-systemd")).unwrap();
+    let bases = ["cpu", "memory", "pids"].iter().map(|c| d.join(c)).collect();
+    let sd = Arc::new(systemd::Recording::new(252, bases));
+    let cm =
+        ContainerManager::new(Config { cgroup_driver: "systemd".into(), ..config(d) }, Arc::new(fs::OsFs), CAPACITY)
+            .unwrap()
+            .with_systemd(sd.clone());
+    (cm, sd)
+}
+
+fn u64_prop(props: &[systemd::Property], name: &str) -> Option<u64> {
+    props.iter().find(|p| p.name == name).and_then(|p| match p.value {
+        systemd::Value::U64(v) => Some(v),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_systemd_driver_makes_the_qos_tiers_as_slices_with_node_allocatable() {
+    use systemd::Call;
+    let dir = v1_tree();
+    let (cm, sd) = systemd_manager(dir.path());
+    cm.start().unwrap();
+    let calls = sd.calls();
+    let units: Vec<String> = calls
+        .iter()
+        .map(|c| match c {
+            Call::Start(u, _) => format!("start {u}"),
+            Call::Set(u, _) => format!("set {u}"),
+            Call::Stop(u) => format!("stop {u}"),
+        })
+        .collect();
+    assert_eq!(
+        units,
+        [
+            "start kubepods.slice",
+            "set kubepods.slice",
+            "start kubepods-burstable.slice",
+            "start kubepods-besteffort.slice",
+            "set kubepods-besteffort.slice"
+        ]
+    );
+    let Call::Start(_, kubepods) = &calls[0] else { panic!() };
+    // Node allocatable on kubepods.slice: 4 cpus − 500m; 8Gi − 1Gi.
+    assert_eq!(u64_prop(kubepods, "CPUShares"), Some(3584));
+    assert_eq!(u64_prop(kubepods, "MemoryLimit"), Some(7 << 30));
+    assert!(
+        kubepods.contains(&systemd::Property { name: "Wants", value: systemd::Value::Strs(vec!["-.slice".into()]) })
+    );
+    let Call::Set(_, besteffort) = &calls[4] else { panic!() };
+    assert_eq!(u64_prop(besteffort, "CPUShares"), Some(2));
+    assert!(dir.path().join("memory/kubepods.slice/kubepods-burstable.slice").is_dir());
+    assert_eq!(cm.name(&cm.kubepods()), "/kubepods.slice");
+}
+
+#[test]
+fn the_systemd_driver_makes_updates_and_stops_pod_slices() {
+    use systemd::Call;
+    let dir = v1_tree();
+    let d = dir.path();
+    let (cm, sd) = systemd_manager(d);
+    cm.start().unwrap();
+    let before = sd.calls().len();
+    let pod = burstable("1234-ab");
+    assert_eq!(cm.cgroup_parent(&pod), "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_ab.slice");
+    assert_eq!(cm.cgroup_parent(&guaranteed("g-1")), "/kubepods.slice/kubepods-podg_1.slice");
+    cm.ensure_pod_cgroup(&pod).unwrap();
+    let calls = sd.calls()[before..].to_vec();
+    let Call::Start(unit, props) = &calls[0] else { panic!("{calls:?}") };
+    assert_eq!(unit, "kubepods-burstable-pod1234_ab.slice");
+    assert!(props.contains(&systemd::Property {
+        name: "Wants",
+        value: systemd::Value::Strs(vec!["kubepods-burstable.slice".into()])
+    }));
+    // Burstable 100m request, 32Mi limit, podPidsLimit 1024, no cpu limit.
+    assert_eq!(u64_prop(props, "CPUShares"), Some(102));
+    assert_eq!(u64_prop(props, "MemoryLimit"), Some(32 << 20));
+    assert_eq!(u64_prop(props, "TasksMax"), Some(1024));
+    // No cpu limit: no quota is sent (upstream sets none for such a Burstable pod).
+    assert_eq!(u64_prop(props, "CPUQuotaPerSecUSec"), None);
+    assert!(matches!(&calls[1], Call::Set(u, _) if u == unit));
+    // The burstable tier's shares follow the pod's request.
+    let Call::Set(tier, tier_props) = &calls[2] else { panic!("{calls:?}") };
+    assert_eq!((tier.as_str(), u64_prop(tier_props, "CPUShares")), ("kubepods-burstable.slice", Some(102)));
+    let slice = d.join("memory/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_ab.slice");
+    assert!(slice.is_dir());
+
+    // A process left: busy, systemd not asked.
+    std::fs::write(slice.join("cgroup.procs"), "42\n").unwrap();
+    let n = sd.calls().len();
+    assert!(matches!(cm.remove_pod_cgroup("1234-ab"), Err(Error::Busy(_))));
+    assert_eq!(sd.calls().len(), n);
+    std::fs::remove_file(slice.join("cgroup.procs")).unwrap();
+    cm.remove_pod_cgroup("1234-ab").unwrap();
+    let calls = sd.calls()[n..].to_vec();
+    assert_eq!(calls[0], Call::Stop("kubepods-burstable-pod1234_ab.slice".into()));
+    assert!(!slice.exists());
+    let Call::Set(_, tier_props) = &calls[1] else { panic!("{calls:?}") };
+    assert_eq!(u64_prop(tier_props, "CPUShares"), Some(2));
+}
+
+#[test]
+fn the_systemd_driver_removes_empty_pod_slices_left_from_before_a_restart() {
+    let dir = v1_tree();
+    let d = dir.path();
+    let (cm, sd) = systemd_manager(d);
+    let orphan = d.join("cpu/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podaa_bb.slice");
+    let running = d.join("cpu/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podcc.slice");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::create_dir_all(&running).unwrap();
+    std::fs::write(running.join("cgroup.procs"), "7\n").unwrap();
+    std::fs::write(running.join("cpu.shares"), "512\n").unwrap();
+    cm.start().unwrap();
+    assert!(sd.calls().contains(&systemd::Call::Stop("kubepods-besteffort-podaa_bb.slice".into())));
+    assert!(!orphan.exists());
+    assert!(running.exists());
+    // The running burstable pod counts again for the tier's shares (512 shares = 500m).
+    assert_eq!(cm.burstable.lock().unwrap().get("cc"), Some(&500));
 }

@@ -114,10 +114,20 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         images = images.with_registry_limit(qps, burst);
     }
     let host = cfg.host.as_ref();
-    // QoS cgroup tiers and node allocatable before any pod starts; refuses the systemd driver
-    // without systemd.
+    // QoS cgroup tiers and node allocatable before any pod starts, with the runtime's cgroup
+    // driver when it reports one (else the configured one); refuses the systemd driver without
+    // systemd.
     let cgroups = match host {
-        Some(h) => Some(cm::ContainerManager::setup(h.container_manager.clone()).map_err(Error::ContainerManager)?),
+        Some(h) => {
+            let mut cm_cfg = h.container_manager.clone();
+            let configured = cm::driver::Driver::parse(&cm_cfg.cgroup_driver);
+            cm_cfg.cgroup_driver = cm::driver::resolve(runtime.as_ref(), configured)
+                .await
+                .map_err(Error::CgroupDriver)?
+                .as_str()
+                .to_string();
+            Some(cm::ContainerManager::setup(cm_cfg).map_err(Error::ContainerManager)?)
+        }
         None => None,
     };
     let stats = host.zip(cgroups.as_ref()).map(|(h, cgroups)| {
@@ -126,7 +136,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
                 node_name: node_name.clone(),
                 root_dir: root_dir.clone(),
                 pod_logs_dir: cfg.pod_logs_dir.clone(),
-                kubepods: h.container_manager.cgroups_per_qos.then(|| cgroups.kubepods().to_path()),
+                kubepods: h.container_manager.cgroups_per_qos.then(|| cgroups.name(&cgroups.kubepods())),
                 paths: Default::default(),
             },
             runtime.clone(),

@@ -47,6 +47,8 @@ pub enum Error {
     KubeletServer(#[from] server::kubelet_port::Error),
     #[error("container manager")]
     ContainerManager(#[source] cm::Error),
+    #[error("cgroup driver")]
+    CgroupDriver(#[source] cm::driver::Error),
     #[error("{what} on {addr}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -334,9 +336,14 @@ impl Host {
             }
             false => None,
         };
+        let mut container_manager = cm::Config::from_kubelet(cfg);
+        if let Some(dir) = &node.systemd_dir_for_tests {
+            container_manager.systemd_run_dir = dir.join("system");
+            container_manager.systemd_socket = Some(dir.join("bus"));
+        }
         Ok(Self {
             fail_swap_on: cfg.fail_swap_on,
-            container_manager: cm::Config::from_kubelet(cfg),
+            container_manager,
             eviction,
             log_rotation: logs::rotate::Config::from_kubelet_config(cfg),
             image_gc: gc::images::Policy::from_kubelet_config(cfg),

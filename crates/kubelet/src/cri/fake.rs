@@ -44,6 +44,10 @@ struct State {
     events_unimplemented: bool,
     /// Events a subscriber may fall behind by (0: [`EVENT_BUFFER`]).
     event_buffer: usize,
+    /// RuntimeConfig's cgroup driver; `None`: Unimplemented (as containerd 1.6).
+    cgroup_driver: Option<api::CgroupDriver>,
+    /// RuntimeConfig fails with this code.
+    runtime_config_error: Option<tonic::Code>,
 }
 
 impl State {
@@ -158,6 +162,16 @@ impl FakeRuntime {
         self.lock().failures.insert(op, message.to_string());
     }
 
+    /// What RuntimeConfig reports (`None`: Unimplemented).
+    pub fn set_cgroup_driver(&self, d: Option<api::CgroupDriver>) {
+        self.lock().cgroup_driver = d;
+    }
+
+    /// RuntimeConfig fails with `code` (`None`: answers again).
+    pub fn set_runtime_config_error(&self, code: Option<tonic::Code>) {
+        self.lock().runtime_config_error = code;
+    }
+
     /// The names of the calls made so far.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
@@ -258,6 +272,17 @@ impl Runtime for FakeRuntime {
 
     async fn run_pod_sandbox(&self, config: api::PodSandboxConfig) -> Result<String> {
         self.run_pod_sandbox_with_handler(config, "").await
+    }
+
+    async fn runtime_config(&self) -> Result<Option<api::LinuxRuntimeConfiguration>> {
+        let s = self.enter("RuntimeConfig")?;
+        if let Some(code) = s.runtime_config_error {
+            return Err(CriError::new("RuntimeConfig", code, "runtime config unavailable"));
+        }
+        match s.cgroup_driver {
+            Some(d) => Ok(Some(api::LinuxRuntimeConfiguration { cgroup_driver: d as i32 })),
+            None => Err(CriError::new("RuntimeConfig", tonic::Code::Unimplemented, "unknown method RuntimeConfig")),
+        }
     }
 
     async fn handlers(&self) -> Result<super::RuntimeHandlers> {

@@ -108,6 +108,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn handlers(&self) -> Result<RuntimeHandlers> {
         Ok(RuntimeHandlers::default())
     }
+    /// CRI RuntimeConfig: the runtime's linux configuration (its cgroup driver), `None` when it
+    /// reports none. Runtimes without the call answer Unimplemented (containerd 1.6), as does
+    /// the default.
+    async fn runtime_config(&self) -> Result<Option<api::LinuxRuntimeConfiguration>> {
+        Err(CriError::new("RuntimeConfig", tonic::Code::Unimplemented, "RuntimeConfig is not implemented"))
+    }
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
     async fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
     async fn pod_sandbox_status(&self, id: &str) -> Result<api::PodSandboxStatus>;

@@ -100,6 +100,12 @@ impl Runtime for RemoteRuntime {
         Ok(super::RuntimeHandlers { handlers: r.runtime_handlers, features: r.features })
     }
 
+    async fn runtime_config(&self) -> Result<Option<api::LinuxRuntimeConfiguration>> {
+        let mut c = self.runtime.clone();
+        let r = self.call("RuntimeConfig", Some(self.timeout), c.runtime_config(api::RuntimeConfigRequest {})).await?;
+        Ok(r.linux)
+    }
+
     async fn run_pod_sandbox_with_handler(
         &self,
         config: api::PodSandboxConfig,

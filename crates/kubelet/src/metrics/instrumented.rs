@@ -62,6 +62,10 @@ impl Runtime for Instrumented {
         self.record("status", self.inner.handlers()).await
     }
 
+    async fn runtime_config(&self) -> Result<Option<api::LinuxRuntimeConfiguration>> {
+        self.record("runtime_config", self.inner.runtime_config()).await
+    }
+
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         self.record("stop_podsandbox", self.inner.stop_pod_sandbox(id)).await
     }

@@ -512,6 +512,7 @@ mod tests {
             eviction_hard: Default::default(),
             mount: dir.path().join("cgroup"),
             systemd_run_dir: dir.path().join("systemd"),
+            systemd_socket: None,
         };
         let capacity = crate::cm::Capacity { cpu_milli: 2000, memory: 1000 << 20, pids: 1000 };
         let cm = ContainerManager::new(cfg, Arc::new(crate::cm::fs::OsFs), capacity).unwrap();

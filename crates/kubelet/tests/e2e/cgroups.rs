@@ -1,5 +1,8 @@
-//! Pod cgroups and container resources on containerd (cgroup v1, cgroupfs driver): the files
-//! under /sys/fs/cgroup/<controller>/kubepods/... match the pods' specs, and go with the pods.
+//! Pod cgroups and container resources on containerd (cgroup v1), with both cgroup drivers:
+//! cgroupfs on the shared containerd (/sys/fs/cgroup/<controller>/kubepods/...) and systemd on
+//! the test systemd's containerd with `SystemdCgroup = true` (hack/env-systemd.sh; slices
+//! /sys/fs/cgroup/<controller>/kubepods.slice/...): the files match the pods' specs, and go
+//! with the pods.
 
 use crate::LONG;
 use crate::harness::*;
@@ -70,15 +73,92 @@ fn mem_total() -> i64 {
     kb * 1024
 }
 
+/// The test systemd's directory (`private` D-Bus socket, `system` marker) and its containerd.
+const SYSTEMD_DIR: &str = "/run/krs-systemd";
+const SYSTEMD_CONTAINERD: &str = "/run/containerd-systemd/containerd.sock";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Driver {
+    Cgroupfs,
+    Systemd,
+}
+
+/// The cgroup names of one driver: pod cgroups, QoS tiers, container cgroups.
+impl Driver {
+    fn kubepods(self) -> &'static str {
+        match self {
+            Driver::Cgroupfs => "/kubepods",
+            Driver::Systemd => "/kubepods.slice",
+        }
+    }
+
+    fn besteffort(self) -> &'static str {
+        match self {
+            Driver::Cgroupfs => "/kubepods/besteffort",
+            Driver::Systemd => "/kubepods.slice/kubepods-besteffort.slice",
+        }
+    }
+
+    /// The pod cgroups of a Guaranteed, a Burstable and a BestEffort pod.
+    fn pod_cgroups(self, pods: &[Pod]) -> [String; 3] {
+        match self {
+            Driver::Cgroupfs => [
+                format!("/kubepods/pod{}", uid(&pods[0])),
+                format!("/kubepods/burstable/pod{}", uid(&pods[1])),
+                format!("/kubepods/besteffort/pod{}", uid(&pods[2])),
+            ],
+            Driver::Systemd => {
+                let u = |p: &Pod| uid(p).replace('-', "_");
+                [
+                    format!("/kubepods.slice/kubepods-pod{}.slice", u(&pods[0])),
+                    format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice", u(&pods[1])),
+                    format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice", u(&pods[2])),
+                ]
+            }
+        }
+    }
+
+    /// runc's cgroup for a container: `<id>` (cgroupfs) or the scope `cri-containerd-<id>.scope`.
+    fn container(self, pod_cgroup: &str, id: &str) -> String {
+        match self {
+            Driver::Cgroupfs => format!("{pod_cgroup}/{id}"),
+            Driver::Systemd => format!("{pod_cgroup}/cri-containerd-{id}.scope"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_and_container_cgroups_follow_qos_and_resources() {
+    pod_and_container_cgroups(Driver::Cgroupfs).await;
+}
+
+/// The same pods on the systemd driver: slices made through systemd's D-Bus API, the
+/// runtime's containers in scopes inside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_and_container_cgroups_follow_qos_and_resources_with_the_systemd_driver() {
+    pod_and_container_cgroups(Driver::Systemd).await;
+}
+
+async fn pod_and_container_cgroups(driver: Driver) {
     if !Path::new("/sys/fs/cgroup/cpu/cpu.shares").exists() {
         eprintln!("SKIPPED cgroups: this test reads cgroup v1 files");
         return;
     }
-    let Some(mut k) = Kubelet::start_with("cgroups", "podPidsLimit: 256\nkubeReserved: {memory: 100Mi}\n").await else {
-        return;
+    let base = "podPidsLimit: 256\nkubeReserved: {memory: 100Mi}\n";
+    let started = match driver {
+        Driver::Cgroupfs => Kubelet::start_with("cgroups", base).await,
+        Driver::Systemd => {
+            if !Path::new(SYSTEMD_DIR).join("system").is_dir() && !required() {
+                eprintln!("SKIPPED cgroups (systemd): no test systemd at {SYSTEMD_DIR} (run hack/env-up.sh first)");
+                return;
+            }
+            // containerd 1.6 does not implement RuntimeConfig: the configured driver is used.
+            let extra = format!("{base}cgroupDriver: systemd\ncontainerRuntimeEndpoint: unix://{SYSTEMD_CONTAINERD}\n");
+            let args = [format!("--systemd-dir-for-tests={SYSTEMD_DIR}")];
+            Kubelet::start_on("cgroups-systemd", SYSTEMD_CONTAINERD, &extra, &args).await
+        }
     };
+    let Some(mut k) = started else { return };
     k.write_manifest("g.yaml", &sleeper("guaranteed", "    resources:\n      limits: {cpu: 200m, memory: 64Mi}\n"));
     k.write_manifest(
         "b.yaml",
@@ -95,11 +175,7 @@ async fn pod_and_container_cgroups_follow_qos_and_resources() {
     let qos: Vec<&str> =
         pods.iter().map(|p| p.status.as_ref().and_then(|s| s.qos_class.as_deref()).unwrap_or("")).collect();
     assert_eq!(qos, ["Guaranteed", "Burstable", "BestEffort"]);
-    let pod_cgroups = [
-        format!("/kubepods/pod{}", uid(&pods[0])),
-        format!("/kubepods/burstable/pod{}", uid(&pods[1])),
-        format!("/kubepods/besteffort/pod{}", uid(&pods[2])),
-    ];
+    let pod_cgroups = driver.pod_cgroups(&pods);
     let expect = [
         // 200m: shares 204, quota 20000 of 100000; 64Mi.
         Expect { shares: 204, quota: 20_000, memory: 64 * MI },
@@ -114,7 +190,7 @@ async fn pod_and_container_cgroups_follow_qos_and_resources() {
         assert_eq!(value("cpu", cgroup, "cpu.cfs_period_us"), 100_000, "{name}: period");
         // The container's cgroup is the runtime's, inside the pod cgroup; the same limits
         // arrive there through CRI.
-        let container = format!("{cgroup}/{}", container_id(pod));
+        let container = driver.container(cgroup, &container_id(pod));
         assert!(v1_cgroup("memory", &container).is_dir(), "{name}: container cgroup {container}");
         check(&format!("container of {name}"), &container, e);
         // oom_score_adj of the container's process: BestEffort 1000, Burstable by the formula.
@@ -128,9 +204,24 @@ async fn pod_and_container_cgroups_follow_qos_and_resources() {
         }
     }
     // The QoS tiers: BestEffort at 2 shares, kubepods limited to node allocatable.
-    assert_eq!(value("cpu", "/kubepods/besteffort", "cpu.shares"), 2);
+    assert_eq!(value("cpu", driver.besteffort(), "cpu.shares"), 2);
     // enforceNodeAllocatable [pods]: capacity − kubeReserved (page-aligned by the kernel).
-    assert_eq!(value("memory", "/kubepods", "memory.limit_in_bytes"), (mem_total() - 100 * MI) / 4096 * 4096);
+    assert_eq!(value("memory", driver.kubepods(), "memory.limit_in_bytes"), (mem_total() - 100 * MI) / 4096 * 4096);
+    // The node's "pods" container in the Summary is read from the kubepods cgroup's files.
+    let body = reqwest::get(format!("http://127.0.0.1:{}/stats/summary", k.ro_port))
+        .await
+        .expect("summary")
+        .text()
+        .await
+        .expect("summary body");
+    let summary: serde_json::Value = serde_json::from_str(&body).expect("summary json");
+    let pods_container =
+        summary["node"]["systemContainers"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "pods"));
+    let usage = pods_container.and_then(|c| c["memory"]["usageBytes"].as_u64()).unwrap_or(0);
+    assert!(usage > 0, "the pods container's memory from {}: {pods_container:?}", driver.kubepods());
+    if driver == Driver::Systemd {
+        assert!(k.log().contains("does not implement RuntimeConfig"), "{}", tail(&k.log(), 30));
+    }
 
     k.cleanup().await;
     let gone = wait_until(Duration::from_secs(60), || async {

@@ -23,14 +23,24 @@ pub fn image(name: &str) -> String {
 /// Connects to containerd, or explains why the e2e suite cannot run. With
 /// `KUBELET_E2E_REQUIRED=1` (CI) a missing runtime fails the test instead of skipping it.
 pub async fn runtime_or_skip(test: &str) -> Option<DynRuntime> {
-    let why = match RemoteRuntime::connect(&format!("unix://{SOCKET}"), None, Duration::from_secs(30)).await {
+    runtime_or_skip_at(test, SOCKET).await
+}
+
+/// Whether the e2e prerequisites are required (`KUBELET_E2E_REQUIRED=1`, CI).
+pub fn required() -> bool {
+    std::env::var("KUBELET_E2E_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// As [`runtime_or_skip`], for the containerd at `socket`.
+pub async fn runtime_or_skip_at(test: &str, socket: &str) -> Option<DynRuntime> {
+    let why = match RemoteRuntime::connect(&format!("unix://{socket}"), None, Duration::from_secs(30)).await {
         Ok(rt) => match rt.version().await {
             Ok(_) => return Some(Arc::new(rt)),
-            Err(e) => format!("containerd at {SOCKET} does not answer: {e}"),
+            Err(e) => format!("containerd at {socket} does not answer: {e}"),
         },
-        Err(e) => format!("cannot connect to containerd at {SOCKET}: {e}"),
+        Err(e) => format!("cannot connect to containerd at {socket}: {e}"),
     };
-    if std::env::var("KUBELET_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+    if required() {
         panic!("{test}: e2e prerequisites missing: {why}");
     }
     eprintln!("SKIPPED {test}: {why} (run hack/env-up.sh first)");
@@ -100,14 +110,31 @@ impl Kubelet {
 
     /// As [`Kubelet::start_with`], with extra command-line flags.
     pub async fn start_with_args(test: &str, extra: &str, args: &[String]) -> Option<Self> {
-        Self::start_with_env(test, extra, args, &[]).await
+        Self::start_on_with_env(test, SOCKET, extra, args, &[]).await
     }
 
     /// As [`Kubelet::start_with_args`], with extra environment variables for the kubelet.
     pub async fn start_with_env(test: &str, extra: &str, args: &[String], env: &[(&str, &str)]) -> Option<Self> {
+        Self::start_on_with_env(test, SOCKET, extra, args, env).await
+    }
+
+    /// As [`Kubelet::start_with_args`] on the containerd at `socket` (`extra` must set
+    /// `containerRuntimeEndpoint` to it).
+    pub async fn start_on(test: &str, socket: &str, extra: &str, args: &[String]) -> Option<Self> {
+        Self::start_on_with_env(test, socket, extra, args, &[]).await
+    }
+
+    /// As [`Kubelet::start_on`], with extra environment variables for the kubelet.
+    pub async fn start_on_with_env(
+        test: &str,
+        socket: &str,
+        extra: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Option<Self> {
         let serial = SERIAL.lock().await;
         let machine = MachineLock::take().await;
-        let runtime = runtime_or_skip(test).await?;
+        let runtime = runtime_or_skip_at(test, socket).await?;
         let dir = tempfile::Builder::new().prefix(&format!("e2e-{test}-")).tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("manifests")).unwrap();
         let node = format!("e2e-{}", test.replace('_', "-")).chars().take(40).collect::<String>();
