@@ -95,14 +95,17 @@ async fn a_bootstrap_token_gets_certificates_that_rotate_without_a_restart() {
     assert!(written.contains(&format!("client-certificate: {link}")), "{written}");
     assert!(written.contains(&format!("client-key: {link}")), "{written}");
 
-    // The bootstrap request: named from its digest, asked by the token's user, approved, issued.
+    // The first request, asked by the token's user, approved, issued. With rotateCertificates
+    // upstream bootstraps through the certificate manager ("will bootstrap in background"),
+    // whose requests use generateName `csr-`; `node-csr-<digest>` is LoadClientCert's (no
+    // rotation), unit-tested in certificate::bootstrap.
     let first = csrs(&api);
     let bootstrap = first
         .iter()
         .find(|c| c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet")
         .expect("client CSR")
         .clone();
-    assert!(bootstrap["metadata"]["name"].as_str().unwrap().starts_with("node-csr-"), "{bootstrap}");
+    assert!(bootstrap["metadata"]["name"].as_str().unwrap().starts_with("csr-"), "{bootstrap}");
     assert_eq!(bootstrap["spec"]["username"], format!("system:bootstrap:{TOKEN_ID}"));
     assert_eq!(bootstrap["spec"]["usages"], serde_json::json!(["digital signature", "client auth"]));
     assert!(approved_and_issued(&bootstrap), "{bootstrap}");
