@@ -193,7 +193,9 @@ async fn run() -> anyhow::Result<()> {
     let api: Option<DynApi> = match &node.kubeconfig {
         Some(path) if node.bootstrap_kubeconfig.is_some() || cfg.rotate_certificates || cfg.server_tls_bootstrap => {
             // TLS bootstrap and certificate rotation (kubelet::certificate).
-            let Some(certs) = kubelet::certificate::start(certificate_options(&cfg, &node, &config, path), certs_token.clone()).await?
+            let Some(certs) =
+                kubelet::certificate::start(certificate_options(&cfg, &node, &config, path), certs_token.clone())
+                    .await?
             else {
                 return Ok(());
             };

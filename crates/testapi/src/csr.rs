@@ -47,7 +47,9 @@ pub fn prepare_create(obj: &mut Value, ident: &Identity, min_expiration: Duratio
     if let Some(e) = spec.get("expirationSeconds").and_then(Value::as_i64)
         && e < min_expiration.as_secs() as i64
     {
-        return Err(format!("spec.expirationSeconds: Invalid value: {e}: may not specify a duration less than 600 seconds (10 minutes)"));
+        return Err(format!(
+            "spec.expirationSeconds: Invalid value: {e}: may not specify a duration less than 600 seconds (10 minutes)"
+        ));
     }
     obj["spec"]["username"] = json!(ident.user);
     obj["spec"]["groups"] = json!(ident.groups);
@@ -97,10 +99,7 @@ pub fn subresource_write(sub: &str, old: &Value, new: &Value) -> Value {
                 .into_iter()
                 .filter(|c| c["type"] == "Approved" || c["type"] == "Denied")
                 .chain(
-                    conditions(new)
-                        .into_iter()
-                        .filter(|c| c["type"] != "Approved" && c["type"] != "Denied")
-                        .map(stamp),
+                    conditions(new).into_iter().filter(|c| c["type"] != "Approved" && c["type"] != "Denied").map(stamp),
                 )
                 .collect();
             status["conditions"] = json!(kept);
@@ -130,8 +129,11 @@ fn approvable(obj: &Value) -> Option<&'static str> {
         return None;
     }
     let user = spec.get("username").and_then(Value::as_str).unwrap_or("");
-    let groups: Vec<&str> =
-        spec.get("groups").and_then(Value::as_array).map(|g| g.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let groups: Vec<&str> = spec
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(|g| g.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     match spec.get("signerName").and_then(Value::as_str)? {
         CLIENT_SIGNER if req.params.subject_alt_names.is_empty() => {
             if user == cn {
@@ -142,7 +144,9 @@ fn approvable(obj: &Value) -> Option<&'static str> {
                 None
             }
         }
-        SERVING_SIGNER if user == cn => Some("Auto approving kubelet serving certificate (testapi --csr-auto-approve)."),
+        SERVING_SIGNER if user == cn => {
+            Some("Auto approving kubelet serving certificate (testapi --csr-auto-approve).")
+        }
         _ => None,
     }
 }
@@ -258,7 +262,8 @@ pub fn bootstrap_token(store: &Store, token: &str) -> Option<Identity> {
     if !shape(id, 6) || !shape(secret, 16) {
         return None;
     }
-    let key = Key { resource: "/v1/secrets".into(), namespace: "kube-system".into(), name: format!("bootstrap-token-{id}") };
+    let key =
+        Key { resource: "/v1/secrets".into(), namespace: "kube-system".into(), name: format!("bootstrap-token-{id}") };
     let obj = store.get(&key).ok()?;
     if obj.get("type").and_then(Value::as_str) != Some("bootstrap.kubernetes.io/token") {
         return None;
@@ -282,9 +287,11 @@ pub fn bootstrap_token(store: &Store, token: &str) -> Option<Identity> {
         return None;
     }
     let mut groups = vec!["system:bootstrappers".to_string()];
-    groups.extend(field("auth-extra-groups").into_iter().flat_map(|g| {
-        g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect::<Vec<_>>()
-    }));
+    groups.extend(
+        field("auth-extra-groups").into_iter().flat_map(|g| {
+            g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect::<Vec<_>>()
+        }),
+    );
     Some(Identity::new(&format!("system:bootstrap:{id}"), groups))
 }
 
@@ -331,7 +338,8 @@ mod tests {
 
     #[test]
     fn approval_changes_conditions_only_and_status_keeps_approval() {
-        let old = json!({"spec": {"signerName": "x"}, "status": {"conditions": [{"type": "Approved", "status": "True"}]}});
+        let old =
+            json!({"spec": {"signerName": "x"}, "status": {"conditions": [{"type": "Approved", "status": "True"}]}});
         let approval = json!({"spec": {"signerName": "y"}, "status": {"certificate": "Zm9v", "conditions": [
             {"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"}]}});
         let out = subresource_write("approval", &old, &approval);
@@ -367,12 +375,14 @@ mod tests {
         obj["spec"]["groups"] = json!(["system:authenticated"]);
         assert!(reconcile(&ca, &obj, &opts(true)).is_none());
         // Serving: from the node itself, with its addresses.
-        let mut serving = csr(SERVING_SIGNER, request("system:node:n1", &["n1", "10.0.0.5"]), &["digital signature", "server auth"]);
+        let mut serving =
+            csr(SERVING_SIGNER, request("system:node:n1", &["n1", "10.0.0.5"]), &["digital signature", "server auth"]);
         serving["spec"]["username"] = json!("system:node:n1");
         assert!(reconcile(&ca, &serving, &opts(true)).unwrap()["status"]["certificate"].is_string());
         // Denied stays denied.
         let mut denied = obj.clone();
-        denied["status"] = json!({"conditions": [{"type": "Denied", "status": "True"}, {"type": "Approved", "status": "True"}]});
+        denied["status"] =
+            json!({"conditions": [{"type": "Denied", "status": "True"}, {"type": "Approved", "status": "True"}]});
         assert!(reconcile(&ca, &denied, &opts(true)).is_none());
     }
 

@@ -167,10 +167,8 @@ async fn serve(a: ServeArgs) -> Result<(), ServeError> {
         fault_file: a.fault_file.clone(),
         csr_min_expiration: Duration::from_secs(a.csr_min_expiration_seconds),
     });
-    let csr_options = csr::Options {
-        signing_duration: Duration::from_secs(a.csr_signing_seconds),
-        auto_approve: a.csr_auto_approve,
-    };
+    let csr_options =
+        csr::Options { signing_duration: Duration::from_secs(a.csr_signing_seconds), auto_approve: a.csr_auto_approve };
     let ca = Arc::new(ca);
     tokio::spawn(csr::run(app.store.clone(), ca.clone(), csr_options));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&ca, &serving)?));

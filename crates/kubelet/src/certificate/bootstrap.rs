@@ -122,7 +122,8 @@ pub fn write_kubeconfig(bootstrap: &Kubeconfig, path: &Path, pem: &Path) -> Resu
         "current-context": "default-context",
         "preferences": {},
     });
-    let text = serde_yaml::to_string(&doc).map_err(|e| Error::Kubeconfig { path: path.into(), message: e.to_string() })?;
+    let text =
+        serde_yaml::to_string(&doc).map_err(|e| Error::Kubeconfig { path: path.into(), message: e.to_string() })?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
     }

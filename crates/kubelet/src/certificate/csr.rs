@@ -265,22 +265,23 @@ mod tests {
     }
 
     fn with(conds: &[(&str, &str)], cert: &str) -> CertificateSigningRequest {
-        let mut csr = CertificateSigningRequest::default();
-        csr.status = Some(CertificateSigningRequestStatus {
-            certificate: Some(ByteString(cert.as_bytes().to_vec())),
-            conditions: Some(
-                conds
-                    .iter()
-                    .map(|(t, r)| CertificateSigningRequestCondition {
-                        type_: t.to_string(),
-                        status: "True".into(),
-                        reason: Some(r.to_string()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-        });
-        csr
+        CertificateSigningRequest {
+            status: Some(CertificateSigningRequestStatus {
+                certificate: Some(ByteString(cert.as_bytes().to_vec())),
+                conditions: Some(
+                    conds
+                        .iter()
+                        .map(|(t, r)| CertificateSigningRequestCondition {
+                            type_: t.to_string(),
+                            status: "True".into(),
+                            reason: Some(r.to_string()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -289,7 +290,9 @@ mod tests {
         assert_eq!(outcome(&with(&[("Approved", "")], "")), Outcome::Pending);
         assert_eq!(outcome(&with(&[], "PEM")), Outcome::Pending);
         assert_eq!(outcome(&with(&[("Approved", "")], "PEM")), Outcome::Issued("PEM".into()));
-        assert!(matches!(outcome(&with(&[("Denied", "NoWay")], "")), Outcome::Denied { reason, .. } if reason == "NoWay"));
+        assert!(
+            matches!(outcome(&with(&[("Denied", "NoWay")], "")), Outcome::Denied { reason, .. } if reason == "NoWay")
+        );
         assert!(matches!(outcome(&with(&[("Approved", ""), ("Failed", "Bad")], "")), Outcome::Failed { .. }));
     }
 }

@@ -20,7 +20,7 @@ pub mod serving;
 pub mod store;
 
 use crate::clock::DynClock;
-use csr::{CsrClient, KubeCsrClient, Kind};
+use csr::{CsrClient, Kind, KubeCsrClient};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,8 +127,16 @@ pub async fn start(o: Options, token: CancellationToken) -> Result<Option<Starte
             if let Some((k, path)) = &bootstrap {
                 let csr_client = KubeCsrClient(kube_client(path).await?);
                 let now = o.clock.now();
-                bootstrap::load_client_cert(&o.kubeconfig, k, &client_store, &o.cert_dir, &o.node_name, &csr_client, now)
-                    .await?;
+                bootstrap::load_client_cert(
+                    &o.kubeconfig,
+                    k,
+                    &client_store,
+                    &o.cert_dir,
+                    &o.node_name,
+                    &csr_client,
+                    now,
+                )
+                .await?;
             }
             break 'client kube_client(&o.kubeconfig).await?;
         }
@@ -156,8 +164,7 @@ pub async fn start(o: Options, token: CancellationToken) -> Result<Option<Starte
         });
         let (publish, current) = rotation::channel(initial);
         let (client, connections) = client::rotating_client(kube_config(&o.kubeconfig).await?, current.clone())?;
-        let clients =
-            rotation::Clients { current: Arc::new(KubeCsrClient(client.clone())), bootstrap: bootstrap_csr };
+        let clients = rotation::Clients { current: Arc::new(KubeCsrClient(client.clone())), bootstrap: bootstrap_csr };
         let manager =
             rotation::Manager::new(Kind::Client, &o.node_name, vec![], store, clients, o.clock.clone(), publish);
         let valid = current.borrow().as_ref().is_some_and(|p| p.valid_at(o.clock.now()));

@@ -188,7 +188,11 @@ mod tests {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let clients = Clients {
             current: Arc::new(Signer { who: "node", calls: calls.clone(), life: Duration::from_secs(3600) }),
-            bootstrap: Some(Arc::new(Signer { who: "bootstrap", calls: calls.clone(), life: Duration::from_secs(3600) })),
+            bootstrap: Some(Arc::new(Signer {
+                who: "bootstrap",
+                calls: calls.clone(),
+                life: Duration::from_secs(3600),
+            })),
         };
         let clock = FakeClock::new(SystemTime::now());
         let store = FileStore::new(dir.path(), "kubelet-client");

@@ -27,8 +27,9 @@ impl Pair {
     /// A pair from PEM text holding the certificate(s) and the key, in any order.
     pub fn from_pem(path: &Path, pem: &[u8]) -> Result<Pair> {
         let bad = |message: String| Error::BadPair { path: path.to_path_buf(), message };
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(pem).collect::<std::result::Result<_, _>>().map_err(|e| bad(format!("{e:?}")))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(format!("{e:?}")))?;
         let Some(leaf) = certs.first() else {
             return Err(bad("no certificate in the file".into()));
         };

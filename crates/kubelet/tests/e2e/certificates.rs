@@ -119,7 +119,9 @@ async fn a_bootstrap_token_gets_certificates_that_rotate_without_a_restart() {
 
     // The serving request comes from the node's own identity, with its addresses.
     let serving = eventually("serving certificate issued", || {
-        csrs(&api).into_iter().find(|c| c["spec"]["signerName"] == "kubernetes.io/kubelet-serving" && approved_and_issued(c))
+        csrs(&api)
+            .into_iter()
+            .find(|c| c["spec"]["signerName"] == "kubernetes.io/kubelet-serving" && approved_and_issued(c))
     })
     .await;
     assert_eq!(serving["spec"]["username"], format!("system:node:{node}"));
@@ -170,5 +172,59 @@ async fn a_bootstrap_token_gets_certificates_that_rotate_without_a_restart() {
     eventually("kubectl logs after the rotation", || logs(&api)).await;
 
     api.kubectl(&["delete", "pod", "ticker", "--timeout=90s"]);
+    k.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_without_rotation_names_its_request_from_the_digest_and_a_restart_reuses_the_files() {
+    let test = "certsonce";
+    if !kubectl_present(test) {
+        return;
+    }
+    let node = format!("e2e-{test}");
+    let api = TestApi::start_with_args(&node, &["--csr-auto-approve".into()]);
+    api.apply(&bootstrap_secret());
+    let kubeconfig = api.dir.path().join("kubelet-bootstrapped.conf");
+    let args = vec![
+        "--bootstrap-kubeconfig".to_string(),
+        bootstrap_kubeconfig(&api).display().to_string(),
+        "--kubeconfig".to_string(),
+        kubeconfig.display().to_string(),
+    ];
+    let Some(mut k) = Kubelet::start_with_args(test, "nodeStatusUpdateFrequency: 1s\n", &args).await else { return };
+    let pki = k.dir.path().join("root").join("pki");
+    let client = current(&pki, "kubelet-client").expect("kubelet-client-current.pem link");
+    assert!(upstream_name(&client, "kubelet-client"), "{}", client.display());
+    assert!(!pki.join("kubelet-client.key.tmp").exists(), "the temporary key is removed once issued");
+    let client_csrs = |api: &TestApi| {
+        csrs(api)
+            .into_iter()
+            .filter(|c| c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet")
+            .collect::<Vec<_>>()
+    };
+    let first = client_csrs(&api);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0]["metadata"]["name"].as_str().unwrap().starts_with("node-csr-"), "{}", first[0]);
+    assert!(approved_and_issued(&first[0]));
+    let registered = |api: &TestApi| {
+        let n = api.get_json(&["node", &node])?;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    };
+    eventually("node Ready", || registered(&api)).await;
+
+    // A restart finds a valid kubeconfig: no new request, the same pair, the node stays Ready.
+    k.restart(libc::SIGTERM).await;
+    let renew = |api: &TestApi| {
+        api.get_json(&["lease", "-n", "kube-node-lease", &node]).map(|l| l["spec"]["renewTime"].clone())
+    };
+    let before = eventually("lease", || renew(&api)).await;
+    eventually("lease renewed after the restart", || renew(&api).filter(|r| *r != before)).await;
+    assert_eq!(client_csrs(&api).len(), 1, "a valid client certificate is reused");
+    assert_eq!(current(&pki, "kubelet-client"), Some(client));
+    assert!(k.log().contains("skipping bootstrap"), "{}", tail(&k.log(), 40));
     k.cleanup().await;
 }
