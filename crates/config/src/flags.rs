@@ -339,6 +339,16 @@ mod tests {
     }
 
     #[test]
+    fn rotation_flags_set_their_config_fields() {
+        let mut cfg = KubeletConfiguration::default();
+        flags(&["--rotate-certificates", "--rotate-server-certificates=true"]).apply(&mut cfg);
+        assert!(cfg.rotate_certificates && cfg.server_tls_bootstrap);
+        let mut cfg = KubeletConfiguration { rotate_certificates: true, ..Default::default() };
+        flags(&["--rotate-certificates=false"]).apply(&mut cfg);
+        assert!(!cfg.rotate_certificates && !cfg.server_tls_bootstrap);
+    }
+
+    #[test]
     fn flags_override_file() {
         let mut cfg = KubeletConfiguration::from_text(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
