@@ -132,6 +132,12 @@ pub struct Flags {
     pub tls_min_version: Option<String>,
     #[arg(long, value_delimiter = ',')]
     pub tls_cipher_suites: Option<Vec<String>>,
+    /// Client certificate rotation through CSRs (rotateCertificates).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_certificates: Option<bool>,
+    /// Serving certificate from a kubelet-serving CSR, rotated (serverTLSBootstrap).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub rotate_server_certificates: Option<bool>,
     #[arg(long)]
     pub client_ca_file: Option<String>,
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -295,6 +301,8 @@ impl Flags {
         set(&mut cfg.http_check_frequency, &self.http_check_frequency);
         set(&mut cfg.logging.verbosity, &self.verbosity);
         set(&mut cfg.tls_cert_file, &self.tls_cert_file);
+        set(&mut cfg.rotate_certificates, &self.rotate_certificates);
+        set(&mut cfg.server_tls_bootstrap, &self.rotate_server_certificates);
         set(&mut cfg.tls_private_key_file, &self.tls_private_key_file);
         set(&mut cfg.tls_min_version, &self.tls_min_version);
         set(&mut cfg.tls_cipher_suites, &self.tls_cipher_suites);
@@ -337,6 +345,16 @@ mod tests {
 
     fn flags(args: &[&str]) -> Flags {
         Flags::try_parse_from(std::iter::once("kubelet").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn rotation_flags_set_their_config_fields() {
+        let mut cfg = KubeletConfiguration::default();
+        flags(&["--rotate-certificates", "--rotate-server-certificates=true"]).apply(&mut cfg);
+        assert!(cfg.rotate_certificates && cfg.server_tls_bootstrap);
+        let mut cfg = KubeletConfiguration { rotate_certificates: true, ..Default::default() };
+        flags(&["--rotate-certificates=false"]).apply(&mut cfg);
+        assert!(!cfg.rotate_certificates && !cfg.server_tls_bootstrap);
     }
 
     #[test]

@@ -72,6 +72,8 @@ const IMPLEMENTED: &[&str] = &[
     "containerLogMonitorInterval",
     "enableServer",
     "address",
+    "rotateCertificates",
+    "serverTLSBootstrap",
     "tlsCertFile",
     "tlsPrivateKeyFile",
     "tlsMinVersion",
@@ -189,7 +191,26 @@ async fn run() -> anyhow::Result<()> {
         connect_runtime(&cfg, request_timeout).await,
         metrics.clone(),
     );
+    let mut config = config;
+    let certs_token = CancellationToken::new();
     let api: Option<DynApi> = match &node.kubeconfig {
+        Some(path) if node.bootstrap_kubeconfig.is_some() || cfg.rotate_certificates || cfg.server_tls_bootstrap => {
+            // TLS bootstrap and certificate rotation (kubelet::certificate).
+            let Some(certs) =
+                kubelet::certificate::start(certificate_options(&cfg, &node, &config, path), certs_token.clone())
+                    .await?
+            else {
+                return Ok(());
+            };
+            if let (Some(resolver), Some(server)) =
+                (certs.serving, config.host.as_mut().and_then(|h| h.kubelet_server.as_mut()))
+            {
+                server.tls.cert_resolver = Some(resolver);
+            }
+            tracing::info!(kubeconfig = %path.display(), "API server mode");
+            let (qps, burst) = (f64::from(cfg.kube_api_qps), cfg.kube_api_burst.max(1) as u32);
+            Some(Arc::new(KubeApi::from_client(certs.client, qps, burst)))
+        }
         Some(path) => {
             let client = KubeApi::from_kubeconfig(path, f64::from(cfg.kube_api_qps), cfg.kube_api_burst.max(1) as u32)
                 .await
@@ -210,5 +231,28 @@ async fn run() -> anyhow::Result<()> {
     }
     tracing::info!("shutting down; pods are left running");
     running.shutdown(SHUTDOWN_WITHIN).await;
+    certs_token.cancel();
     Ok(())
+}
+
+/// What `kubelet::certificate::start` needs: the flags' paths, rotateCertificates,
+/// serverTLSBootstrap and the node's names and addresses (the serving certificate's SANs).
+fn certificate_options(
+    cfg: &KubeletConfiguration,
+    node: &kubelet_config::NodeOptions,
+    config: &composition::Config,
+    kubeconfig: &std::path::Path,
+) -> kubelet::certificate::Options {
+    let mut sans = vec![config.node_name.clone()];
+    sans.extend(config.node_ip.iter().flat_map(|ips| ips.split(',')).map(|ip| ip.trim().to_string()));
+    kubelet::certificate::Options {
+        kubeconfig: kubeconfig.to_path_buf(),
+        bootstrap_kubeconfig: node.bootstrap_kubeconfig.clone(),
+        cert_dir: node.cert_dir.clone(),
+        node_name: config.node_name.clone(),
+        rotate_client: cfg.rotate_certificates,
+        serving: cfg.server_tls_bootstrap,
+        serving_sans: sans,
+        clock: Arc::new(SystemClock),
+    }
 }

@@ -96,6 +96,17 @@ pub const RESOURCES: &[ResourceDef] = &[
         &["status"],
         true,
     ),
+    def(
+        "certificates.k8s.io",
+        "v1",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        "CertificateSigningRequest",
+        false,
+        &["csr"],
+        &["status", "approval"],
+        true,
+    ),
     def("node.k8s.io", "v1", "runtimeclasses", "runtimeclass", "RuntimeClass", false, &[], &[], false),
     def("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"], &[], false),
     def("authentication.k8s.io", "v1", "tokenreviews", "tokenreview", "TokenReview", false, &[], &[], false),
@@ -141,6 +152,7 @@ pub const GROUPS: &[&str] = &[
     "authorization.k8s.io",
     "storage.k8s.io",
     "node.k8s.io",
+    "certificates.k8s.io",
 ];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {

@@ -35,6 +35,8 @@ pub struct App {
     pub bookmark_every: Duration,
     /// `--fault-file`: an injected failure status for node identities while the file exists.
     pub fault_file: Option<std::path::PathBuf>,
+    /// The shortest `expirationSeconds` a CertificateSigningRequest may ask for.
+    pub csr_min_expiration: Duration,
 }
 
 /// A parsed resource request path.
@@ -95,7 +97,10 @@ pub async fn handle(app: Arc<App>, cert: Option<Identity>, req: Request<Incoming
         "/version" | "/version/" => return ok(&discovery::version()),
         _ => {}
     }
-    let ident = cert.or_else(|| bearer(&req).and_then(|t| app.tokens.lookup(&t).cloned()));
+    let ident = cert.or_else(|| {
+        bearer(&req)
+            .and_then(|t| app.tokens.lookup(&t).cloned().or_else(|| crate::csr::bootstrap_token(&app.store, &t)))
+    });
     let Some(ident) = ident else {
         return error(401, "Unauthorized", "Unauthorized");
     };
@@ -186,9 +191,9 @@ async fn route(app: Arc<App>, ident: Identity, req: Request<Incoming>) -> Result
         Method::POST if t.def.plural == "serviceaccounts" && t.subresource.as_deref() == Some("token") => {
             token_request(&app, &t, &body)
         }
-        Method::POST => create(&app, &t, &body),
+        Method::POST => create(&app, &t, &body, &ident),
         Method::PUT => update(&app, &t, &body),
-        Method::PATCH => patch_one(&app, &t, &content_type, &body, &query),
+        Method::PATCH => patch_one(&app, &t, &content_type, &body, &query, &ident),
         Method::DELETE if t.name.is_some() => delete(&app, &t, &body, &query),
         Method::DELETE => delete_collection(&app, &t, &query),
         _ => error(405, "MethodNotAllowed", "method not allowed"),
@@ -358,7 +363,7 @@ fn token_request(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
     }
 }
 
-fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
+fn create(app: &App, t: &Target, body: &[u8], ident: &Identity) -> Response<Body> {
     if t.subresource.is_some() {
         return error(405, "MethodNotAllowed", "create is not supported on this subresource");
     }
@@ -366,6 +371,11 @@ fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
         Ok(v) => v,
         Err(r) => return r,
     };
+    if t.def.key() == crate::csr::RESOURCE
+        && let Err(message) = crate::csr::prepare_create(&mut obj, ident, app.csr_min_expiration)
+    {
+        return error(422, "Invalid", &format!("CertificateSigningRequest.certificates.k8s.io is invalid: {message}"));
+    }
     if let Err(r) = check_namespace(app, t, &obj) {
         return r;
     }
@@ -390,6 +400,11 @@ fn create(app: &App, t: &Target, body: &[u8]) -> Response<Body> {
 /// What a write to the object or one of its subresources stores: see [`restrict`]; a pod's
 /// `ephemeralcontainers` subresource changes its ephemeral containers alone, or is refused.
 fn written(t: &Target, old: &Value, new: Value) -> Result<Value, Response<Body>> {
+    if t.def.key() == crate::csr::RESOURCE
+        && let Some(sub) = t.subresource.as_deref()
+    {
+        return Ok(crate::csr::subresource_write(sub, old, &new));
+    }
     if t.def.group.is_empty() && t.def.plural == "pods" && t.subresource.as_deref() == Some("ephemeralcontainers") {
         return crate::ephemeral::update(old, &new).map_err(|e| e.response());
     }
@@ -459,7 +474,14 @@ fn finish_write(app: &App, t: &Target, k: &Key, obj: Value) -> Response<Body> {
     }
 }
 
-fn patch_one(app: &App, t: &Target, ct: &str, body: &[u8], q: &HashMap<String, String>) -> Response<Body> {
+fn patch_one(
+    app: &App,
+    t: &Target,
+    ct: &str,
+    body: &[u8],
+    q: &HashMap<String, String>,
+    ident: &Identity,
+) -> Response<Body> {
     let pt = match PatchType::from_content_type(ct) {
         Ok(p) => p,
         Err(e) => return error(415, "UnsupportedMediaType", &e.to_string()),
@@ -473,7 +495,7 @@ fn patch_one(app: &App, t: &Target, ct: &str, body: &[u8], q: &HashMap<String, S
         Ok(o) => o,
         Err(StoreError::NotFound { .. }) if pt == PatchType::Apply && t.subresource.is_none() => {
             let _ = q.get("fieldManager");
-            return create(app, t, &serde_json::to_vec(&p).unwrap_or_default());
+            return create(app, t, &serde_json::to_vec(&p).unwrap_or_default(), ident);
         }
         Err(e) => return store_error(&e),
     };

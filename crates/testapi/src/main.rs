@@ -1,6 +1,7 @@
 //! testapi: an in-memory Kubernetes API server for tests and demos.
 
 mod auth;
+mod csr;
 mod discovery;
 mod ephemeral;
 mod handlers;
@@ -85,6 +86,17 @@ struct ServeArgs {
     /// Watch events kept for resuming watches; older resourceVersions get 410 Expired.
     #[arg(long, default_value_t = 10000)]
     history: usize,
+    /// Longest life of certificates issued for CertificateSigningRequests, in seconds
+    /// (kube-controller-manager's --cluster-signing-duration; one year).
+    #[arg(long, default_value_t = 31_536_000)]
+    csr_signing_seconds: u64,
+    /// Shortest `expirationSeconds` a request may ask for (upstream: 600).
+    #[arg(long, default_value_t = 600)]
+    csr_min_expiration_seconds: u64,
+    /// Approve kubelet client requests from bootstrap tokens or the node itself and kubelet
+    /// serving requests from the node itself (kube-controller-manager's csrapproving).
+    #[arg(long)]
+    csr_auto_approve: bool,
     /// Interval of BOOKMARK events on watches that allow them.
     #[arg(long, default_value_t = 5)]
     bookmark_seconds: u64,
@@ -153,7 +165,12 @@ async fn serve(a: ServeArgs) -> Result<(), ServeError> {
         kubelet_tls: Arc::new(tls::kubelet_client_config(&ca)?),
         bookmark_every: Duration::from_secs(a.bookmark_seconds.max(1)),
         fault_file: a.fault_file.clone(),
+        csr_min_expiration: Duration::from_secs(a.csr_min_expiration_seconds),
     });
+    let csr_options =
+        csr::Options { signing_duration: Duration::from_secs(a.csr_signing_seconds), auto_approve: a.csr_auto_approve };
+    let ca = Arc::new(ca);
+    tokio::spawn(csr::run(app.store.clone(), ca.clone(), csr_options));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(&ca, &serving)?));
 
     std::fs::write(a.dir.join("ready"), format!("{server}\n")).map_err(io("ready file"))?;

@@ -23,6 +23,9 @@ enum F {
     MapStr(&'static str),
     MapBytes(&'static str),
     Msg(&'static str, &'static [(u64, F)]),
+    /// `bytes`, as base64 in JSON.
+    Bytes(&'static str),
+    RepMsg(&'static str, &'static [(u64, F)]),
 }
 
 const META: &[(u64, F)] = &[
@@ -73,6 +76,29 @@ const SELF_SUBJECT_ACCESS_REVIEW: &[(u64, F)] = &[
             ],
         ),
     ),
+];
+
+// k8s.io/api/certificates/v1 generated.proto (times are left out: the server stamps them).
+const CSR_CONDITION: &[(u64, F)] =
+    &[(1, F::Str("type")), (6, F::Str("status")), (2, F::Str("reason")), (3, F::Str("message"))];
+const CSR: &[(u64, F)] = &[
+    (1, F::Msg("metadata", META)),
+    (
+        2,
+        F::Msg(
+            "spec",
+            &[
+                (1, F::Bytes("request")),
+                (7, F::Str("signerName")),
+                (8, F::Int("expirationSeconds")),
+                (5, F::RepStr("usages")),
+                (2, F::Str("username")),
+                (3, F::Str("uid")),
+                (4, F::RepStr("groups")),
+            ],
+        ),
+    ),
+    (3, F::Msg("status", &[(1, F::RepMsg("conditions", CSR_CONDITION)), (2, F::Bytes("certificate"))])),
 ];
 
 struct Reader<'a> {
@@ -173,6 +199,13 @@ fn message(b: &[u8], schema: &[(u64, F)]) -> Result<Value, ProtoError> {
             (F::Msg(n, sub), 2) => {
                 out.insert(n.into(), message(r.bytes()?, sub)?);
             }
+            (F::Bytes(n), 2) => {
+                out.insert(n.into(), json!(crate::tls::b64(r.bytes()?)));
+            }
+            (F::RepMsg(n, sub), 2) => {
+                let v = message(r.bytes()?, sub)?;
+                out.entry(n).or_insert_with(|| json!([])).as_array_mut().ok_or(ProtoError::Malformed)?.push(v);
+            }
             _ => r.skip(wire)?,
         }
     }
@@ -202,6 +235,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
         "ServiceAccount" => SERVICEACCOUNT,
         "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
         "SelfSubjectReview" => &[(1, F::Msg("metadata", META))],
+        "CertificateSigningRequest" => CSR,
         _ => return Err(ProtoError::Unsupported(kind)),
     };
     let mut obj = message(raw, schema)?;

@@ -297,3 +297,62 @@ fn whoami_and_can_i_follow_the_policy() {
     let denied = bob(&["auth", "can-i", "delete", "pods"]);
     assert!(!denied.0 && denied.1.starts_with("no"), "{denied:?}");
 }
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { T[((n >> (18 - 6 * i)) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// A CSR for a node's client identity, as the kubelet sends it (base64 of the PEM request).
+fn node_csr(name: &str, node: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
+    p.distinguished_name.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    let request = b64(pem.as_bytes());
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  \
+         signerName: kubernetes.io/kube-apiserver-client-kubelet\n  usages: [digital signature, client auth]\n  \
+         request: {request}\n"
+    )
+}
+
+#[test]
+fn kubectl_lists_approves_and_denies_certificate_signing_requests() {
+    let s = start(&["--csr-signing-seconds=3600"]);
+    let admin = kubeconfig(&s, "admin");
+    let dir = s.dir.path();
+    ok(&admin, &["create", "-f", &write(dir, "a.yaml", &node_csr("a", "n1"))]);
+    ok(&admin, &["create", "-f", &write(dir, "b.yaml", &node_csr("b", "n2"))]);
+    let list = ok(&admin, &["get", "csr"]);
+    assert!(list.contains("a") && list.contains("b"), "{list}");
+    let a = json(&ok(&admin, &["get", "csr", "a", "-o", "json"]));
+    assert_eq!(a["spec"]["username"], "admin", "the requester is recorded");
+    ok(&admin, &["certificate", "approve", "a"]);
+    ok(&admin, &["certificate", "deny", "b"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = json(&ok(&admin, &["get", "csr", "a", "-o", "json"]));
+        if a["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty()) {
+            assert_eq!(a["status"]["conditions"][0]["type"], "Approved");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no certificate issued: {a}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = json(&ok(&admin, &["get", "csr", "b", "-o", "json"]));
+    assert_eq!(b["status"]["conditions"][0]["type"], "Denied");
+    assert!(b["status"].get("certificate").is_none());
+    ok(&admin, &["delete", "csr", "a"]);
+    assert!(!ok(&admin, &["get", "csr"]).contains("a "));
+}

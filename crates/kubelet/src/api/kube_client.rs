@@ -64,6 +64,11 @@ impl KubeApi {
         Ok(Self { client, bucket: Arc::new(TokenBucket::new(qps, burst)) })
     }
 
+    /// A client made elsewhere (the rotating client certificate's, `certificate::start`).
+    pub fn from_client(client: kube::Client, qps: f64, burst: u32) -> Self {
+        Self { client, bucket: Arc::new(TokenBucket::new(qps, burst)) }
+    }
+
     fn nodes(&self) -> kube::Api<Node> {
         kube::Api::all(self.client.clone())
     }

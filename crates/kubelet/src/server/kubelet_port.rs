@@ -105,6 +105,7 @@ impl Config {
                 cipher_suites: cfg.tls_cipher_suites.clone(),
                 client_ca_file: cfg.authentication.x509.client_ca_file.clone(),
                 host_names,
+                cert_resolver: None,
             },
             anonymous: cfg.authentication.anonymous.enabled,
             token_webhook,

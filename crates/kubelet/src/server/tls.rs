@@ -40,6 +40,9 @@ pub struct Settings {
     pub client_ca_file: String,
     /// Names and addresses the self-signed certificate is valid for.
     pub host_names: Vec<String>,
+    /// serverTLSBootstrap: the certificate comes from the serving certificate manager at each
+    /// handshake (`certificate::serving::Resolver`) instead of files.
+    pub cert_resolver: Option<Arc<dyn rustls::server::ResolvesServerCert>>,
 }
 
 fn provider() -> CryptoProvider {
@@ -208,8 +211,13 @@ pub fn server_config(s: &Settings) -> Result<Arc<ServerConfig>, TlsError> {
             .map_err(|e| TlsError::Rustls(e.to_string()))?;
         builder.with_client_cert_verifier(verifier)
     };
-    let (certs, key) = serving_pair(s)?;
-    let mut cfg = builder.with_single_cert(certs, key).map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut cfg = match &s.cert_resolver {
+        Some(resolver) => builder.with_cert_resolver(resolver.clone()),
+        None => {
+            let (certs, key) = serving_pair(s)?;
+            builder.with_single_cert(certs, key).map_err(|e| TlsError::Rustls(e.to_string()))?
+        }
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -3,6 +3,7 @@
 
 mod admission;
 mod api;
+mod certificates;
 mod cgroups;
 mod csi;
 mod deadlines;
