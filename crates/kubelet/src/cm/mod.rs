@@ -6,6 +6,7 @@
 //! mount. `admission` is the resource-fit admission check; `resources` holds the formulas.
 
 pub mod admission;
+pub mod devicemanager;
 pub mod fs;
 pub mod qos;
 pub mod resources;
