@@ -47,6 +47,8 @@ pub enum Error {
     KubeletServer(#[from] server::kubelet_port::Error),
     #[error("container manager")]
     ContainerManager(#[source] cm::Error),
+    #[error("device plugin registration socket {}", path.display())]
+    DevicePlugins { path: PathBuf, source: std::io::Error },
     #[error("{what} on {addr}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }

@@ -271,7 +271,10 @@ mod tests {
     fn a_go_kubelets_empty_checkpoint_is_read_and_a_tampered_one_refused() {
         // What a Go kubelet writes before any allocation: nil entries, an empty registry map.
         let data = Data { entries: None, registered: Some(BTreeMap::new()) };
-        let go = format!(r#"{{"Data":{{"PodDeviceEntries":null,"RegisteredDevices":{{}}}},"Checksum":{}}}"#, checksum(&data));
+        let go = format!(
+            r#"{{"Data":{{"PodDeviceEntries":null,"RegisteredDevices":{{}}}},"Checksum":{}}}"#,
+            checksum(&data)
+        );
         assert_eq!(decode(go.as_bytes(), Path::new("x")).unwrap(), data);
         let tampered = go.replace("{}}", r#"{"r":["d"]}}"#);
         assert!(matches!(decode(tampered.as_bytes(), Path::new("x")), Err(Error::Corrupt)));

@@ -110,7 +110,12 @@ pub async fn connect(
 
 /// Upstream's client Run: every list the plugin sends replaces the resource's devices; returns
 /// when the stream ends.
-async fn list_and_watch(manager: &DeviceManager, resource: &str, generation: u64, mut client: DevicePluginClient<Channel>) {
+async fn list_and_watch(
+    manager: &DeviceManager,
+    resource: &str,
+    generation: u64,
+    mut client: DevicePluginClient<Channel>,
+) {
     let mut stream = match client.list_and_watch(Empty {}).await {
         Ok(s) => s.into_inner(),
         Err(s) => {

@@ -141,7 +141,9 @@ impl std::fmt::Debug for DeviceManager {
 fn device_limits(c: &Container) -> BTreeMap<String, usize> {
     super::resources::container_limits(c)
         .into_iter()
-        .filter(|(name, _)| name.contains('/') && !name.starts_with("kubernetes.io/") && !name.starts_with("hugepages-"))
+        .filter(|(name, _)| {
+            name.contains('/') && !name.starts_with("kubernetes.io/") && !name.starts_with("hugepages-")
+        })
         .map(|(name, milli)| (name, super::resources::units(milli).max(0) as usize))
         .filter(|(_, n)| *n > 0)
         .collect()
@@ -185,7 +187,13 @@ impl DeviceManager {
                 State::default()
             }
         };
-        Self(Arc::new(Inner { dir: cfg.dir, numa_nodes: cfg.numa_nodes, clock, state: Mutex::new(state), reuse: Mutex::default() }))
+        Self(Arc::new(Inner {
+            dir: cfg.dir,
+            numa_nodes: cfg.numa_nodes,
+            clock,
+            state: Mutex::new(state),
+            reuse: Mutex::default(),
+        }))
     }
 
     pub fn dir(&self) -> &Path {
@@ -207,7 +215,12 @@ impl DeviceManager {
     }
 
     /// A plugin connected with `options`; the registration's generation.
-    pub fn plugin_connected(&self, resource: &str, options: proto::DevicePluginOptions, plugin: Arc<dyn Plugin>) -> u64 {
+    pub fn plugin_connected(
+        &self,
+        resource: &str,
+        options: proto::DevicePluginOptions,
+        plugin: Arc<dyn Plugin>,
+    ) -> u64 {
         tracing::info!(resource, ?options, "device plugin endpoint registered");
         self.state().register(resource, options, plugin)
     }
@@ -253,14 +266,14 @@ impl DeviceManager {
     }
 
     /// Frees the devices of pods not in `active` (upstream's UpdateAllocatedDevices).
-    pub fn update_allocated(&self, active: &dyn Fn(&str) -> bool) {
+    pub fn update_allocated(&self, active: &(dyn Fn(&str) -> bool + Sync)) {
         self.state().update_allocated(active);
     }
 
     /// Allocates devices to every container of `pod`, init containers first (upstream's
     /// Allocate as the resource allocation admit handler calls it). `active` says which other
     /// pods still hold their devices.
-    pub async fn allocate_pod(&self, pod: &Pod, active: &dyn Fn(&str) -> bool) -> Result<(), AllocError> {
+    pub async fn allocate_pod(&self, pod: &Pod, active: &(dyn Fn(&str) -> bool + Sync)) -> Result<(), AllocError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         {
             let mut reuse = self.0.reuse.lock().unwrap_or_else(|p| p.into_inner());
@@ -299,7 +312,7 @@ impl DeviceManager {
         pod: &Pod,
         c: &Container,
         updated: &mut bool,
-        active: &dyn Fn(&str) -> bool,
+        active: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<(), AllocError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut changed = false;
@@ -328,9 +341,13 @@ impl DeviceManager {
                     (Some(p), Some(o)) if o.get_preferred_allocation_available => {
                         let offer: Vec<String> = available.union(&reused).cloned().collect();
                         let must: Vec<String> = reused.iter().cloned().collect();
-                        let resp = bounded("GetPreferredAllocation", ALLOCATE_TIMEOUT, p.preferred_allocation(offer, must, required))
-                            .await?
-                            .map_err(|s| AllocError::Preferred(rpc_error(&s)))?;
+                        let resp = bounded(
+                            "GetPreferredAllocation",
+                            ALLOCATE_TIMEOUT,
+                            p.preferred_allocation(offer, must, required),
+                        )
+                        .await?
+                        .map_err(|s| AllocError::Preferred(rpc_error(&s)))?;
                         resp.container_responses.into_iter().next().map(|r| r.device_i_ds).unwrap_or_default()
                     }
                     _ => Vec::new(),
@@ -498,7 +515,10 @@ pub struct Admit(pub DeviceManager);
 
 /// Upstream's unexpectedAdmissionError.
 pub fn unexpected(e: &AllocError) -> Rejection {
-    Rejection { reason: "UnexpectedAdmissionError".into(), message: format!("Allocate failed due to {e}, which is unexpected") }
+    Rejection {
+        reason: "UnexpectedAdmissionError".into(),
+        message: format!("Allocate failed due to {e}, which is unexpected"),
+    }
 }
 
 impl Handler for Admit {

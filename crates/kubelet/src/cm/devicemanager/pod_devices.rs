@@ -194,7 +194,11 @@ mod tests {
             by_numa: BTreeMap::from([(NO_TOPOLOGY, ids.iter().map(|s| s.to_string()).collect())]),
             response: ContainerAllocateResponse {
                 envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                mounts: vec![Mount { container_path: mount.into(), host_path: format!("/host{mount}"), read_only: true }],
+                mounts: vec![Mount {
+                    container_path: mount.into(),
+                    host_path: format!("/host{mount}"),
+                    read_only: true,
+                }],
                 devices: vec![DeviceSpec {
                     container_path: "/dev/shared".into(),
                     host_path: "/dev/null".into(),
@@ -213,10 +217,7 @@ mod tests {
         pd.insert("u", "c", "a.com/x", alloc(&["x0"], &[("IDS", "x0"), ("A", "1")], "/x"));
         pd.insert("u", "c", "b.com/y", alloc(&["y0", "y1"], &[("IDS", "y0,y1"), ("B", "2")], "/y"));
         let o = pd.run_options("u", "c");
-        assert_eq!(
-            o.envs,
-            vec![("A".into(), "1".into()), ("IDS".into(), "x0".into()), ("B".into(), "2".into())]
-        );
+        assert_eq!(o.envs, vec![("A".into(), "1".into()), ("IDS".into(), "x0".into()), ("B".into(), "2".into())]);
         assert_eq!(o.mounts, vec![("/x".into(), "/host/x".into(), true), ("/y".into(), "/host/y".into(), true)]);
         assert_eq!(o.devices.len(), 1, "one device per container path");
         assert_eq!(o.cdi_devices, vec!["example.com/widget=w0".to_string()]);

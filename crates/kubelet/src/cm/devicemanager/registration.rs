@@ -163,7 +163,9 @@ pub async fn serve_on(manager: DeviceManager, listener: tokio::net::UnixListener
 pub async fn serve(manager: DeviceManager, token: CancellationToken) {
     match bind(&manager) {
         Ok(listener) => serve_on(manager, listener, token).await,
-        Err(e) => tracing::error!(socket = %manager.socket_path().display(), error = %e, "cannot start the device plugin registration server"),
+        Err(e) => {
+            tracing::error!(socket = %manager.socket_path().display(), error = %e, "cannot start the device plugin registration server")
+        }
     }
 }
 

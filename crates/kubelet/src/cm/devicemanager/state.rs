@@ -219,7 +219,8 @@ impl State {
         if needed == 0 {
             return Ok(Step::Done);
         }
-        let endpoint = || self.endpoints.get(resource).cloned().ok_or_else(|| AllocError::UnknownPlugin(resource.into()));
+        let endpoint =
+            || self.endpoints.get(resource).cloned().ok_or_else(|| AllocError::UnknownPlugin(resource.into()));
         // Devices of the pod's finished init containers first.
         let reused: BTreeSet<String> = reusable.iter().take(needed).cloned().collect();
         needed -= reused.len();
@@ -229,7 +230,11 @@ impl State {
         let in_use = self.allocated.get(resource).cloned().unwrap_or_default();
         let available: BTreeSet<String> = healthy.difference(&in_use).cloned().collect();
         if available.len() < needed {
-            return Err(AllocError::Unavailable { resource: resource.into(), requested: needed, available: available.len() });
+            return Err(AllocError::Unavailable {
+                resource: resource.into(),
+                requested: needed,
+                available: available.len(),
+            });
         }
         Ok(Step::Need { reused, needed, required, available, endpoint: endpoint()? })
     }

@@ -46,9 +46,15 @@ impl Plugin for FakePlugin {
         must_include: Vec<String>,
         size: usize,
     ) -> Result<proto::PreferredAllocationResponse, tonic::Status> {
-        self.calls.lock().unwrap().push(format!("GetPreferredAllocation {} {} {size}", available.join(","), must_include.join(",")));
+        self.calls.lock().unwrap().push(format!(
+            "GetPreferredAllocation {} {} {size}",
+            available.join(","),
+            must_include.join(",")
+        ));
         Ok(proto::PreferredAllocationResponse {
-            container_responses: vec![proto::ContainerPreferredAllocationResponse { device_i_ds: self.preferred.clone() }],
+            container_responses: vec![proto::ContainerPreferredAllocationResponse {
+                device_i_ds: self.preferred.clone(),
+            }],
         })
     }
 
@@ -81,7 +87,12 @@ fn fixture() -> Fixture {
     Fixture { _dir: dir, cfg, clock, dm }
 }
 
-fn register(dm: &DeviceManager, plugin: FakePlugin, options: DevicePluginOptions, devices: Vec<Device>) -> (Arc<FakePlugin>, u64) {
+fn register(
+    dm: &DeviceManager,
+    plugin: FakePlugin,
+    options: DevicePluginOptions,
+    devices: Vec<Device>,
+) -> (Arc<FakePlugin>, u64) {
     let plugin = Arc::new(plugin);
     let generation = dm.plugin_connected(R, options, plugin.clone());
     dm.devices_updated(R, generation, devices);
@@ -115,11 +126,12 @@ fn held(dm: &DeviceManager, uid: &str, c: &str) -> BTreeSet<String> {
 #[tokio::test]
 async fn healthy_devices_are_allocatable_and_all_are_capacity() {
     let f = fixture();
-    let (_, generation) = register(&f.dm, FakePlugin::default(), Default::default(), vec![
-        dev("w0", true, None),
-        dev("w1", true, None),
-        dev("w2", false, None),
-    ]);
+    let (_, generation) = register(
+        &f.dm,
+        FakePlugin::default(),
+        Default::default(),
+        vec![dev("w0", true, None), dev("w1", true, None), dev("w2", false, None)],
+    );
     let cap = f.dm.capacity();
     assert_eq!(cap.capacity[R], 3);
     assert_eq!(cap.allocatable[R], 2);
@@ -284,11 +296,12 @@ async fn pre_start_container_is_called_when_the_plugin_asks() {
 #[tokio::test]
 async fn topology_hints_prefer_the_fewest_numa_nodes() {
     let f = fixture();
-    register(&f.dm, FakePlugin::default(), Default::default(), vec![
-        dev("w0", true, Some(0)),
-        dev("w1", true, Some(0)),
-        dev("w2", true, Some(1)),
-    ]);
+    register(
+        &f.dm,
+        FakePlugin::default(),
+        Default::default(),
+        vec![dev("w0", true, Some(0)), dev("w1", true, Some(0)), dev("w2", true, Some(1))],
+    );
     let hints = f.dm.get_topology_hints(&pod("a", &[("app", 2)]), &pod("a", &[("app", 2)]).spec.unwrap().containers[0]);
     let hints = hints[R].clone().unwrap();
     let as_sets: Vec<(Vec<i64>, bool)> =

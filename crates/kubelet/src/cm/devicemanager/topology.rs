@@ -48,7 +48,8 @@ pub fn hints_for(
     let mut hints = Vec::new();
     let combos = 1u64.checked_shl(nodes.len() as u32).unwrap_or(u64::MAX);
     for bits in 1..combos {
-        let mask: BTreeSet<i64> = nodes.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| *n).collect();
+        let mask: BTreeSet<i64> =
+            nodes.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, n)| *n).collect();
         let in_mask = |d: Option<&Device>| numa_of(d).iter().any(|n| mask.contains(n));
         let fit = all.values().filter(|d| in_mask(Some(d))).count();
         if fit >= request && mask.len() < min_size {
