@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod node_status;
 pub mod pleg;
 pub mod pod;
+pub mod podresources;
 pub mod prober;
 pub mod pull_secrets;
 pub mod runtime_class;

@@ -370,6 +370,20 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         let eviction_cfg = h.eviction.clone();
         tasks.push(task("eviction", move |token| eviction::run(eviction_cfg, eviction_deps, pressure, token)));
 
+        // The pod resources API: devices (and, once their managers report them, exclusive CPUs
+        // and memory) per container of the active pods.
+        if let Some(pr_cfg) = h.pod_resources.clone() {
+            let listener = crate::podresources::bind(&pr_cfg)
+                .map_err(|source| Error::PodResources { path: pr_cfg.socket.clone(), source })?;
+            let providers = crate::podresources::Providers {
+                pods: statuses.clone(),
+                devices: devices.clone(),
+                cpus: Arc::new(crate::podresources::NoExclusiveResources),
+                memory: Arc::new(crate::podresources::NoExclusiveResources),
+            };
+            let service = crate::podresources::Service::new(pr_cfg, providers);
+            tasks.push(task("pod resources", move |token| crate::podresources::serve(service, listener, token)));
+        }
         let health = server::Health { pleg: pleg_health, pleg_threshold: h.pleg_health_threshold };
         // Handlers served on both the read-only port and 10250 (behind authentication there):
         // /metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes, /stats/summary.

@@ -47,6 +47,8 @@ pub enum Error {
     KubeletServer(#[from] server::kubelet_port::Error),
     #[error("container manager")]
     ContainerManager(#[source] cm::Error),
+    #[error("pod resources socket {}", path.display())]
+    PodResources { path: PathBuf, source: std::io::Error },
     #[error("device plugin registration socket {}", path.display())]
     DevicePlugins { path: PathBuf, source: std::io::Error },
     #[error("{what} on {addr}")]
@@ -168,6 +170,8 @@ pub struct Host {
     pub kubelet_server: Option<server::kubelet_port::Config>,
     /// `/healthz` fails once no relist succeeded for this long (upstream: 3 min).
     pub pleg_health_threshold: Duration,
+    /// The pod resources API on `<root-dir>/pod-resources/kubelet.sock` (None: not served).
+    pub pod_resources: Option<crate::podresources::Config>,
 }
 
 fn duration(d: kubelet_config::Duration, field: &'static str) -> Result<Duration> {
@@ -348,6 +352,10 @@ impl Host {
             read_only,
             kubelet_server,
             pleg_health_threshold: Duration::from_secs(180),
+            pod_resources: Some(crate::podresources::Config::new(
+                &node.root_dir,
+                kubelet_config::features::enabled(&cfg.feature_gates, "KubeletPodResourcesGet"),
+            )),
         })
     }
 }
