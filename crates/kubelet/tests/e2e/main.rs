@@ -6,6 +6,7 @@ mod api;
 mod cgroups;
 mod csi;
 mod deadlines;
+mod devices;
 mod ephemeral;
 mod etc_hosts;
 mod harness;
