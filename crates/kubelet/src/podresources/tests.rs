@@ -3,7 +3,6 @@
 use super::*;
 use crate::admission::Handler;
 use crate::cm::devicemanager::{self, Admit, proto as dp};
-use k8s_openapi::api::core::v1::PodStatus;
 
 struct Widgets;
 
@@ -68,7 +67,7 @@ fn fixture(get_enabled: bool) -> (tempfile::TempDir, Service, Statuses, DeviceMa
 }
 
 fn set(statuses: &Statuses, p: &Pod) {
-    statuses.set(p, p.status.clone().unwrap_or_else(PodStatus::default));
+    statuses.set(p, p.status.clone().unwrap_or_default());
 }
 
 #[tokio::test]
