@@ -1,7 +1,8 @@
 //! [`build`]: every subsystem's handle and task, in dependency order (recorder → statuses →
-//! images → container manager → stats → CSI → volume manager → node context → deps → worker
-//! config → PLEG cache → PLEG → sources → node status, lease, status sync → log rotation →
-//! dispatcher → image and container GC → eviction → servers), nothing spawned.
+//! images → container manager → stats → CSI → device manager → volume manager → node context →
+//! deps → worker config → PLEG cache → PLEG → sources → node status, lease, status sync → log
+//! rotation → dispatcher → image and container GC → eviction → pod resources → servers), nothing
+//! spawned.
 
 use super::{Config, Error, Result};
 use crate::admission::{self, NodeInfo};
