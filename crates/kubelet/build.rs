@@ -1,5 +1,6 @@
 //! Generates the gRPC code of the CRI (runtime.v1), CSI (csi.v1), kubelet plugin registration
-//! (pluginregistration) and containerd events (containerd.services.events.v1, containerd.events)
+//! (pluginregistration), containerd events (containerd.services.events.v1, containerd.events),
+//! the device plugin API (v1beta1) and the pod resources API (v1)
 //! from the vendored protos in `proto/`.
 //!
 //! The protos are parsed by `protox`, a protobuf compiler written in Rust that carries the
@@ -17,6 +18,8 @@ fn main() {
         "proto/pluginregistration/v1/api.proto",
         "proto/containerd/services/events/v1/events.proto",
         "proto/containerd/events/task.proto",
+        "proto/deviceplugin/v1beta1/api.proto",
+        "proto/podresources/v1/api.proto",
     ];
     let descriptors = match protox::compile(protos, ["proto"]) {
         Ok(descriptors) => descriptors,

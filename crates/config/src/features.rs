@@ -12,6 +12,8 @@ pub const KNOWN_GATES: &[(&str, bool)] = &[
     ("ImageMaximumGCAge", true),
     ("KubeletCrashLoopBackOffMax", false),
     ("KubeletEnsureSecretPulledImages", false),
+    // Beta (on) since 1.34: the pod resources API's Get.
+    ("KubeletPodResourcesGet", true),
     ("KubeletTracing", true),
     ("MemoryQoS", false),
     ("NodeLogQuery", false),

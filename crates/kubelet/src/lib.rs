@@ -26,6 +26,7 @@ pub mod node_status;
 pub mod nodeshutdown;
 pub mod pleg;
 pub mod pod;
+pub mod podresources;
 pub mod prober;
 pub mod pull_secrets;
 pub mod runtime_class;

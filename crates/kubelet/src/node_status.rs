@@ -43,6 +43,8 @@ pub struct Config {
     /// enableControllerAttachDetach: the Node says the attach/detach controller manages its
     /// volumes.
     pub controller_attach_detach: bool,
+    /// The device plugins' extended resources (None: none); the composition hands it in.
+    pub devices: Option<crate::cm::devicemanager::DeviceManager>,
 }
 
 /// The annotation that hands attaching and detaching this node's volumes to the attach/detach
@@ -93,6 +95,7 @@ impl Config {
             pressure: None,
             shutdown: None,
             controller_attach_detach: cfg.enable_controller_attach_detach,
+            devices: None,
         })
     }
 }
@@ -388,6 +391,13 @@ pub fn compute_status(cfg: &Config, m: &Machine, h: &Health, images: Vec<Contain
         q(if cpu_milli % 1000 == 0 { (cpu_milli / 1000).to_string() } else { format!("{cpu_milli}m") }),
     );
     allocatable.insert("memory".into(), q(format!("{}Ki", (m.memory_bytes - cfg.reserved_memory).max(0) / 1024)));
+    // Upstream's MachineInfo setter: each device plugin resource with all its devices in
+    // capacity and the healthy ones in allocatable; a deleted one as 0 in both.
+    if let Some(devices) = &cfg.devices {
+        let ext = devices.capacity();
+        capacity.extend(ext.capacity.into_iter().map(|(r, n)| (r, q(n.to_string()))));
+        allocatable.extend(ext.allocatable.into_iter().map(|(r, n)| (r, q(n.to_string()))));
+    }
     let ready = match &h.not_ready {
         None => condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         Some(msg) => condition("Ready", "False", "KubeletNotReady", msg),

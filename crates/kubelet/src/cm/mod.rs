@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod driver;
+pub mod devicemanager;
 pub mod fs;
 pub mod qos;
 pub mod resources;

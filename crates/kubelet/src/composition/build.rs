@@ -1,7 +1,8 @@
 //! [`build`]: every subsystem's handle and task, in dependency order (recorder → statuses →
-//! images → container manager → stats → CSI → volume manager → node context → deps → worker
-//! config → PLEG cache → PLEG → sources → node status, lease, status sync → log rotation →
-//! dispatcher → image and container GC → eviction → servers), nothing spawned.
+//! images → container manager → stats → CSI → device manager → volume manager → node context →
+//! deps → worker config → PLEG cache → PLEG → sources → node status, lease, status sync → log
+//! rotation → dispatcher → image and container GC → eviction → pod resources → servers), nothing
+//! spawned.
 
 use super::{Config, Error, Result};
 use crate::admission::{self, NodeInfo};
@@ -163,6 +164,22 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         }
         None => None,
     };
+    // Device plugins register on <root-dir>/device-plugins/kubelet.sock (bound now, stale
+    // sockets removed); their resources go into the node status, admission allocates them and
+    // containers get their devices, mounts and envs.
+    let devices = match host {
+        Some(_) => {
+            let dm = cm::devicemanager::DeviceManager::new(cm::devicemanager::Config::new(&root_dir), clock.clone());
+            let listener = cm::devicemanager::registration::bind(&dm)
+                .map_err(|source| Error::DevicePlugins { path: dm.socket_path(), source })?;
+            let serve_dm = dm.clone();
+            tasks.push(task("device manager", move |token| {
+                cm::devicemanager::registration::serve_on(serve_dm, listener, token)
+            }));
+            Some(dm)
+        }
+        None => None,
+    };
     // The node's one reader of ConfigMaps, Secrets and Services: env, volumes and
     // imagePullSecrets read through it; the dispatcher's housekeeping prunes it.
     let objects = api.clone().map(crate::api::objects::Objects::new);
@@ -209,6 +226,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         metrics: metrics.clone(),
         volumes,
         runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
+        devices: devices.clone(),
     };
     let worker = WorkerConfig {
         deps,
@@ -278,7 +296,12 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             token.run_until_cancelled(sources::api::run(source_api, name, tx)).await;
         }));
         let ns_cfg =
-            node_status::Config { pressure: pressure.clone(), shutdown: shutdown.clone(), ..cfg.node_status.clone() };
+            node_status::Config {
+                pressure: pressure.clone(),
+                shutdown: shutdown.clone(),
+                devices: devices.clone(),
+                ..cfg.node_status.clone()
+            };
         let (ns_api, rt, health, ns_events) = (api.clone(), runtime.clone(), pleg_health.clone(), events.clone());
         tasks.push(task("node status", move |token| node_status::run(ns_cfg, ns_api, rt, health, ns_events, token)));
         let (lease_cfg, lease_api) = (cfg.lease.clone(), api.clone());
@@ -296,8 +319,8 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         tasks.push(task("log rotation", move |token| logs::rotate::run(rotate_cfg, rt, clk, token)));
     }
     let (evict_tx, evict_rx) = mpsc::channel(4);
-    // Admission, in upstream's order: node pressure, sysctls, the node predicates (pod OS
-    // first), resource fit, AppArmor. As upstream, a safe sysctl may also be listed as unsafe, and an
+    // Admission, in upstream's order: node pressure, sysctls, device allocation, the node
+    // predicates (pod OS first), resource fit, AppArmor. As upstream, a safe sysctl may also be listed as unsafe, and an
     // allowedUnsafeSysctls entry not known to be namespaced stops the kubelet.
     let sysctls = admission::sysctl::Allowlist::new(
         admission::sysctl::safe_sysctls(admission::sysctl::host_kernel())
@@ -314,6 +337,11 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         admit.push(Arc::new(p.clone()));
     }
     admit.push(Arc::new(sysctls));
+    // Upstream's resource allocation handler comes before the predicates: devices are allocated
+    // (or the pod refused, UnexpectedAdmissionError) first.
+    if let Some(dm) = &devices {
+        admit.push(Arc::new(cm::devicemanager::Admit(dm.clone())));
+    }
     admit.push(Arc::new(node_info));
     admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));
     admit.push(Arc::new(resource_fit));
@@ -377,6 +405,20 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
             tasks.push(task("node shutdown", move |token| nodeshutdown::run(ns_cfg, deps, handle, token)));
         }
 
+        // The pod resources API: devices (and, once their managers report them, exclusive CPUs
+        // and memory) per container of the active pods.
+        if let Some(pr_cfg) = h.pod_resources.clone() {
+            let listener = crate::podresources::bind(&pr_cfg)
+                .map_err(|source| Error::PodResources { path: pr_cfg.socket.clone(), source })?;
+            let providers = crate::podresources::Providers {
+                pods: statuses.clone(),
+                devices: devices.clone(),
+                cpus: Arc::new(crate::podresources::NoExclusiveResources),
+                memory: Arc::new(crate::podresources::NoExclusiveResources),
+            };
+            let service = crate::podresources::Service::new(pr_cfg, providers);
+            tasks.push(task("pod resources", move |token| crate::podresources::serve(service, listener, token)));
+        }
         let health = server::Health { pleg: pleg_health, pleg_threshold: h.pleg_health_threshold };
         // Handlers served on both the read-only port and 10250 (behind authentication there):
         // /metrics, /metrics/cadvisor, /metrics/resource, /metrics/probes, /stats/summary.

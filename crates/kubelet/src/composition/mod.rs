@@ -49,6 +49,10 @@ pub enum Error {
     ContainerManager(#[source] cm::Error),
     #[error("cgroup driver")]
     CgroupDriver(#[source] cm::driver::Error),
+    #[error("pod resources socket {}", path.display())]
+    PodResources { path: PathBuf, source: std::io::Error },
+    #[error("device plugin registration socket {}", path.display())]
+    DevicePlugins { path: PathBuf, source: std::io::Error },
     #[error("{what} on {addr}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -170,6 +174,8 @@ pub struct Host {
     pub pleg_health_threshold: Duration,
     /// Graceful node shutdown (None: `shutdownGracePeriod` 0 and no by-priority list).
     pub node_shutdown: Option<crate::nodeshutdown::Config>,
+    /// The pod resources API on `<root-dir>/pod-resources/kubelet.sock` (None: not served).
+    pub pod_resources: Option<crate::podresources::Config>,
 }
 
 fn duration(d: kubelet_config::Duration, field: &'static str) -> Result<Duration> {
@@ -356,6 +362,10 @@ impl Host {
             read_only,
             kubelet_server,
             pleg_health_threshold: Duration::from_secs(180),
+            pod_resources: Some(crate::podresources::Config::new(
+                &node.root_dir,
+                kubelet_config::features::enabled(&cfg.feature_gates, "KubeletPodResourcesGet"),
+            )),
         })
     }
 }

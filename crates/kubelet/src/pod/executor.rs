@@ -49,6 +49,9 @@ pub struct Deps {
     pub volumes: crate::volume::VolumeManager,
     /// `spec.runtimeClassName` → the CRI runtime handler of the pod's sandbox.
     pub runtime_classes: crate::runtime_class::RuntimeClasses,
+    /// The device plugins' devices, envs and mounts for containers that hold some (None: no
+    /// device manager).
+    pub devices: Option<crate::cm::devicemanager::DeviceManager>,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {
@@ -604,6 +607,15 @@ async fn start_container(
         recursive_read_only: supports_recursive_read_only(deps, pod, c).await,
     };
     let mut config = runtime_config::container_config(&input, &deps.node).map_err(config_error)?;
+    // Upstream's GetResources in GenerateRunContainerOptions: PreStartContainer, then the
+    // plugins' options; a failure is a config error.
+    if let Some(devices) = &deps.devices {
+        let opts = devices
+            .run_options(pod, c)
+            .await
+            .map_err(|e| config_error(super::runtime_config::ConfigError(e.to_string())))?;
+        runtime_config::apply_devices(&mut config, &opts);
+    }
     if let Some(id) = target {
         runtime_config::share_target_pid(&mut config, &id);
     }

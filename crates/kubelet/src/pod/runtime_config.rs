@@ -434,6 +434,31 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
     })
 }
 
+/// The device plugins' part of the container's config (upstream's GenerateRunContainerOptions
+/// with the device manager's options): their env vars before the container's own (which win
+/// where both set one), their mounts before the volumes', their devices and CDI devices, and
+/// their annotations where the kubelet sets none of its own.
+pub fn apply_devices(config: &mut api::ContainerConfig, opts: &crate::cm::devicemanager::RunOptions) {
+    let envs = opts.envs.iter().map(|(key, value)| api::KeyValue { key: key.clone(), value: value.clone() });
+    config.envs = envs.chain(std::mem::take(&mut config.envs)).collect();
+    let mounts = opts.mounts.iter().map(|(container_path, host_path, readonly)| api::Mount {
+        container_path: container_path.clone(),
+        host_path: host_path.clone(),
+        readonly: *readonly,
+        ..Default::default()
+    });
+    config.mounts = mounts.chain(std::mem::take(&mut config.mounts)).collect();
+    config.devices.extend(opts.devices.iter().map(|(container_path, host_path, permissions)| api::Device {
+        container_path: container_path.clone(),
+        host_path: host_path.clone(),
+        permissions: permissions.clone(),
+    }));
+    config.cdi_devices.extend(opts.cdi_devices.iter().map(|name| api::CdiDevice { name: name.clone() }));
+    for (k, v) in &opts.annotations {
+        config.annotations.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,5 +609,39 @@ mod tests {
             serde_json::json!({"readOnly": true, "recursiveReadOnly": "Enabled", "mountPropagation": "HostToContainer"}),
         );
         assert!(recursive_read_only(&propagating, true).unwrap_err().contains("propagation \"HostToContainer\""));
+    }
+
+    #[test]
+    fn device_options_come_before_the_containers_own_and_never_override_the_kubelets() {
+        let mut config = api::ContainerConfig {
+            envs: vec![api::KeyValue { key: "WIDGET_IDS".into(), value: "mine".into() }],
+            mounts: vec![api::Mount { container_path: "/data".into(), ..Default::default() }],
+            annotations: HashMap::from([(labels::CONTAINER_TYPE.to_string(), "container".to_string())]),
+            ..Default::default()
+        };
+        let opts = crate::cm::devicemanager::RunOptions {
+            envs: vec![("WIDGET_IDS".into(), "w0,w1".into())],
+            mounts: vec![("/widgets/w0".into(), "/state/w0".into(), true)],
+            devices: vec![("/dev/widget0".into(), "/dev/null".into(), "rw".into())],
+            annotations: vec![
+                ("example.com/widgets".into(), "w0,w1".into()),
+                (labels::CONTAINER_TYPE.into(), "forged".into()),
+            ],
+            cdi_devices: vec!["example.com/widget=w0".into()],
+        };
+        apply_devices(&mut config, &opts);
+        let envs: Vec<(&str, &str)> = config.envs.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        assert_eq!(
+            envs,
+            vec![("WIDGET_IDS", "w0,w1"), ("WIDGET_IDS", "mine")],
+            "the container's own comes last and wins"
+        );
+        assert_eq!(config.mounts[0].container_path, "/widgets/w0");
+        assert!(config.mounts[0].readonly);
+        assert_eq!(config.mounts[1].container_path, "/data");
+        assert_eq!(config.devices[0].host_path, "/dev/null");
+        assert_eq!(config.cdi_devices[0].name, "example.com/widget=w0");
+        assert_eq!(config.annotations["example.com/widgets"], "w0,w1");
+        assert_eq!(config.annotations[labels::CONTAINER_TYPE], "container");
     }
 }

@@ -7,6 +7,7 @@ mod certificates;
 mod cgroups;
 mod csi;
 mod deadlines;
+mod devices;
 mod ephemeral;
 mod etc_hosts;
 mod harness;
