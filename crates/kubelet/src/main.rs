@@ -93,6 +93,13 @@ const IMPLEMENTED: &[&str] = &[
     "imageGCLowThresholdPercent",
     "registryPullQPS",
     "registryBurst",
+    "cpuManagerPolicy",
+    "cpuManagerPolicyOptions",
+    "cpuManagerReconcilePeriod",
+    "reservedSystemCPUs",
+    "topologyManagerPolicy",
+    "topologyManagerScope",
+    "topologyManagerPolicyOptions",
 ];
 
 fn init_tracing(verbosity: u32) {

@@ -6,9 +6,12 @@
 //! mount. `admission` is the resource-fit admission check; `resources` holds the formulas.
 
 pub mod admission;
+pub mod cpu_manager;
 pub mod fs;
+pub mod managers;
 pub mod qos;
 pub mod resources;
+pub mod topology;
 
 use fs::CgroupFs;
 use k8s_openapi::api::core::v1::Pod;
@@ -41,6 +44,8 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("cgroup {0} still has processes or child cgroups")]
     Busy(String),
+    #[error(transparent)]
+    ResourceManagers(#[from] managers::Error),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -164,11 +169,23 @@ pub struct Config {
     pub mount: PathBuf,
     /// `/run/systemd/system`: present when systemd is PID 1.
     pub systemd_run_dir: PathBuf,
+    /// The CPU and topology managers' settings.
+    pub resource_managers: managers::Config,
 }
 
 impl Config {
     pub fn from_kubelet(cfg: &KubeletConfiguration) -> Config {
         let period = cfg.cpu_cfs_quota_period.to_std().map(|d| d.as_micros() as u64).filter(|p| *p > 0);
+        let (mut system_reserved, mut kube_reserved) = (cfg.system_reserved.clone(), cfg.kube_reserved.clone());
+        // reservedSystemCPUs overrides the cpu reservation with its CPU count (upstream's
+        // kubelet server: systemReserved.cpu = count, kubeReserved.cpu dropped).
+        let reserved_cpus = topology::cpuset::CpuSet::parse(&cfg.reserved_system_cpus).unwrap_or_default();
+        if !reserved_cpus.is_empty() {
+            kube_reserved.remove("cpu");
+            if let Ok(q) = Quantity::parse(&reserved_cpus.len().to_string()) {
+                system_reserved.insert("cpu".into(), q);
+            }
+        }
         Config {
             cgroup_driver: cfg.cgroup_driver.clone(),
             cgroup_root: cfg.cgroup_root.clone(),
@@ -177,11 +194,12 @@ impl Config {
             cpu_cfs_quota_period_us: period.unwrap_or(resources::DEFAULT_CFS_PERIOD_US),
             pod_pids_limit: cfg.pod_pids_limit,
             enforce_node_allocatable: cfg.enforce_node_allocatable.clone(),
-            system_reserved: cfg.system_reserved.clone(),
-            kube_reserved: cfg.kube_reserved.clone(),
+            system_reserved,
+            kube_reserved,
             eviction_hard: cfg.eviction_hard.clone(),
             mount: CGROUP_MOUNT.into(),
             systemd_run_dir: SYSTEMD_RUN_DIR.into(),
+            resource_managers: managers::Config::from_kubelet(cfg),
         }
     }
 }
@@ -221,6 +239,8 @@ pub struct ContainerManager {
     policy: Policy,
     /// Burstable pods with their cpu requests (millicores), for the burstable tier's shares.
     burstable: Mutex<BTreeMap<String, i64>>,
+    /// The CPU and topology managers (set by `setup`).
+    managers: Option<Arc<managers::ResourceManagers>>,
 }
 
 impl ContainerManager {
@@ -240,14 +260,40 @@ impl ContainerManager {
             pod_pids_limit: cfg.pod_pids_limit,
             memory_capacity: capacity.memory,
         };
-        Ok(ContainerManager { cfg, fs, hierarchy, capacity, policy, burstable: Mutex::new(BTreeMap::new()) })
+        Ok(ContainerManager {
+            cfg,
+            fs,
+            hierarchy,
+            capacity,
+            policy,
+            burstable: Mutex::new(BTreeMap::new()),
+            managers: None,
+        })
     }
 
     /// The kubelet's container manager on this machine: checks, then creates the QoS tiers.
     pub fn setup(cfg: Config) -> Result<Arc<Self>, Error> {
-        let cm = ContainerManager::new(cfg, Arc::new(fs::OsFs), Capacity::of_machine())?;
+        let mut cm = ContainerManager::new(cfg, Arc::new(fs::OsFs), Capacity::of_machine())?;
         cm.start()?;
+        cm.managers = Some(Arc::new(managers::start(&cm.cfg.resource_managers)?));
         Ok(Arc::new(cm))
+    }
+
+    /// Sets the resource managers (tests).
+    pub fn with_resource_managers(mut self, m: managers::ResourceManagers) -> Self {
+        self.managers = Some(Arc::new(m));
+        self
+    }
+
+    pub fn resource_managers(&self) -> Option<&Arc<managers::ResourceManagers>> {
+        self.managers.as_ref()
+    }
+
+    /// The cpuset a container is created with (PreCreateContainer): exclusive CPUs or the
+    /// shared pool under the static CPU manager policy, else none.
+    pub fn container_cpuset(&self, pod: &Pod, container: &str) -> Option<String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.managers.as_ref()?.cpu.cpuset_for(uid, container).map(|s| s.to_string())
     }
 
     pub fn hierarchy(&self) -> &Hierarchy {

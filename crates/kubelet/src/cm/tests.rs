@@ -35,6 +35,7 @@ fn config(mount: &Path) -> Config {
         eviction_hard: BTreeMap::from([("memory.available".into(), "100Mi".into())]),
         mount: mount.to_path_buf(),
         systemd_run_dir: mount.join("no-systemd"),
+        resource_managers: Default::default(),
     }
 }
 

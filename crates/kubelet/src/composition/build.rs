@@ -117,7 +117,11 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     // QoS cgroup tiers and node allocatable before any pod starts; refuses the systemd driver
     // without systemd.
     let cgroups = match host {
-        Some(h) => Some(cm::ContainerManager::setup(h.container_manager.clone()).map_err(Error::ContainerManager)?),
+        Some(h) => {
+            let mut cm_cfg = h.container_manager.clone();
+            cm_cfg.resource_managers.state_dir = root_dir.clone();
+            Some(cm::ContainerManager::setup(cm_cfg).map_err(Error::ContainerManager)?)
+        }
         None => None,
     };
     let stats = host.zip(cgroups.as_ref()).map(|(h, cgroups)| {
@@ -183,7 +187,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         resolv_conf: cfg.resolv_conf.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         root_dir: root_dir.clone(),
-        cgroups,
+        cgroups: cgroups.clone(),
         seccomp_default: cfg.seccomp_default,
     });
     // What the PLEG's relist found, per pod: the workers observe from it.
@@ -301,6 +305,23 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         admit.push(Arc::new(p.clone()));
     }
     admit.push(Arc::new(sysctls));
+    // The resource managers' handler (the topology manager, which allocates CPUs) comes
+    // before the node predicates, as upstream's GetAllocateResourcesPodAdmitHandler.
+    if let Some(m) = cgroups.as_ref().and_then(|c| c.resource_managers()) {
+        admit.push(m.topology.clone());
+        let (cpu, rt, st) = (m.cpu.clone(), runtime.clone(), statuses.clone());
+        let active: cm::cpu_manager::ActivePods = Arc::new(move || {
+            st.list()
+                .into_iter()
+                .map(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+                    let active = phase != "Succeeded" && phase != "Failed";
+                    (p, active)
+                })
+                .collect()
+        });
+        tasks.push(task("cpu manager", move |token| cpu.run(rt, active, token)));
+    }
     admit.push(Arc::new(node_info));
     admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));
     admit.push(Arc::new(resource_fit));

@@ -427,11 +427,21 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
-            resources: Some(resources::container_resources(pod, c, &node.resource_policy())),
+            resources: Some(container_resources(pod, c, node)),
             security_context: Some(security),
         }),
         ..Default::default()
     })
+}
+
+/// The container's CRI resources plus, under the static CPU manager policy, its cpuset
+/// (upstream's PreCreateContainer).
+fn container_resources(pod: &Pod, c: &Container, node: &NodeContext) -> api::LinuxContainerResources {
+    let mut res = resources::container_resources(pod, c, &node.resource_policy());
+    if let Some(cpus) = node.cgroups.as_ref().and_then(|cm| cm.container_cpuset(pod, &c.name)) {
+        res.cpuset_cpus = cpus;
+    }
+    res
 }
 
 #[cfg(test)]
@@ -512,6 +522,7 @@ mod tests {
             eviction_hard: Default::default(),
             mount: dir.path().join("cgroup"),
             systemd_run_dir: dir.path().join("systemd"),
+            resource_managers: Default::default(),
         };
         let capacity = crate::cm::Capacity { cpu_milli: 2000, memory: 1000 << 20, pids: 1000 };
         let cm = ContainerManager::new(cfg, Arc::new(crate::cm::fs::OsFs), capacity).unwrap();
