@@ -4,6 +4,7 @@
 mod admission;
 mod api;
 mod cgroups;
+mod cpu_manager;
 mod csi;
 mod deadlines;
 mod ephemeral;
