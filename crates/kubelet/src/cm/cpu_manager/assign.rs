@@ -216,7 +216,7 @@ fn combinations(n: &[usize], k: usize, f: &mut dyn FnMut(&[usize]) -> bool) {
 /// balanced (least standard deviation of free CPUs); else packed.
 pub fn take_distributed(topo: &CpuTopology, available: &CpuSet, n: usize, group: usize) -> Result<CpuSet, Error> {
     let group = group.max(1);
-    if n % group != 0 {
+    if !n.is_multiple_of(group) {
         return take_packed(topo, available, n);
     }
     let mut acc = Acc::new(topo, available, n);

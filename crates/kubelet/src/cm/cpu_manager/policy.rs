@@ -251,7 +251,7 @@ impl StaticPolicy {
         }
         let per_core = self.topology.cpus_per_core().max(1);
         if self.options.full_pcpus_only {
-            if n % per_core != 0 {
+            if !n.is_multiple_of(per_core) {
                 return Err(smt_error(n, per_core, None));
             }
             let physical = s.default_cpu_set.difference(&self.reserved_physical).len();

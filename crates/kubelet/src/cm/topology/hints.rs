@@ -266,6 +266,11 @@ impl TopologyManager {
     /// mergeFilteredHints / HintMerger.Merge: the best of every cross-provider permutation.
     fn merge_filtered(&self, filtered: &[Vec<TopologyHint>]) -> TopologyHint {
         let default = self.numa.default_affinity();
+        let best_count = filtered
+            .iter()
+            .map(|hints| hints.iter().filter_map(|h| h.affinity).map(|m| m.count()).min().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
         let mut best: Option<TopologyHint> = None;
         iterate_permutations(filtered, &mut |perm| {
             let mut mask = default;
@@ -274,41 +279,65 @@ impl TopologyManager {
                 mask = mask.and(h.affinity.unwrap_or(default));
                 preferred &= h.preferred;
             }
-            best = self.better(best, TopologyHint::new(mask, preferred));
+            best = self.better(best, TopologyHint::new(mask, preferred), best_count);
         });
         best.unwrap_or(TopologyHint::new(default, false))
     }
 
-    /// HintMerger.compare: preferred beats non-preferred, then the narrower mask (or, with
-    /// prefer-closest-numa-nodes, an equally wide one with less distance). Two non-preferred
-    /// hints: the narrower (upstream's finer BestNonPreferredAffinityCount rule is not ported).
-    fn better(&self, current: Option<TopologyHint>, candidate: TopologyHint) -> Option<TopologyHint> {
-        let cand_mask = candidate.affinity.unwrap_or_default();
-        if cand_mask.count() == 0 {
+    /// compareNumaAffinityMasks: the narrower mask (IsNarrowerThan), or with
+    /// prefer-closest-numa-nodes (not under single-numa-node) among equally wide ones the one
+    /// with less average distance (NUMAInfo.Closest); ties keep the current hint.
+    fn fitter(&self, current: TopologyHint, candidate: TopologyHint) -> TopologyHint {
+        let (cur, cand) = (current.affinity.unwrap_or_default(), candidate.affinity.unwrap_or_default());
+        if cur == cand {
+            return current;
+        }
+        let best =
+            if self.policy != Policy::SingleNumaNode && self.options.prefer_closest_numa && cur.count() == cand.count()
+            {
+                let (dc, dn) = (self.numa.average_distance(cur), self.numa.average_distance(cand));
+                if dc == dn {
+                    if cur.0 < cand.0 { cur } else { cand }
+                } else if dc < dn {
+                    cur
+                } else {
+                    cand
+                }
+            } else if cand.is_narrower_than(cur) {
+                cand
+            } else {
+                cur
+            };
+        if best == cur { current } else { candidate }
+    }
+
+    /// HintMerger.compare: preferred beats non-preferred; two preferred hints, the fitter; two
+    /// non-preferred hints, the one whose width comes closest to (not above) `best_count`, the
+    /// largest of the providers' narrowest widths (maxOfMinAffinityCounts).
+    fn better(&self, current: Option<TopologyHint>, candidate: TopologyHint, best_count: u32) -> Option<TopologyHint> {
+        let cand_n = candidate.affinity.unwrap_or_default().count();
+        if cand_n == 0 {
             return current;
         }
         let Some(cur) = current else { return Some(candidate) };
-        let cur_mask = cur.affinity.unwrap_or_default();
+        let cur_n = cur.affinity.unwrap_or_default().count();
         Some(match (cur.preferred, candidate.preferred) {
             (false, true) => candidate,
             (true, false) => cur,
-            (true, true) => {
-                if cand_mask.is_narrower_than(cur_mask) {
-                    candidate
-                } else if self.options.prefer_closest_numa
-                    && cand_mask.count() == cur_mask.count()
-                    && self.numa.average_distance(cand_mask) < self.numa.average_distance(cur_mask)
-                {
-                    candidate
-                } else {
-                    cur
-                }
-            }
+            (true, true) => self.fitter(cur, candidate),
             (false, false) => {
-                if cand_mask.is_narrower_than(cur_mask) {
-                    candidate
-                } else {
+                if cur_n > best_count {
+                    self.fitter(cur, candidate)
+                } else if cur_n == best_count {
+                    if cand_n != best_count { cur } else { self.fitter(cur, candidate) }
+                } else if cand_n > best_count {
                     cur
+                } else if cand_n == best_count || cand_n > cur_n {
+                    candidate
+                } else if cand_n < cur_n {
+                    cur
+                } else {
+                    self.fitter(cur, candidate)
                 }
             }
         })

@@ -60,6 +60,8 @@ fn prefer_closest_numa_nodes_breaks_ties_by_distance() {
     let hints = cpu(vec![hint(&[0, 2], true), hint(&[2, 3], true)]);
     // 0b0101 is "less than" 0b1100 but nodes 2 and 3 are closer together.
     assert_eq!(m.merge(std::slice::from_ref(&hints)).0, hint(&[2, 3], true));
+    let reversed = cpu(vec![hint(&[2, 3], true), hint(&[0, 2], true)]);
+    assert_eq!(m.merge(&[reversed]).0, hint(&[2, 3], true));
     let plain =
         TopologyManager::new(Policy::BestEffort, Scope::Container, Options::default(), numa, Arc::default()).unwrap();
     assert_eq!(plain.merge(&[hints]).0, hint(&[0, 2], true));

@@ -196,11 +196,11 @@ impl CpuTopology {
 
     /// Hyper-threads per core (upstream's CPUsPerCore; 0 without cores).
     pub fn cpus_per_core(&self) -> usize {
-        if self.num_cores == 0 { 0 } else { self.num_cpus / self.num_cores }
+        self.num_cpus.checked_div(self.num_cores).unwrap_or(0)
     }
 
     pub fn cpus_per_socket(&self) -> usize {
-        if self.num_sockets == 0 { 0 } else { self.num_cpus / self.num_sockets }
+        self.num_cpus.checked_div(self.num_sockets).unwrap_or(0)
     }
 
     /// The core (unique ID) a CPU belongs to.
