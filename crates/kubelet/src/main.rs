@@ -100,6 +100,8 @@ const IMPLEMENTED: &[&str] = &[
     "topologyManagerPolicy",
     "topologyManagerScope",
     "topologyManagerPolicyOptions",
+    "memoryManagerPolicy",
+    "reservedMemory",
 ];
 
 fn init_tracing(verbosity: u32) {

@@ -3,14 +3,18 @@
 //! memory and device managers join it the same way). `start` reads the machine's topology from
 //! sysfs, restores the checkpoints and refuses to start on a bad configuration or state.
 
-use super::cpu_manager::{self, CpuManager};
+use super::cpu_manager::{self, ActivePods, CpuManager};
+use super::memory_manager::{self, MemoryManager};
 use super::topology::hints::{self, AffinityStore, NumaInfo, TopologyManager};
 use super::topology::{self, CpuTopology, cpuset::CpuSet};
+use crate::cri::DynRuntime;
 use kubelet_config::KubeletConfiguration;
+use kubelet_config::eviction::{ThresholdValue, parse_threshold};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +28,14 @@ pub struct Config {
     pub topology_manager_scope: String,
     pub topology_manager_policy_options: BTreeMap<String, String>,
     pub feature_gates: BTreeMap<String, bool>,
+    pub memory_manager_policy: String,
+    /// reservedMemory: (NUMA node, bytes per resource).
+    pub reserved_memory: Vec<(usize, BTreeMap<String, u64>)>,
+    /// kube + system reserved + evictionHard memory.available (and hugepages), bytes; a
+    /// percentage threshold is resolved against the machine's memory at start.
+    pub allocatable_reservation: BTreeMap<String, u64>,
+    /// evictionHard memory.available as a fraction of capacity, when given as a percentage.
+    pub eviction_memory_fraction: f64,
     /// `<root-dir>`, where the state files are (the composition sets it).
     pub state_dir: PathBuf,
     /// `/sys`.
@@ -37,7 +49,41 @@ impl Config {
             .filter_map(|m| m.get("cpu"))
             .map(|q| q.milli_value() as i64)
             .sum();
+        let mut allocatable_reservation: BTreeMap<String, u64> = BTreeMap::new();
+        for map in [&cfg.system_reserved, &cfg.kube_reserved] {
+            for (k, q) in map {
+                if k == "memory" || k.starts_with("hugepages-") {
+                    *allocatable_reservation.entry(k.clone()).or_default() += q.value().max(0) as u64;
+                }
+            }
+        }
+        let mut eviction_memory_fraction = 0.0;
+        match cfg
+            .eviction_hard
+            .get("memory.available")
+            .and_then(|v| parse_threshold("memory.available", v).ok().flatten())
+        {
+            Some(ThresholdValue::Quantity(q)) => {
+                *allocatable_reservation.entry("memory".into()).or_default() += q.value().max(0) as u64
+            }
+            Some(ThresholdValue::Percentage(p)) => eviction_memory_fraction = f64::from(p),
+            None => {}
+        }
+        let reserved_memory = cfg
+            .reserved_memory
+            .iter()
+            .map(|r| {
+                (
+                    r.numa_node.max(0) as usize,
+                    r.limits.iter().map(|(k, q)| (k.clone(), q.value().max(0) as u64)).collect(),
+                )
+            })
+            .collect();
         Config {
+            memory_manager_policy: cfg.memory_manager_policy.clone(),
+            reserved_memory,
+            allocatable_reservation,
+            eviction_memory_fraction,
             cpu_manager_policy: cfg.cpu_manager_policy.clone(),
             cpu_manager_policy_options: cfg.cpu_manager_policy_options.clone(),
             cpu_manager_reconcile_period: cfg.cpu_manager_reconcile_period.to_std().unwrap_or(Duration::from_secs(10)),
@@ -53,7 +99,9 @@ impl Config {
     }
 
     fn needs_topology(&self) -> bool {
-        self.cpu_manager_policy == "static" || self.topology_manager_policy != "none"
+        self.cpu_manager_policy == "static"
+            || self.topology_manager_policy != "none"
+            || self.memory_manager_policy == "Static"
     }
 }
 
@@ -72,6 +120,8 @@ pub enum Error {
     Cpu(#[from] cpu_manager::Error),
     #[error("start topology manager error: {0}")]
     TopologyManager(#[from] hints::ConfigError),
+    #[error(transparent)]
+    Memory(#[from] memory_manager::Error),
     #[error("reservedSystemCPUs: {0}")]
     ReservedCpus(#[from] topology::cpuset::ParseError),
 }
@@ -80,6 +130,7 @@ pub enum Error {
 /// containers their cpusets and runs the reconcile loop.
 pub struct ResourceManagers {
     pub cpu: Arc<CpuManager>,
+    pub memory: Arc<MemoryManager>,
     pub topology: Arc<TopologyManager>,
 }
 
@@ -125,9 +176,52 @@ pub fn start_with(cfg: &Config, topo: CpuTopology) -> Result<ResourceManagers, E
         state_dir: cfg.state_dir.clone(),
         feature_gates: cfg.feature_gates.clone(),
     };
+    let mut allocatable_reservation = cfg.allocatable_reservation.clone();
+    if cfg.eviction_memory_fraction > 0.0 {
+        let capacity: u64 = topo.numa_memory.values().sum();
+        *allocatable_reservation.entry("memory".into()).or_default() +=
+            (cfg.eviction_memory_fraction * capacity as f64) as u64;
+    }
+    let mem_cfg = memory_manager::Config {
+        policy: cfg.memory_manager_policy.clone(),
+        reserved_memory: cfg.reserved_memory.clone(),
+        allocatable_reservation,
+        state_dir: cfg.state_dir.clone(),
+    };
+    let memory = Arc::new(MemoryManager::start(&mem_cfg, topo.clone(), store.clone())?);
     let cpu = Arc::new(CpuManager::start(&cpu_cfg, topo, store)?);
     manager.add_provider(cpu.clone());
-    Ok(ResourceManagers { cpu, topology: Arc::new(manager) })
+    manager.add_provider(memory.clone());
+    Ok(ResourceManagers { cpu, memory, topology: Arc::new(manager) })
+}
+
+impl ResourceManagers {
+    /// The reconcile loop every cpuManagerReconcilePeriod: the CPU manager's reconcileState,
+    /// then the memory manager's stale state with the same view of the active pods.
+    pub async fn run(self: Arc<Self>, runtime: DynRuntime, active_pods: ActivePods, token: CancellationToken) {
+        if !self.cpu.is_static() && !self.memory_static() {
+            return;
+        }
+        let period = self.cpu.reconcile_period();
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if let Some(seen) = self.cpu.reconcile(&runtime, &active_pods).await {
+                self.memory.remove_stale(&seen.active, &seen.seen);
+            }
+        }
+    }
+
+    fn memory_static(&self) -> bool {
+        !self.memory.state().machine.is_empty()
+    }
+
+    /// The container's `cpuset.mems` under the Static memory policy.
+    pub fn container_mems(&self, pod_uid: &str, container: &str) -> Option<String> {
+        self.memory.numa_nodes_for(pod_uid, container)
+    }
 }
 
 #[cfg(test)]

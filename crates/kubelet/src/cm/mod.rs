@@ -9,6 +9,7 @@ pub mod admission;
 pub mod cpu_manager;
 pub mod fs;
 pub mod managers;
+pub mod memory_manager;
 pub mod qos;
 pub mod resources;
 pub mod topology;
@@ -294,6 +295,13 @@ impl ContainerManager {
     pub fn container_cpuset(&self, pod: &Pod, container: &str) -> Option<String> {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         self.managers.as_ref()?.cpu.cpuset_for(uid, container).map(|s| s.to_string())
+    }
+
+    /// The container's `cpuset.mems` (PreCreateContainer): its NUMA nodes under the Static
+    /// memory manager policy, else none.
+    pub fn container_mems(&self, pod: &Pod, container: &str) -> Option<String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.managers.as_ref()?.container_mems(uid, container)
     }
 
     pub fn hierarchy(&self) -> &Hierarchy {

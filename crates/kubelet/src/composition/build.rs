@@ -309,7 +309,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     // before the node predicates, as upstream's GetAllocateResourcesPodAdmitHandler.
     if let Some(m) = cgroups.as_ref().and_then(|c| c.resource_managers()) {
         admit.push(m.topology.clone());
-        let (cpu, rt, st) = (m.cpu.clone(), runtime.clone(), statuses.clone());
+        let (cpu, rt, st) = (m.clone(), runtime.clone(), statuses.clone());
         let active: cm::cpu_manager::ActivePods = Arc::new(move || {
             st.list()
                 .into_iter()
@@ -320,7 +320,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
                 })
                 .collect()
         });
-        tasks.push(task("cpu manager", move |token| cpu.run(rt, active, token)));
+        tasks.push(task("resource managers", move |token| cpu.run(rt, active, token)));
     }
     admit.push(Arc::new(node_info));
     admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));

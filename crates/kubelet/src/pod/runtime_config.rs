@@ -434,12 +434,15 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
     })
 }
 
-/// The container's CRI resources plus, under the static CPU manager policy, its cpuset
-/// (upstream's PreCreateContainer).
+/// The container's CRI resources plus, under the static CPU and memory manager policies, its
+/// cpuset and memory nodes (upstream's PreCreateContainer).
 fn container_resources(pod: &Pod, c: &Container, node: &NodeContext) -> api::LinuxContainerResources {
     let mut res = resources::container_resources(pod, c, &node.resource_policy());
     if let Some(cpus) = node.cgroups.as_ref().and_then(|cm| cm.container_cpuset(pod, &c.name)) {
         res.cpuset_cpus = cpus;
+    }
+    if let Some(mems) = node.cgroups.as_ref().and_then(|cm| cm.container_mems(pod, &c.name)) {
+        res.cpuset_mems = mems;
     }
     res
 }

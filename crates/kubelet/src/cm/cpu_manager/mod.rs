@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// The KubeletConfiguration fields the CPU manager reads.
 #[derive(Debug, Clone)]
@@ -52,6 +51,13 @@ pub enum Error {
 
 /// Which pods are active (upstream's activePods): pods with a status, `true` unless terminal.
 pub type ActivePods = Arc<dyn Fn() -> Vec<(Arc<Pod>, bool)> + Send + Sync>;
+
+/// What a reconcile round saw: the active pods' UIDs, and the UIDs of pods with a status.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    pub active: HashSet<String>,
+    pub seen: HashSet<String>,
+}
 
 struct Inner {
     state: State,
@@ -155,16 +161,14 @@ impl CpuManager {
     }
 
     /// One reconcile round: stale assignments released, then every running container of an
-    /// active pod updated whose cpuset differs from the one last written.
-    pub async fn reconcile(&self, runtime: &DynRuntime, active_pods: &ActivePods) {
-        if !self.is_static() {
-            return;
-        }
+    /// active pod updated whose cpuset differs from the one last written. Returns the active
+    /// pods and those with a status (for the memory manager's stale state).
+    pub async fn reconcile(&self, runtime: &DynRuntime, active_pods: &ActivePods) -> Option<Activity> {
         let running = match runtime.list_containers(None).await {
             Ok(list) => list,
             Err(e) => {
-                tracing::warn!(error = %e, "CPU manager reconcile: cannot list containers");
-                return;
+                tracing::warn!(error = %e, "resource managers reconcile: cannot list containers");
+                return None;
             }
         };
         let running: Vec<(String, String, String)> = running
@@ -182,6 +186,10 @@ impl CpuManager {
             pods.iter().filter(|(_, a)| *a).filter_map(|(p, _)| p.metadata.uid.clone()).collect();
         // A pod with no status yet (the kubelet just restarted) is active while it runs.
         active.extend(running.iter().filter(|(_, uid, _)| !seen.contains(uid)).map(|(_, uid, _)| uid.clone()));
+        let activity = Activity { active: active.clone(), seen: seen.clone() };
+        if !self.is_static() {
+            return Some(activity);
+        }
         let updates: Vec<(String, CpuSet)> = {
             let mut inner = self.lock();
             inner.fresh.retain(|uid| !seen.contains(uid));
@@ -207,21 +215,11 @@ impl CpuManager {
                 Err(e) => tracing::warn!(container_id = %id, error = %e, "CPU manager: cannot update container cpuset"),
             }
         }
+        Some(activity)
     }
 
-    /// The reconcile loop, every cpuManagerReconcilePeriod (static policy only).
-    pub async fn run(self: Arc<Self>, runtime: DynRuntime, active_pods: ActivePods, token: CancellationToken) {
-        if !self.is_static() {
-            return;
-        }
-        let period = self.reconcile_period.max(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            self.reconcile(&runtime, &active_pods).await;
-        }
+    pub fn reconcile_period(&self) -> Duration {
+        self.reconcile_period.max(Duration::from_millis(100))
     }
 
     /// Records a container started with `set`, so the reconcile loop does not write it again.

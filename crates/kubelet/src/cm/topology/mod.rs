@@ -95,6 +95,8 @@ pub struct CpuTopology {
     pub numa_memory: BTreeMap<usize, u64>,
     /// `node<N>/distance`: the distance from node N to each node, by node ID.
     pub numa_distances: BTreeMap<usize, Vec<u64>>,
+    /// `node<N>/hugepages/hugepages-<kB>kB/nr_hugepages`: (page size in bytes, pages) per node.
+    pub numa_hugepages: BTreeMap<usize, Vec<(u64, u64)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,7 @@ impl CpuTopology {
             details,
             numa_memory,
             numa_distances: BTreeMap::new(),
+            numa_hugepages: BTreeMap::new(),
         }
     }
 
@@ -160,6 +163,7 @@ impl CpuTopology {
         let mut numa_of = BTreeMap::new();
         let mut numa_memory = BTreeMap::new();
         let mut numa_distances = BTreeMap::new();
+        let mut numa_hugepages: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
         if let Ok(entries) = std::fs::read_dir(&node_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -169,6 +173,14 @@ impl CpuTopology {
                 }
                 if let Ok(meminfo) = std::fs::read_to_string(entry.path().join("meminfo")) {
                     numa_memory.insert(id, node_mem_total(&meminfo));
+                }
+                for hp in std::fs::read_dir(entry.path().join("hugepages")).into_iter().flatten().flatten() {
+                    let name = hp.file_name().to_string_lossy().to_string();
+                    let Some(kb) = name.strip_prefix("hugepages-").and_then(|n| n.strip_suffix("kB")) else { continue };
+                    let (Ok(kb), Ok(pages)) = (kb.parse::<u64>(), read_usize(&hp.path().join("nr_hugepages"))) else {
+                        continue;
+                    };
+                    numa_hugepages.entry(id).or_default().push((kb * 1024, pages as u64));
                 }
                 if let Ok(d) = std::fs::read_to_string(entry.path().join("distance")) {
                     numa_distances.insert(id, d.split_whitespace().filter_map(|x| x.parse().ok()).collect());
@@ -187,6 +199,7 @@ impl CpuTopology {
         }
         let mut topology = CpuTopology::from_cpus(&rows, numa_memory);
         topology.numa_distances = numa_distances;
+        topology.numa_hugepages = numa_hugepages;
         Ok(topology)
     }
 
