@@ -71,6 +71,11 @@ fn state(k: &Kubelet) -> serde_json::Value {
     v
 }
 
+fn memory_state(k: &Kubelet) -> serde_json::Value {
+    let text = read(&k.dir.path().join("root/memory_manager_state"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_policy_pins_guaranteed_containers_and_reconciles_the_shared_pool() {
     let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
@@ -78,7 +83,10 @@ async fn static_policy_pins_guaranteed_containers_and_reconciles_the_shared_pool
         eprintln!("SKIPPED cpu_manager: needs CPUs 0-1 online and the v1 cpuset controller (found {cpus:?})");
         return;
     }
-    let config = "cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\ncpuManagerReconcilePeriod: 1s\n";
+    // The memory manager too: its reservation must equal node allocatable's (the harness's
+    // evictionHard memory.available: 100Mi).
+    let config = "cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\ncpuManagerReconcilePeriod: 1s\n\
+                  memoryManagerPolicy: Static\nreservedMemory:\n- numaNode: 0\n  limits: {memory: 100Mi}\n";
     let Some(mut k) = Kubelet::start_with("cpu_manager", config).await else { return };
 
     // The BestEffort pod starts on both CPUs; the Guaranteed one then takes CPU 1 for itself and
@@ -94,6 +102,13 @@ async fn static_policy_pins_guaranteed_containers_and_reconciles_the_shared_pool
     assert_eq!(st["policyName"], "static");
     assert_eq!(st["defaultCpuSet"], "0");
     assert_eq!(st["entries"][&pinned]["app"], "1", "{st}");
+    let mem = memory_state(&k);
+    assert_eq!(mem["policyName"], "Static");
+    assert_eq!(
+        mem["entries"][&pinned]["app"],
+        serde_json::json!([{"numaAffinity": [0], "type": "memory", "size": 33554432}])
+    );
+    assert!(mem["entries"].get(&shared).is_none(), "BestEffort pods get no NUMA memory: {mem}");
 
     // No CPU is left for a second one: refused before it runs, with upstream's reason.
     k.write_manifest("pinned2.yaml", &pod("pinned2", ONE_CPU));
@@ -126,6 +141,8 @@ async fn static_policy_pins_guaranteed_containers_and_reconciles_the_shared_pool
     let st = state(&k);
     assert_eq!(st["defaultCpuSet"], "0-1");
     assert!(st.get("entries").is_none(), "{st}");
+    let released = wait_until(LONG, || async { memory_state(&k).get("entries").is_none().then_some(()) }).await;
+    assert!(released.is_some(), "memory not released: {}", memory_state(&k));
 
     k.remove_manifest("pinned2.yaml");
     k.remove_manifest("shared.yaml");
