@@ -46,7 +46,7 @@ pub enum Error {
     #[error("cgroup {0} still has processes or child cgroups")]
     Busy(String),
     #[error(transparent)]
-    ResourceManagers(#[from] managers::Error),
+    ResourceManagers(Box<managers::Error>),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -276,7 +276,9 @@ impl ContainerManager {
     pub fn setup(cfg: Config) -> Result<Arc<Self>, Error> {
         let mut cm = ContainerManager::new(cfg, Arc::new(fs::OsFs), Capacity::of_machine())?;
         cm.start()?;
-        cm.managers = Some(Arc::new(managers::start(&cm.cfg.resource_managers)?));
+        cm.managers = Some(Arc::new(
+            managers::start(&cm.cfg.resource_managers).map_err(|e| Error::ResourceManagers(Box::new(e)))?,
+        ));
         Ok(Arc::new(cm))
     }
 
