@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 /// (gate, default) for the gates that defaulting and validation consult.
 pub const KNOWN_GATES: &[(&str, bool)] = &[
+    ("CPUManagerPolicyAlphaOptions", false),
+    ("CPUManagerPolicyBetaOptions", true),
     ("CustomCPUCFSQuotaPeriod", false),
     ("GracefulNodeShutdown", true),
     ("GracefulNodeShutdownBasedOnPodPriority", true),
@@ -19,6 +21,8 @@ pub const KNOWN_GATES: &[(&str, bool)] = &[
     ("NodeLogQuery", false),
     ("NodeSwap", true),
     ("RotateKubeletServerCertificate", true),
+    ("TopologyManagerPolicyAlphaOptions", false),
+    ("TopologyManagerPolicyBetaOptions", true),
 ];
 
 /// Whether `gate` is on, given the configured gates: an explicit setting wins, otherwise the

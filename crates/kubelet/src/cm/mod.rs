@@ -11,12 +11,16 @@
 pub mod admission;
 pub mod driver;
 pub mod devicemanager;
+pub mod cpu_manager;
 pub mod fs;
+pub mod managers;
+pub mod memory_manager;
 pub mod qos;
 pub mod resources;
 mod slices;
 pub mod systemd;
 pub mod systemd_bus;
+pub mod topology;
 
 use driver::Driver;
 use fs::CgroupFs;
@@ -50,6 +54,8 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("cgroup {0} still has processes or child cgroups")]
     Busy(String),
+    #[error(transparent)]
+    ResourceManagers(Box<managers::Error>),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -175,11 +181,23 @@ pub struct Config {
     pub systemd_run_dir: PathBuf,
     /// The D-Bus bus socket systemd is on, for the systemd driver; `None`: the system bus.
     pub systemd_socket: Option<PathBuf>,
+    /// The CPU and topology managers' settings.
+    pub resource_managers: managers::Config,
 }
 
 impl Config {
     pub fn from_kubelet(cfg: &KubeletConfiguration) -> Config {
         let period = cfg.cpu_cfs_quota_period.to_std().map(|d| d.as_micros() as u64).filter(|p| *p > 0);
+        let (mut system_reserved, mut kube_reserved) = (cfg.system_reserved.clone(), cfg.kube_reserved.clone());
+        // reservedSystemCPUs overrides the cpu reservation with its CPU count (upstream's
+        // kubelet server: systemReserved.cpu = count, kubeReserved.cpu dropped).
+        let reserved_cpus = topology::cpuset::CpuSet::parse(&cfg.reserved_system_cpus).unwrap_or_default();
+        if !reserved_cpus.is_empty() {
+            kube_reserved.remove("cpu");
+            if let Ok(q) = Quantity::parse(&reserved_cpus.len().to_string()) {
+                system_reserved.insert("cpu".into(), q);
+            }
+        }
         Config {
             cgroup_driver: cfg.cgroup_driver.clone(),
             cgroup_root: cfg.cgroup_root.clone(),
@@ -188,12 +206,13 @@ impl Config {
             cpu_cfs_quota_period_us: period.unwrap_or(resources::DEFAULT_CFS_PERIOD_US),
             pod_pids_limit: cfg.pod_pids_limit,
             enforce_node_allocatable: cfg.enforce_node_allocatable.clone(),
-            system_reserved: cfg.system_reserved.clone(),
-            kube_reserved: cfg.kube_reserved.clone(),
+            system_reserved,
+            kube_reserved,
             eviction_hard: cfg.eviction_hard.clone(),
             mount: CGROUP_MOUNT.into(),
             systemd_run_dir: SYSTEMD_RUN_DIR.into(),
             systemd_socket: None,
+            resource_managers: managers::Config::from_kubelet(cfg),
         }
     }
 }
@@ -236,6 +255,8 @@ pub struct ContainerManager {
     driver: Driver,
     /// systemd's D-Bus API, with the systemd driver.
     systemd: Option<Arc<dyn systemd::Systemd>>,
+    /// The CPU and topology managers (set by `setup`).
+    managers: Option<Arc<managers::ResourceManagers>>,
 }
 
 impl ContainerManager {
@@ -263,6 +284,7 @@ impl ContainerManager {
             burstable: Mutex::new(BTreeMap::new()),
             driver,
             systemd: None,
+            managers: None,
         })
     }
 
@@ -281,11 +303,38 @@ impl ContainerManager {
             cm = cm.with_systemd(Arc::new(systemd_bus::Bus::connect(socket.as_deref())?));
         }
         cm.start()?;
+        cm.managers = Some(Arc::new(
+            managers::start(&cm.cfg.resource_managers).map_err(|e| Error::ResourceManagers(Box::new(e)))?,
+        ));
         Ok(Arc::new(cm))
     }
 
     pub fn driver(&self) -> Driver {
         self.driver
+    }
+
+    /// Sets the resource managers (tests).
+    pub fn with_resource_managers(mut self, m: managers::ResourceManagers) -> Self {
+        self.managers = Some(Arc::new(m));
+        self
+    }
+
+    pub fn resource_managers(&self) -> Option<&Arc<managers::ResourceManagers>> {
+        self.managers.as_ref()
+    }
+
+    /// The cpuset a container is created with (PreCreateContainer): exclusive CPUs or the
+    /// shared pool under the static CPU manager policy, else none.
+    pub fn container_cpuset(&self, pod: &Pod, container: &str) -> Option<String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.managers.as_ref()?.cpu.cpuset_for(uid, container).map(|s| s.to_string())
+    }
+
+    /// The container's `cpuset.mems` (PreCreateContainer): its NUMA nodes under the Static
+    /// memory manager policy, else none.
+    pub fn container_mems(&self, pod: &Pod, container: &str) -> Option<String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        self.managers.as_ref()?.container_mems(uid, container)
     }
 
     pub fn hierarchy(&self) -> &Hierarchy {

@@ -36,6 +36,7 @@ fn config(mount: &Path) -> Config {
         mount: mount.to_path_buf(),
         systemd_run_dir: mount.join("no-systemd"),
         systemd_socket: None,
+        resource_managers: Default::default(),
     }
 }
 

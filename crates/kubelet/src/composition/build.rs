@@ -127,6 +127,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
                 .map_err(Error::CgroupDriver)?
                 .as_str()
                 .to_string();
+            cm_cfg.resource_managers.state_dir = root_dir.clone();
             Some(cm::ContainerManager::setup(cm_cfg).map_err(Error::ContainerManager)?)
         }
         None => None,
@@ -210,7 +211,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         resolv_conf: cfg.resolv_conf.clone(),
         pod_logs_dir: cfg.pod_logs_dir.clone(),
         root_dir: root_dir.clone(),
-        cgroups,
+        cgroups: cgroups.clone(),
         seccomp_default: cfg.seccomp_default,
     });
     // What the PLEG's relist found, per pod: the workers observe from it.
@@ -341,6 +342,23 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
     // (or the pod refused, UnexpectedAdmissionError) first.
     if let Some(dm) = &devices {
         admit.push(Arc::new(cm::devicemanager::Admit(dm.clone())));
+    }
+    // The resource managers' handler (the topology manager, which allocates CPUs) comes
+    // before the node predicates, as upstream's GetAllocateResourcesPodAdmitHandler.
+    if let Some(m) = cgroups.as_ref().and_then(|c| c.resource_managers()) {
+        admit.push(m.topology.clone());
+        let (cpu, rt, st) = (m.clone(), runtime.clone(), statuses.clone());
+        let active: cm::cpu_manager::ActivePods = Arc::new(move || {
+            st.list()
+                .into_iter()
+                .map(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+                    let active = phase != "Succeeded" && phase != "Failed";
+                    (p, active)
+                })
+                .collect()
+        });
+        tasks.push(task("resource managers", move |token| cpu.run(rt, active, token)));
     }
     admit.push(Arc::new(node_info));
     admit.push(Arc::new(admission::runtime::RuntimeSupport { handlers, api: api.is_some() }));

@@ -666,6 +666,23 @@ impl Runtime for FakeRuntime {
         running(&s, "ReopenContainerLog", id)
     }
 
+    /// Merges the non-zero cpuset fields into the container's recorded config.
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
+        let mut s = self.enter("UpdateContainerResources")?;
+        if !s.containers.contains_key(id) {
+            return Err(not_found("UpdateContainerResources", id));
+        }
+        let cfg = s.configs.entry(id.to_string()).or_default();
+        let res = cfg.linux.get_or_insert_with(Default::default).resources.get_or_insert_with(Default::default);
+        if !linux.cpuset_cpus.is_empty() {
+            res.cpuset_cpus = linux.cpuset_cpus;
+        }
+        if !linux.cpuset_mems.is_empty() {
+            res.cpuset_mems = linux.cpuset_mems;
+        }
+        Ok(())
+    }
+
     async fn container_events(&self) -> Result<super::ContainerEvents> {
         use futures::StreamExt;
         use tokio::sync::broadcast::error::RecvError;

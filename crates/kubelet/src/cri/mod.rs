@@ -171,6 +171,9 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<Vec<api::PodSandboxStats>>;
     /// Asks the runtime to reopen a container's log file (after the kubelet rotated it).
     async fn reopen_container_log(&self, id: &str) -> Result<()>;
+    /// Changes a running container's Linux resources (CRI UpdateContainerResources); fields left
+    /// at zero are kept by the runtime.
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()>;
 
     /// Streaming: container lifecycle events (CRI GetContainerEvents) until the stream breaks.
     /// Runtimes without them answer Unimplemented (containerd before 1.7), as does the default.

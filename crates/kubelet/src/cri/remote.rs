@@ -277,6 +277,13 @@ impl Runtime for RemoteRuntime {
         self.call("ReopenContainerLog", Some(self.timeout), c.reopen_container_log(req)).await.map(drop)
     }
 
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req =
+            api::UpdateContainerResourcesRequest { container_id: id.into(), linux: Some(linux), ..Default::default() };
+        self.call("UpdateContainerResources", Some(self.timeout), c.update_container_resources(req)).await.map(drop)
+    }
+
     async fn container_events(&self) -> Result<super::ContainerEvents> {
         use futures::StreamExt;
         let mut c = self.runtime.clone();

@@ -180,6 +180,14 @@ impl Runtime for Instrumented {
         self.record("reopen_container_log", self.inner.reopen_container_log(id)).await
     }
 
+    async fn update_container_resources(
+        &self,
+        id: &str,
+        linux: crate::cri::api::LinuxContainerResources,
+    ) -> Result<()> {
+        self.record("update_container", self.inner.update_container_resources(id, linux)).await
+    }
+
     /// Counts the subscription, not the events.
     async fn container_events(&self) -> Result<crate::cri::ContainerEvents> {
         self.record("get_container_events", self.inner.container_events()).await

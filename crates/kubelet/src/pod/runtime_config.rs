@@ -427,7 +427,7 @@ pub fn container_config(input: &ContainerInput, node: &NodeContext) -> Result<ap
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         linux: Some(api::LinuxContainerConfig {
-            resources: Some(resources::container_resources(pod, c, &node.resource_policy())),
+            resources: Some(container_resources(pod, c, node)),
             security_context: Some(security),
         }),
         ..Default::default()
@@ -457,6 +457,19 @@ pub fn apply_devices(config: &mut api::ContainerConfig, opts: &crate::cm::device
     for (k, v) in &opts.annotations {
         config.annotations.entry(k.clone()).or_insert_with(|| v.clone());
     }
+}
+
+/// The container's CRI resources plus, under the static CPU and memory manager policies, its
+/// cpuset and memory nodes (upstream's PreCreateContainer).
+fn container_resources(pod: &Pod, c: &Container, node: &NodeContext) -> api::LinuxContainerResources {
+    let mut res = resources::container_resources(pod, c, &node.resource_policy());
+    if let Some(cpus) = node.cgroups.as_ref().and_then(|cm| cm.container_cpuset(pod, &c.name)) {
+        res.cpuset_cpus = cpus;
+    }
+    if let Some(mems) = node.cgroups.as_ref().and_then(|cm| cm.container_mems(pod, &c.name)) {
+        res.cpuset_mems = mems;
+    }
+    res
 }
 
 #[cfg(test)]
@@ -538,6 +551,7 @@ mod tests {
             mount: dir.path().join("cgroup"),
             systemd_run_dir: dir.path().join("systemd"),
             systemd_socket: None,
+            resource_managers: Default::default(),
         };
         let capacity = crate::cm::Capacity { cpu_milli: 2000, memory: 1000 << 20, pids: 1000 };
         let cm = ContainerManager::new(cfg, Arc::new(crate::cm::fs::OsFs), capacity).unwrap();

@@ -5,6 +5,7 @@ mod admission;
 mod api;
 mod certificates;
 mod cgroups;
+mod cpu_manager;
 mod csi;
 mod deadlines;
 mod devices;
