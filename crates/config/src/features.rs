@@ -10,12 +10,16 @@ pub const KNOWN_GATES: &[(&str, bool)] = &[
     ("GracefulNodeShutdown", true),
     ("GracefulNodeShutdownBasedOnPodPriority", true),
     ("ImageMaximumGCAge", true),
+    ("InPlacePodLevelResourcesVerticalScaling", false),
+    ("InPlacePodVerticalScaling", true),
+    ("InPlacePodVerticalScalingAllocatedStatus", false),
     ("KubeletCrashLoopBackOffMax", false),
     ("KubeletEnsureSecretPulledImages", false),
     ("KubeletTracing", true),
     ("MemoryQoS", false),
     ("NodeLogQuery", false),
     ("NodeSwap", true),
+    ("PodLevelResources", true),
     ("RotateKubeletServerCertificate", true),
 ];
 

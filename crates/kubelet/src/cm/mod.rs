@@ -372,6 +372,17 @@ impl ContainerManager {
         Ok(())
     }
 
+    /// Memory the pod's cgroup uses now (v1 `memory.usage_in_bytes`, v2 `memory.current`), for
+    /// a resize that lowers the pod's memory limit.
+    pub fn pod_memory_usage(&self, pod: &Pod) -> Option<i64> {
+        let name = self.pod_cgroup(pod)?;
+        let file = match &self.hierarchy {
+            Hierarchy::V1(c) => name.under(&c.iter().find(|(n, _)| n == "memory")?.1).join("memory.usage_in_bytes"),
+            Hierarchy::V2 { mount, .. } => name.under(mount).join("memory.current"),
+        };
+        self.fs.read(&file).ok()?.trim().parse().ok()
+    }
+
     /// The burstable tier's shares follow the cpu requests of the burstable pods, as upstream.
     fn update_burstable_shares(&self) -> Result<(), Error> {
         let total: i64 = self.burstable.lock().unwrap_or_else(|e| e.into_inner()).values().sum();

@@ -186,6 +186,15 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         cgroups,
         seccomp_default: cfg.seccomp_default,
     });
+    // In-place resize: the allocation manager's checkpoints (on a real node) and the gates.
+    let gate = |name: &str| kubelet_config::features::enabled(&cfg.feature_gates, name);
+    cm::qos::set_pod_level_resources(gate("PodLevelResources"));
+    let allocation = crate::allocation::Manager::new(crate::allocation::Config {
+        dir: host.map(|_| root_dir.clone()),
+        allocatable: allocatable.unwrap_or_else(|| cm::admission::ResourceFit::unbounded(cfg.max_pods).allocatable),
+        pod_level_resize: gate("InPlacePodLevelResourcesVerticalScaling"),
+        allocated_status: gate("InPlacePodVerticalScalingAllocatedStatus"),
+    })?;
     // What the PLEG's relist found, per pod: the workers observe from it.
     let pleg_cache = cfg.pleg.as_ref().map(|_| pleg::Cache::new());
     let deps = Deps {
@@ -199,6 +208,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         metrics: metrics.clone(),
         volumes,
         runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
+        allocation,
     };
     let worker = WorkerConfig {
         deps,

@@ -403,6 +403,14 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
+        let mut s = self.enter("UpdateContainerResources")?;
+        running(&s, "UpdateContainerResources", id)?;
+        let config = s.configs.get_mut(id).ok_or_else(|| not_found("UpdateContainerResources", id))?;
+        config.linux.get_or_insert_with(Default::default).resources = Some(linux);
+        Ok(())
+    }
+
     async fn stop_container(&self, id: &str, _timeout_secs: i64) -> Result<()> {
         let mut s = self.enter("StopContainer")?;
         let c = s.containers.get_mut(id).ok_or_else(|| not_found("StopContainer", id))?;

@@ -120,6 +120,8 @@ pub trait Runtime: Send + Sync + 'static {
         sandbox_config: api::PodSandboxConfig,
     ) -> Result<String>;
     async fn start_container(&self, id: &str) -> Result<()>;
+    /// Changes a running container's cgroup limits in place (in-place pod resize).
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()>;
     /// Stops a container: SIGTERM (or the image's stop signal), SIGKILL after `timeout_secs`.
     async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()>;
     async fn remove_container(&self, id: &str) -> Result<()>;

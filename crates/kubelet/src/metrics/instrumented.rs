@@ -97,6 +97,10 @@ impl Runtime for Instrumented {
         self.record("start_container", self.inner.start_container(id)).await
     }
 
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
+        self.record("update_container", self.inner.update_container_resources(id, linux)).await
+    }
+
     async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()> {
         self.record("stop_container", self.inner.stop_container(id, timeout_secs)).await
     }

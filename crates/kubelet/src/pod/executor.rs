@@ -49,6 +49,8 @@ pub struct Deps {
     pub volumes: crate::volume::VolumeManager,
     /// `spec.runtimeClassName` → the CRI runtime handler of the pod's sandbox.
     pub runtime_classes: crate::runtime_class::RuntimeClasses,
+    /// The allocation manager: the resources the pod's containers were given and applied.
+    pub allocation: crate::allocation::Manager,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {
