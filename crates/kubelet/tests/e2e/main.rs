@@ -13,6 +13,7 @@ mod logs;
 mod metrics;
 mod probes;
 mod reliability;
+mod resize;
 mod resources;
 mod security;
 mod security_volumes;
