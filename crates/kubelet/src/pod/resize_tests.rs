@@ -38,7 +38,6 @@ fn running() -> PodObs {
             image: "x".into(),
             image_ref: "x".into(),
         }],
-        ..Default::default()
     }
 }
 
