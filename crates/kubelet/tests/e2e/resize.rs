@@ -157,6 +157,32 @@ async fn pods_are_resized_in_place_and_pod_level_resources_set_the_pod_cgroup() 
     .await;
     assert_eq!(id(&api.get_json(&["pod", "resized"]).unwrap(), "app"), app_id);
 
+    // A resize made while the kubelet is down: the restarted kubelet keeps the checkpointed
+    // allocation at admission, then allocates and applies the resize in place — no container
+    // is restarted by the restart itself.
+    k.terminate().expect("the kubelet stops on SIGTERM");
+    let out = patch(
+        &api,
+        r#"{"spec":{"containers":[{"name":"app","resources":{"requests":{"cpu":"120m"},"limits":{"cpu":"250m"}}}]}}"#,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    k.start_again().await;
+    let restarted = eventually("the resize made while the kubelet was down applied", || {
+        let p = api.get_json(&["pod", "resized"])?;
+        (status(&p, "app")["resources"]["limits"]["cpu"] == "250m" && condition(&p, "PodResizeInProgress").is_none())
+            .then_some(p)
+    })
+    .await;
+    assert_eq!(id(&restarted, "app"), app_id, "app kept its container across the kubelet restart");
+    assert_eq!(id(&restarted, "restarter"), new_restarter, "the restarter was not restarted again");
+    assert_eq!(status(&restarted, "app")["restartCount"], 0);
+    assert_eq!(v1("cpu", &app_cgroup, "cpu.cfs_quota_us"), Some(25_000), "app's quota for 250m");
+    let root = k.dir.path().join("root");
+    for file in ["allocated_pods_state", "actuated_pods_state"] {
+        let cp: Value = serde_json::from_slice(&std::fs::read(root.join(file)).expect(file)).expect(file);
+        assert!(cp["data"].as_str().is_some_and(|d| d.contains(&uid)) && cp["checksum"].is_u64(), "{file}: {cp}");
+    }
+
     // A non-resize field through the subresource is refused as kube-apiserver does.
     let out =
         patch(&api, r#"{"spec":{"containers":[{"name":"app","resources":{"limits":{"ephemeral-storage":"1Gi"}}}]}}"#);
