@@ -42,6 +42,64 @@ impl Config {
     }
 }
 
+/// What [`Manager::handle_resize`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resized {
+    /// The desired resources are the allocated ones.
+    Unchanged,
+    /// The resize was allocated and is now in progress.
+    Allocated,
+    /// Held pending (`Infeasible` / `Deferred`); `new` when the reason or message changed.
+    Pending { reason: String, message: String, new: bool },
+}
+
+impl Resized {
+    pub fn is_allocated(&self) -> bool {
+        matches!(self, Resized::Allocated)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ContainerSummary<'a> {
+    name: &'a str,
+    resources: ResourceRequirements,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'a> {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    init_containers: Vec<ContainerSummary<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    containers: Vec<ContainerSummary<'a>>,
+    generation: i64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error: &'a str,
+}
+
+/// The resize events' message (upstream's podResizeMessage): `<prefix>: ` and the pod's
+/// containers' resources with the generation (and an error) as JSON; prefixes `Pod resize
+/// started`, `Pod resize completed`, `Pod resize error`, `Pod resize <reason>`.
+pub fn event_message(prefix: &str, pod: &Pod, error: &str) -> String {
+    fn summary(cs: Option<&Vec<Container>>) -> Vec<ContainerSummary<'_>> {
+        cs.into_iter()
+            .flatten()
+            .map(|c| ContainerSummary { name: &c.name, resources: c.resources.clone().unwrap_or_default() })
+            .collect()
+    }
+    let spec = pod.spec.as_ref();
+    let s = Summary {
+        init_containers: summary(spec.and_then(|s| s.init_containers.as_ref())),
+        containers: summary(spec.map(|s| &s.containers)),
+        generation: pod.metadata.generation.unwrap_or(0),
+        error,
+    };
+    match serde_json::to_string(&s) {
+        Ok(json) => format!("{prefix}: {json}"),
+        Err(_) => prefix.to_string(),
+    }
+}
+
 /// A condition the manager holds for a pod (type is the map key's).
 #[derive(Debug, Clone, PartialEq)]
 struct Held {
@@ -158,19 +216,18 @@ impl Manager {
     /// Evaluates a pod whose desired resources may differ from its allocation
     /// (handlePodResourcesResize): `others` are the other admitted pods, as allocated. Allocates
     /// and marks the resize in progress, or holds it pending with upstream's reason and message.
-    /// Returns whether the allocation changed.
-    pub fn handle_resize(&self, pod: &Pod, others: &[Pod], now: SystemTime) -> bool {
+    pub fn handle_resize(&self, pod: &Pod, others: &[Pod], now: SystemTime) -> Resized {
         let mut inner = self.lock();
         let id = uid(pod).to_string();
         let gate = inner.cfg.pod_level_resize;
-        let Some(info) = inner.allocated.get(&id).cloned() else { return false };
+        let Some(info) = inner.allocated.get(&id).cloned() else { return Resized::Unchanged };
         let (allocated, differs) = with_allocation(pod, &info, gate);
         let desired_pod_level = pod.spec.as_ref().and_then(|s| s.resources.clone());
         let pod_level_differs = allocated.spec.as_ref().and_then(|s| s.resources.clone()) != desired_pod_level;
         if !differs && !pod_level_differs {
             inner.conditions.entry(id.clone()).or_default().pending = None;
             inner.pending.retain(|u| u != &id);
-            return false;
+            return Resized::Unchanged;
         }
         let generation = pod.metadata.generation;
         let refs: Vec<&Pod> = others.iter().filter(|p| uid(p) != id).collect();
@@ -178,20 +235,20 @@ impl Manager {
             Decision::Allocate => {
                 if let Err(e) = inner.allocated.set_pod(&id, allocation_of(pod, gate)) {
                     tracing::error!(pod_uid = %id, error = %e, "cannot checkpoint the pod's allocation");
-                    return false;
+                    return Resized::Unchanged;
                 }
                 let c = inner.conditions.entry(id.clone()).or_default();
                 c.pending = None;
                 c.in_progress = Some(Held { reason: String::new(), message: String::new(), generation, since: now });
                 inner.pending.retain(|u| u != &id);
-                true
+                Resized::Allocated
             }
             Decision::Pending { reason, message } => {
                 let deferred = reason == decide::DEFERRED;
                 let c = inner.conditions.entry(id.clone()).or_default();
                 let same = c.pending.as_ref().is_some_and(|h| h.reason == reason && h.message == message);
                 if !same {
-                    c.pending = Some(Held { reason, message, generation, since: now });
+                    c.pending = Some(Held { reason: reason.clone(), message: message.clone(), generation, since: now });
                 } else if let Some(h) = c.pending.as_mut() {
                     h.generation = generation;
                 }
@@ -200,7 +257,7 @@ impl Manager {
                 } else if !deferred {
                     inner.pending.retain(|u| u != &id);
                 }
-                false
+                Resized::Pending { reason, message, new: !same }
             }
         }
     }

@@ -29,7 +29,7 @@ fn a_fitting_resize_is_allocated_and_in_progress() {
     m.add_pod(&p);
     let resized = pod("a", "800m");
     assert_eq!(cpu_of(&m.allocated_pod(&resized)), "500m");
-    assert!(m.handle_resize(&resized, &[], t(1)));
+    assert!(m.handle_resize(&resized, &[], t(1)).is_allocated());
     assert_eq!(cpu_of(&m.allocated_pod(&resized)), "800m");
     let c = m.conditions("a");
     assert_eq!(c.len(), 1);
@@ -43,14 +43,14 @@ fn a_fitting_resize_is_allocated_and_in_progress() {
 fn more_than_the_node_has_is_infeasible_with_upstreams_message() {
     let m = Manager::new(Config::in_memory(node())).unwrap();
     m.add_pod(&pod("a", "500m"));
-    assert!(!m.handle_resize(&pod("a", "3"), &[], t(1)));
+    assert!(!m.handle_resize(&pod("a", "3"), &[], t(1)).is_allocated());
     let c = m.conditions("a");
     assert_eq!(c[0].type_, POD_RESIZE_PENDING);
     assert_eq!(c[0].reason.as_deref(), Some("Infeasible"));
     assert_eq!(c[0].message.as_deref(), Some("Node didn't have enough capacity: cpu, requested: 3000, capacity: 2000"));
     assert!(m.pending().is_empty());
     // Set back to what is allocated: nothing pending any more.
-    assert!(!m.handle_resize(&pod("a", "500m"), &[], t(2)));
+    assert!(!m.handle_resize(&pod("a", "500m"), &[], t(2)).is_allocated());
     assert!(m.conditions("a").is_empty());
 }
 
@@ -60,7 +60,7 @@ fn a_resize_that_does_not_fit_now_is_deferred_and_retried_once_room_is_made() {
     let other = pod("b", "1500m");
     m.add_pod(&pod("a", "400m"));
     m.add_pod(&other);
-    assert!(!m.handle_resize(&pod("a", "1"), std::slice::from_ref(&other), t(1)));
+    assert!(!m.handle_resize(&pod("a", "1"), std::slice::from_ref(&other), t(1)).is_allocated());
     let c = m.conditions("a");
     assert_eq!(c[0].reason.as_deref(), Some("Deferred"));
     assert_eq!(
@@ -70,7 +70,7 @@ fn a_resize_that_does_not_fit_now_is_deferred_and_retried_once_room_is_made() {
     assert_eq!(m.pending(), vec!["a".to_string()]);
     // The other pod goes: the retry allocates.
     m.remove_pod("b");
-    assert!(m.handle_resize(&pod("a", "1"), &[], t(2)));
+    assert!(m.handle_resize(&pod("a", "1"), &[], t(2)).is_allocated());
     assert!(m.pending().is_empty());
     assert_eq!(m.conditions("a")[0].type_, POD_RESIZE_IN_PROGRESS);
 }
@@ -83,7 +83,7 @@ fn static_pods_are_not_resized() {
     m.add_pod(&p);
     let mut resized = pod("s", "200m");
     resized.metadata.annotations = p.metadata.annotations.clone();
-    assert!(!m.handle_resize(&resized, &[], t(1)));
+    assert!(!m.handle_resize(&resized, &[], t(1)).is_allocated());
     assert_eq!(m.conditions("s")[0].message.as_deref(), Some("In-place resize of static pods is not supported"));
 }
 
@@ -95,7 +95,7 @@ fn allocation_and_actuation_survive_a_restart() {
     m.add_pod(&pod("a", "500m"));
     let old = m.allocated_pod(&pod("a", "500m")).spec.unwrap().containers[0].resources.clone().unwrap();
     m.set_actuated("a", "app", old.clone());
-    assert!(m.handle_resize(&pod("a", "700m"), &[], t(1)));
+    assert!(m.handle_resize(&pod("a", "700m"), &[], t(1)).is_allocated());
     drop(m);
     let again = Manager::new(cfg).unwrap();
     // The desired spec seen at admission after the restart does not replace the allocation.
@@ -104,4 +104,13 @@ fn allocation_and_actuation_survive_a_restart() {
     assert_eq!(again.actuated("a", "app"), Some(old));
     again.remove_orphans(&Default::default());
     assert_eq!(again.actuated("a", "app"), None);
+}
+
+#[test]
+fn event_messages_summarize_the_containers_resources_as_upstream() {
+    let msg = event_message("Pod resize started", &pod("a", "500m"), "");
+    assert!(msg.starts_with("Pod resize started: {\"containers\":[{\"name\":\"app\",\"resources\":{"), "{msg}");
+    assert!(msg.ends_with("}}],\"generation\":1}"), "{msg}");
+    let err = event_message("Pod resize Deferred", &pod("a", "500m"), "no room");
+    assert!(err.ends_with("\"generation\":1,\"error\":\"no room\"}"), "{err}");
 }

@@ -259,11 +259,24 @@ fn resize(cfg: &Config, workers: &HashMap<String, Entry>, uid: &str) -> bool {
         .filter(|(u, o)| u.as_str() != uid && !o.terminating && !cfg.worker.statuses.is_terminal(u))
         .map(|(_, o)| allocation.allocated_pod(&o.pod))
         .collect();
-    let allocated = allocation.handle_resize(&e.pod, &others, cfg.worker.deps.clock.now());
-    if allocated {
-        tracing::info!(pod = %pod_name(&e.pod), "pod resize allocated");
+    let events = &cfg.worker.deps.events;
+    use crate::allocation::{Resized, event_message};
+    use crate::event_recorder::Type;
+    match allocation.handle_resize(&e.pod, &others, cfg.worker.deps.clock.now()) {
+        Resized::Allocated => {
+            tracing::info!(pod = %pod_name(&e.pod), "pod resize allocated");
+            events.pod(&e.pod, None, Type::Normal, "ResizeStarted", event_message("Pod resize started", &e.pod, ""));
+            true
+        }
+        Resized::Pending { reason, message, new: true } => {
+            tracing::info!(pod = %pod_name(&e.pod), %reason, "pod resize pending: {message}");
+            let kind = if reason == "Infeasible" { "ResizeInfeasible" } else { "ResizeDeferred" };
+            let text = event_message(&format!("Pod resize {reason}"), &e.pod, &message);
+            events.pod(&e.pod, None, Type::Warning, kind, text);
+            false
+        }
+        _ => false,
     }
-    allocated
 }
 
 /// Deferred resizes tried again (upstream's RetryPendingResizes); a pod whose resize is now

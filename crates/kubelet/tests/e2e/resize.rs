@@ -144,6 +144,23 @@ async fn pods_are_resized_in_place_and_pod_level_resources_set_the_pod_cgroup() 
     assert!(msg.starts_with("Node didn't have enough capacity: cpu, requested: 100050, capacity: "), "{msg}");
     assert_eq!(status(&pending.0, "app")["resources"]["limits"]["cpu"], "300m");
     assert_eq!(v1("cpu", &app_cgroup, "cpu.cfs_quota_us"), Some(30_000));
+    // The resize events, as upstream records them.
+    for (reason, prefix) in [
+        ("ResizeStarted", "Pod resize started: {"),
+        ("ResizeCompleted", "Pod resize completed: {"),
+        ("ResizeInfeasible", "Pod resize Infeasible: {"),
+    ] {
+        let e = eventually(reason, || {
+            let events = api.get_json(&["events"])?;
+            events["items"]
+                .as_array()?
+                .iter()
+                .find(|e| e["involvedObject"]["name"] == "resized" && e["reason"] == reason)
+                .cloned()
+        })
+        .await;
+        assert!(e["message"].as_str().is_some_and(|m| m.starts_with(prefix)), "{e}");
+    }
     // Set back to what fits: the pending condition goes.
     let out = patch(
         &api,

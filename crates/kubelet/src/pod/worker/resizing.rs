@@ -6,6 +6,7 @@
 //! gate) and the PodResizePending / PodResizeInProgress conditions.
 
 use super::Worker;
+use crate::event_recorder::Type::{Normal, Warning};
 use crate::pod::observe::PodObs;
 use crate::pod::{plan, resize};
 use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus, ResourceRequirements};
@@ -28,22 +29,36 @@ impl Worker {
             alloc.set_actuated(&uid, name, c.and_then(|c| c.resources.clone()).unwrap_or_default());
         }
         if p.containers.is_empty() {
-            alloc.clear_in_progress(&uid);
+            self.resize_completed();
             return p;
         }
         // Allocated and not actuated (also after a kubelet restart in the middle of a resize).
         alloc.set_in_progress(&self.pod, deps.clock.now());
         if p.in_place().next().is_some() {
             match resize::actuate(&deps, &self.pod, &p).await {
-                Ok(()) if p.restarts().next().is_none() => alloc.clear_in_progress(&uid),
+                Ok(()) if p.restarts().next().is_none() => self.resize_completed(),
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(pod = %crate::pod::executor::pod_name(&self.pod), "resize: {e}");
                     alloc.set_resize_error(&self.pod, e.to_string(), deps.clock.now());
+                    let msg = crate::allocation::event_message("Pod resize error", &self.pod, &e.to_string());
+                    deps.events.pod(&self.pod, None, Warning, "ResizeError", msg);
                 }
             }
         }
         p
+    }
+
+    /// Everything allocated is actuated: PodResizeInProgress goes, with a ResizeCompleted event
+    /// when one was in progress.
+    fn resize_completed(&self) {
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        let alloc = &self.cfg.deps.allocation;
+        if alloc.conditions(&uid).iter().any(|c| c.type_ == crate::allocation::POD_RESIZE_IN_PROGRESS) {
+            alloc.clear_in_progress(&uid);
+            let msg = crate::allocation::event_message("Pod resize completed", &self.pod, "");
+            self.cfg.deps.events.pod(&self.pod, None, Normal, "ResizeCompleted", msg);
+        }
     }
 
     /// Containers whose resizePolicy says RestartContainer for a changed resource are killed
