@@ -12,6 +12,9 @@ pub const KNOWN_GATES: &[(&str, bool)] = &[
     ("GracefulNodeShutdown", true),
     ("GracefulNodeShutdownBasedOnPodPriority", true),
     ("ImageMaximumGCAge", true),
+    ("InPlacePodLevelResourcesVerticalScaling", false),
+    ("InPlacePodVerticalScaling", true),
+    ("InPlacePodVerticalScalingAllocatedStatus", false),
     ("KubeletCrashLoopBackOffMax", false),
     ("KubeletEnsureSecretPulledImages", false),
     // Beta (on) since 1.34: the pod resources API's Get.
@@ -20,6 +23,7 @@ pub const KNOWN_GATES: &[(&str, bool)] = &[
     ("MemoryQoS", false),
     ("NodeLogQuery", false),
     ("NodeSwap", true),
+    ("PodLevelResources", true),
     ("RotateKubeletServerCertificate", true),
     ("TopologyManagerPolicyAlphaOptions", false),
     ("TopologyManagerPolicyBetaOptions", true),

@@ -5,6 +5,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admission;
+pub mod allocation;
 pub mod api;
 pub mod backoff;
 pub mod certificate;

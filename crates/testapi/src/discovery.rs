@@ -61,7 +61,7 @@ pub const RESOURCES: &[ResourceDef] = &[
         "Pod",
         true,
         &["po"],
-        &["status", "log", "exec", "attach", "portforward", "ephemeralcontainers"],
+        &["status", "log", "exec", "attach", "portforward", "ephemeralcontainers", "resize"],
         true,
     ),
     def("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], &[], false),
@@ -205,7 +205,7 @@ fn verbs(r: &ResourceDef) -> Vec<&'static str> {
 
 fn sub_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
-        "status" | "ephemeralcontainers" => vec!["get", "patch", "update"],
+        "status" | "ephemeralcontainers" | "resize" => vec!["get", "patch", "update"],
         "log" => vec!["get"],
         "exec" | "attach" | "portforward" => vec!["create", "get"],
         "proxy" => vec!["create", "delete", "get", "patch", "update"],

@@ -398,7 +398,8 @@ fn create(app: &App, t: &Target, body: &[u8], ident: &Identity) -> Response<Body
 }
 
 /// What a write to the object or one of its subresources stores: see [`restrict`]; a pod's
-/// `ephemeralcontainers` subresource changes its ephemeral containers alone, or is refused.
+/// `ephemeralcontainers` subresource changes its ephemeral containers alone, its `resize`
+/// subresource its containers' resources and resize policies alone, or is refused.
 fn written(t: &Target, old: &Value, new: Value) -> Result<Value, Response<Body>> {
     if t.def.key() == crate::csr::RESOURCE
         && let Some(sub) = t.subresource.as_deref()
@@ -407,6 +408,9 @@ fn written(t: &Target, old: &Value, new: Value) -> Result<Value, Response<Body>>
     }
     if t.def.group.is_empty() && t.def.plural == "pods" && t.subresource.as_deref() == Some("ephemeralcontainers") {
         return crate::ephemeral::update(old, &new).map_err(|e| e.response());
+    }
+    if t.def.group.is_empty() && t.def.plural == "pods" && t.subresource.as_deref() == Some("resize") {
+        return crate::resize::update(old, &new).map_err(|e| e.response());
     }
     Ok(restrict(t, old, new))
 }

@@ -8,6 +8,7 @@ mod handlers;
 mod patch;
 mod protobuf;
 mod proxy;
+mod resize;
 mod respond;
 mod selectors;
 mod semantics;

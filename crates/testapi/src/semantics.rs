@@ -83,6 +83,24 @@ pub fn default_container(c: &mut Value) {
 
 /// QoS class from the containers' requests and limits (Guaranteed, Burstable, BestEffort).
 pub fn qos_class(spec: &Value) -> &'static str {
+    // Pod-level resources (PodLevelResources, on by default) decide when they set cpu or memory
+    // (ComputePodQOS); requests default to limits.
+    let pick = |kind: &str| -> Vec<(&str, Value)> {
+        ["cpu", "memory"]
+            .into_iter()
+            .filter_map(|r| Some((r, spec.pointer(&format!("/resources/{kind}/{r}"))?.clone())))
+            .collect()
+    };
+    let (limits, explicit) = (pick("limits"), pick("requests"));
+    if !limits.is_empty() || !explicit.is_empty() {
+        let mut requests = limits.clone();
+        for (r, v) in explicit {
+            requests.retain(|(n, _)| *n != r);
+            requests.push((r, v));
+        }
+        requests.sort_by_key(|(n, _)| *n);
+        return if limits.len() == 2 && requests == limits { "Guaranteed" } else { "Burstable" };
+    }
     let containers: Vec<&Value> = ["containers", "initContainers"]
         .iter()
         .filter_map(|l| spec.get(*l).and_then(Value::as_array))

@@ -9,9 +9,9 @@
 //! `resources` holds the formulas.
 
 pub mod admission;
-pub mod driver;
-pub mod devicemanager;
 pub mod cpu_manager;
+pub mod devicemanager;
+pub mod driver;
 pub mod fs;
 pub mod managers;
 pub mod memory_manager;
@@ -482,6 +482,17 @@ impl ContainerManager {
             self.update_burstable_shares()?;
         }
         Ok(())
+    }
+
+    /// Memory the pod's cgroup uses now (v1 `memory.usage_in_bytes`, v2 `memory.current`), for
+    /// a resize that lowers the pod's memory limit.
+    pub fn pod_memory_usage(&self, pod: &Pod) -> Option<i64> {
+        let name = self.pod_cgroup(pod)?;
+        let file = match &self.hierarchy {
+            Hierarchy::V1(c) => name.under(&c.iter().find(|(n, _)| n == "memory")?.1).join("memory.usage_in_bytes"),
+            Hierarchy::V2 { mount, .. } => name.under(mount).join("memory.current"),
+        };
+        self.fs.read(&file).ok()?.trim().parse().ok()
     }
 
     /// The burstable tier's shares follow the cpu requests of the burstable pods, as upstream.

@@ -94,16 +94,39 @@ fn overhead(pod: &Pod) -> ResourceList {
     list(pod.spec.as_ref().and_then(|s| s.overhead.as_ref()))
 }
 
-/// The pod's effective requests: containers, init containers and `spec.overhead`.
+/// Resources `spec.resources` may set (upstream's IsSupportedPodLevelResource).
+fn pod_level_supported(name: &str) -> bool {
+    name == "cpu" || name == "memory" || name.starts_with("hugepages-")
+}
+
+/// Pod-level resources override the containers' aggregate for the supported resources
+/// (upstream's PodRequests / PodLimits with PodLevelResources); requests default to limits, as
+/// the API server defaults them.
+fn pod_level_override(into: &mut ResourceList, pod: &Pod, requests: bool) {
+    let Some(r) = super::qos::pod_level(pod) else { return };
+    let mut set = list(r.limits.as_ref());
+    if requests {
+        set.extend(list(r.requests.as_ref()));
+    }
+    for (k, v) in set.into_iter().filter(|(k, _)| pod_level_supported(k)) {
+        into.insert(k, v);
+    }
+}
+
+/// The pod's effective requests: containers, init containers (or the pod-level requests) and
+/// `spec.overhead`.
 pub fn pod_requests(pod: &Pod) -> ResourceList {
     let mut r = aggregate(pod, container_requests);
+    pod_level_override(&mut r, pod, true);
     add(&mut r, &overhead(pod));
     r
 }
 
-/// The pod's effective limits; overhead is added to the limits that exist.
+/// The pod's effective limits (pod-level limits over the containers'); overhead is added to
+/// the limits that exist.
 pub fn pod_limits(pod: &Pod) -> ResourceList {
     let mut l = aggregate(pod, container_limits);
+    pod_level_override(&mut l, pod, false);
     for (k, v) in overhead(pod) {
         if let Some(x) = l.get_mut(&k) {
             *x += v;
@@ -193,7 +216,12 @@ pub fn pod_cgroup_config(pod: &Pod, policy: &Policy) -> CgroupConfig {
     let limits = pod_limits(pod);
     let spec = pod.spec.as_ref();
     let all = || spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()));
-    let declared = |name: &str| all().all(|c| container_limits(c).get(name).is_some_and(|v| *v != 0));
+    // With pod-level resources a pod-level limit declares the resource (ResourceConfigForPod).
+    let pod_level_limits = super::qos::pod_level(pod).map(|r| list(r.limits.as_ref())).unwrap_or_default();
+    let declared = |name: &str| {
+        pod_level_limits.get(name).is_some_and(|v| *v != 0)
+            || all().all(|c| container_limits(c).get(name).is_some_and(|v| *v != 0))
+    };
     let (cpu_limits_declared, memory_limits_declared) = (declared("cpu"), declared("memory"));
     let cpu_request = reqs.get("cpu").copied().unwrap_or(0);
     let cpu_limit = limits.get("cpu").copied().unwrap_or(0);

@@ -187,3 +187,24 @@ fn hugepages_where_requested() {
         container_resources(&none, &none.spec.as_ref().unwrap().containers[0], &policy()).hugepage_limits.is_empty()
     );
 }
+
+#[test]
+fn pod_level_resources_set_the_pod_cgroup_and_requests() {
+    let p: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "uid": "u"},
+        "spec": {
+            "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}},
+            "containers": [
+                {"name": "a", "image": "x", "resources": {"requests": {"cpu": "100m"}}},
+                {"name": "b", "image": "x"}
+            ]
+        }
+    }))
+    .unwrap();
+    assert_eq!(super::super::qos::qos_class(&p), "Guaranteed");
+    assert_eq!(pod_requests(&p).get("cpu"), Some(&500));
+    let cfg = pod_cgroup_config(&p, &policy());
+    assert_eq!(cfg.cpu_quota, Some(50_000));
+    assert_eq!(cfg.memory, Some(128 * 1024 * 1024));
+    assert_eq!(cfg.cpu_shares, Some(512));
+}

@@ -214,6 +214,15 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         cgroups: cgroups.clone(),
         seccomp_default: cfg.seccomp_default,
     });
+    // In-place resize: the allocation manager's checkpoints (on a real node) and the gates.
+    let gate = |name: &str| kubelet_config::features::enabled(&cfg.feature_gates, name);
+    cm::qos::set_pod_level_resources(gate("PodLevelResources"));
+    let allocation = crate::allocation::Manager::new(crate::allocation::Config {
+        dir: host.map(|_| root_dir.clone()),
+        allocatable: allocatable.unwrap_or_else(|| cm::admission::ResourceFit::unbounded(cfg.max_pods).allocatable),
+        pod_level_resize: gate("InPlacePodLevelResourcesVerticalScaling"),
+        allocated_status: gate("InPlacePodVerticalScalingAllocatedStatus"),
+    })?;
     // What the PLEG's relist found, per pod: the workers observe from it.
     let pleg_cache = cfg.pleg.as_ref().map(|_| pleg::Cache::new());
     let deps = Deps {
@@ -228,6 +237,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         volumes,
         runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
         devices: devices.clone(),
+        allocation,
     };
     let worker = WorkerConfig {
         deps,
@@ -296,13 +306,12 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         tasks.push(task("api source", move |token| async move {
             token.run_until_cancelled(sources::api::run(source_api, name, tx)).await;
         }));
-        let ns_cfg =
-            node_status::Config {
-                pressure: pressure.clone(),
-                shutdown: shutdown.clone(),
-                devices: devices.clone(),
-                ..cfg.node_status.clone()
-            };
+        let ns_cfg = node_status::Config {
+            pressure: pressure.clone(),
+            shutdown: shutdown.clone(),
+            devices: devices.clone(),
+            ..cfg.node_status.clone()
+        };
         let (ns_api, rt, health, ns_events) = (api.clone(), runtime.clone(), pleg_health.clone(), events.clone());
         tasks.push(task("node status", move |token| node_status::run(ns_cfg, ns_api, rt, health, ns_events, token)));
         let (lease_cfg, lease_api) = (cfg.lease.clone(), api.clone());

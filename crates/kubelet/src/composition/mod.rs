@@ -53,6 +53,8 @@ pub enum Error {
     PodResources { path: PathBuf, source: std::io::Error },
     #[error("device plugin registration socket {}", path.display())]
     DevicePlugins { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Allocation(#[from] crate::allocation::state::Error),
     #[error("{what} on {addr}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
@@ -127,6 +129,8 @@ pub struct Config {
     pub housekeeping: Duration,
     /// The host-level subsystems; None for hollow nodes and fake-runtime tests.
     pub host: Option<Host>,
+    /// featureGates (the gates not listed keep upstream's defaults: `kubelet_config::features`).
+    pub feature_gates: std::collections::BTreeMap<String, bool>,
 }
 
 /// The pod sources.
@@ -268,6 +272,7 @@ impl Config {
             apparmor: crate::admission::apparmor::Host::detect(),
             housekeeping: Duration::from_secs(10),
             host: Some(host),
+            feature_gates: cfg.feature_gates.clone(),
             node_name,
             node_ip,
             root_dir,

@@ -666,7 +666,7 @@ impl Runtime for FakeRuntime {
         running(&s, "ReopenContainerLog", id)
     }
 
-    /// Merges the non-zero cpuset fields into the container's recorded config.
+    /// Merges the non-zero fields into the container's recorded config, as containerd does.
     async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
         let mut s = self.enter("UpdateContainerResources")?;
         if !s.containers.contains_key(id) {
@@ -674,12 +674,7 @@ impl Runtime for FakeRuntime {
         }
         let cfg = s.configs.entry(id.to_string()).or_default();
         let res = cfg.linux.get_or_insert_with(Default::default).resources.get_or_insert_with(Default::default);
-        if !linux.cpuset_cpus.is_empty() {
-            res.cpuset_cpus = linux.cpuset_cpus;
-        }
-        if !linux.cpuset_mems.is_empty() {
-            res.cpuset_mems = linux.cpuset_mems;
-        }
+        merge_resources(res, linux);
         Ok(())
     }
 
@@ -756,4 +751,27 @@ fn fake_container_stats(id: &str, c: &api::ContainerStatus, st: FakeStats) -> ap
         }),
         swap: None,
     }
+}
+
+/// containerd's UpdateContainerResources: each field the request sets (non-zero, non-empty)
+/// replaces the container's.
+fn merge_resources(res: &mut api::LinuxContainerResources, new: api::LinuxContainerResources) {
+    fn is_set<T: Default + PartialEq>(v: &T) -> bool {
+        *v != T::default()
+    }
+    macro_rules! take {
+        ($($f:ident),*) => {$(if is_set(&new.$f) { res.$f = new.$f; })*};
+    }
+    take!(
+        cpu_period,
+        cpu_quota,
+        cpu_shares,
+        memory_limit_in_bytes,
+        oom_score_adj,
+        cpuset_cpus,
+        cpuset_mems,
+        memory_swap_limit_in_bytes,
+        hugepage_limits,
+        unified
+    );
 }

@@ -115,13 +115,33 @@ pub fn fnv32a(parts: &[&[u8]]) -> u32 {
     h
 }
 
-/// The hash of a container spec: a change means the container must be replaced.
+/// The hash of a container spec: a change means the container must be replaced. As upstream's
+/// HashContainer (pkg/kubelet/container/helpers.go, pickFieldsToHash) it covers only the name and
+/// the image — the only container fields of an API pod that can change without the kubelet
+/// acting on them in place — so an in-place resize (resources, resizePolicy) is not a spec
+/// change. The bytes hashed are what upstream's DeepHashObject prints for the JSON of
+/// `{"image","name"}` (spew's `%#v` of a byte slice), so the values are meant to equal a Go
+/// kubelet's; that equality is not checked against one.
 pub fn container_hash(c: &k8s_openapi::api::core::v1::Container) -> u32 {
-    // Hash the whole spec, not only name and image: upstream's newest hash covers less, but a
-    // changed command in a static pod manifest already yields a new pod UID, so this only
-    // matters for API pods, where upstream also restarts on any spec change that isn't mutable.
+    let picked = serde_json::json!({"image": c.image.as_deref().unwrap_or(""), "name": c.name});
+    let json = serde_json::to_vec(&picked).unwrap_or_default();
+    let bytes: Vec<String> = json.iter().map(u8::to_string).collect();
+    fnv32a(&[b"([]uint8)[", bytes.join(" ").as_bytes(), b"]"])
+}
+
+/// The hash this kubelet wrote before it followed upstream's name-and-image hash: FNV-32a over
+/// the whole container's JSON. A container it created still counts as unchanged while its spec
+/// is (upstream relies on draining a node before a kubelet upgrade instead, see k/k #129385; we
+/// keep running containers across our own upgrade). Such a container is replaced once when it
+/// is resized.
+pub fn legacy_container_hash(c: &k8s_openapi::api::core::v1::Container) -> u32 {
     let spec = serde_json::to_vec(c).unwrap_or_default();
     fnv32a(&[&spec])
+}
+
+/// Whether a running container's recorded hash still matches its desired spec.
+pub fn hash_matches(recorded: u32, c: &k8s_openapi::api::core::v1::Container) -> bool {
+    recorded == container_hash(c) || recorded == legacy_container_hash(c)
 }
 
 #[cfg(test)]
@@ -133,6 +153,20 @@ mod tests {
         assert_eq!(fnv32a(&[b""]), 0x811c9dc5);
         assert_eq!(fnv32a(&[b"a"]), 0xe40c292c);
         assert_eq!(fnv32a(&[b"foobar"]), 0xbf9cf968);
+    }
+
+    #[test]
+    fn hash_leaves_resources_out_and_accepts_the_legacy_hash() {
+        let c: k8s_openapi::api::core::v1::Container =
+            serde_json::from_value(serde_json::json!({"name": "app", "image": "busybox"})).unwrap();
+        let mut resized = c.clone();
+        resized.resources = serde_json::from_value(serde_json::json!({"limits": {"cpu": "1"}})).unwrap();
+        assert_eq!(container_hash(&c), container_hash(&resized));
+        let mut other = c.clone();
+        other.image = Some("busybox:2".into());
+        assert_ne!(container_hash(&c), container_hash(&other));
+        assert!(hash_matches(legacy_container_hash(&c), &c));
+        assert!(!hash_matches(legacy_container_hash(&c), &other));
     }
 
     #[test]

@@ -171,8 +171,8 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<Vec<api::PodSandboxStats>>;
     /// Asks the runtime to reopen a container's log file (after the kubelet rotated it).
     async fn reopen_container_log(&self, id: &str) -> Result<()>;
-    /// Changes a running container's Linux resources (CRI UpdateContainerResources); fields left
-    /// at zero are kept by the runtime.
+    /// Changes a container's Linux resources in place (CRI UpdateContainerResources: in-place pod
+    /// resize, the CPU manager's cpusets); fields left at zero are kept by the runtime.
     async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()>;
 
     /// Streaming: container lifecycle events (CRI GetContainerEvents) until the stream breaks.

@@ -163,6 +163,13 @@ impl Runtime for RemoteRuntime {
         self.call("StartContainer", Some(self.timeout), c.start_container(req)).await.map(drop)
     }
 
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req =
+            api::UpdateContainerResourcesRequest { container_id: id.into(), linux: Some(linux), ..Default::default() };
+        self.call("UpdateContainerResources", Some(self.timeout), c.update_container_resources(req)).await.map(drop)
+    }
+
     async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()> {
         let mut c = self.runtime.clone();
         let req = api::StopContainerRequest { container_id: id.into(), timeout: timeout_secs };
@@ -275,13 +282,6 @@ impl Runtime for RemoteRuntime {
         let mut c = self.runtime.clone();
         let req = api::ReopenContainerLogRequest { container_id: id.into() };
         self.call("ReopenContainerLog", Some(self.timeout), c.reopen_container_log(req)).await.map(drop)
-    }
-
-    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
-        let mut c = self.runtime.clone();
-        let req =
-            api::UpdateContainerResourcesRequest { container_id: id.into(), linux: Some(linux), ..Default::default() };
-        self.call("UpdateContainerResources", Some(self.timeout), c.update_container_resources(req)).await.map(drop)
     }
 
     async fn container_events(&self) -> Result<super::ContainerEvents> {

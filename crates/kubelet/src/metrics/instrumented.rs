@@ -101,6 +101,10 @@ impl Runtime for Instrumented {
         self.record("start_container", self.inner.start_container(id)).await
     }
 
+    async fn update_container_resources(&self, id: &str, linux: api::LinuxContainerResources) -> Result<()> {
+        self.record("update_container", self.inner.update_container_resources(id, linux)).await
+    }
+
     async fn stop_container(&self, id: &str, timeout_secs: i64) -> Result<()> {
         self.record("stop_container", self.inner.stop_container(id, timeout_secs)).await
     }
@@ -178,14 +182,6 @@ impl Runtime for Instrumented {
 
     async fn reopen_container_log(&self, id: &str) -> Result<()> {
         self.record("reopen_container_log", self.inner.reopen_container_log(id)).await
-    }
-
-    async fn update_container_resources(
-        &self,
-        id: &str,
-        linux: crate::cri::api::LinuxContainerResources,
-    ) -> Result<()> {
-        self.record("update_container", self.inner.update_container_resources(id, linux)).await
     }
 
     /// Counts the subscription, not the events.

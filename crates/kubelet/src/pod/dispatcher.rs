@@ -66,6 +66,7 @@ pub async fn run(
             biased;
             _ = token.cancelled() => break,
             Some(snap) = snapshots.recv() => {
+                let mut resized: Vec<String> = Vec::new();
                 by_source.insert(snap.source, snap.pods);
                 let all: HashMap<String, &Pod> = by_source
                     .values()
@@ -88,10 +89,22 @@ pub async fn run(
                         }
                         Some(p) if !e.terminating && !same_desired(p, &e.pod) => {
                             e.pod = (*p).clone();
-                            e.handle.send(Msg::Update(Box::new(e.pod.clone())));
+                            resized.push(uid.clone());
                         }
                         _ => {}
                     }
+                }
+                // Updated pods: a changed resize is evaluated against the other pods'
+                // allocations before the worker sees the pod (upstream's HandlePodUpdates →
+                // handlePodResourcesResize); resizes waiting for room are tried again after.
+                for uid in &resized {
+                    resize(&cfg, &workers, uid);
+                    if let Some(e) = workers.get(uid) {
+                        e.handle.send(Msg::Update(Box::new(e.pod.clone())));
+                    }
+                }
+                if !resized.is_empty() {
+                    retry_pending_resizes(&cfg, &workers);
                 }
                 for uid in rejected.iter().filter(|u| !all.contains_key(*u)) {
                     cfg.worker.statuses.remove(uid);
@@ -101,7 +114,7 @@ pub async fn run(
                 let mut admitted: Vec<Pod> = workers
                     .iter()
                     .filter(|(u, e)| !e.terminating && !cfg.worker.statuses.is_terminal(u))
-                    .map(|(_, e)| e.pod.clone())
+                    .map(|(_, e)| cfg.worker.deps.allocation.allocated_pod(&e.pod))
                     .collect();
                 let mut uids: Vec<&String> = all.keys().collect();
                 // Admit in creation order, as upstream does.
@@ -109,8 +122,12 @@ pub async fn run(
                 for uid in uids {
                     let pod = all[uid];
                     if !workers.contains_key(uid) && !rejected.contains(uid) && pod.metadata.deletion_timestamp.is_none() {
+                        // Admitted with its allocation when it has one (a kubelet restart:
+                        // the checkpoint is the source of truth), as upstream's AddPod.
+                        let allocation = &cfg.worker.deps.allocation;
+                        let pod_allocated = allocation.allocated_pod(pod);
                         let refs: Vec<&Pod> = admitted.iter().collect();
-                        if let Err(r) = cfg.admission.admit(pod, &refs) {
+                        if let Err(r) = cfg.admission.admit(&pod_allocated, &refs) {
                             tracing::warn!(pod = %pod_name(pod), reason = %r.reason, "{}", r.message);
                             // Upstream's rejectPod: a Warning event with the handler's message,
                             // the status message prefixed.
@@ -127,12 +144,17 @@ pub async fn run(
                             rejected.insert(uid.clone());
                             continue;
                         }
-                        admitted.push(pod.clone());
+                        allocation.add_pod(&pod_allocated);
+                        admitted.push(pod_allocated);
                     }
                     if !workers.contains_key(uid) && !rejected.contains(uid) {
                         let deleting = pod.metadata.deletion_timestamp.is_some();
                         tracing::info!(pod = %pod_name(pod), uid = %uid, deleting, "pod added");
                         spawn((*pod).clone(), deleting, &mut workers, &mut tasks);
+                        // A resize left pending when the kubelet stopped is evaluated again.
+                        if !deleting && resize(&cfg, &workers, uid) && let Some(e) = workers.get(uid.as_str()) {
+                            e.handle.send(Msg::Update(Box::new(e.pod.clone())));
+                        }
                     }
                 }
                 if cfg.sources.iter().all(|s| by_source.contains_key(s)) {
@@ -162,6 +184,8 @@ pub async fn run(
                 };
                 if workers.get(&uid).is_some_and(|e| e.terminating) {
                     workers.remove(&uid);
+                    // Room was made: deferred resizes are tried again.
+                    retry_pending_resizes(&cfg, &workers);
                 }
                 // The pod may be wanted again (same manifest put back): start it afresh.
                 if let Some(pod) = by_source
@@ -181,6 +205,8 @@ pub async fn run(
                     continue;
                 }
                 orphans_pending.clear();
+                // Deferred resizes are retried periodically too (upstream: every 3 minutes).
+                retry_pending_resizes(&cfg, &workers);
                 // The node's object reader forgets pods without a worker, and what only they read.
                 if let Some(objects) = &cfg.worker.deps.objects {
                     objects.retain_pods(&workers.keys().cloned().collect());
@@ -201,6 +227,7 @@ pub async fn run(
                         // the kubelet was down).
                         let known: HashSet<String> = workers.keys().cloned().collect();
                         cfg.worker.deps.volumes.cleanup_orphans(&known);
+                        cfg.worker.deps.allocation.remove_orphans(&known);
                     }
                     Err(e) => tracing::warn!(error = %e, "housekeeping: cannot list sandboxes"),
                 }
@@ -218,6 +245,48 @@ pub async fn run(
             && e.is_panic()
         {
             tracing::error!(error = %e, "pod worker panicked");
+        }
+    }
+}
+
+/// Evaluates the resize of an admitted pod against the other running pods' allocations;
+/// returns whether its allocation changed.
+fn resize(cfg: &Config, workers: &HashMap<String, Entry>, uid: &str) -> bool {
+    let Some(e) = workers.get(uid) else { return false };
+    let allocation = &cfg.worker.deps.allocation;
+    let others: Vec<Pod> = workers
+        .iter()
+        .filter(|(u, o)| u.as_str() != uid && !o.terminating && !cfg.worker.statuses.is_terminal(u))
+        .map(|(_, o)| allocation.allocated_pod(&o.pod))
+        .collect();
+    let events = &cfg.worker.deps.events;
+    use crate::allocation::{Resized, event_message};
+    use crate::event_recorder::Type;
+    match allocation.handle_resize(&e.pod, &others, cfg.worker.deps.clock.now()) {
+        Resized::Allocated => {
+            tracing::info!(pod = %pod_name(&e.pod), "pod resize allocated");
+            events.pod(&e.pod, None, Type::Normal, "ResizeStarted", event_message("Pod resize started", &e.pod, ""));
+            true
+        }
+        Resized::Pending { reason, message, new: true } => {
+            tracing::info!(pod = %pod_name(&e.pod), %reason, "pod resize pending: {message}");
+            let kind = if reason == "Infeasible" { "ResizeInfeasible" } else { "ResizeDeferred" };
+            let text = event_message(&format!("Pod resize {reason}"), &e.pod, &message);
+            events.pod(&e.pod, None, Type::Warning, kind, text);
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Deferred resizes tried again (upstream's RetryPendingResizes); a pod whose resize is now
+/// allocated is synced.
+fn retry_pending_resizes(cfg: &Config, workers: &HashMap<String, Entry>) {
+    for uid in cfg.worker.deps.allocation.pending() {
+        if resize(cfg, workers, &uid)
+            && let Some(e) = workers.get(&uid)
+        {
+            e.handle.send(Msg::Update(Box::new(e.pod.clone())));
         }
     }
 }

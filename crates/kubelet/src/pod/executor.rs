@@ -52,6 +52,8 @@ pub struct Deps {
     /// The device plugins' devices, envs and mounts for containers that hold some (None: no
     /// device manager).
     pub devices: Option<crate::cm::devicemanager::DeviceManager>,
+    /// The allocation manager: the resources the pod's containers were given and applied.
+    pub allocation: crate::allocation::Manager,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {

@@ -9,6 +9,7 @@ pub(crate) mod executor;
 pub mod hosts;
 mod observe;
 mod plan;
+mod resize;
 pub mod runtime_config;
 pub mod security_context;
 mod status;

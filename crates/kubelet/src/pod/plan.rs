@@ -3,7 +3,7 @@
 
 use super::observe::{CState, ContainerObs, PodObs};
 use crate::backoff::Keyed;
-use crate::cri::labels::container_hash;
+use crate::cri::labels::{container_hash, hash_matches};
 use crate::meta::is_sidecar;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::time::{Duration, SystemTime};
@@ -148,7 +148,7 @@ fn plan_containers(pod: &Pod, obs: &PodObs, backoff: &Keyed, now: SystemTime, st
         match latest {
             None => p.start.push(fresh_start(obs, c, false)),
             Some(o) if o.state == CState::Running => {
-                if o.hash != container_hash(c) {
+                if !hash_matches(o.hash, c) {
                     p.kill.push(Kill {
                         id: o.id.clone(),
                         name: c.name.clone(),
@@ -305,7 +305,7 @@ fn init_actions(
                         Some(next) if !later_ran => p.start.push(fresh_start(obs, next, true)),
                         Some(_) => {}
                     }
-                    if o.hash != container_hash(c) {
+                    if !hash_matches(o.hash, c) {
                         p.kill.push(Kill {
                             id: o.id.clone(),
                             name: c.name.clone(),

@@ -2,6 +2,7 @@
 //! runtime change, a backoff ends or the resync period passes. Workers share nothing but handles.
 
 mod deadline;
+mod resizing;
 mod running;
 mod terminated;
 mod terminating;
@@ -135,6 +136,9 @@ pub fn spawn(
         pod_dir: super::runtime_config::pod_dir(&cfg.deps.node, &uid),
     };
     let probes = PodProbes::new(probes, token.child_token());
+    // The worker runs the pod with the resources allocated to it (a resize not yet admitted
+    // is not seen here).
+    let pod = cfg.deps.allocation.allocated_pod(&pod);
     let worker = Worker {
         seen: cfg.deps.clock.now(),
         pod,
@@ -269,7 +273,7 @@ impl Worker {
 
     fn apply(&mut self, msg: Msg) {
         match msg {
-            Msg::Update(p) => self.pod = *p,
+            Msg::Update(p) => self.pod = self.cfg.deps.allocation.allocated_pod(&p),
             Msg::Terminate => self.terminating = true,
             Msg::RuntimeEvent => {}
             Msg::Evict(e) => {
@@ -399,6 +403,9 @@ impl Worker {
         let mut st = status::compute(&self.pod, obs, &ctx);
         if let Some(k) = &self.killed {
             killed_status(&mut st, k, &ctx);
+        }
+        if !ctx.pod_is_terminal {
+            self.resize_status(&mut st);
         }
         self.record_start(&st);
         self.cfg.statuses.set(&self.pod, st.clone());

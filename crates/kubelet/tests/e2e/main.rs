@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod probes;
 mod reliability;
+mod resize;
 mod resources;
 mod security;
 mod security_volumes;

@@ -17,13 +17,17 @@ impl Worker {
         deps.volumes.set_pod(&self.pod);
 
         let mut obs = self.kill_unhealthy(obs).await?;
+        // An allocated resize is applied to the running containers first (in place, or by a
+        // restart the plan below carries out).
+        let resize = self.resize(&obs).await;
 
         let now = deps.clock.now();
         self.backoff.gc(now);
         // A sidecar lets the next init container start once its startup probe passed.
         let views = self.probes.views();
         let started = |id: &str| views.get(id).is_some_and(|v| v.started);
-        let p = plan::plan_probed(&self.pod, &obs, &self.backoff, now, &started);
+        let mut p = plan::plan_probed(&self.pod, &obs, &self.backoff, now, &started);
+        self.add_resize_restarts(&mut p, &resize, &obs);
         self.take_waiting(&p);
         if p.is_noop() {
             self.publish(&obs);
@@ -67,6 +71,7 @@ impl Worker {
             &self.token,
         )
         .await;
+        self.record_started(&p);
         obs = match &result {
             Ok(done) if done.known => {
                 self.record_own(done);

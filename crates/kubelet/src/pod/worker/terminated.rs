@@ -28,6 +28,7 @@ impl Worker {
         }
         let _ = std::fs::remove_dir_all(runtime_config::pod_log_dir(&deps.node, &self.pod));
         self.cfg.statuses.remove(&uid);
+        deps.allocation.remove_pod(&uid);
         deps.metrics.pod_forgotten(&uid);
         tracing::info!(pod = %executor::pod_name(&self.pod), "pod terminated and removed");
         Ok(Outcome::Removed)
