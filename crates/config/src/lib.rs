@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use decode::DecodeError;
 pub use duration::{Duration, DurationError};
-pub use flags::{Flags, FlagsError, NodeOptions};
+pub use flags::{Flags, FlagsError, NodeOptions, Parsed};
 pub use quantity::{Quantity, QuantityError};
 pub use sections::*;
 pub use support::unsupported_fields;
