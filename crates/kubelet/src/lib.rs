@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod clock;
 pub mod cm;
 pub mod composition;
+pub mod credential_provider;
 pub mod cri;
 pub mod downward;
 pub mod event_recorder;

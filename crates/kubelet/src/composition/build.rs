@@ -199,6 +199,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         metrics: metrics.clone(),
         volumes,
         runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
+        credential_providers: cfg.credential_providers.clone(),
     };
     let worker = WorkerConfig {
         deps,

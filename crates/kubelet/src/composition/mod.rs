@@ -48,6 +48,8 @@ pub enum Error {
     KubeletServer(#[from] server::kubelet_port::Error),
     #[error(transparent)]
     NodeIp(#[from] crate::node_ips::Error),
+    #[error(transparent)]
+    CredentialProviders(#[from] crate::credential_provider::ConfigError),
     /// Upstream (NewMainKubelet) refuses every in-tree cloud provider name.
     #[error(
         "cloud provider {0:?} was specified, but built-in cloud providers are disabled. Please set --cloud-provider=external and migrate to an external cloud provider"
@@ -77,6 +79,16 @@ impl Identity {
         let node_name = node.node_name(&host_name)?;
         let ips = NodeIps::parse(node.node_ip.as_deref().unwrap_or_default())?;
         Ok(Self { node_name, node_ip: ips.resolve_primary().map(|ip| ip.to_string()) })
+    }
+}
+
+/// The credential provider plugins of `--image-credential-provider-config`, checked at start-up.
+fn credential_providers(node: &NodeOptions) -> Result<Option<crate::credential_provider::Providers>> {
+    use crate::credential_provider as cp;
+    match (&node.image_credential_provider_config, &node.image_credential_provider_bin_dir) {
+        (None, None) => Ok(None),
+        (Some(config), Some(bin_dir)) => Ok(Some(cp::Providers::new(cp::load(config, bin_dir)?))),
+        _ => Err(cp::ConfigError::Incomplete.into()),
     }
 }
 
@@ -135,6 +147,8 @@ pub struct Config {
     pub apparmor: crate::admission::apparmor::Host,
     /// How often the dispatcher looks for orphaned pods.
     pub housekeeping: Duration,
+    /// `--image-credential-provider-config` / `-bin-dir`: pull credentials from exec plugins.
+    pub credential_providers: Option<crate::credential_provider::Providers>,
     /// The host-level subsystems; None for hollow nodes and fake-runtime tests.
     pub host: Option<Host>,
 }
@@ -274,6 +288,7 @@ impl Config {
             seccomp_default: cfg.seccomp_default,
             apparmor: crate::admission::apparmor::Host::detect(),
             housekeeping: Duration::from_secs(10),
+            credential_providers: credential_providers(node)?,
             host: Some(host),
             node_name,
             node_ip,
