@@ -8,6 +8,7 @@ mod csi;
 mod deadlines;
 mod ephemeral;
 mod etc_hosts;
+mod flags;
 mod harness;
 mod logs;
 mod metrics;
