@@ -1,156 +1,439 @@
-//! Command-line flags with the upstream kubelet names. Every flag is optional: a flag that is
-//! given overrides the configuration file, one that is not leaves the file's value alone.
-//! Flag-only settings (root dir, kubeconfig, node name, labels) end up in `NodeOptions`.
+//! Command-line flags: every flag of the Go kubelet's `--help` (cmd/kubelet/app/options:
+//! KubeletFlags.AddFlags, AddKubeletConfigFlags, the container runtime options, the logging
+//! flags and the cAdvisor flags it registers), with upstream's value syntaxes. Every flag is
+//! optional: a flag that is given overrides the configuration file, one that is not leaves the
+//! file's value alone. Flag-only settings end up in `NodeOptions` (`apply.rs`); which flags are
+//! deprecated or not acted on is in `notes.rs`.
+//!
+//! Both `--flag=value` and `--flag value` are accepted (booleans only as `--flag` or
+//! `--flag=false`, as pflag), `-v=2`, `-v 2` and `--v=2` alike; a scalar flag given twice keeps
+//! the last value, map and list flags add up.
 
-use std::collections::BTreeMap;
+mod apply;
+mod notes;
+pub mod values;
+
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+pub use apply::{DEFAULT_ROOT_DIR, NodeOptions};
+pub use notes::{FlagNote, Parsed};
 
 use crate::duration::Duration;
-use crate::types::KubeletConfiguration;
+use crate::quantity::Quantity;
+use values::{Gates, Pairs, Reservations, Resources, Taints, VModule};
 
 /// Errors in flag values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FlagsError {
-    #[error("{0:?} is not key=value")]
-    NotKeyValue(String),
-    #[error("{key}: {value:?} is not true or false")]
-    NotBool { key: String, value: String },
-    #[error("{0:?}: a label key must not be empty")]
-    EmptyKey(String),
     #[error("node name is empty: set --hostname-override or the host name")]
     EmptyNodeName,
 }
 
-/// Default of `--root-dir`.
-pub const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
-
 /// The kubelet's command line.
 #[derive(Debug, Clone, Default, PartialEq, Parser)]
-#[command(name = "kubelet", about = "The Kubernetes node agent", version)]
+#[command(name = "kubelet", about = "The Kubernetes node agent", version, args_override_self = true)]
 pub struct Flags {
     /// KubeletConfiguration file (YAML or JSON); flags given here override its values.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Directory of KubeletConfiguration drop-ins merged over --config.
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
     /// kubeconfig for the API server; without it the kubelet runs standalone.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// kubeconfig used to get a client certificate when --kubeconfig does not exist yet.
     #[arg(long)]
     pub bootstrap_kubeconfig: Option<PathBuf>,
-    /// CRI runtime endpoint (containerRuntimeEndpoint).
-    #[arg(long)]
-    pub container_runtime_endpoint: Option<String>,
-    /// CRI image endpoint (imageServiceEndpoint).
-    #[arg(long)]
-    pub image_service_endpoint: Option<String>,
-    /// Directory for kubelet state (flag only). [default: /var/lib/kubelet]
-    #[arg(long)]
-    pub root_dir: Option<PathBuf>,
-    /// Static pod manifests directory or file (staticPodPath).
-    #[arg(long)]
-    pub pod_manifest_path: Option<String>,
-    /// URL serving static pods (staticPodURL).
-    #[arg(long)]
-    pub manifest_url: Option<String>,
     /// Node name to use instead of the host name.
     #[arg(long)]
     pub hostname_override: Option<String>,
-    /// Node IP address(es), comma-separated for dual stack.
+    /// Node IP address, or an IPv4 and an IPv6 address comma-separated (dual stack); '::'
+    /// prefers the host's IPv6 address.
     #[arg(long)]
     pub node_ip: Option<String>,
-    /// Labels added when registering the node: key=value,key2=value2.
-    #[arg(long, value_parser = parse_labels)]
-    pub node_labels: Option<BTreeMap<String, String>>,
-    /// Register the node with the API server (registerNode).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub register_node: Option<bool>,
-    /// Unauthenticated read-only port, 0 disables (readOnlyPort).
-    #[arg(long)]
-    pub read_only_port: Option<i32>,
-    /// Localhost healthz port, 0 disables (healthzPort).
-    #[arg(long)]
-    pub healthz_port: Option<i32>,
-    /// Healthz server address (healthzBindAddress).
-    #[arg(long)]
-    pub healthz_bind_address: Option<String>,
-    /// Kubelet API address (address).
-    #[arg(long)]
-    pub address: Option<String>,
-    /// Kubelet API port (port).
-    #[arg(long)]
-    pub port: Option<i32>,
-    /// Maximum pods on this node (maxPods).
-    #[arg(long)]
-    pub max_pods: Option<i32>,
-    /// cgroupfs or systemd (cgroupDriver).
-    #[arg(long)]
-    pub cgroup_driver: Option<String>,
-    /// Root cgroup for pods (cgroupRoot).
-    #[arg(long)]
-    pub cgroup_root: Option<String>,
-    /// Timeout of runtime requests (runtimeRequestTimeout), e.g. 2m0s.
-    #[arg(long)]
-    pub runtime_request_timeout: Option<Duration>,
-    /// Refuse to start with swap on (failSwapOn).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub fail_swap_on: Option<bool>,
-    /// RuntimeDefault seccomp profile for containers that name none (seccompDefault).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub seccomp_default: Option<bool>,
-    /// Deprecated: the sandbox image is configured in the runtime.
-    #[arg(long)]
-    pub pod_infra_container_image: Option<String>,
-    /// Cluster DNS server IPs, comma-separated (clusterDNS).
-    #[arg(long, value_delimiter = ',')]
-    pub cluster_dns: Option<Vec<String>>,
-    /// Cluster DNS domain (clusterDomain).
-    #[arg(long)]
-    pub cluster_domain: Option<String>,
-    /// Max period between syncs (syncFrequency).
-    #[arg(long)]
-    pub sync_frequency: Option<Duration>,
-    /// Period of static pod path checks (fileCheckFrequency).
-    #[arg(long)]
-    pub file_check_frequency: Option<Duration>,
-    /// Period of static pod URL checks (httpCheckFrequency).
-    #[arg(long)]
-    pub http_check_frequency: Option<Duration>,
-    /// Feature gates: Gate=true,Other=false; merged over the file's featureGates.
-    #[arg(long, value_parser = parse_feature_gates)]
-    pub feature_gates: Option<BTreeMap<String, bool>>,
-    /// Log verbosity (logging.verbosity).
-    /// Directory of the self-signed serving pair (kubelet.crt/kubelet.key); default <root-dir>/pki.
+    /// Directory of the kubelet's certificates. [default: <root-dir>/pki]
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
+    /// "" or "external" (the node waits for a cloud controller manager to initialize it).
     #[arg(long)]
-    pub tls_cert_file: Option<String>,
-    #[arg(long)]
-    pub tls_private_key_file: Option<String>,
-    #[arg(long)]
-    pub tls_min_version: Option<String>,
-    #[arg(long, value_delimiter = ',')]
-    pub tls_cipher_suites: Option<Vec<String>>,
-    /// Client certificate rotation through CSRs (rotateCertificates).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub rotate_certificates: Option<bool>,
-    /// Serving certificate from a kubelet-serving CSR, rotated (serverTLSBootstrap).
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub rotate_server_certificates: Option<bool>,
-    #[arg(long)]
-    pub client_ca_file: Option<String>,
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub anonymous_auth: Option<bool>,
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
-    pub authentication_token_webhook: Option<bool>,
-    #[arg(long, value_parser = ["AlwaysAllow", "Webhook"])]
-    pub authorization_mode: Option<String>,
-    #[arg(short = 'v', long = "v")]
-    pub verbosity: Option<u32>,
-    /// Only "external" (or empty): in-tree cloud providers are gone.
-    #[arg(long, value_parser = ["external", ""])]
     pub cloud_provider: Option<String>,
+    /// Directory for kubelet state. [default: /var/lib/kubelet]
+    #[arg(long)]
+    pub root_dir: Option<PathBuf>,
+    /// Labels added when registering the node: key=value,key2=value2.
+    #[arg(long, value_parser = values::map, action = ArgAction::Append)]
+    pub node_labels: Option<Vec<Pairs>>,
+    /// Cloud provider ID of the node, set as spec.providerID (providerID).
+    #[arg(long)]
+    pub provider_id: Option<String>,
+    /// File the kubelet holds an exclusive lock on while it runs.
+    #[arg(long)]
+    pub lock_file: Option<PathBuf>,
+    /// Exit when another process opens --lock-file.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub exit_on_lock_contention: Option<bool>,
+    /// Image credential provider plugin config file (CredentialProviderConfig).
+    #[arg(long)]
+    pub image_credential_provider_config: Option<PathBuf>,
+    /// Directory of the image credential provider plugin binaries.
+    #[arg(long)]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
+    /// Cgroup of the container runtime.
+    #[arg(long)]
+    pub runtime_cgroups: Option<String>,
+
+    /// Log verbosity (logging.verbosity).
+    #[arg(short = 'v', long = "v", help_heading = "Logging")]
+    pub verbosity: Option<u32>,
+    /// Per-module verbosity, 'pattern=N,...' (logging.vmodule).
+    #[arg(long, value_parser = values::vmodule, help_heading = "Logging")]
+    pub vmodule: Option<VModule>,
+    /// Maximum time between log flushes (logging.flushFrequency).
+    #[arg(long, help_heading = "Logging")]
+    pub log_flush_frequency: Option<Duration>,
+
+    /// Serve the kubelet API (enableServer).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub enable_server: Option<bool>,
+    /// Kubelet API address (address).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", value_parser = values::ip)]
+    pub address: Option<String>,
+    /// Kubelet API port (port).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub port: Option<i32>,
+    /// Unauthenticated read-only port, 0 disables it (readOnlyPort).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub read_only_port: Option<i32>,
+    /// Localhost healthz port, 0 disables it (healthzPort).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub healthz_port: Option<i32>,
+    /// Healthz server address (healthzBindAddress).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", value_parser = values::ip)]
+    pub healthz_bind_address: Option<String>,
+    /// Serving certificate (tlsCertFile).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub tls_cert_file: Option<String>,
+    /// Serving key (tlsPrivateKeyFile).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub tls_private_key_file: Option<String>,
+    /// Allowed cipher suites, comma-separated Go names (tlsCipherSuites).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", value_delimiter = ',')]
+    pub tls_cipher_suites: Option<Vec<String>>,
+    /// Minimum TLS version, e.g. VersionTLS12 (tlsMinVersion).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub tls_min_version: Option<String>,
+    /// Rotate the client certificate (rotateCertificates).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub rotate_certificates: Option<bool>,
+    /// Request and rotate the serving certificate (serverTLSBootstrap).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub rotate_server_certificates: Option<bool>,
+    /// Allow anonymous requests (authentication.anonymous.enabled).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub anonymous_auth: Option<bool>,
+    /// Check bearer tokens with TokenReview (authentication.webhook.enabled).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub authentication_token_webhook: Option<bool>,
+    /// TokenReview cache TTL (authentication.webhook.cacheTTL).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub authentication_token_webhook_cache_ttl: Option<Duration>,
+    /// CA bundle for client certificates (authentication.x509.clientCAFile).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub client_ca_file: Option<String>,
+    /// AlwaysAllow or Webhook (authorization.mode).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub authorization_mode: Option<String>,
+    /// Cache TTL of allowed answers (authorization.webhook.cacheAuthorizedTTL).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub authorization_webhook_cache_authorized_ttl: Option<Duration>,
+    /// Cache TTL of denied answers (authorization.webhook.cacheUnauthorizedTTL).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub authorization_webhook_cache_unauthorized_ttl: Option<Duration>,
+    /// Serve logs, exec, attach, port-forward (enableDebuggingHandlers).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub enable_debugging_handlers: Option<bool>,
+    /// Block profiling (enableContentionProfiling).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub contention_profiling: Option<bool>,
+    /// Idle timeout of streaming connections (streamingConnectionIdleTimeout).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (server)")]
+    pub streaming_connection_idle_timeout: Option<Duration>,
+    /// CRI runtime endpoint (containerRuntimeEndpoint).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub container_runtime_endpoint: Option<String>,
+    /// CRI image endpoint (imageServiceEndpoint).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub image_service_endpoint: Option<String>,
+    /// Timeout of runtime requests, e.g. 2m0s (runtimeRequestTimeout).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub runtime_request_timeout: Option<Duration>,
+    /// Static pod directory or file (staticPodPath).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub pod_manifest_path: Option<String>,
+    /// URL serving static pods (staticPodURL).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub manifest_url: Option<String>,
+    /// Headers for --manifest-url, 'a:hello,b:again'; repeatable (staticPodURLHeader).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)", value_parser = values::colon_multimap, action = ArgAction::Append)]
+    pub manifest_url_header: Option<Vec<Pairs>>,
+    /// Max period between syncs (syncFrequency).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub sync_frequency: Option<Duration>,
+    /// Period of static pod path checks (fileCheckFrequency).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub file_check_frequency: Option<Duration>,
+    /// Period of static pod URL checks (httpCheckFrequency).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub http_check_frequency: Option<Duration>,
+    /// Maximum pods on this node (maxPods).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub max_pods: Option<i32>,
+    /// Maximum pods per core, 0 for no limit (podsPerCore).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub pods_per_core: Option<i32>,
+    /// Maximum PIDs per pod, -1 for the node's (podPidsLimit).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub pod_max_pids: Option<i64>,
+    /// Pod CIDR in standalone mode (podCIDR).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub pod_cidr: Option<String>,
+    /// Cluster DNS domain (clusterDomain).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub cluster_domain: Option<String>,
+    /// Cluster DNS server IPs, comma-separated (clusterDNS).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)", value_delimiter = ',')]
+    pub cluster_dns: Option<Vec<String>>,
+    /// Resolver config for pod DNS (resolvConf).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub resolv_conf: Option<String>,
+    /// promiscuous-bridge, hairpin-veth or none (hairpinMode).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub hairpin_mode: Option<String>,
+    /// Pull one image at a time (serializeImagePulls).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub serialize_image_pulls: Option<bool>,
+    /// Registry pulls per second, 0 for no limit (registryPullQPS).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub registry_qps: Option<i32>,
+    /// Burst of registry pulls (registryBurst).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub registry_burst: Option<i32>,
+    /// Event creations per second (eventRecordQPS).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub event_qps: Option<i32>,
+    /// Burst of event creations (eventBurst).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub event_burst: Option<i32>,
+    /// Content type of API requests (contentType).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub kube_api_content_type: Option<String>,
+    /// API requests per second (kubeAPIQPS).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub kube_api_qps: Option<i32>,
+    /// Burst of API requests (kubeAPIBurst).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub kube_api_burst: Option<i32>,
+    /// Container log size that triggers rotation, e.g. 10Mi (containerLogMaxSize).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub container_log_max_size: Option<Quantity>,
+    /// Log files kept per container (containerLogMaxFiles).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub container_log_max_files: Option<i32>,
+    /// Minimum age of an unused image before GC (imageMinimumGCAge).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub minimum_image_ttl_duration: Option<Duration>,
+    /// Disk usage percent that always triggers image GC (imageGCHighThresholdPercent).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub image_gc_high_threshold: Option<i32>,
+    /// Disk usage percent image GC frees down to (imageGCLowThresholdPercent).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub image_gc_low_threshold: Option<i32>,
+    /// Period of volume usage collection (volumeStatsAggPeriod).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub volume_stats_agg_period: Option<Duration>,
+    /// Flexvolume plugin directory (volumePluginDir).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)")]
+    pub volume_plugin_dir: Option<String>,
+    /// Let the attach/detach controller manage volumes (enableControllerAttachDetach).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub enable_controller_attach_detach: Option<bool>,
+    /// Unsafe sysctls or prefix* patterns pods may set (allowedUnsafeSysctls).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)", value_delimiter = ',')]
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
+    /// RuntimeDefault seccomp profile by default (seccompDefault).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (pods and runtime)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub seccomp_default: Option<bool>,
+    /// Run static pods once and exit; refused by validation (runOnce).
+    #[arg(long = "runonce", help_heading = "Deprecated: set in the --config file (pods and runtime)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub run_once: Option<bool>,
+    /// Register the node with the API server (registerNode).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub register_node: Option<bool>,
+    /// Taints at registration, 'key=value:Effect,...' (registerWithTaints).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::taints)]
+    pub register_with_taints: Option<Taints>,
+    /// How often node status is computed (nodeStatusUpdateFrequency).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub node_status_update_frequency: Option<Duration>,
+    /// Images in node status, -1 for all (nodeStatusMaxImages).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub node_status_max_images: Option<i32>,
+    /// Refuse to start with swap on (failSwapOn).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub fail_swap_on: Option<bool>,
+    /// Refuse to start on cgroup v1 (failCgroupV1).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub fail_cgroupv1: Option<bool>,
+    /// cgroupfs or systemd (cgroupDriver).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub cgroup_driver: Option<String>,
+    /// Root cgroup for pods (cgroupRoot).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub cgroup_root: Option<String>,
+    /// QoS cgroup hierarchy (cgroupsPerQOS).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub cgroups_per_qos: Option<bool>,
+    /// Cgroup of the kubelet (kubeletCgroups).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub kubelet_cgroups: Option<String>,
+    /// Cgroup of non-kernel processes outside containers (systemCgroups).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub system_cgroups: Option<String>,
+    /// Enforce CPU limits with CFS quota (cpuCFSQuota).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub cpu_cfs_quota: Option<bool>,
+    /// CFS quota period (cpuCFSQuotaPeriod).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub cpu_cfs_quota_period: Option<Duration>,
+    /// none or static (cpuManagerPolicy).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub cpu_manager_policy: Option<String>,
+    /// One key=value CPU manager option; repeatable (cpuManagerPolicyOptions).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::map_no_split, action = ArgAction::Append)]
+    pub cpu_manager_policy_options: Option<Vec<Pairs>>,
+    /// CPU manager reconcile period (cpuManagerReconcilePeriod).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub cpu_manager_reconcile_period: Option<Duration>,
+    /// None or Static (memoryManagerPolicy).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub memory_manager_policy: Option<String>,
+    /// NUMA reservations, '0:memory=1Gi,hugepages-1M=2Gi'; repeatable (reservedMemory).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::reserved_memory, action = ArgAction::Append)]
+    pub reserved_memory: Option<Vec<Reservations>>,
+    /// none, best-effort, restricted or single-numa-node (topologyManagerPolicy).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub topology_manager_policy: Option<String>,
+    /// container or pod (topologyManagerScope).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub topology_manager_scope: Option<String>,
+    /// One key=value topology manager option; repeatable (topologyManagerPolicyOptions).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::map_no_split, action = ArgAction::Append)]
+    pub topology_manager_policy_options: Option<Vec<Pairs>>,
+    /// Percent reserved per QoS, 'memory=50%' (qosReserved).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::map, action = ArgAction::Append)]
+    pub qos_reserved: Option<Vec<Pairs>>,
+    /// CPUs reserved for the system, e.g. 0-1 (reservedSystemCPUs).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub reserved_cpus: Option<String>,
+    /// Resources for the OS, 'cpu=200m,memory=500Mi' (systemReserved).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::resources, action = ArgAction::Append)]
+    pub system_reserved: Option<Vec<Resources>>,
+    /// Resources for Kubernetes daemons (kubeReserved).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::resources, action = ArgAction::Append)]
+    pub kube_reserved: Option<Vec<Resources>>,
+    /// Cgroup enforcing systemReserved (systemReservedCgroup).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub system_reserved_cgroup: Option<String>,
+    /// Cgroup enforcing kubeReserved (kubeReservedCgroup).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub kube_reserved_cgroup: Option<String>,
+    /// Allocatable enforcement levels, comma-separated (enforceNodeAllocatable).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_delimiter = ',')]
+    pub enforce_node_allocatable: Option<Vec<String>>,
+    /// Hard eviction thresholds, 'memory.available<100Mi,...' (evictionHard).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::langle_map, action = ArgAction::Append)]
+    pub eviction_hard: Option<Vec<Pairs>>,
+    /// Soft eviction thresholds (evictionSoft).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::langle_map, action = ArgAction::Append)]
+    pub eviction_soft: Option<Vec<Pairs>>,
+    /// Grace periods of soft thresholds, 'memory.available=1m30s' (evictionSoftGracePeriod).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::map, action = ArgAction::Append)]
+    pub eviction_soft_grace_period: Option<Vec<Pairs>>,
+    /// Wait before leaving a pressure condition (evictionPressureTransitionPeriod).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub eviction_pressure_transition_period: Option<Duration>,
+    /// Maximum grace period of soft evictions, seconds (evictionMaxPodGracePeriod).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub eviction_max_pod_grace_period: Option<i32>,
+    /// Minimum reclaims, 'imagefs.available=2Gi' (evictionMinimumReclaim).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::map, action = ArgAction::Append)]
+    pub eviction_minimum_reclaim: Option<Vec<Pairs>>,
+    /// Memcg notifications for memory eviction (kernelMemcgNotification).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub kernel_memcg_notification: Option<bool>,
+    /// Local ephemeral storage isolation (localStorageCapacityIsolation).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub local_storage_capacity_isolation: Option<bool>,
+    /// Fail instead of changing kernel tunables (protectKernelDefaults).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub protect_kernel_defaults: Option<bool>,
+    /// Create the iptables hint chain (makeIPTablesUtilChains).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub make_iptables_util_chains: Option<bool>,
+    /// No effect (iptablesMasqueradeBit).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub iptables_masquerade_bit: Option<i32>,
+    /// No effect (iptablesDropBit).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub iptables_drop_bit: Option<i32>,
+    /// oom_score_adj of the kubelet, -1000..1000 (oomScoreAdj).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub oom_score_adj: Option<i32>,
+    /// Open file limit of the kubelet (maxOpenFiles).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)")]
+    pub max_open_files: Option<i64>,
+    /// Feature gates, 'A=true,B=false'; merged over the file's (featureGates).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (node)", value_parser = values::feature_gates, action = ArgAction::Append)]
+    pub feature_gates: Option<Vec<Gates>>,
+    /// text or json (logging.format).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (logging)")]
+    pub logging_format: Option<String>,
+    /// Info to stdout, errors to stderr, text format (logging.options.text.splitStream).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (logging)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub log_text_split_stream: Option<bool>,
+    /// Info buffer with split streams, text format (logging.options.text.infoBufferSize).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (logging)")]
+    pub log_text_info_buffer_size: Option<Quantity>,
+    /// Info to stdout, errors to stderr, JSON format (logging.options.json.splitStream).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (logging)", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub log_json_split_stream: Option<bool>,
+    /// Info buffer with split streams, JSON format (logging.options.json.infoBufferSize).
+    #[arg(long, help_heading = "Deprecated: set in the --config file (logging)")]
+    pub log_json_info_buffer_size: Option<Quantity>,
+
+    /// Deprecated: the sandbox image is configured in the runtime; image GC keeps this image.
+    #[arg(long, help_heading = "Deprecated")]
+    pub pod_infra_container_image: Option<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub minimum_container_ttl_duration: Option<Duration>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub maximum_dead_containers_per_container: Option<i32>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub maximum_dead_containers: Option<i32>,
+    #[arg(long, help_heading = "Deprecated", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub register_schedulable: Option<bool>,
+    #[arg(long, help_heading = "Deprecated", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub keep_terminated_pod_volumes: Option<bool>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub experimental_mounter_path: Option<String>,
+    #[arg(long, help_heading = "Deprecated")]
+    pub cloud_config: Option<String>,
+    #[arg(long, help_heading = "Deprecated", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = values::go_bool)]
+    pub experimental_allocatable_ignore_eviction: Option<bool>,
+
     /// Tests only (hidden): run eviction monitoring, image GC and container GC every this
     /// period instead of upstream's 10 s / 5 min / 1 min.
     #[arg(long, hide = true)]
@@ -162,285 +445,38 @@ pub struct Flags {
     pub systemd_dir_for_tests: Option<PathBuf>,
     /// This kubelet's own (upstream hard-codes 1 s): the PLEG relist period while the runtime
     /// sends no container events.
-    #[arg(long)]
+    #[arg(long, help_heading = "This kubelet's own")]
     pub pleg_relist_period: Option<Duration>,
     /// This kubelet's own (upstream's Evented PLEG hard-codes 300 s): the backstop relist period
     /// while container events flow.
-    #[arg(long)]
+    #[arg(long, help_heading = "This kubelet's own")]
     pub pleg_relist_period_with_events: Option<Duration>,
-}
-
-/// Settings that exist only as flags, resolved after `Flags::apply`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeOptions {
-    /// --cert-dir, default <root-dir>/pki.
-    pub cert_dir: PathBuf,
-    /// --root-dir, default /var/lib/kubelet.
-    pub root_dir: PathBuf,
-    /// --config, if given.
-    pub config: Option<PathBuf>,
-    /// --kubeconfig; `None` means standalone mode.
-    pub kubeconfig: Option<PathBuf>,
-    pub bootstrap_kubeconfig: Option<PathBuf>,
-    /// --hostname-override, trimmed.
-    pub hostname_override: Option<String>,
-    /// --node-ip, else the file's nodeIP (seed extension), else `None` (detect).
-    pub node_ip: Option<String>,
-    /// --node-labels.
-    pub node_labels: BTreeMap<String, String>,
-    /// Effective verbosity (-v, else logging.verbosity).
-    pub verbosity: u32,
-    /// --cloud-provider ("external" or empty).
-    pub cloud_provider: Option<String>,
-    /// --pod-infra-container-image (deprecated; image GC never removes it).
-    pub pod_infra_container_image: Option<String>,
-    /// --housekeeping-period-for-tests (hidden).
-    pub housekeeping_period_for_tests: Option<Duration>,
-    /// --systemd-dir-for-tests (hidden).
-    pub systemd_dir_for_tests: Option<PathBuf>,
-    /// --pleg-relist-period.
-    pub pleg_relist_period: Option<Duration>,
-    /// --pleg-relist-period-with-events.
-    pub pleg_relist_period_with_events: Option<Duration>,
-}
-
-impl NodeOptions {
-    /// The options of a kubelet given only `--root-dir` (the others at their flag defaults);
-    /// for nodes composed in-process (hollow nodes, tests).
-    pub fn with_root_dir(root_dir: PathBuf) -> Self {
-        Self {
-            cert_dir: root_dir.join("pki"),
-            root_dir,
-            config: None,
-            kubeconfig: None,
-            bootstrap_kubeconfig: None,
-            hostname_override: None,
-            node_ip: None,
-            node_labels: BTreeMap::new(),
-            verbosity: 0,
-            cloud_provider: None,
-            pod_infra_container_image: None,
-            housekeeping_period_for_tests: None,
-            systemd_dir_for_tests: None,
-            pleg_relist_period: None,
-            pleg_relist_period_with_events: None,
-        }
-    }
-
-    /// The node name: the hostname override or the host name, trimmed and lower-cased.
-    pub fn node_name(&self, host_name: &str) -> Result<String, FlagsError> {
-        let name =
-            self.hostname_override.as_deref().filter(|s| !s.is_empty()).unwrap_or(host_name).trim().to_lowercase();
-        if name.is_empty() {
-            return Err(FlagsError::EmptyNodeName);
-        }
-        Ok(name)
-    }
-}
-
-fn key_values(text: &str) -> Result<Vec<(String, String)>, FlagsError> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            let (k, v) = part.split_once('=').ok_or_else(|| FlagsError::NotKeyValue(part.to_string()))?;
-            if k.trim().is_empty() {
-                return Err(FlagsError::EmptyKey(part.to_string()));
-            }
-            Ok((k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect()
-}
-
-/// Parses `k=v,k2=v2`.
-pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, FlagsError> {
-    Ok(key_values(text)?.into_iter().collect())
-}
-
-/// Parses `Gate=true,Other=false`.
-pub fn parse_feature_gates(text: &str) -> Result<BTreeMap<String, bool>, FlagsError> {
-    key_values(text)?
-        .into_iter()
-        .map(|(key, value)| match value.to_ascii_lowercase().as_str() {
-            "true" => Ok((key, true)),
-            "false" => Ok((key, false)),
-            _ => Err(FlagsError::NotBool { key, value }),
-        })
-        .collect()
 }
 
 impl Flags {
-    /// Writes every given flag over `cfg` and returns the flag-only settings.
-    pub fn apply(&self, cfg: &mut KubeletConfiguration) -> NodeOptions {
-        fn set<T: Clone>(target: &mut T, flag: &Option<T>) {
-            if let Some(value) = flag {
-                *target = value.clone();
-            }
-        }
-        set(&mut cfg.container_runtime_endpoint, &self.container_runtime_endpoint);
-        set(&mut cfg.image_service_endpoint, &self.image_service_endpoint);
-        set(&mut cfg.static_pod_path, &self.pod_manifest_path);
-        set(&mut cfg.static_pod_url, &self.manifest_url);
-        set(&mut cfg.node_ip, &self.node_ip);
-        set(&mut cfg.register_node, &self.register_node);
-        set(&mut cfg.read_only_port, &self.read_only_port);
-        set(&mut cfg.healthz_port, &self.healthz_port);
-        set(&mut cfg.healthz_bind_address, &self.healthz_bind_address);
-        set(&mut cfg.address, &self.address);
-        set(&mut cfg.port, &self.port);
-        set(&mut cfg.max_pods, &self.max_pods);
-        set(&mut cfg.cgroup_driver, &self.cgroup_driver);
-        set(&mut cfg.cgroup_root, &self.cgroup_root);
-        set(&mut cfg.runtime_request_timeout, &self.runtime_request_timeout);
-        set(&mut cfg.fail_swap_on, &self.fail_swap_on);
-        set(&mut cfg.seccomp_default, &self.seccomp_default);
-        set(&mut cfg.cluster_dns, &self.cluster_dns);
-        set(&mut cfg.cluster_domain, &self.cluster_domain);
-        set(&mut cfg.sync_frequency, &self.sync_frequency);
-        set(&mut cfg.file_check_frequency, &self.file_check_frequency);
-        set(&mut cfg.http_check_frequency, &self.http_check_frequency);
-        set(&mut cfg.logging.verbosity, &self.verbosity);
-        set(&mut cfg.tls_cert_file, &self.tls_cert_file);
-        set(&mut cfg.rotate_certificates, &self.rotate_certificates);
-        set(&mut cfg.server_tls_bootstrap, &self.rotate_server_certificates);
-        set(&mut cfg.tls_private_key_file, &self.tls_private_key_file);
-        set(&mut cfg.tls_min_version, &self.tls_min_version);
-        set(&mut cfg.tls_cipher_suites, &self.tls_cipher_suites);
-        set(&mut cfg.authentication.x509.client_ca_file, &self.client_ca_file);
-        set(&mut cfg.authentication.anonymous.enabled, &self.anonymous_auth);
-        set(&mut cfg.authentication.webhook.enabled, &self.authentication_token_webhook);
-        set(&mut cfg.authorization.mode, &self.authorization_mode);
-        if let Some(gates) = &self.feature_gates {
-            cfg.feature_gates.extend(gates.clone());
-        }
-        let root_dir = self.root_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_DIR));
-        NodeOptions {
-            cert_dir: self.cert_dir.clone().unwrap_or_else(|| root_dir.join("pki")),
-            root_dir,
-            config: self.config.clone(),
-            kubeconfig: self.kubeconfig.clone(),
-            bootstrap_kubeconfig: self.bootstrap_kubeconfig.clone(),
-            hostname_override: self
-                .hostname_override
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-            node_ip: Some(cfg.node_ip.clone()).filter(|ip| !ip.is_empty()),
-            node_labels: self.node_labels.clone().unwrap_or_default(),
-            verbosity: cfg.logging.verbosity,
-            cloud_provider: self.cloud_provider.clone(),
-            pod_infra_container_image: self.pod_infra_container_image.clone(),
-            housekeeping_period_for_tests: self.housekeeping_period_for_tests,
-            systemd_dir_for_tests: self.systemd_dir_for_tests.clone(),
-            pleg_relist_period: self.pleg_relist_period,
-            pleg_relist_period_with_events: self.pleg_relist_period_with_events,
-        }
+    /// The command with every flag, the cAdvisor ones included (`notes::cadvisor_args`).
+    pub fn full_command() -> clap::Command {
+        <Flags as CommandFactory>::command().args(notes::cadvisor_args())
+    }
+
+    /// Parses a command line (the program name first) and notes which flags were given.
+    pub fn parse_args<I, T>(args: I) -> Result<Parsed, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Self::full_command();
+        let matches = command.clone().try_get_matches_from(args)?;
+        let flags = Flags::from_arg_matches(&matches)?;
+        Ok(Parsed { flags, given: notes::given(&command, &matches) })
+    }
+
+    /// `parse_args` over the process's arguments; exits with clap's message on an error (and
+    /// for --help / --version).
+    pub fn parse_env() -> Parsed {
+        Self::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flags(args: &[&str]) -> Flags {
-        Flags::try_parse_from(std::iter::once("kubelet").chain(args.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn rotation_flags_set_their_config_fields() {
-        let mut cfg = KubeletConfiguration::default();
-        flags(&["--rotate-certificates", "--rotate-server-certificates=true"]).apply(&mut cfg);
-        assert!(cfg.rotate_certificates && cfg.server_tls_bootstrap);
-        let mut cfg = KubeletConfiguration { rotate_certificates: true, ..Default::default() };
-        flags(&["--rotate-certificates=false"]).apply(&mut cfg);
-        assert!(!cfg.rotate_certificates && !cfg.server_tls_bootstrap);
-    }
-
-    #[test]
-    fn flags_override_file() {
-        let mut cfg = KubeletConfiguration::from_text(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-             maxPods: 20\ncgroupDriver: systemd\nclusterDomain: file.local\n\
-             featureGates:\n  A: true\n  B: true\n",
-        )
-        .unwrap();
-        let f = flags(&[
-            "--max-pods=30",
-            "--cgroup-driver",
-            "cgroupfs",
-            "--cluster-dns=10.0.0.10,10.0.0.11",
-            "--feature-gates=B=false,C=true",
-            "--sync-frequency=30s",
-            "--register-node=false",
-            "--fail-swap-on",
-            "--seccomp-default",
-            "-v",
-            "4",
-        ]);
-        let node = f.apply(&mut cfg);
-        assert_eq!(cfg.max_pods, 30);
-        assert_eq!(cfg.cgroup_driver, "cgroupfs");
-        assert_eq!(cfg.cluster_domain, "file.local", "flag not given: file wins");
-        assert_eq!(cfg.cluster_dns, vec!["10.0.0.10", "10.0.0.11"]);
-        assert_eq!(cfg.feature_gates, [("A".into(), true), ("B".into(), false), ("C".into(), true)].into());
-        assert_eq!(cfg.sync_frequency, Duration::from_secs(30));
-        assert!(!cfg.register_node);
-        assert!(cfg.fail_swap_on);
-        assert!(cfg.seccomp_default);
-        assert_eq!(cfg.logging.verbosity, 4);
-        assert_eq!(node.verbosity, 4);
-        assert_eq!(node.root_dir, PathBuf::from("/var/lib/kubelet"));
-    }
-
-    #[test]
-    fn no_flags_change_nothing() {
-        let mut cfg = KubeletConfiguration::default();
-        let node = flags(&[]).apply(&mut cfg);
-        assert_eq!(cfg, KubeletConfiguration::default());
-        assert_eq!(node.kubeconfig, None);
-        assert_eq!(node.node_ip, None);
-    }
-
-    #[test]
-    fn node_options_collect_flag_only_values() {
-        let mut cfg = KubeletConfiguration::default();
-        let node = flags(&[
-            "--root-dir=/tmp/kubelet",
-            "--kubeconfig=/etc/kubernetes/kubelet.conf",
-            "--hostname-override= Node-A ",
-            "--node-ip=192.168.1.5",
-            "--node-labels=role=worker,zone=a",
-            "--pod-manifest-path=/etc/kubernetes/manifests",
-            "--cloud-provider=external",
-            "--pod-infra-container-image=pause:3.9",
-            "--v=2",
-        ])
-        .apply(&mut cfg);
-        assert_eq!(node.root_dir, PathBuf::from("/tmp/kubelet"));
-        assert_eq!(node.kubeconfig, Some(PathBuf::from("/etc/kubernetes/kubelet.conf")));
-        assert_eq!(node.node_name("ignored").unwrap(), "node-a");
-        assert_eq!(node.node_ip.as_deref(), Some("192.168.1.5"));
-        assert_eq!(node.node_labels["role"], "worker");
-        assert_eq!(node.node_labels["zone"], "a");
-        assert_eq!(cfg.static_pod_path, "/etc/kubernetes/manifests");
-        assert_eq!(node.verbosity, 2);
-    }
-
-    #[test]
-    fn bad_flag_values_are_rejected() {
-        let parse = |args: &[&str]| Flags::try_parse_from(std::iter::once("kubelet").chain(args.iter().copied()));
-        assert!(parse(&["--cloud-provider=aws"]).is_err());
-        assert!(parse(&["--node-labels=novalue"]).is_err());
-        assert!(parse(&["--feature-gates=A=maybe"]).is_err());
-        assert!(parse(&["--sync-frequency=10"]).is_err());
-        assert!(parse(&["--max-pods=many"]).is_err());
-    }
-
-    #[test]
-    fn node_name_falls_back_to_host_name() {
-        let node = flags(&[]).apply(&mut KubeletConfiguration::default());
-        assert_eq!(node.node_name("MyHost\n").unwrap(), "myhost");
-        assert_eq!(node.node_name(" "), Err(FlagsError::EmptyNodeName));
-    }
-}
+mod tests;

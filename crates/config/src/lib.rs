@@ -2,7 +2,7 @@
 //! and defaults, YAML/JSON decoding, command-line flags, validation, and a report of fields
 //! the kubelet does not act on yet.
 //!
-//! Typical start-up: `let flags = Flags::parse(); let (cfg, node) = load_with_flags(&flags)?;`
+//! Typical start-up: `let parsed = Flags::parse_env(); let (cfg, node) = load_with_flags(&parsed.flags)?;`
 //! then `unsupported_fields(&cfg, IMPLEMENTED)` to log what is ignored.
 
 // No unwrap/expect on anything that comes from outside the process: bad input is an error that
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use decode::DecodeError;
 pub use duration::{Duration, DurationError};
-pub use flags::{Flags, FlagsError, NodeOptions};
+pub use flags::{Flags, FlagsError, NodeOptions, Parsed};
 pub use quantity::{Quantity, QuantityError};
 pub use sections::*;
 pub use support::unsupported_fields;

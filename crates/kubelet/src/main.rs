@@ -2,7 +2,6 @@
 //! the API client and signals. The node itself is composed in `kubelet::composition`.
 
 use anyhow::Context;
-use clap::Parser;
 use kubelet::api::DynApi;
 use kubelet::api::kube_client::KubeApi;
 use kubelet::backoff::Exponential;
@@ -10,7 +9,8 @@ use kubelet::clock::SystemClock;
 use kubelet::composition::{self, Identity};
 use kubelet::cri::remote::RemoteRuntime;
 use kubelet::cri::{DynRuntime, Runtime};
-use kubelet_config::{Flags, KubeletConfiguration};
+use kubelet::lock_file;
+use kubelet_config::{Flags, KubeletConfiguration, NodeOptions, Parsed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -107,24 +107,43 @@ const IMPLEMENTED: &[&str] = &[
     "topologyManagerPolicyOptions",
     "memoryManagerPolicy",
     "reservedMemory",
+    "providerID",
 ];
 
-fn init_tracing(verbosity: u32) {
-    let level = match verbosity {
-        0..=2 => "info",
-        3..=5 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info,tonic=info"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .init();
+/// Says once what is accepted and not acted on: configuration fields (also those set by
+/// flags) and flag-only flags.
+fn report_unsupported(cfg: &KubeletConfiguration, parsed: &Parsed) {
+    for field in kubelet_config::unsupported_fields(cfg, IMPLEMENTED) {
+        tracing::warn!(field, "configuration field is accepted but not supported yet");
+    }
+    for flag in parsed.not_acted_on() {
+        tracing::warn!(flag = format!("--{flag}"), "flag is accepted but not supported yet");
+    }
 }
+
+/// `--lock-file`: held for the kubelet's life; with `--exit-on-lock-contention`, the receiver
+/// fires when another process opens the file.
+async fn take_lock_file(node: &NodeOptions) -> anyhow::Result<(Option<lock_file::Lock>, Option<Contention>)> {
+    if node.exit_on_lock_contention && node.lock_file.is_none() {
+        return Err(lock_file::Error::NoLockFile.into());
+    }
+    let Some(path) = node.lock_file.clone() else { return Ok((None, None)) };
+    tracing::info!(path = %path.display(), "acquiring file lock");
+    let lock = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || lock_file::acquire(&path)
+    })
+    .await??;
+    let contention = if node.exit_on_lock_contention {
+        tracing::info!(path = %path.display(), "watching for inotify events");
+        Some(lock_file::watch_for_contention(&path)?)
+    } else {
+        None
+    };
+    Ok((Some(lock), contention))
+}
+
+type Contention = tokio::sync::oneshot::Receiver<()>;
 
 /// Reconnecting to the runtime: 500 ms doubling to 30 s.
 const RUNTIME_RETRY: Exponential = Exponential::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -181,13 +200,16 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let flags = Flags::parse();
-    // The load error already lists every bad field; keep it as one message.
-    let (cfg, node) = kubelet_config::load_with_flags(&flags).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_tracing(node.verbosity);
-    for field in kubelet_config::unsupported_fields(&cfg, IMPLEMENTED) {
-        tracing::warn!(field, "configuration field is accepted but not supported yet");
+    let parsed = Flags::parse_env();
+    // pflag prints these while parsing, before logging is set up.
+    for warning in parsed.deprecation_warnings() {
+        eprintln!("{warning}");
     }
+    // The load error already lists every bad field; keep it as one message.
+    let (cfg, node) = kubelet_config::load_with_flags(&parsed.flags).map_err(|e| anyhow::anyhow!("{e}"))?;
+    kubelet::logging::init(&cfg.logging);
+    report_unsupported(&cfg, &parsed);
+    let (_lock, contention) = take_lock_file(&node).await?;
     let config = composition::Config::from_kubelet_config(&cfg, &node, Identity::of_host(&node)?)?;
     config.prepare_host()?;
     tracing::info!(node = %config.node_name, root_dir = %config.root_dir.display(), "starting kubelet");
@@ -234,9 +256,19 @@ async fn run() -> anyhow::Result<()> {
 
     // SIGTERM/SIGINT stop the kubelet; pods keep running and are adopted on the next start.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let contended = async move {
+        // A watch that failed (sender gone) is not contention.
+        if let Some(rx) = contention
+            && rx.await.is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = contended => tracing::info!("another process opened the lock file; exiting"),
     }
     tracing::info!("shutting down; pods are left running");
     running.shutdown(SHUTDOWN_WITHIN).await;

@@ -45,7 +45,25 @@ pub struct Config {
     pub controller_attach_detach: bool,
     /// The device plugins' extended resources (None: none); the composition hands it in.
     pub devices: Option<crate::cm::devicemanager::DeviceManager>,
+    /// The second `--node-ip` of a dual-stack pair: a second InternalIP address.
+    pub secondary_node_ip: Option<String>,
+    /// `--cloud-provider=external`: the node registers with the uninitialized taint, and its
+    /// addresses are left alone once the Node has any (the cloud controller manager's).
+    pub external_cloud_provider: bool,
+    /// `--node-ip` as given, for the cloud controller manager (the provided-node-ip annotation;
+    /// only with an external cloud provider and a specified IP).
+    pub provided_node_ip: Option<String>,
+    /// providerID (`--provider-id`): spec.providerID at registration.
+    pub provider_id: String,
 }
+
+/// The taint an external cloud provider's node carries until the cloud controller manager has
+/// initialized it (k8s.io/cloud-provider/api TaintExternalCloudProvider).
+pub const TAINT_EXTERNAL_CLOUD_PROVIDER: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+
+/// The annotation that tells the cloud controller manager the IPs given with `--node-ip`
+/// (AnnotationAlphaProvidedIPAddr).
+pub const PROVIDED_NODE_IP: &str = "alpha.kubernetes.io/provided-node-ip";
 
 /// The annotation that hands attaching and detaching this node's volumes to the attach/detach
 /// controller (upstream's ControllerManagedAttachAnnotation).
@@ -96,6 +114,10 @@ impl Config {
             shutdown: None,
             controller_attach_detach: cfg.enable_controller_attach_detach,
             devices: None,
+            secondary_node_ip: None,
+            external_cloud_provider: false,
+            provided_node_ip: None,
+            provider_id: cfg.provider_id.clone(),
         })
     }
 }
@@ -202,17 +224,53 @@ pub fn node_labels(node_name: &str, extra: &BTreeMap<String, String>) -> BTreeMa
     labels
 }
 
-/// The Node object to register.
+/// The Node object to register (upstream's initialNode): taints registerWithTaints then, with
+/// an external cloud provider, the uninitialized taint; providerID when set.
 pub fn initial_node(cfg: &Config) -> Node {
     let labels = node_labels(&cfg.node_name, &cfg.labels);
     let mut node = Node::default();
     node.metadata.name = Some(cfg.node_name.clone());
     node.metadata.labels = Some(labels);
+    let mut annotations = BTreeMap::new();
     if cfg.controller_attach_detach {
-        node.metadata.annotations = Some([(CONTROLLER_MANAGED_ATTACH_DETACH.to_string(), "true".to_string())].into());
+        annotations.insert(CONTROLLER_MANAGED_ATTACH_DETACH.to_string(), "true".to_string());
     }
-    node.spec = Some(NodeSpec { taints: (!cfg.taints.is_empty()).then(|| cfg.taints.clone()), ..Default::default() });
+    if let Some(ips) = cfg.provided_node_ip.as_ref().filter(|_| cfg.external_cloud_provider) {
+        annotations.insert(PROVIDED_NODE_IP.to_string(), ips.clone());
+    }
+    node.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
+    let mut taints = cfg.taints.clone();
+    if cfg.external_cloud_provider {
+        taints.push(Taint {
+            key: TAINT_EXTERNAL_CLOUD_PROVIDER.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        });
+    }
+    node.spec = Some(NodeSpec {
+        taints: (!taints.is_empty()).then_some(taints),
+        provider_id: Some(cfg.provider_id.clone()).filter(|id| !id.is_empty()),
+        ..Default::default()
+    });
     node
+}
+
+/// The NodeAddress setter without an in-tree cloud: the InternalIP(s) (the dual-stack pair in
+/// the order given) then the Hostname. With an external cloud provider the Node's existing
+/// addresses win (`None`: leave them), and without a given IP only the Hostname is set.
+pub fn node_addresses(cfg: &Config, existing: Option<&[NodeAddress]>) -> Option<Vec<NodeAddress>> {
+    if cfg.external_cloud_provider && existing.is_some_and(|a| !a.is_empty()) {
+        return None;
+    }
+    let internal = |ip: &String| NodeAddress { type_: "InternalIP".into(), address: ip.clone() };
+    let mut addresses = Vec::new();
+    if !cfg.external_cloud_provider || cfg.provided_node_ip.is_some() {
+        addresses.extend(cfg.node_ip.iter().map(internal));
+        addresses.extend(cfg.secondary_node_ip.iter().map(internal));
+    }
+    addresses.push(NodeAddress { type_: "Hostname".into(), address: cfg.node_name.clone() });
+    Some(addresses)
 }
 
 /// What the runtime and the PLEG say about readiness, and the runtime's handlers and features.
@@ -432,16 +490,12 @@ pub fn compute_status(cfg: &Config, m: &Machine, h: &Health, images: Vec<Contain
         },
         ready,
     ];
-    let mut addresses = Vec::new();
-    if let Some(ip) = &cfg.node_ip {
-        addresses.push(NodeAddress { type_: "InternalIP".into(), address: ip.clone() });
-    }
-    addresses.push(NodeAddress { type_: "Hostname".into(), address: cfg.node_name.clone() });
+    let addresses = node_addresses(cfg, None);
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
         conditions: Some(conditions),
-        addresses: Some(addresses),
+        addresses,
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint { port: cfg.kubelet_port }),
         }),
@@ -564,7 +618,9 @@ pub async fn run(
         if registered {
             let shutting_down = cfg.shutdown.as_ref().and_then(|s| s.status());
             let h = health(&runtime, &pleg, shutting_down).await;
-            let status = compute_status(&cfg, &machine, &h, images(&runtime, cfg.max_images).await);
+            let mut status = compute_status(&cfg, &machine, &h, images(&runtime, cfg.max_images).await);
+            let existing = current.as_ref().ok().and_then(Option::as_ref).and_then(|n| n.status.as_ref());
+            status.addresses = node_addresses(&cfg, existing.and_then(|s| s.addresses.as_deref()));
             let changed = last_sent.as_ref().is_none_or(|prev| strip_times(prev) != status);
             if changed || last_report.elapsed() >= cfg.report_frequency {
                 let now = crate::meta::time(std::time::SystemTime::now());
@@ -644,6 +700,64 @@ mod tests {
         assert_eq!(c.reserved_memory, 200 << 20);
         assert_eq!(c.update_frequency, Duration::from_secs(10));
         assert!(c.pressure.is_none());
+    }
+
+    fn cloud_node() -> Config {
+        let mut kc = KubeletConfiguration { provider_id: "aws:///us-west-2a/i-1".into(), ..Default::default() };
+        kc.register_with_taints.push(kubelet_config::Taint {
+            key: "dedicated".into(),
+            value: "gpu".into(),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        });
+        let mut c = Config::from_kubelet_config(&kc, Identity { node_ip: Some("10.0.0.7".into()), ..id() }).unwrap();
+        c.external_cloud_provider = true;
+        c.secondary_node_ip = Some("fd00::7".into());
+        c.provided_node_ip = Some("10.0.0.7,fd00::7".into());
+        c
+    }
+
+    #[test]
+    fn an_external_cloud_node_registers_uninitialized_with_its_provider_id() {
+        let node = initial_node(&cloud_node());
+        let spec = node.spec.unwrap();
+        let taints: Vec<_> = spec
+            .taints
+            .unwrap()
+            .into_iter()
+            .map(|t| format!("{}={}:{}", t.key, t.value.unwrap_or_default(), t.effect))
+            .collect();
+        assert_eq!(
+            taints,
+            vec!["dedicated=gpu:NoSchedule", "node.cloudprovider.kubernetes.io/uninitialized=true:NoSchedule"]
+        );
+        assert_eq!(spec.provider_id.as_deref(), Some("aws:///us-west-2a/i-1"));
+        assert_eq!(node.metadata.annotations.unwrap()[PROVIDED_NODE_IP], "10.0.0.7,fd00::7");
+
+        let plain = initial_node(&Config::from_kubelet_config(&KubeletConfiguration::default(), id()).unwrap());
+        assert!(plain.spec.unwrap().taints.is_none());
+    }
+
+    #[test]
+    fn addresses_follow_upstreams_node_address_setter() {
+        let mut c = cloud_node();
+        let list = |a: Option<Vec<NodeAddress>>| {
+            a.map(|a| a.into_iter().map(|a| format!("{}={}", a.type_, a.address)).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            list(node_addresses(&c, None)),
+            Some(vec!["InternalIP=10.0.0.7".into(), "InternalIP=fd00::7".into(), "Hostname=n1".into()])
+        );
+        let ccm = [NodeAddress { type_: "InternalIP".into(), address: "10.1.1.1".into() }];
+        assert_eq!(node_addresses(&c, Some(&ccm)), None, "the cloud controller manager's addresses stay");
+        c.provided_node_ip = None;
+        assert_eq!(
+            list(node_addresses(&c, Some(&[]))),
+            Some(vec!["Hostname=n1".into()]),
+            "no --node-ip: wait for the CCM"
+        );
+        c.external_cloud_provider = false;
+        assert_eq!(list(node_addresses(&c, Some(&ccm))).unwrap().len(), 3, "without a cloud the kubelet's own win");
     }
 
     #[test]

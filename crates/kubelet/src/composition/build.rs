@@ -238,6 +238,7 @@ pub async fn build(cfg: Config, parts: Parts) -> Result<Built> {
         runtime_classes: crate::runtime_class::RuntimeClasses::new(api.clone()),
         devices: devices.clone(),
         allocation,
+        credential_providers: cfg.credential_providers.clone(),
     };
     let worker = WorkerConfig {
         deps,

@@ -13,6 +13,7 @@ mod running;
 pub use build::{Built, Parts, build};
 pub use running::{Running, Stopped};
 
+use crate::node_ips::NodeIps;
 use crate::sources::{self, SourceKind};
 use crate::{cm, eviction, gc, images, lease, logs, node_status, server, status_manager};
 use kubelet_config::{KubeletConfiguration, NodeOptions};
@@ -45,6 +46,15 @@ pub enum Error {
     Sysctls(#[from] crate::admission::sysctl::Error),
     #[error(transparent)]
     KubeletServer(#[from] server::kubelet_port::Error),
+    #[error(transparent)]
+    NodeIp(#[from] crate::node_ips::Error),
+    #[error(transparent)]
+    CredentialProviders(#[from] crate::credential_provider::ConfigError),
+    /// Upstream (NewMainKubelet) refuses every in-tree cloud provider name.
+    #[error(
+        "cloud provider {0:?} was specified, but built-in cloud providers are disabled. Please set --cloud-provider=external and migrate to an external cloud provider"
+    )]
+    CloudProvider(String),
     #[error("container manager")]
     ContainerManager(#[source] cm::Error),
     #[error("cgroup driver")]
@@ -69,21 +79,39 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The node name from `--hostname-override`, else the host name; the IP from `--node-ip`
-    /// (or the file's nodeIP), else the source address of the default route.
+    /// The node name from `--hostname-override`, else the host name; the primary IP from
+    /// `--node-ip` (or the file's nodeIP), else (also for `0.0.0.0` / `::`) the source address
+    /// of the default route.
     pub fn of_host(node: &NodeOptions) -> Result<Self> {
         let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let node_name = node.node_name(&host_name)?;
-        let node_ip = node.node_ip.clone().filter(|ip| !ip.is_empty()).or_else(detect_node_ip);
-        Ok(Self { node_name, node_ip })
+        let ips = NodeIps::parse(node.node_ip.as_deref().unwrap_or_default())?;
+        Ok(Self { node_name, node_ip: ips.resolve_primary().map(|ip| ip.to_string()) })
     }
 }
 
-/// The node's primary IP: the source address of the default route (no packet is sent).
-fn detect_node_ip() -> Option<String> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("10.255.255.255:9").ok()?;
-    s.local_addr().ok().map(|a| a.ip().to_string())
+/// The credential provider plugins of `--image-credential-provider-config`, checked at start-up.
+fn credential_providers(node: &NodeOptions) -> Result<Option<crate::credential_provider::Providers>> {
+    use crate::credential_provider as cp;
+    match (&node.image_credential_provider_config, &node.image_credential_provider_bin_dir) {
+        (None, None) => Ok(None),
+        (Some(config), Some(bin_dir)) => Ok(Some(cp::Providers::new(cp::load(config, bin_dir)?))),
+        _ => Err(cp::ConfigError::Incomplete.into()),
+    }
+}
+
+/// `--cloud-provider`: "" or "external"; `--node-ip`'s second address and, with an external
+/// cloud provider, the provided-node-ip annotation (upstream's NodeAddress setter).
+fn cloud_and_node_ips(node: &NodeOptions, status: &mut node_status::Config) -> Result<()> {
+    match node.cloud_provider.as_deref().unwrap_or_default() {
+        "" => {}
+        "external" => status.external_cloud_provider = true,
+        other => return Err(Error::CloudProvider(other.to_string())),
+    }
+    let ips = NodeIps::parse(node.node_ip.as_deref().unwrap_or_default())?;
+    status.secondary_node_ip = ips.secondary.map(|ip| ip.to_string());
+    status.provided_node_ip = ips.provided().filter(|_| status.external_cloud_provider);
+    Ok(())
 }
 
 /// Every subsystem's config. Fields are public: callers (hollow nodes, tests) adjust what the
@@ -127,6 +155,8 @@ pub struct Config {
     pub apparmor: crate::admission::apparmor::Host,
     /// How often the dispatcher looks for orphaned pods.
     pub housekeeping: Duration,
+    /// `--image-credential-provider-config` / `-bin-dir`: pull credentials from exec plugins.
+    pub credential_providers: Option<crate::credential_provider::Providers>,
     /// The host-level subsystems; None for hollow nodes and fake-runtime tests.
     pub host: Option<Host>,
     /// featureGates (the gates not listed keep upstream's defaults: `kubelet_config::features`).
@@ -229,7 +259,7 @@ impl Config {
                 period: duration(cfg.http_check_frequency, "httpCheckFrequency")?,
             });
         }
-        let node_status = node_status::Config::from_kubelet_config(
+        let mut node_status = node_status::Config::from_kubelet_config(
             cfg,
             node_status::Identity {
                 node_name: node_name.clone(),
@@ -238,6 +268,7 @@ impl Config {
                 root_dir: root_dir.clone(),
             },
         )?;
+        cloud_and_node_ips(node, &mut node_status)?;
         let mut pleg = Pleg {
             relist_period: Duration::from_secs(1),
             relist_period_with_events: Duration::from_secs(30),
@@ -271,6 +302,7 @@ impl Config {
             seccomp_default: cfg.seccomp_default,
             apparmor: crate::admission::apparmor::Host::detect(),
             housekeeping: Duration::from_secs(10),
+            credential_providers: credential_providers(node)?,
             host: Some(host),
             feature_gates: cfg.feature_gates.clone(),
             node_name,

@@ -54,6 +54,8 @@ pub struct Deps {
     pub devices: Option<crate::cm::devicemanager::DeviceManager>,
     /// The allocation manager: the resources the pod's containers were given and applied.
     pub allocation: crate::allocation::Manager,
+    /// Image credential provider plugins, asked after the pod's imagePullSecrets.
+    pub credential_providers: Option<crate::credential_provider::Providers>,
 }
 
 pub fn grace_secs(pod: &Pod) -> i64 {
@@ -185,9 +187,18 @@ async fn remove_container(deps: &Deps, pod: &Pod, name: &str, id: &str) -> Resul
     }
 }
 
-/// Registry credentials for `image` from the pod's imagePullSecrets (read through the node's
-/// reader).
+/// Registry credentials for `image`: the pod's imagePullSecrets (read through the node's
+/// reader), then the credential provider plugins' (upstream's UnionDockerKeyring order).
 async fn pull_credentials(deps: &Deps, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
+    let mut credentials = secret_credentials(deps, pod, image).await;
+    if let Some(providers) = &deps.credential_providers {
+        credentials.extend(providers.credentials(image).await);
+    }
+    credentials
+}
+
+/// Registry credentials for `image` from the pod's imagePullSecrets.
+async fn secret_credentials(deps: &Deps, pod: &Pod, image: &str) -> Vec<api::AuthConfig> {
     let Some(objects) = deps.objects.as_ref() else { return Vec::new() };
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();

@@ -11,6 +11,7 @@ mod deadlines;
 mod devices;
 mod ephemeral;
 mod etc_hosts;
+mod flags;
 mod harness;
 mod logs;
 mod metrics;
