@@ -73,8 +73,11 @@ pub enum Hierarchy {
 
 impl Hierarchy {
     /// v2 when `<mount>/cgroup.controllers` exists (the unified hierarchy is mounted there);
-    /// otherwise v1 with the controllers mounted under `<mount>`. A hybrid machine (v1 plus an
-    /// empty `<mount>/unified`) is v1.
+    /// otherwise v1 with the controllers mounted under `<mount>`: a controller's directory counts
+    /// only when a hierarchy is mounted there (it has `cgroup.procs`), not when it is an empty
+    /// directory on the cgroup tmpfs (another cgroup manager, e.g. a systemd in a mount
+    /// namespace of its own, may leave those). A hybrid machine (v1 plus an empty
+    /// `<mount>/unified`) is v1.
     pub fn detect(fs: &dyn CgroupFs, mount: &Path) -> Hierarchy {
         let root = mount.join("cgroup.controllers");
         if fs.exists(&root) {
@@ -87,7 +90,11 @@ impl Hierarchy {
             return Hierarchy::V2 { mount: mount.to_path_buf(), controllers };
         }
         Hierarchy::V1(
-            V1_CONTROLLERS.iter().map(|c| (c.to_string(), mount.join(c))).filter(|(_, p)| fs.exists(p)).collect(),
+            V1_CONTROLLERS
+                .iter()
+                .map(|c| (c.to_string(), mount.join(c)))
+                .filter(|(_, p)| fs.exists(&p.join("cgroup.procs")))
+                .collect(),
         )
     }
 

@@ -58,6 +58,7 @@ fn v1_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for c in ["cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "unified"] {
         std::fs::create_dir_all(dir.path().join(c)).unwrap();
+        std::fs::write(dir.path().join(c).join("cgroup.procs"), "1\n").unwrap();
     }
     std::fs::write(dir.path().join("cpuset/cpuset.cpus"), "0-3\n").unwrap();
     std::fs::write(dir.path().join("cpuset/cpuset.mems"), "0\n").unwrap();
@@ -79,6 +80,9 @@ fn detects_the_hierarchy_from_the_mount() {
         }
     );
     let v1 = v1_tree();
+    // A directory where no hierarchy is mounted (e.g. left by another cgroup manager on the
+    // tmpfs) is not a controller.
+    std::fs::create_dir(v1.path().join("hugetlb")).unwrap();
     let Hierarchy::V1(controllers) = Hierarchy::detect(&fs::OsFs, v1.path()) else { panic!("v1 expected") };
     let names: Vec<&str> = controllers.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(names, ["cpu", "cpuacct", "cpuset", "memory", "pids"]);
