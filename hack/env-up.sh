@@ -60,6 +60,7 @@ PACKAGES=(
     gcc libc6-dev   # the Rust toolchain links with cc; ring builds C (no protoc: build.rs uses protox)
     ca-certificates # cargo fetching crates over https
     debootstrap     # hack/fresh-machine.sh, which the test command runs
+    systemd dbus-daemon # the test systemd (hack/env-systemd.sh) and the private buses (hack/env-dbus.sh)
 )
 # kubectl is the tests' client. Debian 12 has no current one: the machine image's kubectl (1.32)
 # is used when present, Debian's kubernetes-client (kubectl 1.20) otherwise.
