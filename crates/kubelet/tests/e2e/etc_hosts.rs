@@ -62,9 +62,13 @@ async fn hosts_of(api: &TestApi, k: &Kubelet, pod: &str, c: &str) -> String {
     })
 }
 
-fn pod_ip(api: &TestApi, pod: &str) -> String {
-    let p = api.get_json(&["pod", pod]).unwrap();
-    p["status"]["podIP"].as_str().unwrap_or_else(|| panic!("{pod}: no podIP: {}", p["status"])).to_string()
+/// The pod's IP once the API has it: a container can print before the kubelet's status write
+/// for its sandbox has reached the API server.
+async fn pod_ip(api: &TestApi, pod: &str) -> String {
+    api::eventually(&format!("{pod}'s podIP in the API"), || {
+        api.get_json(&["pod", pod])?["status"]["podIP"].as_str().map(str::to_string)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,19 +93,19 @@ async fn containers_get_the_kubelet_managed_hosts_file_unless_they_mount_their_o
     // which sees the node's file untouched.
     let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
     let managed = hosts_of(&api, &k, "plain", "managed").await;
-    let ip = pod_ip(&api, "plain");
+    let ip = pod_ip(&api, "plain").await;
     assert_eq!(managed, format!("{MANAGED}{ip}\tplain\n"));
     assert_eq!(hosts_of(&api, &k, "plain", "managed-2").await, managed);
     assert_eq!(hosts_of(&api, &k, "plain", "own").await, node_hosts);
 
     // hostname + subdomain: the FQDN first, then the short name.
     let fqdn = hosts_of(&api, &k, "fqdn", "app").await;
-    let ip = pod_ip(&api, "fqdn");
+    let ip = pod_ip(&api, "fqdn").await;
     assert_eq!(fqdn, format!("{MANAGED}{ip}\th1.sub.default.svc.cluster.local\th1\n"));
 
     // hostAliases after the pod's line, one tab-separated line per IP.
     let with_aliases = hosts_of(&api, &k, "aliases", "app").await;
-    let ip = pod_ip(&api, "aliases");
+    let ip = pod_ip(&api, "aliases").await;
     let want =
         format!("{MANAGED}{ip}\taliases\n\n# Entries added by HostAliases.\n123.45.67.89\tfoo\tbar\n10.1.2.3\tbaz\n");
     assert_eq!(with_aliases, want);
