@@ -78,11 +78,12 @@ impl Invalid {
     }
 }
 
-fn name_of(pod: &Value) -> String {
+pub(crate) fn name_of(pod: &Value) -> String {
     pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-fn list<'a>(pod: &'a Value, field: &str) -> &'a [Value] {
+/// The pod's `spec.<field>` container list (empty when absent).
+pub(crate) fn list<'a>(pod: &'a Value, field: &str) -> &'a [Value] {
     pod.get("spec").and_then(|s| s.get(field)).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
 }
 
@@ -118,6 +119,13 @@ pub fn update(old: &Value, new: &Value) -> Result<Value, Invalid> {
         out["spec"] = json!({});
     }
     out["spec"]["ephemeralContainers"] = Value::Array(ecs);
+    take_resource_version(&mut out, new);
+    Ok(out)
+}
+
+/// A subresource write's precondition: the result carries the request's resourceVersion (or
+/// none, for an unconditional write), which the store then checks.
+pub(crate) fn take_resource_version(out: &mut Value, new: &Value) {
     match new.pointer("/metadata/resourceVersion") {
         Some(rv) => out["metadata"]["resourceVersion"] = rv.clone(),
         None => {
@@ -126,7 +134,6 @@ pub fn update(old: &Value, new: &Value) -> Result<Value, Invalid> {
             }
         }
     }
-    Ok(out)
 }
 
 /// validateEphemeralContainers: each one a valid container with a name unique in the pod, a

@@ -8,15 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::ephemeral::{FieldError, Invalid};
-
-fn name_of(pod: &Value) -> String {
-    pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
-}
-
-fn containers<'a>(pod: &'a Value, list: &str) -> &'a [Value] {
-    pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
-}
+use crate::ephemeral::{FieldError, Invalid, list as containers, name_of, take_resource_version};
 
 fn is_sidecar(c: &Value) -> bool {
     c.get("restartPolicy").and_then(Value::as_str) == Some("Always")
@@ -171,14 +163,7 @@ pub fn update(old: &Value, new: &Value) -> Result<Value, Invalid> {
     if !errors.is_empty() {
         return fail(errors);
     }
-    match new.pointer("/metadata/resourceVersion") {
-        Some(rv) => out["metadata"]["resourceVersion"] = rv.clone(),
-        None => {
-            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-        }
-    }
+    take_resource_version(&mut out, new);
     Ok(out)
 }
 

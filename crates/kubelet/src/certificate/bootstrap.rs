@@ -184,22 +184,8 @@ fn reusable_key(store: &FileStore, cert_dir: &Path) -> Result<rcgen::KeyPair> {
     if let Some(key) = key_of(&path) {
         return Ok(key);
     }
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(cert_dir)
-        .map_err(|source| Error::Io { path: cert_dir.into(), source })?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|source| Error::Io { path: path.clone(), source })?;
-    f.write_all(key.serialize_pem().as_bytes()).map_err(|source| Error::Io { path, source })?;
+    super::store::write_private(cert_dir, &path, key.serialize_pem().as_bytes())?;
     Ok(key)
 }
 

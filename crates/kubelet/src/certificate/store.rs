@@ -116,28 +116,17 @@ impl FileStore {
     /// Writes a new pair and points `-current.pem` at it (upstream's `Update`: the pair is
     /// checked before the link moves, so a bad answer never replaces a good pair).
     pub fn update(&self, cert_pem: &str, key_pem: &str, at: SystemTime) -> Result<Pair> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| Error::Io { path, source }
         };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(&self.dir))?;
         let path = self.dir.join(self.file_name(at));
         let mut text = cert_pem.trim_end().to_string();
         text.push('\n');
         text.push_str(key_pem.trim_end());
         text.push('\n');
         let pair = Pair::from_pem(&path, text.as_bytes())?;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(&path))?;
-        f.write_all(text.as_bytes()).map_err(io(&path))?;
-        f.sync_all().map_err(io(&path))?;
+        write_private(&self.dir, &path, text.as_bytes())?;
         // updateSymlink: a fresh link renamed over the current one (atomic for readers).
         let updated = self.dir.join(format!("{}-updated.pem", self.prefix));
         let _ = std::fs::remove_file(&updated);
@@ -146,6 +135,22 @@ impl FileStore {
         std::fs::rename(&updated, &current).map_err(io(&current))?;
         Ok(Pair { path: current, ..pair })
     }
+}
+
+/// Writes a file only root reads (0600, synced) in `dir`, made 0700 if missing: the
+/// certificate files and the bootstrap key.
+pub(super) fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
 }
 
 #[cfg(test)]
